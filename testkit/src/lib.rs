@@ -54,7 +54,8 @@ pub fn python() -> Result<PathBuf> {
 pub struct RedisServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -78,7 +79,20 @@ impl RedisServer {
     fn try_start(extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let child = Command::new("redis-server")
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Self::spawn(port, dir.path(), &extra)?;
+        let mut server = RedisServer {
+            child,
+            port,
+            extra,
+            dir,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Child> {
+        Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -88,19 +102,20 @@ impl RedisServer {
                 "",
             ])
             .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("spawn redis-server (is it installed? scripts/test installs it)")?;
-        let mut server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_ready()?;
-        Ok(server)
+            .context("spawn redis-server (is it installed? scripts/test installs it)")
+    }
+
+    /// Kill the server and start a new one on the same port and data folder (what a Redis
+    /// restart looks like to clients).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.child = Self::spawn(self.port, self.dir.path(), &self.extra)?;
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<()> {

@@ -1,1 +1,1 @@
-//! End-to-end tests live in `tests/`; this crate has no library code.
+//! End-to-end tests live in `tests/`; `src/bin/celeriac-test-worker.rs` is the worker they run.

@@ -1,0 +1,50 @@
+"""The Celery app of the end-to-end tests: producer side, result reader and a fellow Python worker.
+
+Configured from the same environment variables as celeriac (CELERY_BROKER_URL, ...). Defines the
+`t.*` tasks celeriac's test worker registers, so a Python worker can serve the same queue.
+"""
+import json
+import os
+import time
+
+from celery import Celery
+
+app = Celery("celeriac_tests")
+app.conf.update(
+    broker_url=os.environ["CELERY_BROKER_URL"],
+    result_backend=os.environ.get("CELERY_RESULT_BACKEND", os.environ["CELERY_BROKER_URL"]),
+    broker_transport_options=json.loads(os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS", "{}")),
+    task_acks_late=os.environ.get("CELERY_TASK_ACKS_LATE", "false").lower() in ("1", "true", "yes"),
+    worker_prefetch_multiplier=int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1")),
+    result_extended=True,
+)
+
+
+@app.task(name="t.add")
+def add(a, b):
+    return a + b
+
+
+@app.task(name="t.sleep")
+def sleep(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+@app.task(name="t.echo")
+def echo(v):
+    return v
+
+
+@app.task(name="t.whoami", bind=True)
+def whoami(self):
+    return {"id": self.request.id, "retries": self.request.retries,
+            "queue": self.request.delivery_info.get("routing_key"), "hostname": self.request.hostname}
+
+
+@app.task(name="t.mark", bind=True)
+def mark(self, ms):
+    """Count this execution in the hash `marks` (same as celeriac's test worker), then sleep."""
+    app.backend.client.hincrby("marks", self.request.id, 1)
+    time.sleep(ms / 1000)
+    return ms

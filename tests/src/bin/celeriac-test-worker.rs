@@ -1,0 +1,88 @@
+//! The worker the end-to-end tests run as a process: test tasks under the `t.` names that
+//! `tests/python/celery_app.py` also defines for Python workers.
+
+use std::time::Duration;
+
+use celeriac_worker::config::WorkerArgs;
+use celeriac_worker::{PyException, TaskContext, TaskError, TaskOptions, Worker};
+use clap::Parser;
+use serde_json::Value;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tracked = TaskOptions {
+        track_started: Some(true),
+        ..TaskOptions::default()
+    };
+    // `t.mark` counts its executions per task id in the hash `marks` of the broker's Redis.
+    let broker = std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
+    let marks = redis::Client::open(broker)?;
+    let builder = Worker::builder()
+        .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
+            Ok::<_, TaskError>(a + b)
+        })
+        .task("t.echo", |_: TaskContext, (v,): (Value,)| async move {
+            Ok::<_, TaskError>(v)
+        })
+        .task("t.fail", |_: TaskContext, (m,): (String,)| async move {
+            Err::<(), _>(TaskError::fail("ValueError", m))
+        })
+        .task("t.sleep", |_: TaskContext, (ms,): (u64,)| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, TaskError>(ms)
+        })
+        .task_with_options("t.tracked", tracked, |_: TaskContext, (ms,): (u64,)| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, TaskError>("done")
+        })
+        .task("t.flaky", |ctx: TaskContext, (n,): (u32,)| async move {
+            if ctx.retries < n {
+                return Err(TaskError::retry_in(Duration::from_millis(100))
+                    .because(PyException::new("ConnectionError", "not yet")));
+            }
+            Ok(ctx.retries)
+        })
+        .task("t.always_retry", |_: TaskContext, (): ()| async move {
+            Err::<(), _>(
+                TaskError::retry_in(Duration::from_millis(50))
+                    .max_retries(2)
+                    .because(PyException::new("KeyError", "gone")),
+            )
+        })
+        .task("t.panic", |_: TaskContext, (): ()| async move {
+            if true {
+                panic!("deliberate panic");
+            }
+            Ok::<_, TaskError>(())
+        })
+        .task("t.mark", move |ctx: TaskContext, (ms,): (u64,)| {
+            let marks = marks.clone();
+            async move {
+                let mut conn = marks
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                redis::cmd("HINCRBY")
+                    .arg("marks")
+                    .arg(&ctx.id)
+                    .arg(1)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, TaskError>(ms)
+            }
+        })
+        .task("t.whoami", |ctx: TaskContext, (): ()| async move {
+            Ok::<_, TaskError>(serde_json::json!({
+                "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,
+            }))
+        });
+    celeriac_worker::cli::worker::run(builder, &args.worker)
+}

@@ -1,0 +1,3 @@
+//! The `celeriac` command's subcommands.
+
+pub mod worker;

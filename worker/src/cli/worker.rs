@@ -1,0 +1,16 @@
+//! `celeriac worker`: settings from flags, environment and file; logging; run until signalled.
+
+use crate::builder::WorkerBuilder;
+use crate::config::{process_env, Settings, WorkerArgs};
+use crate::logging;
+
+/// Load settings for `args` from the process environment, start logging and run the worker
+/// built by `builder` (its tasks) until SIGTERM/SIGINT.
+pub fn run(builder: WorkerBuilder, args: &WorkerArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args, process_env())?;
+    logging::init(settings.loglevel, settings.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(builder.settings(settings).build().run())
+}

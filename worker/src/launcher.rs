@@ -1,0 +1,212 @@
+//! Starting and stopping a worker: connect, declare queues, run the fetch loop and the upkeep
+//! loops, then shut down warm (finish running tasks within the grace, give back everything else)
+//! or cold (on a second signal: stop now, give back everything).
+
+use std::future::Future;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use celeriac_broker_bridge::backend::{BackendOptions, ResultBackend};
+use celeriac_broker_bridge::transport::{Broker, TransportOptions};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::fetch;
+use crate::keepalive;
+use crate::registry::Registry;
+use crate::runtime::{Counters, Runtime};
+
+/// A stop request: the first asks for a warm shutdown, the second for a cold one.
+pub type StopRequests = mpsc::UnboundedReceiver<()>;
+
+/// Stop requests from SIGTERM and SIGINT.
+pub fn signal_stop_requests() -> anyhow::Result<StopRequests> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {}
+                Some(()) = int.recv() => {}
+                else => return,
+            }
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Stop requests from a future (for embedding and tests): it resolving asks for a warm shutdown.
+pub fn stop_requests_from(fut: impl Future<Output = ()> + Send + 'static) -> StopRequests {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        fut.await;
+        let _ = tx.send(());
+    });
+    rx
+}
+
+/// Run a worker until stopped.
+pub async fn run(settings: Settings, registry: Registry, mut stop: StopRequests) -> anyhow::Result<()> {
+    let transport = TransportOptions::from_json(&serde_json::Value::Object(
+        settings.broker_transport_options.clone(),
+    ))
+    .context("CELERY_BROKER_TRANSPORT_OPTIONS")?
+    .with_dead_letter_key(settings.dead_letter_key.clone());
+    let visibility_timeout = transport.visibility_timeout;
+    let broker = tokio::select! {
+        b = connect_broker(settings.broker_url.expose(), transport) => b,
+        _ = stop.recv() => return Ok(()),
+    };
+    let backend = match &settings.result_backend {
+        Some(url) => Some(
+            ResultBackend::connect(url.expose(), backend_options(&settings)?)
+                .await
+                .context("connect to the result backend")?,
+        ),
+        None => None,
+    };
+    broker
+        .declare_queues(&settings.queues)
+        .await
+        .context("declare queues")?;
+    if registry.is_empty() {
+        tracing::warn!("no task is registered: every message consumed will be dead-lettered");
+    }
+    let concurrency = settings.worker_concurrency.max(1);
+    let lookahead = (settings.worker_prefetch_multiplier.max(1) as usize - 1).min(concurrency);
+    let hostname = settings.worker_hostname.clone();
+    let rt = Arc::new(Runtime {
+        registry,
+        broker,
+        backend,
+        hostname,
+        slots: Arc::new(Semaphore::new(concurrency)),
+        reservations: Arc::new(Semaphore::new(concurrency + lookahead)),
+        held: Mutex::default(),
+        running: Mutex::default(),
+        eta_held: AtomicUsize::new(0),
+        draining: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        counters: Counters::default(),
+        settings,
+    });
+    tracing::info!(
+        hostname = %rt.hostname,
+        queues = ?rt.settings.queues,
+        concurrency,
+        tasks = ?rt.registry.names().collect::<Vec<_>>(),
+        "celeriac worker ready"
+    );
+    let upkeep_stop = CancellationToken::new();
+    let refresher = tokio::spawn(keepalive::refresh_loop(
+        rt.clone(),
+        keepalive::refresh_period(visibility_timeout),
+        upkeep_stop.clone(),
+    ));
+    let sweeper = tokio::spawn(keepalive::sweep_loop(rt.clone()));
+    let fetcher = tokio::spawn(fetch::run(rt.clone()));
+
+    let _ = stop.recv().await;
+    tracing::info!("warm shutdown: no new tasks; waiting for running ones");
+    rt.draining.cancel();
+    let _ = fetcher.await;
+    let _ = sweeper.await;
+    rt.tracker.close();
+    let grace = rt.settings.shutdown_grace();
+    let finished = tokio::select! {
+        _ = rt.tracker.wait() => true,
+        _ = sleep_or_forever(grace) => false,
+        _ = stop.recv() => { tracing::warn!("cold shutdown: stopping running tasks"); false }
+    };
+    if !finished {
+        stop_running(&rt).await;
+    }
+    give_back_held(&rt).await;
+    upkeep_stop.cancel();
+    let _ = refresher.await;
+    tracing::info!(
+        processed = rt.counters.processed.load(std::sync::atomic::Ordering::Relaxed),
+        "celeriac worker stopped"
+    );
+    Ok(())
+}
+
+async fn connect_broker(url: &str, opts: TransportOptions) -> Broker {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match Broker::connect(url, opts.clone()).await {
+            Ok(b) => return b,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the broker; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn backend_options(settings: &Settings) -> anyhow::Result<BackendOptions> {
+    let prefix = settings
+        .result_backend_transport_options
+        .get("global_keyprefix")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Ok(BackendOptions {
+        result_expires: settings.result_expires,
+        global_keyprefix: prefix,
+        result_extended: settings.result_extended,
+    })
+}
+
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stop the tasks still running and put their messages back: late-acked ones are still held
+/// (restored with the rest); early-acked ones are republished so nothing is lost.
+async fn stop_running(rt: &Runtime) {
+    let running: Vec<_> = rt
+        .running
+        .lock()
+        .expect("running lock")
+        .drain()
+        .map(|(_, r)| r)
+        .collect();
+    for r in &running {
+        r.abort.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), rt.tracker.wait()).await;
+    for r in running.into_iter().filter(|r| r.acked) {
+        tracing::warn!(delivery_tag = %r.delivery.delivery_tag, "task stopped by shutdown; requeued");
+        if let Err(e) = rt.broker.requeue(&r.delivery).await {
+            tracing::error!(error = %e, delivery_tag = %r.delivery.delivery_tag, "could not requeue a stopped task");
+        }
+    }
+}
+
+async fn give_back_held(rt: &Runtime) {
+    let tags = rt.held_tags();
+    if tags.is_empty() {
+        return;
+    }
+    match rt.broker.restore(&tags).await {
+        Ok(n) => tracing::info!(restored = n, "gave back held messages to their queues"),
+        Err(e) => tracing::error!(error = %e, held = tags.len(), "could not restore held messages; they return after the visibility timeout"),
+    }
+    for tag in &tags {
+        rt.release(tag);
+    }
+}

@@ -1,0 +1,26 @@
+//! The celeriac worker runtime: consume Celery task messages from Redis, run Rust tasks, write
+//! results as a Python Celery worker does.
+//!
+//! One file per role: [`fetch`] takes messages off the queues, [`processor`] runs one message,
+//! [`scheduled`] holds ETA messages, [`retry`] republishes retries, [`dead_letter`] disposes of
+//! what cannot run, [`keepalive`] keeps held messages from being restored by sweeps,
+//! [`launcher`] starts and stops it all; [`builder`] is the Rust API and [`task`] what a task sees.
+
+pub mod builder;
+pub mod cli;
+pub mod config;
+pub mod dead_letter;
+pub mod fetch;
+pub mod keepalive;
+pub mod launcher;
+pub mod logging;
+pub mod processor;
+pub mod registry;
+pub mod results;
+pub mod retry;
+pub mod runtime;
+pub mod scheduled;
+pub mod task;
+
+pub use builder::{Worker, WorkerBuilder};
+pub use task::{CallArgs, PyException, TaskContext, TaskError, TaskOptions};

@@ -1,0 +1,213 @@
+//! One message from reservation to ack: decode, check, hold for its ETA, run, store the outcome.
+
+use std::sync::Arc;
+
+use celeriac_broker_bridge::codec::{decode, DecodeError, DecodeOptions, TaskMessage};
+use celeriac_broker_bridge::transport::Delivery;
+use chrono::Utc;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::dead_letter;
+use crate::registry::RegisteredTask;
+use crate::results;
+use crate::retry;
+use crate::runtime::{Running, Runtime};
+use crate::scheduled;
+use crate::task::{PyException, TaskContext, TaskError};
+
+/// Handle one fetched message. `reservation` is released when the message leaves this worker's
+/// hands (or when it starts waiting for a far ETA).
+pub async fn dispatch(rt: Arc<Runtime>, delivery: Delivery, reservation: OwnedSemaphorePermit) {
+    let msg = match decode(&delivery.raw, &decode_options(&rt)) {
+        Ok(msg) => msg,
+        Err(err) => {
+            undecodable(&rt, &delivery, &err).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("task", task_id = %msg.id, task_name = %msg.task, root_id = msg.root_id.as_deref().unwrap_or(""));
+    handle(rt, delivery, msg, reservation)
+        .instrument(span)
+        .await;
+}
+
+async fn handle(
+    rt: Arc<Runtime>,
+    delivery: Delivery,
+    msg: TaskMessage,
+    reservation: OwnedSemaphorePermit,
+) {
+    let Some(task) = rt.registry.get(&msg.task).cloned() else {
+        unregistered(&rt, &delivery, &msg).await;
+        return;
+    };
+    tracing::info!(queue = %delivery.queue, "task received");
+    if revoke_if_expired(&rt, &delivery, &msg).await {
+        return;
+    }
+    let mut reservation = Some(reservation);
+    if let Some(eta) = msg.eta_utc() {
+        if eta > Utc::now() {
+            match scheduled::wait_for_eta(&rt, eta, &mut reservation).await {
+                scheduled::Waited::Due => {
+                    if revoke_if_expired(&rt, &delivery, &msg).await {
+                        return;
+                    }
+                }
+                // Draining: the message stays held and is restored at the end of the shutdown.
+                scheduled::Waited::Draining => return,
+            }
+        }
+    }
+    let slot = tokio::select! {
+        biased;
+        _ = rt.draining.cancelled() => return,
+        slot = rt.slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
+    };
+    execute(rt, delivery, msg, task, slot, reservation).await;
+}
+
+fn decode_options(rt: &Runtime) -> DecodeOptions {
+    DecodeOptions {
+        accept: results::accepted_content_types(&rt.settings.accept_content),
+        max_bytes: usize::try_from(rt.settings.max_message_bytes).unwrap_or(usize::MAX),
+    }
+}
+
+async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
+    let reason = err.to_string();
+    if let (DecodeError::Refused { id: Some(id), .. }, Some(_)) = (err, &rt.backend) {
+        let exc = PyException::in_module("kombu.exceptions", "ContentDisallowed", reason.clone());
+        results::store_failure(rt, id, None, &exc, None).await;
+    }
+    dead_letter::dispose(rt, delivery, &reason, false).await;
+}
+
+async fn unregistered(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) {
+    let reason = format!("Received unregistered task of type '{}'", msg.task);
+    if rt.settings.dead_letter_policy == crate::config::DeadLetterPolicy::DeadLetter {
+        // As a Python worker does, so callers waiting on the result fail fast instead of hanging.
+        let exc = PyException::in_module(
+            "celery.exceptions",
+            "NotRegistered",
+            format!("'{}'", msg.task),
+        );
+        results::store_failure(rt, &msg.id, Some(msg), &exc, None).await;
+    }
+    dead_letter::dispose(rt, delivery, &reason, true).await;
+}
+
+/// If the message's `expires` has passed: store REVOKED ("expired"), ack, and return true.
+async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) -> bool {
+    match msg.expires_utc() {
+        Some(expires) if expires <= Utc::now() => {
+            tracing::info!("task expired; not run");
+            results::store_revoked(rt, msg, "expired").await;
+            rt.ack(delivery).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+async fn execute(
+    rt: Arc<Runtime>,
+    delivery: Delivery,
+    msg: TaskMessage,
+    task: RegisteredTask,
+    slot: OwnedSemaphorePermit,
+    reservation: Option<OwnedSemaphorePermit>,
+) {
+    let settings = &rt.settings;
+    let acks_late = task.options.acks_late.unwrap_or(settings.task_acks_late);
+    let ignore_result = msg
+        .ignore_result
+        .or(task.options.ignore_result)
+        .unwrap_or(settings.task_ignore_result);
+    let track_started = task
+        .options
+        .track_started
+        .unwrap_or(settings.task_track_started);
+    if !acks_late {
+        rt.ack(&delivery).await;
+    }
+    if track_started && !ignore_result {
+        results::store_started(&rt, &msg).await;
+    }
+    let ctx = TaskContext {
+        id: msg.id.clone(),
+        name: msg.task.clone(),
+        retries: msg.retries,
+        root_id: msg.root_id.clone(),
+        parent_id: msg.parent_id.clone(),
+        group: msg.group.clone(),
+        queue: delivery.queue.clone(),
+        hostname: rt.hostname.clone(),
+        headers: msg.extra_headers.clone(),
+        args: msg.args.clone(),
+        kwargs: msg.kwargs.clone(),
+    };
+    let started = std::time::Instant::now();
+    let join = tokio::spawn(task.handler.call(ctx).in_current_span());
+    rt.running.lock().expect("running lock").insert(
+        delivery.delivery_tag.clone(),
+        Running {
+            abort: join.abort_handle(),
+            delivery: delivery.clone(),
+            acked: !acks_late,
+        },
+    );
+    let outcome = join.await;
+    rt.running
+        .lock()
+        .expect("running lock")
+        .remove(&delivery.delivery_tag);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        // Stopped by the end of a warm shutdown's grace: the shutdown puts the message back.
+        Err(e) if e.is_cancelled() => return,
+        Err(e) => Err(TaskError::Fail(PyException::new(
+            "RuntimeError",
+            format!("task panicked: {}", panic_message(e)),
+        ))),
+    };
+    let runtime_s = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(value) => {
+            tracing::info!(runtime_s, "task succeeded");
+            if !ignore_result {
+                results::store_success(&rt, &msg, value).await;
+            }
+        }
+        Err(TaskError::Fail(exc)) => {
+            tracing::warn!(runtime_s, exception = %exc, "task failed");
+            if !ignore_result || settings.task_store_errors_even_if_ignored {
+                results::store_failure(&rt, &msg.id, Some(&msg), &exc, Some(&rt.hostname)).await;
+            }
+        }
+        Err(TaskError::Retry(request)) => {
+            retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await;
+        }
+    }
+    rt.counters
+        .processed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if acks_late {
+        rt.ack(&delivery).await;
+    }
+    drop(slot);
+    drop(reservation);
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+

@@ -1,0 +1,49 @@
+//! The task registry: Celery task names mapped to Rust handlers and their options.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::task::{Handler, TaskOptions};
+
+/// One registered task.
+#[derive(Clone)]
+pub struct RegisteredTask {
+    /// The function to run.
+    pub handler: Arc<dyn Handler>,
+    /// Its options.
+    pub options: TaskOptions,
+}
+
+/// Task name → task. Names are the ones producers use (`"tickets.get_ticket"`).
+#[derive(Clone, Default)]
+pub struct Registry {
+    tasks: BTreeMap<String, RegisteredTask>,
+}
+
+impl Registry {
+    /// Register (or replace) a task under `name`.
+    pub fn insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>, options: TaskOptions) {
+        self.tasks
+            .insert(name.into(), RegisteredTask { handler, options });
+    }
+
+    /// Look a task up by name.
+    pub fn get(&self, name: &str) -> Option<&RegisteredTask> {
+        self.tasks.get(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tasks.keys().map(String::as_str)
+    }
+
+    /// Number of registered tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no task is registered.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}

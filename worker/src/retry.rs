@@ -1,0 +1,101 @@
+//! Retries as Celery does them: a new message with the same task id, `retries + 1` and an ETA,
+//! published where the original came from; RETRY stored; FAILURE once `max_retries` is reached.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use celeriac_broker_bridge::codec::{EncodeOptions, TaskMessage, Timestamp};
+use celeriac_broker_bridge::transport::Delivery;
+use chrono::Utc;
+
+use crate::registry::RegisteredTask;
+use crate::results;
+use crate::runtime::Runtime;
+use crate::task::{PyException, RetryRequest};
+
+/// Handle a task's retry request (the message itself is acked by the caller as usual).
+pub async fn retry(
+    rt: &Runtime,
+    delivery: &Delivery,
+    msg: &TaskMessage,
+    task: &RegisteredTask,
+    request: RetryRequest,
+    ignore_result: bool,
+) {
+    let store_errors = !ignore_result || rt.settings.task_store_errors_even_if_ignored;
+    let max_retries = request.max_retries.or(task.options.max_retries);
+    if max_retries.is_some_and(|max| msg.retries >= max) {
+        let exc = request.exc.unwrap_or_else(|| {
+            PyException::in_module(
+                "celery.exceptions",
+                "MaxRetriesExceededError",
+                format!(
+                    "Can't retry {}[{}] args:{} kwargs:{}",
+                    msg.task,
+                    msg.id,
+                    serde_json::Value::Array(msg.args.clone()),
+                    serde_json::Value::Object(msg.kwargs.clone())
+                ),
+            )
+        });
+        tracing::warn!(retries = msg.retries, exception = %exc, "retries exhausted; task failed");
+        if store_errors {
+            results::store_failure(rt, &msg.id, Some(msg), &exc, Some(&rt.hostname)).await;
+        }
+        return;
+    }
+    let delay = request
+        .countdown
+        .unwrap_or(task.options.default_retry_delay);
+    let eta = request.eta.unwrap_or_else(|| {
+        Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+    });
+    let next = next_attempt(msg, eta);
+    let envelope = next.to_envelope(&EncodeOptions {
+        exchange: delivery.exchange.clone(),
+        routing_key: delivery.routing_key.clone(),
+        priority: delivery.priority,
+    });
+    if let Err(e) = rt
+        .broker
+        .publish(&envelope, &delivery.exchange, &delivery.routing_key)
+        .await
+    {
+        let exc = PyException::new("RuntimeError", format!("could not publish the retry: {e}"));
+        tracing::error!(error = %e, "could not publish the retry; task failed");
+        if store_errors {
+            results::store_failure(rt, &msg.id, Some(msg), &exc, Some(&rt.hostname)).await;
+        }
+        return;
+    }
+    rt.counters.retried.fetch_add(1, Ordering::Relaxed);
+    let exc = request.exc.unwrap_or_else(|| {
+        PyException::in_module(
+            "celery.exceptions",
+            "Retry",
+            format!("Retry in {}s", humanize(eta - Utc::now())),
+        )
+    });
+    tracing::info!(retries = next.retries, eta = %eta.to_rfc3339(), "task retry published");
+    if store_errors {
+        results::store_retry(rt, msg, &exc).await;
+    }
+}
+
+/// The message of the next attempt: same id, args and options; `retries + 1`; the new ETA;
+/// `parent_id` kept, or this task's own id when it had none (as Celery).
+pub fn next_attempt(msg: &TaskMessage, eta: chrono::DateTime<Utc>) -> TaskMessage {
+    let mut next = msg.clone();
+    next.retries = msg.retries + 1;
+    next.eta = Some(Timestamp::from_utc(eta));
+    if next.parent_id.is_none() {
+        next.parent_id = Some(msg.id.clone());
+    }
+    next
+}
+
+fn humanize(d: chrono::Duration) -> u64 {
+    Duration::from_millis(d.num_milliseconds().max(0) as u64)
+        .as_secs_f64()
+        .round() as u64
+}

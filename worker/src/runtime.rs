@@ -1,0 +1,92 @@
+//! The shared state of a running worker: connections, registry, slots and the messages it holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use celeriac_broker_bridge::backend::ResultBackend;
+use celeriac_broker_bridge::transport::{Broker, Delivery};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::registry::Registry;
+
+/// A task being executed right now.
+pub struct Running {
+    /// Cancels the task's future (used at the end of a warm shutdown's grace).
+    pub abort: AbortHandle,
+    /// The message, kept so an early-acked task stopped at shutdown can be put back.
+    pub delivery: Delivery,
+    /// Whether the message was already acked (early ack).
+    pub acked: bool,
+}
+
+/// Counters kept for logs and, later, metrics.
+#[derive(Default)]
+pub struct Counters {
+    /// Tasks that finished (any state).
+    pub processed: AtomicU64,
+    /// Messages moved to the dead-letter list or requeued elsewhere.
+    pub dead_lettered: AtomicU64,
+    /// Retries published.
+    pub retried: AtomicU64,
+}
+
+/// Everything the worker's parts share.
+pub struct Runtime {
+    /// Effective settings.
+    pub settings: Settings,
+    /// Registered tasks.
+    pub registry: Registry,
+    /// The broker connection.
+    pub broker: Broker,
+    /// The result backend, when `result_backend` is set.
+    pub backend: Option<ResultBackend>,
+    /// This worker's node name.
+    pub hostname: String,
+    /// Execution slots (`concurrency`).
+    pub slots: Arc<Semaphore>,
+    /// Reservation slots: messages taken off the queue and not yet finished (ETA-held excluded).
+    pub reservations: Arc<Semaphore>,
+    /// Delivery tags this worker holds unacked in Redis (waiting, ETA-held, running with late ack).
+    pub held: Mutex<HashSet<String>>,
+    /// Tasks running now, by delivery tag.
+    pub running: Mutex<HashMap<String, Running>>,
+    /// ETA-held messages right now.
+    pub eta_held: AtomicUsize,
+    /// Cancelled when the worker stops taking new work (warm shutdown begins).
+    pub draining: CancellationToken,
+    /// Tracks every spawned message handler so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Counters.
+    pub counters: Counters,
+}
+
+impl Runtime {
+    /// Start holding `tag` (its `unacked_index` score is kept fresh from now on).
+    pub fn hold(&self, tag: &str) {
+        self.held.lock().expect("held lock").insert(tag.to_string());
+    }
+
+    /// Stop holding `tag` (it was acked, restored or dead-lettered).
+    pub fn release(&self, tag: &str) {
+        self.held.lock().expect("held lock").remove(tag);
+    }
+
+    /// A snapshot of the held tags.
+    pub fn held_tags(&self) -> Vec<String> {
+        self.held.lock().expect("held lock").iter().cloned().collect()
+    }
+
+    /// Ack a message in Redis and stop holding it. Errors are logged: the message then comes back
+    /// after the visibility timeout (at-least-once).
+    pub async fn ack(&self, delivery: &Delivery) {
+        if let Err(e) = self.broker.ack(&delivery.delivery_tag).await {
+            tracing::error!(delivery_tag = %delivery.delivery_tag, error = %e, "ack failed; the message will be redelivered after the visibility timeout");
+        }
+        self.release(&delivery.delivery_tag);
+    }
+}

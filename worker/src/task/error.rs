@@ -1,0 +1,179 @@
+//! What a task returns when it does not succeed: a failure that Python re-raises with the right
+//! exception type, or a request to be retried.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A Python exception as Celery stores it: the class name, its module and its arguments.
+///
+/// Python's `AsyncResult.get()` re-raises `module.Type(*args)`, so a Rust task that fails with
+/// `PyException::new("ValueError", "bad id")` is seen by a Django caller as `ValueError("bad id")`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyException {
+    /// Class name, e.g. `ValueError`.
+    pub exc_type: String,
+    /// Module of the class, e.g. `builtins` or `myapp.errors`.
+    pub exc_module: String,
+    /// The exception's arguments (usually one message string).
+    pub args: Vec<Value>,
+}
+
+impl PyException {
+    /// A builtin exception (`ValueError`, `KeyError`, `TypeError`, ...) with one message.
+    pub fn new(exc_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::in_module("builtins", exc_type, message)
+    }
+
+    /// An exception class of another module (it must exist on the Python side to be re-raised as such).
+    pub fn in_module(
+        module: impl Into<String>,
+        exc_type: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        PyException {
+            exc_type: exc_type.into(),
+            exc_module: module.into(),
+            args: vec![Value::String(message.into())],
+        }
+    }
+
+    /// The first argument as text (the usual message), or the arguments joined.
+    pub fn message(&self) -> String {
+        match self.args.as_slice() {
+            [Value::String(s)] => s.clone(),
+            args => args
+                .iter()
+                .map(|a| match a {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+impl fmt::Display for PyException {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.exc_type, self.message())
+    }
+}
+
+/// When a retried task should run again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryRequest {
+    /// Delay from now; `None` with no `eta` means the task's default retry delay.
+    pub countdown: Option<Duration>,
+    /// Absolute time; wins over `countdown`.
+    pub eta: Option<DateTime<Utc>>,
+    /// Override of the task's `max_retries` (`None` keeps the task's; Celery's default is 3).
+    pub max_retries: Option<u32>,
+    /// The exception that caused the retry, stored in the RETRY result and raised when retries run out.
+    pub exc: Option<PyException>,
+}
+
+/// A task's failure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskError {
+    /// The task failed; stored as FAILURE with this exception.
+    Fail(PyException),
+    /// The task asks to be run again later (Celery's `self.retry()`).
+    Retry(RetryRequest),
+}
+
+impl TaskError {
+    /// Fail with a builtin Python exception type, e.g. `TaskError::fail("ValueError", "bad id")`.
+    pub fn fail(exc_type: impl Into<String>, message: impl Into<String>) -> Self {
+        TaskError::Fail(PyException::new(exc_type, message))
+    }
+
+    /// Retry after `countdown` (kept as the delay of the republished message).
+    pub fn retry_in(countdown: Duration) -> Self {
+        TaskError::Retry(RetryRequest {
+            countdown: Some(countdown),
+            eta: None,
+            max_retries: None,
+            exc: None,
+        })
+    }
+
+    /// Retry with the task's default delay.
+    pub fn retry() -> Self {
+        TaskError::Retry(RetryRequest {
+            countdown: None,
+            eta: None,
+            max_retries: None,
+            exc: None,
+        })
+    }
+
+    /// Set the exception stored with the retry (and raised once retries are exhausted).
+    pub fn because(mut self, exc: PyException) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.exc = Some(exc);
+        }
+        self
+    }
+
+    /// Override `max_retries` for this retry.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.max_retries = Some(n);
+        }
+        self
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Fail(e) => e.fmt(f),
+            TaskError::Retry(r) => match &r.exc {
+                Some(e) => write!(f, "retry requested: {e}"),
+                None => f.write_str("retry requested"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl From<PyException> for TaskError {
+    fn from(e: PyException) -> Self {
+        TaskError::Fail(e)
+    }
+}
+
+/// Any Rust error becomes a Python `Exception` carrying the error chain as its message.
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> Self {
+        TaskError::fail("Exception", format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders() {
+        let e = TaskError::fail("ValueError", "boom");
+        assert_eq!(e.to_string(), "ValueError: boom");
+        let r = TaskError::retry_in(Duration::from_secs(5))
+            .because(PyException::new("IOError", "later"))
+            .max_retries(7);
+        match r {
+            TaskError::Retry(r) => {
+                assert_eq!(r.countdown, Some(Duration::from_secs(5)));
+                assert_eq!(r.max_retries, Some(7));
+                assert_eq!(r.exc.unwrap().exc_type, "IOError");
+            }
+            other => panic!("expected retry, got {other:?}"),
+        }
+        let any: TaskError = anyhow::anyhow!("outer").context("ctx").into();
+        assert_eq!(any.to_string(), "Exception: ctx: outer");
+    }
+}

@@ -1,0 +1,13 @@
+//! The task API: what a Rust task function receives and returns.
+
+pub mod args;
+pub mod context;
+pub mod error;
+pub mod handler;
+pub mod options;
+
+pub use args::CallArgs;
+pub use context::TaskContext;
+pub use error::{PyException, RetryRequest, TaskError};
+pub use handler::{FnHandler, Handler, TaskFuture};
+pub use options::TaskOptions;
