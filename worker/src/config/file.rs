@@ -1,0 +1,125 @@
+//! Reading settings from a TOML file.
+//!
+//! Top-level keys are Celery setting names; celeriac-only settings live under `[celeriac]`.
+//! Other tables (and arrays of tables) are kept raw in [`Settings::extra`] for the modules that
+//! own them. An unknown top-level key that is not a table, or any unknown key under
+//! `[celeriac]`, is an error: a typo must not silently fall back to a default.
+
+use std::path::Path;
+
+use super::fields::{apply, by_key, FIELDS};
+use super::settings::Settings;
+use super::value::Raw;
+use super::ConfigError;
+
+/// Reads and parses the file at `path`.
+pub(crate) fn read(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        what: "config file".into(),
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses TOML text; errors give line and column but not the offending line, which may hold a secret.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let before: String = text
+            .char_indices()
+            .take_while(|(i, _)| *i < offset)
+            .map(|(_, c)| c)
+            .collect();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError::Toml {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })
+}
+
+/// Applies a parsed file to `settings`.
+pub(crate) fn apply_table(
+    settings: &mut Settings,
+    table: toml::Table,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        if key == "celeriac" {
+            let toml::Value::Table(section) = value else {
+                return Err(ConfigError::InvalidValue {
+                    origin: format!("key `celeriac` in {}", path.display()),
+                    value: "(not a table)".into(),
+                    reason: "expected a [celeriac] table".into(),
+                });
+            };
+            for (ckey, cvalue) in &section {
+                let field = by_key(ckey, true)
+                    .ok_or_else(|| unknown(&format!("celeriac.{ckey}"), ckey, path))?;
+                apply(field, settings, Raw::Toml(cvalue), || {
+                    format!("key `celeriac.{ckey}` in {}", path.display())
+                })?;
+            }
+        } else if let Some(field) = by_key(&key, false) {
+            apply(field, settings, Raw::Toml(&value), || {
+                format!("key `{key}` in {}", path.display())
+            })?;
+        } else if is_section(&value) {
+            settings.extra.insert(key, value);
+        } else {
+            return Err(unknown(&key, &key, path));
+        }
+    }
+    Ok(())
+}
+
+fn is_section(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Table(_) => true,
+        toml::Value::Array(items) => !items.is_empty() && items.iter().all(toml::Value::is_table),
+        _ => false,
+    }
+}
+
+fn unknown(dotted: &str, name: &str, path: &Path) -> ConfigError {
+    let hint = if let Some(f) = FIELDS.iter().find(|f| f.key == name) {
+        if f.celeriac {
+            format!("`{name}` is celeriac-only: put it under [celeriac]")
+        } else {
+            format!("`{name}` is a Celery setting: put it at the top level, not under [celeriac]")
+        }
+    } else if let Some(f) = FIELDS
+        .iter()
+        .min_by_key(|f| edit_distance(f.key, name))
+        .filter(|f| edit_distance(f.key, name) <= 3)
+    {
+        format!("did you mean `{}`?", f.key)
+    } else {
+        "see the Configuration table in the worker README for the settings celeriac honours".into()
+    };
+    ConfigError::UnknownKey {
+        key: dotted.to_owned(),
+        path: path.to_owned(),
+        hint,
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,70 @@
+//! 12-factor configuration of `celeriac worker`, read like a Celery worker in a Django project.
+//!
+//! Precedence, lowest first: Celery's defaults, the TOML file (`--config` or `CELERIAC_CONFIG`),
+//! the environment (`CELERY_<SETTING>`, `CELERIAC_<SETTING>`, each also as `<NAME>_FILE`), then
+//! command-line flags. See the worker README's Configuration table for every setting.
+
+mod cli;
+mod env;
+mod error;
+mod fields;
+mod file;
+mod hostname;
+mod redact;
+mod settings;
+mod value;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub use cli::WorkerArgs;
+pub use env::process_env;
+pub use error::ConfigError;
+pub use hostname::{expand_hostname, system_hostname};
+pub use redact::{redacted, redacted_json};
+pub use settings::{
+    DeadLetterPolicy, LogFormat, LogLevel, RateLimit, SecretUrl, Settings,
+    DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,
+};
+
+/// The environment variable naming the TOML configuration file.
+pub const CONFIG_ENV: &str = "CELERIAC_CONFIG";
+
+impl Settings {
+    /// Resolves the settings from defaults, the config file, `env` and `args`, using this
+    /// machine's host name for `%h`. Pass [`process_env()`] for the real environment.
+    pub fn load(
+        args: &WorkerArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        Self::load_with_host(args, env, &system_hostname())
+    }
+
+    /// [`Settings::load`] with an explicit host name for `%h`, `%n` and `%d`.
+    pub fn load_with_host(
+        args: &WorkerArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+        host: &str,
+    ) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = env.into_iter().collect();
+        let mut settings = Settings::default();
+        let config_path = match &args.config {
+            Some(path) => Some(path.clone()),
+            None => env::lookup(&vars, CONFIG_ENV)?.map(|found| PathBuf::from(found.value)),
+        };
+        if let Some(path) = config_path {
+            let table = file::read(&path)?;
+            file::apply_table(&mut settings, table, &path)?;
+        }
+        env::apply_env(&mut settings, &vars)?;
+        cli::apply_args(&mut settings, args)?;
+        if settings.queues.is_empty() {
+            settings.queues = vec![settings.task_default_queue.clone()];
+        }
+        settings.worker_hostname = expand_hostname(&settings.worker_hostname, host);
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests;
