@@ -1,0 +1,161 @@
+"""Drain benchmark: N `demo.add` tasks produced by real Celery, with results, drained by celeriac
+and by a Python Celery prefork worker (-c 2) on the same private Redis, one after the other.
+
+Figures per worker: tasks/s (N / spread of the results' date_done, so start-up time does not
+count), peak RSS (VmHWM; for prefork the sum over the parent and its children), idle RSS (VmRSS
+one second after start on an empty queue) and Redis commands per task (INFO commandstats delta
+over the drain, divided by N). Prints a Markdown table.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def proc_kb(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        return 0
+    return 0
+
+
+def tree(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    pids = [pid]
+    for child in out:
+        pids += tree(int(child))
+    return pids
+
+
+def total_calls(r):
+    return sum(v["calls"] for k, v in r.info("commandstats").items())
+
+
+def produce(app, n):
+    with app.producer_or_acquire() as producer:
+        return [app.send_task("demo.add", args=(1, 2), producer=producer).id for _ in range(n)]
+
+
+def wait_done(r, ids, timeout):
+    keys = [f"celery-task-meta-{i}" for i in ids]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if r.llen("celery") == 0 and r.hlen("unacked") == 0:
+            missing = sum(1 for i in range(0, len(keys), 1000) for v in r.mget(keys[i:i + 1000]) if v is None)
+            if missing == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def spread(r, ids):
+    keys = [f"celery-task-meta-{i}" for i in ids]
+    dates = []
+    for i in range(0, len(keys), 1000):
+        for v in r.mget(keys[i:i + 1000]):
+            d = json.loads(v)["date_done"]
+            dates.append(datetime.datetime.fromisoformat(d))
+    return (max(dates) - min(dates)).total_seconds()
+
+
+def run_one(name, cmd, env, r, app, n, log):
+    r.flushdb()
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=HERE)
+    time.sleep(2.0)
+    idle = sum(proc_kb(q, "VmRSS") for q in tree(p.pid))
+    p.terminate()
+    p.wait(timeout=60)
+    r.flushdb()
+    ids = produce(app, n)
+    r.config_resetstat()
+    before = total_calls(r)
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=HERE)
+    peak = 0
+    deadline = time.time() + 600
+    done = False
+    while time.time() < deadline:
+        peak = max(peak, sum(proc_kb(q, "VmHWM") for q in tree(p.pid)))
+        if wait_done(r, ids, 0.5):
+            done = True
+            break
+    peak = max(peak, sum(proc_kb(q, "VmHWM") for q in tree(p.pid)))
+    calls = total_calls(r) - before
+    p.terminate()
+    p.wait(timeout=60)
+    if not done:
+        sys.exit(f"{name}: did not drain {n} tasks")
+    secs = spread(r, ids)
+    return {"name": name, "tasks_per_s": n / secs if secs > 0 else float("inf"), "seconds": secs,
+            "peak_rss_mb": peak / 1024, "idle_rss_mb": idle / 1024, "cmds_per_task": calls / n}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("--celeriac", default=os.path.join(ROOT, "target/release/examples/demo"))
+    ap.add_argument("--concurrency", type=int, default=2)
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp()
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        r = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url, CELERIAC_LOG_FORMAT="json",
+                   CELERY_WORKER_LOGLEVEL="WARNING")
+        sys.path.insert(0, HERE)
+        from bench_app import app
+        log = open(os.path.join(tmp, "workers.log"), "w")
+        rows = [
+            run_one("celeriac (demo worker, -c 2)", [args.celeriac, "-c", str(args.concurrency)], env, r, app, args.n, log),
+            run_one("Python Celery 5.7.0 prefork (-c 2)",
+                    [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", "prefork", "-c",
+                     str(args.concurrency), "-l", "WARNING", "--without-mingle", "--without-gossip"],
+                    env, r, app, args.n, log),
+        ]
+        print(f"N = {args.n} `demo.add` tasks with results, private Redis, {os.cpu_count()} cores\n")
+        print("| worker | tasks/s | drain (s) | peak RSS (MB) | idle RSS (MB) | Redis cmds/task |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for row in rows:
+            print(f"| {row['name']} | {row['tasks_per_s']:.0f} | {row['seconds']:.2f} | {row['peak_rss_mb']:.1f} | "
+                  f"{row['idle_rss_mb']:.1f} | {row['cmds_per_task']:.1f} |")
+        print(f"\nceleriac / Python throughput: {rows[0]['tasks_per_s'] / rows[1]['tasks_per_s']:.1f}x")
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The Python side of the demo: a plain Celery producer, as a Django project would have.
+
+Sends tasks by name to the celeriac demo worker and prints what AsyncResult.get() returns.
+"""
+import os
+import time
+
+from celery import Celery
+
+app = Celery("demo", broker=os.environ["CELERY_BROKER_URL"], backend=os.environ["CELERY_RESULT_BACKEND"])
+
+
+def show(label, value):
+    print(f"  {label:<42} -> {value!r}")
+
+
+print("Python Celery producer -> celeriac:")
+show("demo.add(2, 3)", app.send_task("demo.add", args=(2, 3)).get(timeout=10))
+show("demo.echo({'héllo': [1, 2**70, None]})",
+     app.send_task("demo.echo", args=({"héllo": [1, 2**70, None]},)).get(timeout=10))
+try:
+    app.send_task("demo.fail", args=("bad ticket id",)).get(timeout=10)
+except ValueError as e:
+    show("demo.fail('bad ticket id') raised", e)
+start = time.time()
+results = [app.send_task("demo.sleep", args=(500,)) for _ in range(8)]
+values = [r.get(timeout=20) for r in results]
+show("8 x demo.sleep(500) on 4 slots", f"{values} in {time.time() - start:.1f}s")
+r = app.send_task("demo.add", args=(40, 2), countdown=1)
+show("demo.add(40, 2) with countdown=1", r.get(timeout=10))
