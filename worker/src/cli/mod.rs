@@ -1,0 +1,3 @@
+//! Subcommands of the `celeriac` binary.
+
+pub mod decode;
