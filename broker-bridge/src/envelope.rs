@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 /// Why bytes are not a kombu envelope.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     /// Not valid JSON (or not UTF-8).
     #[error("envelope is not valid JSON: {0}")]

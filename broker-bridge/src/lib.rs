@@ -1,5 +1,8 @@
 //! Celery's wire on Redis, with no knowledge of tasks or caches.
 //!
 //! * [`envelope`] — the kombu envelope: one element of a Redis queue list, kept as JSON.
+//! * [`codec`] — task messages: decode (protocol 1/2, json/msgpack/yaml, compression, pickle
+//!   refused) and encode (protocol 2 JSON).
 
+pub mod codec;
 pub mod envelope;

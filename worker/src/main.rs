@@ -1,7 +1,10 @@
 //! The `celeriac` command.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
+use celeriac_worker::cli;
 use celeriac_worker::config::WorkerArgs;
 use celeriac_worker::Worker;
 
@@ -17,10 +20,19 @@ struct Cli {
 enum Command {
     /// Consume tasks from the queues and run them (settings: flags, CELERY_* env, --config TOML).
     Worker(WorkerArgs),
+    /// Decode one raw task message (a Redis list element) and print it as JSON.
+    Decode(cli::decode::DecodeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Worker(args) => celeriac_worker::cli::worker::run(Worker::builder(), &args),
+        Command::Worker(args) => match cli::worker::run(Worker::builder(), &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("celeriac worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Decode(args) => cli::decode::run(&args),
     }
 }

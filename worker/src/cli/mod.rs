@@ -1,3 +1,4 @@
 //! The `celeriac` command's subcommands.
 
+pub mod decode;
 pub mod worker;

@@ -1,0 +1,410 @@
+//! [`decode`]: one raw Redis list element → [`TaskMessage`].
+//!
+//! Order, as kombu and the Celery worker do it: envelope → content-type check (pickle and
+//! non-accepted types refused before anything is parsed) → base64 → decompress → deserialize →
+//! protocol detection (`headers.task` ⇒ 2, hybrid when the body is nevertheless an object with
+//! `args`; else a body object with `task` ⇒ 1).
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::compression;
+use super::content::{self, JSON, MSGPACK, PICKLE, YAML};
+use super::error::{DecodeError, DecodeErrorKind};
+use super::fields::{as_seconds, bad, get_bool, get_int, get_str};
+use super::message::TaskMessage;
+use super::signature::{self, Signature};
+use super::timestamp::WireTime;
+use crate::envelope::Envelope;
+
+/// Limits and the accept list for [`decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Accepted content types (`application/json`, …) or serializer names (`json`, `msgpack`,
+    /// `yaml`). Empty means json, msgpack and yaml. Pickle is refused whatever this says.
+    pub accept: Vec<String>,
+    /// Largest raw element, and largest decompressed body, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for DecodeOptions {
+    /// Accept json/msgpack/yaml, up to 64 MiB.
+    fn default() -> Self {
+        DecodeOptions {
+            accept: Vec::new(),
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+impl DecodeOptions {
+    fn accepts(&self, content_type: &str) -> bool {
+        if self.accept.is_empty() {
+            return matches!(content_type, JSON | MSGPACK | YAML);
+        }
+        self.accept
+            .iter()
+            .any(|a| a == content_type || serializer_content_type(a) == Some(content_type))
+    }
+}
+
+/// kombu's serializer name for a content type alias (`json` → `application/json`).
+fn serializer_content_type(name: &str) -> Option<&'static str> {
+    match name {
+        "json" => Some(JSON),
+        "msgpack" => Some(MSGPACK),
+        "yaml" => Some(YAML),
+        "pickle" => Some(PICKLE),
+        _ => None,
+    }
+}
+
+/// Header keys that [`TaskMessage`] interprets (or that belong to the transport); every other
+/// header goes to [`TaskMessage::extra_headers`].
+const KNOWN_HEADERS: [&str; 24] = [
+    "lang",
+    "task",
+    "id",
+    "shadow",
+    "eta",
+    "expires",
+    "group",
+    "group_index",
+    "retries",
+    "timelimit",
+    "root_id",
+    "parent_id",
+    "argsrepr",
+    "kwargsrepr",
+    "origin",
+    "ignore_result",
+    "replaced_task_nesting",
+    "stamped_headers",
+    "stamps",
+    "compression",
+    "redelivered",
+    "taskset",
+    "utc",
+    "chord",
+];
+
+/// Decode one raw Redis list element into a [`TaskMessage`].
+///
+/// Every failure is a [`DecodeError`] holding the raw bytes untouched (and the task name and id
+/// when the headers were readable), so the caller can dead-letter the element intact.
+pub fn decode(raw: &[u8], opts: &DecodeOptions) -> Result<TaskMessage, DecodeError> {
+    if raw.len() > opts.max_bytes {
+        return Err(DecodeError::new(
+            DecodeErrorKind::TooLarge {
+                what: "message",
+                size: raw.len(),
+                limit: opts.max_bytes,
+            },
+            raw,
+        ));
+    }
+    let envelope = Envelope::parse(raw).map_err(|e| DecodeError::new(e.into(), raw))?;
+    let header_str = |k: &str| {
+        envelope
+            .headers()
+            .and_then(|h| h.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    decode_envelope(&envelope, opts)
+        .map_err(|kind| DecodeError::new(kind, raw).with_ids(header_str("task"), header_str("id")))
+}
+
+/// Decode an already parsed envelope (errors without the raw bytes).
+pub fn decode_envelope(
+    envelope: &Envelope,
+    opts: &DecodeOptions,
+) -> Result<TaskMessage, DecodeErrorKind> {
+    let content_type = envelope
+        .content_type()
+        .ok_or_else(|| bad("content-type", "is missing"))?
+        .to_string();
+    if content_type == PICKLE {
+        return Err(DecodeErrorKind::Refused {
+            content_type,
+            reason: "never deserialized",
+        });
+    }
+    if !opts.accepts(&content_type) {
+        return Err(DecodeErrorKind::Refused {
+            content_type,
+            reason: "not in accept list",
+        });
+    }
+    let empty = Map::new();
+    let headers = envelope.headers().unwrap_or(&empty);
+    let mut body = body_bytes(envelope)?;
+    match headers.get("compression") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(method)) => {
+            body = compression::decompress(method, &body, opts.max_bytes)?;
+        }
+        Some(_) => return Err(bad("headers.compression", "should be a string")),
+    }
+    let body = content::deserialize(&content_type, &body)?;
+    let mut msg = to_task_message(headers, body)?;
+    msg.content_type = content_type;
+    msg.priority = envelope.priority();
+    msg.delivery_tag = envelope.delivery_tag().map(str::to_string);
+    msg.exchange = envelope.exchange().map(str::to_string);
+    msg.routing_key = envelope.routing_key().map(str::to_string);
+    let prop = |k: &str| {
+        envelope
+            .properties()
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    msg.reply_to = prop("reply_to");
+    msg.correlation_id = prop("correlation_id");
+    msg.redelivered = envelope.redelivered();
+    Ok(msg)
+}
+
+fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, DecodeErrorKind> {
+    match envelope.body_encoding() {
+        Some("base64") => {
+            let cleaned: Vec<u8> = envelope
+                .body()
+                .bytes()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map_err(|e| DecodeErrorKind::Base64(e.to_string()))
+        }
+        None | Some("utf-8") | Some("utf8") => Ok(envelope.body().as_bytes().to_vec()),
+        Some(other) => Err(DecodeErrorKind::BodyEncoding(other.to_string())),
+    }
+}
+
+fn to_task_message(
+    headers: &Map<String, Value>,
+    body: Value,
+) -> Result<TaskMessage, DecodeErrorKind> {
+    let has_task_header = headers.get("task").is_some_and(|t| !t.is_null());
+    match body {
+        Value::Object(obj) if has_task_header && obj.contains_key("args") => hybrid(headers, obj),
+        body if has_task_header => protocol2(headers, body),
+        Value::Object(obj) if obj.contains_key("task") => protocol1(headers, obj),
+        Value::Object(_) => Err(DecodeErrorKind::UnknownMessage(
+            "no `task` in headers and the body object has no `task`".into(),
+        )),
+        other => Err(DecodeErrorKind::UnknownMessage(format!(
+            "no `task` in headers and the body is {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn protocol2(headers: &Map<String, Value>, body: Value) -> Result<TaskMessage, DecodeErrorKind> {
+    let Value::Array(mut parts) = body else {
+        return Err(DecodeErrorKind::UnknownMessage(format!(
+            "protocol 2 body should be [args, kwargs, embed], got {}",
+            kind_of(&body)
+        )));
+    };
+    if parts.len() != 3 {
+        return Err(DecodeErrorKind::UnknownMessage(format!(
+            "protocol 2 body should be [args, kwargs, embed], got a list of {}",
+            parts.len()
+        )));
+    }
+    let embed = parts.pop().unwrap_or(Value::Null);
+    let kwargs = parts.pop().unwrap_or(Value::Null);
+    let args = parts.pop().unwrap_or(Value::Null);
+    let embed = match embed {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        _ => return Err(bad("body[2] (embed)", "should be an object")),
+    };
+    let mut msg = from_fields(headers, "headers", args, kwargs, "body[0]", "body[1]")?;
+    msg.callbacks = signature::list(embed.get("callbacks"), "embed.callbacks")?;
+    msg.errbacks = signature::list(embed.get("errbacks"), "embed.errbacks")?;
+    msg.chain = signature::list(embed.get("chain"), "embed.chain")?;
+    msg.chord = chord(embed.get("chord"), "embed.chord")?;
+    msg.extra_headers = extra(headers);
+    Ok(msg)
+}
+
+/// Protocol 1 fields carried in the body, then the headers on top (`hybrid_to_proto2`).
+fn hybrid(
+    headers: &Map<String, Value>,
+    body: Map<String, Value>,
+) -> Result<TaskMessage, DecodeErrorKind> {
+    let mut merged = Map::new();
+    for key in [
+        "lang",
+        "task",
+        "id",
+        "root_id",
+        "parent_id",
+        "group",
+        "meth",
+        "shadow",
+        "eta",
+        "expires",
+        "retries",
+        "timelimit",
+        "argsrepr",
+        "kwargsrepr",
+        "origin",
+    ] {
+        if let Some(v) = body.get(key) {
+            merged.insert(key.to_string(), v.clone());
+        }
+    }
+    for (k, v) in headers {
+        merged.insert(k.clone(), v.clone());
+    }
+    let args = body.get("args").cloned().unwrap_or(Value::Null);
+    let kwargs = body.get("kwargs").cloned().unwrap_or(Value::Null);
+    let mut msg = from_fields(&merged, "headers", args, kwargs, "body.args", "body.kwargs")?;
+    msg.callbacks = signature::list(body.get("callbacks"), "body.callbacks")?;
+    msg.errbacks = signature::list(body.get("errbacks"), "body.errbacks")?;
+    msg.chord = chord(body.get("chord"), "body.chord")?;
+    msg.extra_headers = extra(headers);
+    Ok(msg)
+}
+
+/// Protocol 1: everything in the body; `taskset` is the old name of `group` (`proto1_to_proto2`).
+fn protocol1(
+    headers: &Map<String, Value>,
+    mut body: Map<String, Value>,
+) -> Result<TaskMessage, DecodeErrorKind> {
+    if let Some(taskset) = body.get("taskset").cloned() {
+        body.insert("group".into(), taskset);
+    }
+    let args = body.get("args").cloned().unwrap_or(Value::Null);
+    let kwargs = body.get("kwargs").cloned().unwrap_or(Value::Null);
+    let mut msg = from_fields(&body, "body", args, kwargs, "body.args", "body.kwargs")?;
+    msg.protocol = 1;
+    msg.callbacks = signature::list(body.get("callbacks"), "body.callbacks")?;
+    msg.errbacks = signature::list(body.get("errbacks"), "body.errbacks")?;
+    msg.chord = chord(body.get("chord"), "body.chord")?;
+    msg.extra_headers = extra(headers);
+    Ok(msg)
+}
+
+fn chord(value: Option<&Value>, path: &str) -> Result<Option<Signature>, DecodeErrorKind> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => Signature::from_value(v, path).map(Some),
+    }
+}
+
+fn extra(headers: &Map<String, Value>) -> Map<String, Value> {
+    headers
+        .iter()
+        .filter(|(k, _)| !KNOWN_HEADERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Read the header-like fields of `h` (`where_` names it in errors) plus args and kwargs.
+fn from_fields(
+    h: &Map<String, Value>,
+    where_: &str,
+    args: Value,
+    kwargs: Value,
+    args_path: &str,
+    kwargs_path: &str,
+) -> Result<TaskMessage, DecodeErrorKind> {
+    let path = |k: &str| format!("{where_}.{k}");
+    let args = match args {
+        Value::Array(a) => a,
+        Value::Null => Vec::new(),
+        _ => return Err(bad(args_path, "(args) should be a list")),
+    };
+    let kwargs = match kwargs {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        _ => return Err(bad(kwargs_path, "(kwargs) should be an object")),
+    };
+    let task =
+        get_str(h, "task", &path("task"))?.ok_or_else(|| bad(&path("task"), "is missing"))?;
+    let id = get_str(h, "id", &path("id"))?.ok_or_else(|| bad(&path("id"), "is missing"))?;
+    let mut msg = TaskMessage::new(id, task, args, kwargs);
+    msg.root_id = get_str(h, "root_id", &path("root_id"))?;
+    msg.parent_id = get_str(h, "parent_id", &path("parent_id"))?;
+    msg.group = get_str(h, "group", &path("group"))?;
+    msg.group_index = get_int(h, "group_index", &path("group_index"))?;
+    msg.retries = get_int(h, "retries", &path("retries"))?.unwrap_or(0);
+    msg.eta = time(h, "eta", &path("eta"))?;
+    msg.expires = time(h, "expires", &path("expires"))?;
+    msg.timelimit = timelimit(h.get("timelimit"), &path("timelimit"))?;
+    msg.shadow = get_str(h, "shadow", &path("shadow"))?;
+    msg.ignore_result = get_bool(h, "ignore_result", &path("ignore_result"))?;
+    msg.origin = get_str(h, "origin", &path("origin"))?;
+    msg.argsrepr = get_str(h, "argsrepr", &path("argsrepr"))?;
+    msg.kwargsrepr = get_str(h, "kwargsrepr", &path("kwargsrepr"))?;
+    msg.replaced_task_nesting =
+        get_int(h, "replaced_task_nesting", &path("replaced_task_nesting"))?.unwrap_or(0);
+    msg.stamps = match h.get("stamps") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(bad(&path("stamps"), "should be an object or null")),
+    };
+    msg.stamped_headers = match h.get("stamped_headers") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(&path("stamped_headers"), "should be a list of strings"))?,
+        ),
+        Some(_) => return Err(bad(&path("stamped_headers"), "should be a list or null")),
+    };
+    Ok(msg)
+}
+
+fn time(
+    h: &Map<String, Value>,
+    key: &'static str,
+    path: &str,
+) -> Result<Option<WireTime>, DecodeErrorKind> {
+    match h.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            WireTime::parse(s)
+                .map(Some)
+                .ok_or_else(|| DecodeErrorKind::BadTimestamp {
+                    field: key,
+                    value: s.clone(),
+                })
+        }
+        Some(_) => Err(bad(path, "should be an ISO-8601 string or null")),
+    }
+}
+
+fn timelimit(
+    value: Option<&Value>,
+    path: &str,
+) -> Result<(Option<f64>, Option<f64>), DecodeErrorKind> {
+    match value {
+        None | Some(Value::Null) => Ok((None, None)),
+        Some(Value::Array(items)) if items.len() == 2 => Ok((
+            as_seconds(&items[0], &format!("{path}[0]"))?,
+            as_seconds(&items[1], &format!("{path}[1]"))?,
+        )),
+        Some(_) => Err(bad(path, "should be [hard, soft]")),
+    }
+}

@@ -1,0 +1,66 @@
+//! Typed reads of JSON fields, with errors that name the field.
+
+use serde_json::{Map, Value};
+
+use super::error::DecodeErrorKind;
+
+pub(crate) fn bad(field: &str, problem: &str) -> DecodeErrorKind {
+    DecodeErrorKind::BadField {
+        field: field.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+/// A string or null/absent.
+pub(crate) fn get_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<String>, DecodeErrorKind> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(path, "should be a string or null")),
+    }
+}
+
+/// A boolean or null/absent.
+pub(crate) fn get_bool(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<bool>, DecodeErrorKind> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(path, "should be a boolean or null")),
+    }
+}
+
+/// An integer that fits i64, or null/absent.
+pub(crate) fn get_int(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<i64>, DecodeErrorKind> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| bad(path, "should be an integer (64-bit) or null")),
+    }
+}
+
+/// A number (int or float) as f64, or null.
+pub(crate) fn as_seconds(value: &Value, path: &str) -> Result<Option<f64>, DecodeErrorKind> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| bad(path, "should be a finite number")),
+        _ => Err(bad(path, "should be a number or null")),
+    }
+}
