@@ -1,0 +1,141 @@
+//! Non-blocking atomic fetch (pop + record in `unacked`), with kombu's queue order.
+
+use std::collections::HashSet;
+
+use super::error::{Result, TransportError};
+use super::keys::envelope_priority;
+use super::options::QueueOrder;
+use super::{Broker, DeadLettered, Delivery, Fetched};
+
+impl Broker {
+    /// Take up to `max` messages from `queues` without blocking.
+    ///
+    /// Order is kombu's: priority step first (every queue's step-0 list before any step-3
+    /// list), then queue, with the queue a message came from moved to the end of the order
+    /// (round robin, kept between calls). Each message is recorded in `unacked` and
+    /// `unacked_index` in the same Lua script that pops it, exactly as a Python worker records
+    /// it, so a crash at any instant leaves it either in its list or restorable from `unacked`.
+    /// Elements that are not kombu envelopes are moved to the dead-letter list in that same
+    /// script and reported in [`Fetched::dead_lettered`]; they count towards `max`.
+    pub async fn fetch(&self, queues: &[String], max: usize) -> Result<Fetched> {
+        let order = self.queue_order(queues);
+        if order.is_empty() || max == 0 {
+            return Ok(Fetched::default());
+        }
+        let keys = &self.inner.keys;
+        let steps = keys.steps();
+        let mut inv = self.inner.scripts.fetch.prepare_invoke();
+        inv.key(&keys.unacked)
+            .key(&keys.unacked_index)
+            .key(&keys.dead_letter)
+            .key(&keys.dead_letter_reasons);
+        for q in &order {
+            for s in steps {
+                inv.key(keys.queue_list(q, *s));
+            }
+        }
+        inv.arg(max).arg(steps.len());
+        for q in &order {
+            inv.arg(q);
+        }
+        let reply: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn()).await?;
+        let fetched = parse_reply(reply, &order)?;
+        let used: Vec<&str> = fetched
+            .deliveries
+            .iter()
+            .map(|d| d.queue.as_str())
+            .chain(fetched.dead_lettered.iter().map(|d| d.queue.as_str()))
+            .collect();
+        self.rotate(&used);
+        for d in &fetched.dead_lettered {
+            tracing::warn!(queue = %d.queue, reason = %d.reason, "moved a bad queue element to the dead-letter list");
+        }
+        Ok(fetched)
+    }
+
+    /// The order to try `queues` in this time (deduplicated).
+    fn queue_order(&self, queues: &[String]) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let wanted: Vec<String> = queues
+            .iter()
+            .filter(|q| seen.insert(q.as_str()))
+            .cloned()
+            .collect();
+        match self.inner.opts.queue_order_strategy {
+            QueueOrder::Priority => wanted,
+            QueueOrder::Sorted => {
+                let mut w = wanted;
+                w.sort();
+                w
+            }
+            QueueOrder::RoundRobin => {
+                let mut cycle = self.inner.cycle.lock().unwrap_or_else(|p| p.into_inner());
+                let same = cycle.len() == wanted.len() && wanted.iter().all(|q| cycle.contains(q));
+                if !same {
+                    *cycle = wanted;
+                }
+                cycle.clone()
+            }
+        }
+    }
+
+    /// Move each queue a message came from to the end of the round-robin order.
+    fn rotate(&self, used: &[&str]) {
+        if self.inner.opts.queue_order_strategy != QueueOrder::RoundRobin {
+            return;
+        }
+        let mut cycle = self.inner.cycle.lock().unwrap_or_else(|p| p.into_inner());
+        for q in used {
+            if let Some(pos) = cycle.iter().position(|c| c == q) {
+                let q = cycle.remove(pos);
+                cycle.push(q);
+            }
+        }
+    }
+}
+
+fn parse_reply(reply: Vec<Vec<u8>>, order: &[String]) -> Result<Fetched> {
+    if !reply.len().is_multiple_of(6) {
+        return Err(TransportError::Reply(format!(
+            "fetch script returned {} items, not groups of 6",
+            reply.len()
+        )));
+    }
+    let mut fetched = Fetched::default();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut items = reply.into_iter();
+    while let (Some(kind), Some(qi), Some(a), Some(b), Some(c), Some(d)) = (
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+    ) {
+        let queue = text(&qi)
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| order.get(i.wrapping_sub(1)))
+            .cloned()
+            .ok_or_else(|| TransportError::Reply("fetch script: bad queue index".into()))?;
+        if kind == b"1" {
+            let priority = serde_json::from_slice::<serde_json::Value>(&a)
+                .map(|v| envelope_priority(&v))
+                .unwrap_or(0);
+            fetched.deliveries.push(Delivery {
+                raw: a,
+                queue,
+                delivery_tag: text(&b),
+                exchange: text(&c),
+                routing_key: text(&d),
+                priority,
+            });
+        } else {
+            fetched.dead_lettered.push(DeadLettered {
+                queue,
+                reason: text(&a),
+            });
+        }
+    }
+    Ok(fetched)
+}

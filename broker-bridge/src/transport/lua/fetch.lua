@@ -1,0 +1,88 @@
+-- Atomic non-blocking fetch: pop up to ARGV[1] elements, priority-major across queues, and
+-- record each good one in the unacked hash/index in the same step (so nothing is ever only in
+-- the caller's memory). Elements that are not kombu envelopes go, intact, to the dead-letter list.
+--
+-- KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] dead-letter list, KEYS[4] dead-letter reasons,
+-- KEYS[5..] the queue lists, queue-major: queue i (1-based), step j -> KEYS[4 + (i-1)*nsteps + j].
+-- ARGV[1] max elements, ARGV[2] nsteps, ARGV[3..] logical queue names in the same order.
+--
+-- Returns a flat array of strings, six per element taken:
+--   delivered:     1, queue index, raw, delivery_tag, exchange, routing_key
+--   dead-lettered: 0, queue index, reason, '', '', ''
+local max = tonumber(ARGV[1])
+local nsteps = tonumber(ARGV[2])
+local nqueues = #ARGV - 2
+local order = {}
+for i = 1, nqueues do order[i] = i end
+local empty = {}
+local now = now_text()
+local out = {}
+local taken = 0
+
+local function str(v)
+  if type(v) == 'string' then return v end
+  return nil
+end
+
+local function handle(qi, raw)
+  local queue = ARGV[2 + qi]
+  local ok, msg = pcall(cjson.decode, raw)
+  local reason, props, headers
+  if not ok then
+    reason = 'not JSON'
+  elseif type(msg) ~= 'table' then
+    reason = 'not a JSON object'
+  else
+    props = msg['properties']
+    headers = msg['headers']
+    if type(headers) ~= 'table' then headers = {} end
+    if type(props) ~= 'table' then
+      reason = 'no properties object'
+    elseif type(props['delivery_tag']) ~= 'string' or props['delivery_tag'] == '' then
+      reason = 'no delivery_tag'
+    end
+  end
+  if reason then
+    local tag = type(props) == 'table' and str(props['delivery_tag']) or nil
+    dead_letter(KEYS[3], KEYS[4], raw, reason, queue, tag, headers and str(headers['task']),
+      headers and str(headers['id']))
+    table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
+    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    return
+  end
+  local tag = props['delivery_tag']
+  local info = props['delivery_info']
+  if type(info) ~= 'table' then info = {} end
+  local exchange = str(info['exchange']) or ''
+  local routing_key = str(info['routing_key']) or queue
+  redis.call('ZADD', KEYS[2], now, tag)
+  redis.call('HSET', KEYS[1], tag,
+    '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
+  table.insert(out, '1'); table.insert(out, tostring(qi)); table.insert(out, raw)
+  table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
+end
+
+while taken < max do
+  local got = false
+  for s = 1, nsteps do
+    for pos = 1, #order do
+      local qi = order[pos]
+      local k = 4 + (qi - 1) * nsteps + s
+      if not empty[k] then
+        local raw = redis.call('RPOP', KEYS[k])
+        if raw then
+          handle(qi, raw)
+          table.remove(order, pos)
+          table.insert(order, qi)
+          got = true
+          break
+        end
+        empty[k] = true
+      end
+    end
+    if got then break end
+  end
+  if not got then break end
+  taken = taken + 1
+end
+return out

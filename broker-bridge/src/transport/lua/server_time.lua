@@ -1,0 +1,2 @@
+-- The server clock as "<seconds>.<microseconds>".
+return now_text()

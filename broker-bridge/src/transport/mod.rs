@@ -1,0 +1,145 @@
+//! kombu's Redis transport: queues as lists, priority sub-lists, bindings, ack emulation
+//! (`unacked`/`unacked_index`), restore and the visibility-timeout sweep — interoperable with
+//! Python Celery workers and producers sharing the same Redis database.
+//!
+//! Everything goes through [`Broker`], a cheap-to-clone handle on one auto-reconnecting
+//! connection. Fetching is non-blocking and atomic (one Lua script pops and records in
+//! `unacked`), so a worker killed at any instant loses nothing; see the crate README.
+
+mod ack;
+mod bindings;
+mod error;
+mod fetch;
+mod keys;
+mod options;
+mod publish;
+mod restore;
+mod scripts;
+mod topic;
+mod url;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use bindings::Binding;
+pub use error::{Result, TransportError};
+pub use keys::{envelope_priority, message_priority, Keys};
+pub use options::{QueueOrder, TransportOptions};
+pub use publish::Published;
+pub use url::{parse_redis_url, redact};
+
+use scripts::Scripts;
+
+/// One message taken from a queue and now held in `unacked` under its delivery tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The queue element exactly as it was in the list (a kombu envelope, JSON).
+    pub raw: Vec<u8>,
+    /// The logical queue it came from (no prefix, no priority suffix).
+    pub queue: String,
+    /// `properties.delivery_tag`: the key of its `unacked` entry.
+    pub delivery_tag: String,
+    /// `properties.delivery_info.exchange` (`""` for Celery tasks).
+    pub exchange: String,
+    /// `properties.delivery_info.routing_key` (the queue for the default exchange).
+    pub routing_key: String,
+    /// The message priority as kombu reads it (`properties.priority` clamped to 0–9).
+    pub priority: u8,
+}
+
+/// An element that was not a kombu envelope and was moved, intact, to the dead-letter list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLettered {
+    /// The queue it was found in.
+    pub queue: String,
+    /// Why (`not JSON`, `not a JSON object`, `no properties object`, `no delivery_tag`).
+    pub reason: String,
+}
+
+/// What one [`Broker::fetch`] took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Messages now held by the caller, in kombu's delivery order.
+    pub deliveries: Vec<Delivery>,
+    /// Bad elements moved to the dead-letter list.
+    pub dead_lettered: Vec<DeadLettered>,
+}
+
+impl Fetched {
+    /// Whether nothing was taken at all.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.dead_lettered.is_empty()
+    }
+}
+
+/// A handle on the broker: cheap to clone, shared by every task of a worker.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    opts: TransportOptions,
+    keys: Keys,
+    scripts: Scripts,
+    /// Round-robin queue order, kept between fetches like kombu's `round_robin_cycle`.
+    cycle: Mutex<Vec<String>>,
+}
+
+impl Broker {
+    /// Connect to the broker at `url` (any form [`parse_redis_url`] accepts).
+    ///
+    /// The connection reconnects by itself: after Redis restarts, the call in flight fails with
+    /// [`TransportError::Redis`] and later calls work again.
+    pub async fn connect(url: &str, opts: TransportOptions) -> Result<Broker> {
+        let info = parse_redis_url(url)?;
+        let client = redis::Client::open(info)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(60)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                conn,
+                keys: Keys::new(&opts),
+                opts,
+                scripts: Scripts::new(),
+                cycle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The options this broker was made with.
+    pub fn options(&self) -> &TransportOptions {
+        &self.inner.opts
+    }
+
+    /// The key names in use (prefix applied).
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// The Redis server clock, as `<seconds>.<microseconds>` text and as seconds.
+    async fn server_time(&self) -> Result<(String, f64)> {
+        let text: String = self
+            .inner
+            .scripts
+            .server_time
+            .prepare_invoke()
+            .invoke_async(&mut self.conn())
+            .await?;
+        let secs = text
+            .parse::<f64>()
+            .map_err(|_| TransportError::Reply(format!("server time `{text}`")))?;
+        Ok((text, secs))
+    }
+}

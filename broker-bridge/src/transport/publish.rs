@@ -1,0 +1,104 @@
+//! Publishing as kombu's producer does, and queue lengths.
+
+use serde_json::{Map, Value};
+
+use super::error::{Result, TransportError};
+use super::keys::envelope_priority;
+use super::Broker;
+use crate::envelope::Envelope;
+
+/// What [`Broker::publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The fresh `properties.delivery_tag` given to the message.
+    pub delivery_tag: String,
+    /// The queues it was pushed to (empty: a named exchange with no matching binding, which
+    /// kombu also drops silently).
+    pub queues: Vec<String>,
+}
+
+impl Broker {
+    /// Publish like kombu's `basic_publish`: set a fresh `properties.delivery_tag` and
+    /// `properties.delivery_info.{exchange, routing_key}`, find the queues (anonymous exchange
+    /// `""` → the routing key; named exchange → its binding table), and `LPUSH` the envelope to
+    /// each queue's list for its priority, in one `MULTI`.
+    pub async fn publish(
+        &self,
+        envelope: &Envelope,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<Published> {
+        if exchange.is_empty()
+            && routing_key.is_empty()
+            && self.options().deadletter_queue.is_none()
+        {
+            return Err(TransportError::Message(
+                "publishing to the anonymous exchange needs a routing key (the queue name)".into(),
+            ));
+        }
+        let mut value = envelope.clone().into_value();
+        let delivery_tag = uuid::Uuid::new_v4().to_string();
+        let props = value
+            .get_mut("properties")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| TransportError::Message("envelope has no properties".into()))?;
+        props.insert("delivery_tag".into(), Value::String(delivery_tag.clone()));
+        let info = props
+            .entry("delivery_info")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !info.is_object() {
+            *info = Value::Object(Map::new());
+        }
+        if let Some(info) = info.as_object_mut() {
+            info.insert("exchange".into(), Value::String(exchange.into()));
+            info.insert("routing_key".into(), Value::String(routing_key.into()));
+        }
+        let priority = envelope_priority(&value);
+        let payload = serde_json::to_string(&value)
+            .map_err(|e| TransportError::Message(format!("cannot serialize envelope: {e}")))?;
+        let queues = self.lookup(exchange, routing_key).await?;
+        if queues.is_empty() {
+            tracing::warn!(
+                exchange,
+                routing_key,
+                "no queue bound for this routing key: message dropped, as kombu does"
+            );
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for q in &queues {
+                pipe.lpush(
+                    self.inner.keys.queue_list_for_priority(q, priority),
+                    &payload,
+                )
+                .ignore();
+            }
+            pipe.query_async::<()>(&mut self.conn()).await?;
+        }
+        Ok(Published {
+            delivery_tag,
+            queues,
+        })
+    }
+
+    /// Messages waiting in each queue (all priority lists summed), in one round trip.
+    pub async fn queue_lengths(&self, queues: &[String]) -> Result<Vec<(String, u64)>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        let mut pipe = redis::pipe();
+        for q in queues {
+            for list in keys.queue_lists(q) {
+                pipe.llen(list);
+            }
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+        let per = keys.steps().len();
+        Ok(queues
+            .iter()
+            .zip(lens.chunks(per))
+            .map(|(q, l)| (q.clone(), l.iter().sum()))
+            .collect())
+    }
+}
