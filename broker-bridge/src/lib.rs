@@ -1,10 +1,12 @@
 //! Celery's wire on Redis, with no knowledge of tasks or caches.
 //!
+//! * [`backend`] — the Redis result backend: task metas as Celery writes them.
 //! * [`envelope`] — the kombu envelope: one element of a Redis queue list, kept as JSON.
 //! * [`codec`] — task messages: decode (protocol 1/2, json/msgpack/yaml, compression, pickle
 //!   refused) and encode (protocol 2 JSON).
 //! * [`transport`] — kombu's Redis transport: fetch, ack emulation, restore, publish, bindings.
 
+pub mod backend;
 pub mod codec;
 pub mod envelope;
 pub mod transport;

@@ -1,0 +1,25 @@
+//! Celery's Redis result backend: the task meta that Python's `AsyncResult` reads, and the
+//! Redis writes that store and announce it. Knows nothing of tasks at runtime: callers build a
+//! [`TaskMeta`] and [`ResultBackend::store`] writes it.
+//!
+//! * [`states`] — task state strings.
+//! * [`exception`] — exceptions as `{"exc_type", "exc_message", "exc_module"}`.
+//! * [`meta`] — the meta JSON, fields and order as Celery writes them.
+//! * [`keys`] — key names and the backend's `global_keyprefix` rule.
+//! * [`url`] — backend URLs (`redis://`, `rediss://`, `socket://`).
+//! * [`store`] — [`ResultBackend`]: atomic store-unless-SUCCESS + PUBLISH, get, forget.
+//! * [`python_json`] — JSON text as Python's `json.dumps` writes it.
+
+pub mod exception;
+pub mod keys;
+pub mod meta;
+pub mod python_json;
+pub mod states;
+pub mod store;
+pub mod url;
+
+pub use exception::ExceptionInfo;
+pub use keys::BackendKeys;
+pub use meta::{ExtendedMeta, TaskMeta};
+pub use states::TaskState;
+pub use store::{BackendError, BackendOptions, ResultBackend, StoreOutcome};

@@ -1,0 +1,237 @@
+//! Writing and reading task metas in Redis, as Celery's Redis result backend does.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::Value;
+
+use super::keys::BackendKeys;
+use super::meta::TaskMeta;
+use super::states::TaskState;
+use super::url;
+
+/// Largest value Celery's Redis backend stores (512 MiB, Redis's string limit).
+pub const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
+
+/// Celery's default `result_expires`: one day.
+pub const DEFAULT_RESULT_EXPIRES: Duration = Duration::from_secs(86_400);
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend URL cannot be used (the message never contains the password).
+    #[error("{0}")]
+    Url(String),
+    /// Redis refused or the connection failed (after the connection manager's reconnects).
+    #[error("result backend redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The encoded meta is larger than [`MAX_VALUE_SIZE`].
+    #[error("result of task {task_id} is {size} bytes, larger than the backend's 512 MiB limit")]
+    TooLarge {
+        /// The task.
+        task_id: String,
+        /// Encoded size in bytes.
+        size: usize,
+    },
+    /// The key holds something that is not a JSON task meta (e.g. a compressed or pickled
+    /// result), so it cannot be checked or returned.
+    #[error("stored meta at {key} is not a JSON object: {reason}")]
+    UnreadableMeta {
+        /// The Redis key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Backend settings, named after Celery's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// `result_expires`: TTL of stored metas; `None` or zero = never expire. Celery sends whole
+    /// seconds; a fraction is rounded up so a short TTL never becomes "no TTL".
+    pub result_expires: Option<Duration>,
+    /// `result_failure_expires`: TTL of FAILURE metas; `None` = same as `result_expires`,
+    /// zero = never expire.
+    pub result_failure_expires: Option<Duration>,
+    /// `result_backend_transport_options["global_keyprefix"]` (empty = none); see [`BackendKeys`].
+    pub global_keyprefix: String,
+    /// `result_extended`: also store the request's name, args, kwargs, worker, retries, queue.
+    pub result_extended: bool,
+    /// Connect timeout (Celery: `redis_socket_connect_timeout`).
+    pub socket_connect_timeout: Duration,
+    /// Per-command response timeout (Celery: `redis_socket_timeout`, default 120 s).
+    pub socket_timeout: Duration,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            result_expires: Some(DEFAULT_RESULT_EXPIRES),
+            result_failure_expires: None,
+            global_keyprefix: String::new(),
+            result_extended: false,
+            socket_connect_timeout: Duration::from_secs(10),
+            socket_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What [`ResultBackend::store`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// The meta was written and published.
+    Stored,
+    /// A SUCCESS meta was already stored; nothing was written (Celery never overwrites SUCCESS).
+    KeptSuccess,
+}
+
+/// Atomically: leave a stored SUCCESS alone, else SET (with EX when ARGV[2] > 0) and PUBLISH the
+/// same bytes on the channel named as the key. Returns 1 stored, 0 kept SUCCESS, -1 when the
+/// stored value is not a JSON object.
+const STORE_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if not ok or type(meta) ~= 'table' then
+    return -1
+  end
+  if meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Celery's Redis result backend, write side (plus reads of single metas).
+///
+/// Cheap to clone: clones share one auto-reconnecting multiplexed connection.
+#[derive(Clone)]
+pub struct ResultBackend {
+    conn: ConnectionManager,
+    keys: BackendKeys,
+    opts: BackendOptions,
+    store_script: redis::Script,
+}
+
+impl std::fmt::Debug for ResultBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultBackend")
+            .field("keys", &self.keys)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResultBackend {
+    /// Connect to the backend URL (may differ from the broker's): `redis://`, `rediss://`,
+    /// `socket://` (see [`url`]). Fails if the server cannot be reached now.
+    pub async fn connect(url: &str, opts: BackendOptions) -> Result<Self, BackendError> {
+        let parsed = url::parse(url)?;
+        let client = match &parsed.tls {
+            Some(files) => redis::Client::build_with_tls(parsed.info, files.load()?)?,
+            None => redis::Client::open(parsed.info)?,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.socket_connect_timeout))
+            .set_response_timeout(Some(opts.socket_timeout));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(ResultBackend {
+            conn,
+            keys: BackendKeys::new(&opts.global_keyprefix),
+            opts,
+            store_script: redis::Script::new(STORE_SCRIPT),
+        })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &BackendOptions {
+        &self.opts
+    }
+
+    /// The key prefixes in use.
+    pub fn keys(&self) -> &BackendKeys {
+        &self.keys
+    }
+
+    /// `celery-task-meta-<id>` with the backend's key prefix rule; also the pub/sub channel.
+    pub fn key_for(&self, task_id: &str) -> String {
+        self.keys.task(task_id)
+    }
+
+    /// Store a meta as Celery does: never over a stored SUCCESS; SET with the expiry, and
+    /// PUBLISH the same bytes on the channel named as the key (waiting `AsyncResult.get()`
+    /// callers are woken by it). Check and write are one atomic script.
+    pub async fn store(&self, meta: &TaskMeta) -> Result<StoreOutcome, BackendError> {
+        let bytes = meta.encode(self.opts.result_extended);
+        if bytes.len() > MAX_VALUE_SIZE {
+            return Err(BackendError::TooLarge {
+                task_id: meta.task_id.clone(),
+                size: bytes.len(),
+            });
+        }
+        let key = self.key_for(&meta.task_id);
+        let ttl = self.ttl_seconds(meta.status);
+        let mut conn = self.conn.clone();
+        let code: i64 = self
+            .store_script
+            .key(&key)
+            .arg(bytes)
+            .arg(ttl)
+            .invoke_async(&mut conn)
+            .await?;
+        match code {
+            1 => Ok(StoreOutcome::Stored),
+            0 => Ok(StoreOutcome::KeptSuccess),
+            _ => Err(BackendError::UnreadableMeta {
+                key,
+                reason: "not JSON (compressed or pickled results are not supported)".into(),
+            }),
+        }
+    }
+
+    /// The stored meta of a task as JSON, or `None` when there is none (Celery reads that as
+    /// PENDING).
+    pub async fn get(&self, task_id: &str) -> Result<Option<Value>, BackendError> {
+        let key = self.key_for(task_id);
+        let mut conn = self.conn.clone();
+        let raw: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        match serde_json::from_slice::<Value>(&raw) {
+            Ok(v @ Value::Object(_)) => Ok(Some(v)),
+            Ok(_) => Err(BackendError::UnreadableMeta {
+                key,
+                reason: "JSON but not an object".into(),
+            }),
+            Err(e) => Err(BackendError::UnreadableMeta {
+                key,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Delete a task's meta (`AsyncResult.forget()`).
+    pub async fn forget(&self, task_id: &str) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key_for(task_id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Expiry in whole seconds for a meta in `state` (0 = none).
+    fn ttl_seconds(&self, state: TaskState) -> u64 {
+        let expires = match (state, self.opts.result_failure_expires) {
+            (TaskState::Failure, Some(d)) => Some(d),
+            _ => self.opts.result_expires,
+        };
+        expires.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    }
+}
