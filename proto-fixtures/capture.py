@@ -9,7 +9,7 @@ Run through `proto-fixtures/capture` (which makes the venv of each Celery stack)
   each element with kombu/celery's own functions into the `expected` view;
 * writes one JSON file per case to `fixtures/celery-<version>/<case>.json`, plus `INDEX.json`.
 
-With `--results` it also runs the result cases (see `capture_results.py`).
+Then it runs the result cases with a real worker (see `capture_results.py`).
 Nothing in the output is written by hand.
 """
 
@@ -339,8 +339,9 @@ def producer_namespace(app):
         "date": date, "datetime": datetime, "timedelta": timedelta, "timezone": timezone,
         "dtime": dtime, "Decimal": Decimal, "UUID": UUID,
     }
-    for name in ("add", "mul", "tsum", "on_error", "echo"):
-        ns[name] = app.tasks[f"tasks.{name}"]
+    for name, task in app.tasks.items():
+        if name.startswith("tasks."):
+            ns[name.removeprefix("tasks.")] = task
     return ns
 
 
@@ -392,29 +393,35 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "fixtures"),
                         help="fixtures root (default: proto-fixtures/fixtures)")
-    parser.add_argument("--results", action="store_true",
-                        help="also capture what a real worker writes to the result backend")
-    parser.add_argument("cases", nargs="*", help="only these task cases (default: all)")
+    parser.add_argument("--skip-results", action="store_true",
+                        help="only task messages: do not run a worker for the result cases")
+    parser.add_argument("cases", nargs="*",
+                        help="only these cases (default: all; INDEX.json is then left as is)")
     args = parser.parse_args()
+    only = set(args.cases)
 
     server = PrivateRedis()
     try:
         out_dir = os.path.join(args.out, f"celery-{celery.__version__}")
-        if not args.cases:
-            for entry in os.listdir(out_dir) if os.path.isdir(out_dir) else []:
-                if entry.endswith(".json"):
-                    os.remove(os.path.join(out_dir, entry))
         print(f"celery {celery.__version__} / kombu {kombu.__version__} on port {server.port}")
-        index = run_task_cases(server, out_dir, set(args.cases))
-        if not args.cases:
-            write_json(os.path.join(out_dir, "INDEX.json"),
-                       {**versions(server), "cases": index})
-        if args.results:
+        if not only:
+            clear_json(out_dir)
+        index = run_task_cases(server, out_dir, only)
+        if not only:
+            write_json(os.path.join(out_dir, "INDEX.json"), {**versions(server), "cases": index})
+        if not args.skip_results:
             from capture_results import run_result_cases
 
-            run_result_cases(server, os.path.join(out_dir, "results"), versions(server))
+            run_result_cases(server, os.path.join(out_dir, "results"), versions(server), only)
     finally:
         server.stop()
+
+
+def clear_json(folder):
+    """Remove the *.json files of a folder (a full run rewrites it)."""
+    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+        if entry.endswith(".json"):
+            os.remove(os.path.join(folder, entry))
 
 
 if __name__ == "__main__":

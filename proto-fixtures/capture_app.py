@@ -22,8 +22,8 @@ def make_app(broker_url, backend_url, **conf):
     """A Celery app on the given broker/backend with the capture's tasks registered by name."""
     app = Celery("capture", broker=broker_url, backend=backend_url, set_as_current=False)
     app.conf.update(
-        accept_content=["json", "msgpack", "yaml", "pickle"],
-        result_accept_content=["json", "msgpack", "yaml", "pickle"],
+        accept_content=["json", "msgpack", "yaml"],
+        result_accept_content=["json", "msgpack", "yaml"],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )

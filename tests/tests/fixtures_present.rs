@@ -63,6 +63,25 @@ const REQUIRED_CASES: &[&str] = &[
     "p1_link",
 ];
 
+/// Result-backend cases every stack must have (`results/`).
+const REQUIRED_RESULT_CASES: &[&str] = &[
+    "result_success_int",
+    "result_success_str",
+    "result_success_none",
+    "result_success_bigint",
+    "result_success_datetime",
+    "result_success_dict",
+    "result_failure_valueerror",
+    "result_failure_custom_exception",
+    "result_started",
+    "result_retry",
+    "result_revoked_expired",
+    "result_extended",
+    "result_ignore_result",
+    "group_result_saved",
+    "chord_redis_keys",
+];
+
 fn read_json(path: &Path) -> Result<Value> {
     let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
@@ -157,9 +176,88 @@ fn check_stack(stack: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks one result case file; returns its (key count, publish count).
+fn check_result_case(dir: &Path, case: &str, celery_version: &str) -> Result<(u64, u64)> {
+    let fixture = read_json(&dir.join(format!("{case}.json")))?;
+    ensure!(
+        str_field(&fixture, "case", case)? == case,
+        "{case}: `case` differs from the file name"
+    );
+    ensure!(
+        str_field(&fixture, "celery_version", case)? == celery_version,
+        "{case}: celery_version differs from INDEX.json"
+    );
+    str_field(&fixture, "task_id", case)?;
+    let keys = fixture
+        .get("keys")
+        .and_then(Value::as_object)
+        .with_context(|| format!("{case}: `keys` is not an object"))?;
+    for (key, entry) in keys {
+        str_field(entry, "type", &format!("{case} key {key}"))?;
+        ensure!(
+            entry.get("ttl").is_some_and(Value::is_i64),
+            "{case} key {key}: no ttl"
+        );
+    }
+    let published = fixture
+        .get("published")
+        .and_then(Value::as_array)
+        .with_context(|| format!("{case}: `published` is not a list"))?;
+    for message in published {
+        str_field(message, "channel", case)?;
+    }
+    ensure!(
+        fixture.get("backend_commands").is_some_and(Value::is_array),
+        "{case}: `backend_commands` is not a list"
+    );
+    Ok((keys.len() as u64, published.len() as u64))
+}
+
+fn check_results(stack: &str) -> Result<()> {
+    let dir = fixtures_dir().join(stack).join("results");
+    let index = read_json(&dir.join("INDEX.json"))?;
+    let celery_version = str_field(&index, "celery_version", "results/INDEX.json")?;
+    ensure!(
+        stack == format!("celery-{celery_version}"),
+        "{stack}: results/INDEX.json says celery {celery_version}"
+    );
+    let entries = index
+        .get("cases")
+        .and_then(Value::as_array)
+        .context("results/INDEX.json: `cases` is not a list")?;
+    let mut indexed = BTreeSet::new();
+    for entry in entries {
+        let case = str_field(entry, "case", "results/INDEX.json case")?;
+        let (keys, published) = check_result_case(&dir, case, celery_version)
+            .with_context(|| format!("{stack}/results"))?;
+        ensure!(
+            entry.get("keys").and_then(Value::as_u64) == Some(keys)
+                && entry.get("published").and_then(Value::as_u64) == Some(published),
+            "{stack}/results/{case}: INDEX.json counts differ from the file"
+        );
+        indexed.insert(case.to_string());
+    }
+    let missing: Vec<_> = REQUIRED_RESULT_CASES
+        .iter()
+        .filter(|c| !indexed.contains(**c))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "{stack}: result cases missing: {missing:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn every_stack_has_every_case_well_formed() {
     for stack in STACKS {
         check_stack(stack).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+}
+
+#[test]
+fn every_stack_has_every_result_case_well_formed() {
+    for stack in STACKS {
+        check_results(stack).unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
