@@ -106,7 +106,12 @@ async fn requeue_goes_to_the_back_restore_to_the_front() -> anyhow::Result<()> {
     assert!(redelivered(&again.raw));
     // Acked messages are never restored.
     env.broker.ack(&again.delivery_tag).await?;
-    assert_eq!(env.broker.restore(&[again.delivery_tag.clone()]).await?, 0);
+    assert_eq!(
+        env.broker
+            .restore(std::slice::from_ref(&again.delivery_tag))
+            .await?,
+        0
+    );
     assert_eq!(env.broker.get_unacked(&again.delivery_tag).await?, None);
     Ok(())
 }
