@@ -158,7 +158,12 @@ async fn kombus_sweep_restores_what_we_hold_and_refresh_prevents_it() -> anyhow:
         ])
         .await?;
     }
-    assert_eq!(env.broker.refresh(std::slice::from_ref(&d2.delivery_tag)).await?, 1);
+    assert_eq!(
+        env.broker
+            .refresh(std::slice::from_ref(&d2.delivery_tag))
+            .await?,
+        1
+    );
     py(&env.url, &json!({"visibility_timeout": 30}), KOMBU_SWEEP)?;
 
     // d1 is back at the front with redelivered flags; d2 is still held.

@@ -1,0 +1,262 @@
+//! Transport operations on a private Redis: dead-lettering of bad elements, requeue, restore,
+//! dead_letter, move_to, and surviving a Redis restart.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use celeriac_broker_bridge::transport::{Broker, TransportOptions};
+use common::{celery_send, redelivered, task_id, Env};
+use serde_json::{json, Value};
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[tokio::test]
+async fn bad_elements_are_dead_lettered_intact_and_good_ones_fetched() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    celery_send(&env.url, &json!({}), &json!([["t", "q", 0, 1]]))?;
+    let bad: [&[u8]; 4] = [
+        b"not json at all \xff",
+        b"[1, 2, 3]",
+        br#"{"body": "x", "properties": {"priority": 0}, "headers": {"task": "t.bad", "id": "id-1"}}"#,
+        br#"{"body": "x", "properties": "nope"}"#,
+    ];
+    for b in bad {
+        env.cmd::<()>(&[b"LPUSH", b"q", b]).await?;
+    }
+    celery_send(&env.url, &json!({}), &json!([["t", "q", 0, 2]]))?;
+
+    let f = env.broker.fetch(&s(&["q"]), 100).await?;
+    assert_eq!(f.deliveries.len(), 2);
+    let reasons: Vec<&str> = f.dead_lettered.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "not JSON",
+            "no properties object",
+            "no delivery_tag",
+            "no properties object"
+        ]
+    );
+    assert!(f.dead_lettered.iter().all(|d| d.queue == "q"));
+    let list: Vec<Vec<u8>> = env
+        .cmd(&[b"LRANGE", b"celeriac.dead_letter", b"0", b"-1"])
+        .await?;
+    let mut expected: Vec<Vec<u8>> = bad.iter().map(|b| b.to_vec()).collect();
+    expected.reverse();
+    assert_eq!(list, expected, "intact, newest first (LPUSH)");
+    let records: Vec<Vec<u8>> = env
+        .cmd(&[b"HVALS", b"celeriac.dead_letter.reasons"])
+        .await?;
+    assert_eq!(records.len(), 4);
+    let no_tag: Value = records
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(r).unwrap())
+        .find(|r| r["reason"] == "no delivery_tag")
+        .unwrap();
+    assert_eq!(no_tag["queue"], "q");
+    assert_eq!(no_tag["task"], "t.bad");
+    assert_eq!(no_tag["id"], "id-1");
+    assert!(no_tag["at"].as_f64().unwrap() > 1.7e9);
+    let held: i64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    assert_eq!(held, 2, "only the good messages are held");
+    Ok(())
+}
+
+#[tokio::test]
+async fn requeue_goes_to_the_back_restore_to_the_front() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let ids = celery_send(
+        &env.url,
+        &json!({}),
+        &json!([["t", "q", 0, 1], ["t", "q", 0, 2], ["t", "q", 0, 3]]),
+    )?;
+    let q = s(&["q"]);
+    let first = env.broker.fetch(&q, 1).await?.deliveries.remove(0);
+    assert_eq!(task_id(&first.raw), ids[0]);
+    assert!(env.broker.requeue(&first).await?);
+    assert!(!env.broker.requeue(&first).await?, "no longer held");
+    let order: Vec<String> = env
+        .broker
+        .fetch(&q, 10)
+        .await?
+        .deliveries
+        .iter()
+        .map(|d| task_id(&d.raw))
+        .collect();
+    assert_eq!(order, [ids[1].clone(), ids[2].clone(), ids[0].clone()]);
+
+    // Restore: the message is the next one popped, with redelivered flags.
+    let more = celery_send(
+        &env.url,
+        &json!({}),
+        &json!([["t", "q", 0, 4], ["t", "q", 0, 5]]),
+    )?;
+    let d = env.broker.fetch(&q, 1).await?.deliveries.remove(0);
+    assert_eq!(task_id(&d.raw), more[0]);
+    let tags = vec![d.delivery_tag.clone(), "not-a-held-tag".to_string()];
+    assert_eq!(env.broker.restore(&tags).await?, 1);
+    assert_eq!(env.broker.restore(&tags).await?, 0, "never restored twice");
+    let again = env.broker.fetch(&q, 1).await?.deliveries.remove(0);
+    assert_eq!(task_id(&again.raw), more[0]);
+    assert_eq!(again.delivery_tag, d.delivery_tag);
+    assert!(redelivered(&again.raw));
+    // Acked messages are never restored.
+    env.broker.ack(&again.delivery_tag).await?;
+    assert_eq!(
+        env.broker
+            .restore(std::slice::from_ref(&again.delivery_tag))
+            .await?,
+        0
+    );
+    assert_eq!(env.broker.get_unacked(&again.delivery_tag).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_letter_and_move_to_keep_the_element_unchanged() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let ids = celery_send(
+        &env.url,
+        &json!({}),
+        &json!([["t.dead", "q", 0, 1], ["t.move", "q", 7, 2]]),
+    )?;
+    let f = env.broker.fetch(&s(&["q"]), 2).await?;
+    let (dead, moved) = (&f.deliveries[0], &f.deliveries[1]);
+    assert_eq!(
+        env.broker.get_unacked(&dead.delivery_tag).await?,
+        Some(dead.raw.clone())
+    );
+
+    assert!(env.broker.dead_letter(dead, "unknown task t.dead").await?);
+    assert!(!env.broker.dead_letter(dead, "again").await?);
+    let list: Vec<Vec<u8>> = env
+        .cmd(&[b"LRANGE", b"celeriac.dead_letter", b"0", b"-1"])
+        .await?;
+    assert_eq!(list, vec![dead.raw.clone()]);
+    let sha = sha1_hex(&dead.raw)?;
+    let record: Vec<u8> = env
+        .cmd(&[b"HGET", b"celeriac.dead_letter.reasons", sha.as_bytes()])
+        .await?;
+    let record: Value = serde_json::from_slice(&record)?;
+    assert_eq!(record["reason"], "unknown task t.dead");
+    assert_eq!(record["queue"], "q");
+    assert_eq!(record["delivery_tag"], dead.delivery_tag.as_str());
+    assert_eq!(record["task"], "t.dead");
+    assert_eq!(record["id"], ids[0].as_str());
+    assert_eq!(env.broker.get_unacked(&dead.delivery_tag).await?, None);
+
+    assert!(env.broker.move_to(moved, "python_q", "no handler").await?);
+    assert!(!env.broker.move_to(moved, "python_q", "again").await?);
+    let in_list: Vec<Vec<u8>> = env
+        .cmd(&[b"LRANGE", b"python_q\x06\x166", b"0", b"-1"])
+        .await?;
+    assert_eq!(
+        in_list,
+        vec![moved.raw.clone()],
+        "unchanged, priority list kept"
+    );
+    let held: i64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    assert_eq!(held, 0);
+
+    // Replay from the dead-letter list with LMOVE, then fetch it again.
+    env.cmd::<()>(&[b"LMOVE", b"celeriac.dead_letter", b"q", b"RIGHT", b"LEFT"])
+        .await?;
+    let back = env.broker.fetch(&s(&["q"]), 1).await?.deliveries.remove(0);
+    assert_eq!(back.raw, dead.raw);
+    Ok(())
+}
+
+fn sha1_hex(data: &[u8]) -> anyhow::Result<String> {
+    let mut child = Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(data)?;
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A redis-server on a given port, killed on drop.
+struct Fixed {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixed {
+    fn start(port: u16) -> anyhow::Result<Fixed> {
+        let dir = tempfile::tempdir()?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Fixed { child, _dir: dir })
+    }
+}
+
+impl Drop for Fixed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn fetch_works_again_after_a_redis_restart() -> anyhow::Result<()> {
+    let mut env = Env::start(json!({})).await?;
+    let port = env.server.port();
+    let q = s(&["q"]);
+    celery_send(&env.url, &json!({}), &json!([["t", "q", 0, 1]]))?;
+    assert_eq!(env.broker.fetch(&q, 10).await?.deliveries.len(), 1);
+
+    env.server.kill();
+    // While Redis is down, calls fail with an error (never hang, never panic).
+    assert!(env.broker.fetch(&q, 10).await.is_err());
+    let _new = Fixed::start(port)?;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match env.broker.fetch(&q, 10).await {
+            Ok(f) => {
+                assert!(f.is_empty(), "a fresh server is empty");
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for reconnect: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The script cache was flushed by the restart: EVALSHA falls back to EVAL.
+    celery_send(&env.url, &json!({}), &json!([["t", "q", 0, 2]]))?;
+    let f = env.broker.fetch(&q, 10).await?;
+    assert_eq!(f.deliveries.len(), 1);
+    env.broker.ack(&f.deliveries[0].delivery_tag).await?;
+    let other = Broker::connect(&env.url, TransportOptions::default()).await?;
+    assert_eq!(other.queue_lengths(&q).await?, vec![("q".to_string(), 0)]);
+    env.raw = redis::Client::open(env.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let held: i64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    assert_eq!(held, 0);
+    Ok(())
+}
