@@ -2,8 +2,8 @@
 
 mod transport_support;
 
-use transport_support::{celery_send, py, redelivered, task_id, Env};
 use serde_json::{json, Value};
+use transport_support::{celery_send, py, redelivered, task_id, Env};
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()

@@ -13,14 +13,12 @@ use support::{eventually, World};
 fn pickle_unknown_and_garbage_are_dead_lettered_intact() {
     let world = World::new(&[]);
     let _w = world.celeriac("w1", &["-c", "2"]);
-    let ids = world.py(
-        r#"
+    let ids = world.py(r#"
 from celery_app import app
 p = app.send_task("t.add", args=(1, 2), serializer="pickle")
 u = app.send_task("nobody.knows", args=(1,))
 print(p.id, u.id)
-"#,
-    );
+"#);
     let ids: Vec<&str> = ids.split_whitespace().collect();
     let mut redis = world.redis();
     let garbage: [&[u8]; 3] = [
@@ -40,7 +38,15 @@ print(p.id, u.id)
         assert!(dead.iter().any(|d| d == g), "garbage kept intact");
     }
     let reasons: HashMap<String, String> = redis.hgetall("celeriac.dead_letter.reasons").unwrap();
-    let all = reasons.values().cloned().collect::<Vec<_>>().join("\n");
+    assert_eq!(reasons.len(), 5);
+    let all = reasons
+        .values()
+        .map(|r| {
+            let record: serde_json::Value = serde_json::from_str(r).unwrap();
+            format!("{} {}", record["queue"], record["reason"])
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(all.contains("application/x-python-serialize"), "{all}");
     assert!(all.contains("nobody.knows"), "{all}");
     assert!(all.contains("base64"), "{all}");
@@ -78,7 +84,9 @@ for i in "{} {}".split():
     // Nothing is left unacked and the worker keeps running.
     let unacked: u64 = redis.hlen("unacked").unwrap();
     assert_eq!(unacked, 0);
-    let out = world.py("from celery_app import app\nprint(app.send_task('t.add', args=(20, 22)).get(timeout=20))");
+    let out = world.py(
+        "from celery_app import app\nprint(app.send_task('t.add', args=(20, 22)).get(timeout=20))",
+    );
     assert_eq!(out.trim(), "42");
 }
 
@@ -86,9 +94,8 @@ for i in "{} {}".split():
 fn unknown_tasks_can_be_handed_to_a_python_queue() {
     let world = World::new(&[("CELERIAC_DEAD_LETTER_POLICY", "requeue:python")]);
     let _w = world.celeriac("w1", &["-c", "2"]);
-    let id = world.py(
-        "from celery_app import app\nprint(app.send_task('t.python_only', args=(1,)).id)",
-    );
+    let id =
+        world.py("from celery_app import app\nprint(app.send_task('t.python_only', args=(1,)).id)");
     let mut redis = world.redis();
     let moved: Vec<String> = eventually(Duration::from_secs(20), || {
         let m: Vec<String> = redis.lrange("python", 0, -1).unwrap();

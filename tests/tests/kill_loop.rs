@@ -30,11 +30,17 @@ print("\n".join(ids))
     assert_eq!(ids.len(), N);
     let mut redis = world.redis();
     let done = |redis: &mut redis::Connection| -> usize {
-        let keys: Vec<String> = ids.iter().map(|i| format!("celery-task-meta-{i}")).collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|i| format!("celery-task-meta-{i}"))
+            .collect();
         keys.chunks(1000)
             .map(|c| {
                 let found: Vec<Option<String>> = redis.mget(c).unwrap();
-                found.iter().filter(|v| v.as_deref().is_some_and(|s| s.contains("SUCCESS"))).count()
+                found
+                    .iter()
+                    .filter(|v| v.as_deref().is_some_and(|s| s.contains("SUCCESS")))
+                    .count()
             })
             .sum()
     };
@@ -50,14 +56,27 @@ print("\n".join(ids))
             kills += 1;
         } else {
             // Last round: let it drain; restored messages return after the visibility timeout.
-            let _ = support::eventually(Duration::from_secs(120), || (done(&mut redis) == N).then_some(()));
+            let _ = support::eventually(Duration::from_secs(120), || {
+                (done(&mut redis) == N).then_some(())
+            });
             w.signal("TERM");
             let _ = w.wait_exit(Duration::from_secs(30));
         }
         round += 1;
     }
     let finished = done(&mut redis);
-    eprintln!("kills: {kills}, rounds: {round}, finished: {finished}/{N}");
+    let state: (u64, u64, u64, i64, u64) = redis::pipe()
+        .llen("celery")
+        .hlen("unacked")
+        .zcard("unacked_index")
+        .pttl("unacked_mutex")
+        .llen("celeriac.dead_letter")
+        .query(&mut redis)
+        .unwrap();
+    eprintln!(
+        "kills: {kills}, rounds: {round}, finished: {finished}/{N}; queue {}, unacked {}, unacked_index {}, mutex pttl {}, dead-lettered {}",
+        state.0, state.1, state.2, state.3, state.4
+    );
     assert_eq!(finished, N, "tasks lost");
     assert!(kills >= 8);
 }

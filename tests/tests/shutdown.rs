@@ -21,7 +21,10 @@ with app.producer_or_acquire() as producer:
 fn all_succeeded(world: &World, ids: &[String], timeout: Duration) -> bool {
     let mut redis = world.redis();
     eventually(timeout, || {
-        let keys: Vec<String> = ids.iter().map(|i| format!("celery-task-meta-{i}")).collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|i| format!("celery-task-meta-{i}"))
+            .collect();
         let vals: Vec<Option<String>> = redis.mget(&keys).unwrap();
         vals.iter()
             .all(|v| v.as_deref().is_some_and(|s| s.contains("SUCCESS")))
@@ -97,10 +100,14 @@ fn grace_expiry_and_cold_shutdown_give_everything_back() {
 fn consumption_resumes_after_a_redis_restart() {
     let mut world = World::new(&[]);
     let _w = world.celeriac("w1", &["-c", "2"]);
-    let first = world.py("from celery_app import app\nprint(app.send_task('t.add', args=(1, 1)).get(timeout=20))");
+    let first = world.py(
+        "from celery_app import app\nprint(app.send_task('t.add', args=(1, 1)).get(timeout=20))",
+    );
     assert_eq!(first.trim(), "2");
     world.redis.restart().unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let after = world.py("from celery_app import app\nprint(app.send_task('t.add', args=(2, 2)).get(timeout=30))");
+    let after = world.py(
+        "from celery_app import app\nprint(app.send_task('t.add', args=(2, 2)).get(timeout=30))",
+    );
     assert_eq!(after.trim(), "4");
 }

@@ -64,8 +64,7 @@ print(outcome("t.panic", ()))
 #[test]
 fn started_state_is_visible_then_success() {
     let (world, _w) = world_with_worker();
-    let out = world.py(
-        r#"
+    let out = world.py(r#"
 import time
 from celery_app import app
 r = app.send_task("t.tracked", args=(1500,))
@@ -79,16 +78,14 @@ while time.time() < deadline and r.state != "SUCCESS":
         seen.add(info.get("hostname"))
     time.sleep(0.05)
 print(sorted(s for s in seen if s), r.get(timeout=5))
-"#,
-    );
+"#);
     assert_eq!(out.trim(), "['PENDING', 'STARTED', 'pid', 'w1@test'] done");
 }
 
 #[test]
 fn retries_show_retry_state_then_succeed_or_exhaust() {
     let (world, _w) = world_with_worker();
-    let out = world.py(
-        r#"
+    let out = world.py(r#"
 import time
 from celery_app import app
 r = app.send_task("t.flaky", args=(2,))
@@ -104,16 +101,14 @@ try:
     e.get(timeout=20)
 except Exception as exc:
     print(type(exc).__name__, exc)
-"#,
-    );
+"#);
     assert_eq!(out.trim(), "2 True\nKeyError 'gone'");
 }
 
 #[test]
 fn expired_tasks_are_revoked() {
     let (world, _w) = world_with_worker();
-    let out = world.py(
-        r#"
+    let out = world.py(r#"
 import datetime
 from celery_app import app
 past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=30)
@@ -122,16 +117,14 @@ try:
     r.get(timeout=20)
 except Exception as e:
     print(type(e).__name__, r.state, str(e))
-"#,
-    );
+"#);
     assert_eq!(out.trim(), "TaskRevokedError REVOKED expired");
 }
 
 #[test]
 fn countdown_and_eta_run_at_their_time() {
     let (world, _w) = world_with_worker();
-    let out = world.py(
-        r#"
+    let out = world.py(r#"
 import datetime, time
 from celery_app import app
 sent = datetime.datetime.now(datetime.timezone.utc)
@@ -142,16 +135,14 @@ print(c.get(timeout=20), c.date_done < sent + datetime.timedelta(seconds=2))
 print(a.get(timeout=20), b.get(timeout=20))
 print((a.date_done - sent).total_seconds() >= 2, (b.date_done - sent).total_seconds() >= 3)
 print((a.date_done - sent).total_seconds() < 15, (b.date_done - sent).total_seconds() < 15)
-"#,
-    );
+"#);
     assert_eq!(out.trim(), "11 True\n3 7\nTrue True\nTrue True");
 }
 
 #[test]
 fn priorities_are_served_in_celerys_order_across_queues() {
     let world = World::new(&[]);
-    let out = world.py(
-        r#"
+    let out = world.py(r#"
 from celery_app import app
 ids = []
 for p in [9, 0, 5, 3, 7, 1, 8, 2]:
@@ -159,10 +150,19 @@ for p in [9, 0, 5, 3, 7, 1, 8, 2]:
         r = app.send_task("t.echo", args=(f"{q}:{p}",), queue=q, priority=p)
         ids.append(r.id)
 print(" ".join(ids))
-"#,
-    );
+"#);
     let ids: Vec<String> = out.split_whitespace().map(String::from).collect();
-    let _w = world.celeriac("w1", &["-c", "1", "--prefetch-multiplier", "1", "-Q", "celery,other"]);
+    let _w = world.celeriac(
+        "w1",
+        &[
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "-Q",
+            "celery,other",
+        ],
+    );
     let order = world.py(&format!(
         r#"
 from celery_app import app
@@ -179,10 +179,16 @@ print(" ".join(v for _, v in done))
         .map(|v| v.split(':').nth(1).unwrap().parse().unwrap())
         .collect();
     // kombu's default steps put 0-2, 3-5, 6-8 and 9 into four sub-queues served in that order.
-    let buckets: Vec<u32> = served.iter().map(|p| [0, 0, 0, 3, 3, 3, 6, 6, 6, 9][*p as usize]).collect();
+    let buckets: Vec<u32> = served
+        .iter()
+        .map(|p| [0, 0, 0, 3, 3, 3, 6, 6, 6, 9][*p as usize])
+        .collect();
     let mut sorted = buckets.clone();
     sorted.sort();
     assert_eq!(buckets, sorted, "served order: {order}");
-    let queues: Vec<&str> = order.split_whitespace().map(|v| v.split(':').next().unwrap()).collect();
+    let queues: Vec<&str> = order
+        .split_whitespace()
+        .map(|v| v.split(':').next().unwrap())
+        .collect();
     assert!(queues.contains(&"other") && queues.contains(&"celery"));
 }

@@ -21,19 +21,29 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let builder = Worker::builder()
-        .task("demo.add", |_ctx: TaskContext, (a, b): (i64, i64)| async move {
-            a.checked_add(b)
-                .ok_or_else(|| TaskError::fail("OverflowError", "integer overflow"))
-        })
-        .task("demo.echo", |_ctx: TaskContext, (value,): (Value,)| async move {
-            Ok::<_, TaskError>(value)
-        })
-        .task("demo.fail", |_ctx: TaskContext, (message,): (String,)| async move {
-            Err::<(), _>(TaskError::fail("ValueError", message))
-        })
-        .task("demo.sleep", |_ctx: TaskContext, (ms,): (u64,)| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, TaskError>(ms)
-        });
+        .task(
+            "demo.add",
+            |_ctx: TaskContext, (a, b): (i64, i64)| async move {
+                a.checked_add(b)
+                    .ok_or_else(|| TaskError::fail("OverflowError", "integer overflow"))
+            },
+        )
+        .task(
+            "demo.echo",
+            |_ctx: TaskContext, (value,): (Value,)| async move { Ok::<_, TaskError>(value) },
+        )
+        .task(
+            "demo.fail",
+            |_ctx: TaskContext, (message,): (String,)| async move {
+                Err::<(), _>(TaskError::fail("ValueError", message))
+            },
+        )
+        .task(
+            "demo.sleep",
+            |_ctx: TaskContext, (ms,): (u64,)| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, TaskError>(ms)
+            },
+        );
     celeriac_worker::cli::worker::run(builder, &args.worker)
 }

@@ -47,7 +47,10 @@ impl Worker {
     }
 
     /// Run until `stop` resolves (then shut down warm).
-    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let stop = launcher::stop_requests_from(stop);
         launcher::run(self.settings, self.registry, stop).await
     }

@@ -27,4 +27,3 @@ pub async fn dispose(rt: &Runtime, delivery: &Delivery, reason: &str, decodable:
     }
     rt.release(&delivery.delivery_tag);
 }
-

@@ -52,11 +52,9 @@ pub async fn run(rt: Arc<Runtime>) {
                 }
                 idle = POLL_INTERVAL_MIN;
                 for delivery in fetched.deliveries {
-                    let permit = rt
-                        .reservations
-                        .clone()
-                        .try_acquire_owned()
-                        .expect("only the fetch loop takes reservations, and it asked for free ones");
+                    let permit = rt.reservations.clone().try_acquire_owned().expect(
+                        "only the fetch loop takes reservations, and it asked for free ones",
+                    );
                     rt.hold(&delivery.delivery_tag);
                     let rt2 = rt.clone();
                     rt.tracker.spawn(async move {

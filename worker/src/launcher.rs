@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use celeriac_broker_bridge::backend::{BackendOptions, ResultBackend};
-use celeriac_broker_bridge::transport::{Broker, TransportOptions};
+use celeriac_broker_bridge::envelope::Envelope;
+use celeriac_broker_bridge::transport::{Broker, Delivery, TransportOptions};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,12 +56,17 @@ pub fn stop_requests_from(fut: impl Future<Output = ()> + Send + 'static) -> Sto
 }
 
 /// Run a worker until stopped.
-pub async fn run(settings: Settings, registry: Registry, mut stop: StopRequests) -> anyhow::Result<()> {
-    let transport = TransportOptions::from_json(&serde_json::Value::Object(
+pub async fn run(
+    settings: Settings,
+    registry: Registry,
+    mut stop: StopRequests,
+) -> anyhow::Result<()> {
+    let mut transport = TransportOptions::from_json(&serde_json::Value::Object(
         settings.broker_transport_options.clone(),
     ))
-    .context("CELERY_BROKER_TRANSPORT_OPTIONS")?
-    .with_dead_letter_key(settings.dead_letter_key.clone());
+    .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
+    transport.dead_letter_key = settings.dead_letter_key.clone();
+    let sweep_period = transport.restore_interval;
     let visibility_timeout = transport.visibility_timeout;
     let broker = tokio::select! {
         b = connect_broker(settings.broker_url.expose(), transport) => b,
@@ -112,7 +118,7 @@ pub async fn run(settings: Settings, registry: Registry, mut stop: StopRequests)
         keepalive::refresh_period(visibility_timeout),
         upkeep_stop.clone(),
     ));
-    let sweeper = tokio::spawn(keepalive::sweep_loop(rt.clone()));
+    let sweeper = tokio::spawn(keepalive::sweep_loop(rt.clone(), sweep_period));
     let fetcher = tokio::spawn(fetch::run(rt.clone()));
 
     let _ = stop.recv().await;
@@ -134,7 +140,10 @@ pub async fn run(settings: Settings, registry: Registry, mut stop: StopRequests)
     upkeep_stop.cancel();
     let _ = refresher.await;
     tracing::info!(
-        processed = rt.counters.processed.load(std::sync::atomic::Ordering::Relaxed),
+        processed = rt
+            .counters
+            .processed
+            .load(std::sync::atomic::Ordering::Relaxed),
         "celeriac worker stopped"
     );
     Ok(())
@@ -165,6 +174,7 @@ fn backend_options(settings: &Settings) -> anyhow::Result<BackendOptions> {
         result_expires: settings.result_expires,
         global_keyprefix: prefix,
         result_extended: settings.result_extended,
+        ..BackendOptions::default()
     })
 }
 
@@ -190,9 +200,31 @@ async fn stop_running(rt: &Runtime) {
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), rt.tracker.wait()).await;
     for r in running.into_iter().filter(|r| r.acked) {
-        tracing::warn!(delivery_tag = %r.delivery.delivery_tag, "task stopped by shutdown; requeued");
-        if let Err(e) = rt.broker.requeue(&r.delivery).await {
-            tracing::error!(error = %e, delivery_tag = %r.delivery.delivery_tag, "could not requeue a stopped task");
+        republish(rt, &r.delivery).await;
+    }
+}
+
+/// Put an already-acked message back on its queue, marked redelivered (as a restore would).
+async fn republish(rt: &Runtime, d: &Delivery) {
+    let result = match Envelope::parse(&d.raw) {
+        Ok(mut envelope) => {
+            envelope.mark_redelivered();
+            rt.broker
+                .publish(&envelope, &d.exchange, &d.routing_key)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a running message is not an envelope any more");
+            return;
+        }
+    };
+    match result {
+        Ok(()) => {
+            tracing::warn!(delivery_tag = %d.delivery_tag, "task stopped by shutdown; put back on its queue")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, delivery_tag = %d.delivery_tag, "could not put a stopped task back")
         }
     }
 }
@@ -204,7 +236,9 @@ async fn give_back_held(rt: &Runtime) {
     }
     match rt.broker.restore(&tags).await {
         Ok(n) => tracing::info!(restored = n, "gave back held messages to their queues"),
-        Err(e) => tracing::error!(error = %e, held = tags.len(), "could not restore held messages; they return after the visibility timeout"),
+        Err(e) => {
+            tracing::error!(error = %e, held = tags.len(), "could not restore held messages; they return after the visibility timeout")
+        }
     }
     for tag in &tags {
         rt.release(tag);

@@ -18,6 +18,7 @@ pub mod processor;
 pub mod registry;
 pub mod results;
 pub mod retry;
+pub mod retrying;
 pub mod runtime;
 pub mod scheduled;
 pub mod task;

@@ -47,7 +47,7 @@ async fn handle(
         return;
     }
     let mut reservation = Some(reservation);
-    if let Some(eta) = msg.eta_utc() {
+    if let Some(eta) = msg.eta.as_ref().map(|t| t.utc) {
         if eta > Utc::now() {
             match scheduled::wait_for_eta(&rt, eta, &mut reservation).await {
                 scheduled::Waited::Due => {
@@ -77,7 +77,7 @@ fn decode_options(rt: &Runtime) -> DecodeOptions {
 
 async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
     let reason = err.to_string();
-    if let (DecodeError::Refused { id: Some(id), .. }, Some(_)) = (err, &rt.backend) {
+    if let (true, Some(id), Some(_)) = (err.is_refused(), err.id(), &rt.backend) {
         let exc = PyException::in_module("kombu.exceptions", "ContentDisallowed", reason.clone());
         results::store_failure(rt, id, None, &exc, None).await;
     }
@@ -100,7 +100,7 @@ async fn unregistered(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) {
 
 /// If the message's `expires` has passed: store REVOKED ("expired"), ack, and return true.
 async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) -> bool {
-    match msg.expires_utc() {
+    match msg.expires.as_ref().map(|t| t.utc) {
         Some(expires) if expires <= Utc::now() => {
             tracing::info!("task expired; not run");
             results::store_revoked(rt, msg, "expired").await;
@@ -138,7 +138,7 @@ async fn execute(
     let ctx = TaskContext {
         id: msg.id.clone(),
         name: msg.task.clone(),
-        retries: msg.retries,
+        retries: u32::try_from(msg.retries).unwrap_or(0),
         root_id: msg.root_id.clone(),
         parent_id: msg.parent_id.clone(),
         group: msg.group.clone(),
@@ -210,4 +210,3 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         Err(e) => e.to_string(),
     }
 }
-

@@ -22,7 +22,12 @@ pub struct Registry {
 
 impl Registry {
     /// Register (or replace) a task under `name`.
-    pub fn insert(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>, options: TaskOptions) {
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        handler: Arc<dyn Handler>,
+        options: TaskOptions,
+    ) {
         self.tasks
             .insert(name.into(), RegisteredTask { handler, options });
     }

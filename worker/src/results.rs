@@ -4,6 +4,7 @@ use celeriac_broker_bridge::backend::{ExceptionInfo, ExtendedMeta, TaskMeta};
 use celeriac_broker_bridge::codec::TaskMessage;
 use serde_json::Value;
 
+use crate::retrying::retrying;
 use crate::runtime::Runtime;
 use crate::task::PyException;
 
@@ -50,7 +51,7 @@ fn with_request(rt: &Runtime, meta: TaskMeta, msg: Option<&TaskMessage>) -> Task
         args: Value::Array(msg.args.clone()),
         kwargs: Value::Object(msg.kwargs.clone()),
         worker: Some(rt.hostname.clone()),
-        retries: Some(u64::from(msg.retries)),
+        retries: u64::try_from(msg.retries).ok(),
         queue: msg.routing_key.clone(),
         stamped_headers: msg.stamped_headers.clone().unwrap_or_default(),
         stamps: msg.stamps.clone(),
@@ -59,14 +60,18 @@ fn with_request(rt: &Runtime, meta: TaskMeta, msg: Option<&TaskMessage>) -> Task
 
 async fn store(rt: &Runtime, meta: TaskMeta) {
     let Some(backend) = &rt.backend else { return };
-    if let Err(e) = backend.store(&meta).await {
+    if let Err(e) = retrying("storing a task state", || backend.store(&meta)).await {
         tracing::error!(task_id = %meta.task_id, state = meta.status.as_str(), error = %e, "could not store the task state");
     }
 }
 
 /// SUCCESS with the task's return value.
 pub async fn store_success(rt: &Runtime, msg: &TaskMessage, value: Value) {
-    store(rt, with_request(rt, TaskMeta::success(&msg.id, value), Some(msg))).await;
+    store(
+        rt,
+        with_request(rt, TaskMeta::success(&msg.id, value), Some(msg)),
+    )
+    .await;
 }
 
 /// FAILURE with the exception; `hostname` adds a traceback text naming this worker.
@@ -100,5 +105,9 @@ pub async fn store_retry(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
 
 /// REVOKED with `TaskRevokedError(reason)`.
 pub async fn store_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
-    store(rt, with_request(rt, TaskMeta::revoked(&msg.id, reason), Some(msg))).await;
+    store(
+        rt,
+        with_request(rt, TaskMeta::revoked(&msg.id, reason), Some(msg)),
+    )
+    .await;
 }

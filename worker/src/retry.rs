@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use celeriac_broker_bridge::codec::{EncodeOptions, TaskMessage, Timestamp};
+use celeriac_broker_bridge::codec::{EncodeOptions, TaskMessage, WireTime};
 use celeriac_broker_bridge::transport::Delivery;
 use chrono::Utc;
 
@@ -24,7 +24,7 @@ pub async fn retry(
 ) {
     let store_errors = !ignore_result || rt.settings.task_store_errors_even_if_ignored;
     let max_retries = request.max_retries.or(task.options.max_retries);
-    if max_retries.is_some_and(|max| msg.retries >= max) {
+    if max_retries.is_some_and(|max| msg.retries >= i64::from(max)) {
         let exc = request.exc.unwrap_or_else(|| {
             PyException::in_module(
                 "celery.exceptions",
@@ -54,7 +54,7 @@ pub async fn retry(
     let envelope = next.to_envelope(&EncodeOptions {
         exchange: delivery.exchange.clone(),
         routing_key: delivery.routing_key.clone(),
-        priority: delivery.priority,
+        now: Utc::now(),
     });
     if let Err(e) = rt
         .broker
@@ -87,7 +87,7 @@ pub async fn retry(
 pub fn next_attempt(msg: &TaskMessage, eta: chrono::DateTime<Utc>) -> TaskMessage {
     let mut next = msg.clone();
     next.retries = msg.retries + 1;
-    next.eta = Some(Timestamp::from_utc(eta));
+    next.eta = Some(WireTime::from_utc(eta));
     if next.parent_id.is_none() {
         next.parent_id = Some(msg.id.clone());
     }

@@ -1,7 +1,7 @@
 //! The shared state of a running worker: connections, registry, slots and the messages it holds.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use celeriac_broker_bridge::backend::ResultBackend;
@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::registry::Registry;
+use crate::retrying::retrying;
 
 /// A task being executed right now.
 pub struct Running {
@@ -78,13 +79,19 @@ impl Runtime {
 
     /// A snapshot of the held tags.
     pub fn held_tags(&self) -> Vec<String> {
-        self.held.lock().expect("held lock").iter().cloned().collect()
+        self.held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Ack a message in Redis and stop holding it. Errors are logged: the message then comes back
     /// after the visibility timeout (at-least-once).
     pub async fn ack(&self, delivery: &Delivery) {
-        if let Err(e) = self.broker.ack(&delivery.delivery_tag).await {
+        let tag = &delivery.delivery_tag;
+        if let Err(e) = retrying("ack", || self.broker.ack(tag)).await {
             tracing::error!(delivery_tag = %delivery.delivery_tag, error = %e, "ack failed; the message will be redelivered after the visibility timeout");
         }
         self.release(&delivery.delivery_tag);

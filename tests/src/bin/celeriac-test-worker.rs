@@ -21,7 +21,8 @@ fn main() -> anyhow::Result<()> {
         ..TaskOptions::default()
     };
     // `t.mark` counts its executions per task id in the hash `marks` of the broker's Redis.
-    let broker = std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
+    let broker =
+        std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
     let marks = redis::Client::open(broker)?;
     let builder = Worker::builder()
         .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
@@ -37,10 +38,14 @@ fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, TaskError>(ms)
         })
-        .task_with_options("t.tracked", tracked, |_: TaskContext, (ms,): (u64,)| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, TaskError>("done")
-        })
+        .task_with_options(
+            "t.tracked",
+            tracked,
+            |_: TaskContext, (ms,): (u64,)| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, TaskError>("done")
+            },
+        )
         .task("t.flaky", |ctx: TaskContext, (n,): (u32,)| async move {
             if ctx.retries < n {
                 return Err(TaskError::retry_in(Duration::from_millis(100))

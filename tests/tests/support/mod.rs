@@ -69,7 +69,11 @@ impl World {
         let mut cmd = Command::new(python().expect("test venv"));
         cmd.args(["-m", "celery", "-A", "celery_app", "worker", "-P", "solo"])
             .args(["-Q", queues, "-n", &format!("{name}@test"), "-l", "INFO"])
-            .args(["--without-mingle", "--without-gossip", "--without-heartbeat"])
+            .args([
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+            ])
             .current_dir(python_dir())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut p = Proc::spawn(name, cmd, log);
@@ -150,11 +154,19 @@ impl Proc {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited ({status}) before logging {needle:?}:\n{}", self.name, self.log());
+                bail!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("{} did not log {needle:?} in {timeout:?}:\n{}", self.name, self.log())
+        bail!(
+            "{} did not log {needle:?} in {timeout:?}:\n{}",
+            self.name,
+            self.log()
+        )
     }
 
     /// Send a signal (`TERM`, `INT`, `KILL`).
@@ -179,7 +191,11 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("{} still running after {timeout:?}:\n{}", self.name, self.log())
+        bail!(
+            "{} still running after {timeout:?}:\n{}",
+            self.name,
+            self.log()
+        )
     }
 
     /// The log file path.

@@ -57,13 +57,21 @@ pub fn bind<T: DeserializeOwned + 'static>(
         }
         for (name, value) in kwargs {
             if map.contains_key(name) {
-                return Err(type_error(format!("got multiple values for argument '{name}'")));
+                return Err(type_error(format!(
+                    "got multiple values for argument '{name}'"
+                )));
             }
             map.insert(name.clone(), value.clone());
         }
         Value::Object(map)
     };
-    serde_json::from_value(input).map_err(|e| type_error(format!("bad task arguments: {e}")))
+    match serde_json::from_value(input) {
+        Ok(v) => Ok(v),
+        // A task without parameters (`()`) called with none.
+        Err(_) if args.is_empty() && kwargs.is_empty() => serde_json::from_value(Value::Null)
+            .map_err(|e| type_error(format!("bad task arguments: {e}"))),
+        Err(e) => Err(type_error(format!("bad task arguments: {e}"))),
+    }
 }
 
 fn type_error(message: impl Into<String>) -> PyException {
@@ -198,12 +206,20 @@ mod tests {
     #[test]
     fn python_like_errors() {
         let dup = bind::<Get>(&[json!(9)], &kw(json!({"ticket_id": 1}))).unwrap_err();
-        assert!(dup.message().contains("multiple values for argument 'ticket_id'"));
+        assert!(dup
+            .message()
+            .contains("multiple values for argument 'ticket_id'"));
         let many = bind::<Get>(&[json!(1), json!(true), json!(3)], &kw(json!({"x": 1})));
         assert!(many.unwrap_err().message().contains("takes 2 positional"));
         let wrong = bind::<(i64, i64)>(&[json!("a"), json!(1)], &Map::new()).unwrap_err();
         assert_eq!(wrong.exc_type, "TypeError");
         assert!(wrong.message().starts_with("bad task arguments"));
+    }
+
+    #[test]
+    fn no_parameters() {
+        let () = bind::<()>(&[], &Map::new()).unwrap();
+        assert!(bind::<()>(&[json!(1)], &Map::new()).is_err());
     }
 
     #[test]
