@@ -275,3 +275,37 @@ sys.stdout.write("\n".join(out))
         assert_eq!(msg.kwargs["k"], json!(2));
     }
 }
+
+#[test]
+fn hybrid_messages_take_the_body_then_the_headers() {
+    // Protocol-1 body with protocol-2 headers (`hybrid_to_proto2`): headers win.
+    let body = br#"{"task": "tasks.add", "id": "body-id", "args": [1], "kwargs": {"k": 1},
+                    "retries": 4, "eta": "2030-01-02T03:04:05", "group": "g-body",
+                    "callbacks": [{"task": "tasks.cb", "args": [], "kwargs": {}, "options": {},
+                                   "subtask_type": null, "immutable": false}]}"#;
+    let raw = envelope(
+        body,
+        "application/json",
+        json!({"task": "tasks.add", "id": "hdr-id"}),
+    );
+    let msg = decode(&raw, &DecodeOptions::default()).unwrap();
+    assert_eq!(msg.protocol, 2);
+    assert_eq!(msg.id, "hdr-id");
+    assert_eq!(msg.retries, 4);
+    assert_eq!(msg.group.as_deref(), Some("g-body"));
+    assert_eq!(msg.args, vec![json!(1)]);
+    assert_eq!(msg.callbacks[0].task, "tasks.cb");
+    assert_eq!(
+        msg.eta.unwrap().utc.to_rfc3339(),
+        "2030-01-02T03:04:05+00:00"
+    );
+}
+
+#[test]
+fn protocol1_taskset_is_the_group() {
+    let body = br#"{"task": "tasks.add", "id": "p1", "args": [], "kwargs": {}, "group": null,
+                    "taskset": "ts-1", "utc": true}"#;
+    let raw = envelope(body, "application/json", json!({}));
+    let msg = decode(&raw, &DecodeOptions::default()).unwrap();
+    assert_eq!((msg.protocol, msg.group.as_deref()), (1, Some("ts-1")));
+}

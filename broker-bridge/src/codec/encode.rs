@@ -205,10 +205,8 @@ impl TaskMessage {
         msg.parent_id = parent_id.map(str::to_string);
         msg.group = get_str(o, "group_id", "options.group_id")?;
         msg.group_index = get_int(o, "group_index", "options.group_index")?;
-        msg.priority = match get_int(o, "priority", "options.priority")? {
-            None => None,
-            Some(p) => Some(u8::try_from(p.clamp(0, 255)).unwrap_or(0)),
-        };
+        msg.priority = get_int(o, "priority", "options.priority")?
+            .map(|p| u8::try_from(p.clamp(0, 255)).unwrap_or(0));
         msg.shadow = get_str(o, "shadow", "options.shadow")?;
         msg.reply_to = get_str(o, "reply_to", "options.reply_to")?;
         msg.routing_key = get_str(o, "queue", "options.queue")?;

@@ -85,7 +85,10 @@ pub enum DecodeErrorKind {
 /// A failed decode: the reason, the untouched raw bytes (to dead-letter them intact) and the task
 /// name and id when the headers were readable.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DecodeError {
+pub struct DecodeError(Box<Inner>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct Inner {
     kind: DecodeErrorKind,
     raw: Vec<u8>,
     task: Option<String>,
@@ -94,56 +97,56 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(kind: DecodeErrorKind, raw: &[u8]) -> Self {
-        DecodeError {
+        DecodeError(Box::new(Inner {
             kind,
             raw: raw.to_vec(),
             task: None,
             id: None,
-        }
+        }))
     }
 
     pub(crate) fn with_ids(mut self, task: Option<String>, id: Option<String>) -> Self {
-        self.task = task;
-        self.id = id;
+        self.0.task = task;
+        self.0.id = id;
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &DecodeErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// True when the message was refused by content type (pickle, or not accepted): it is
     /// well-formed, just not for us.
     pub fn is_refused(&self) -> bool {
-        matches!(self.kind, DecodeErrorKind::Refused { .. })
+        matches!(self.0.kind, DecodeErrorKind::Refused { .. })
     }
 
     /// The raw list element exactly as given to [`decode`](super::decode).
     pub fn raw(&self) -> &[u8] {
-        &self.raw
+        &self.0.raw
     }
 
     /// Consume into the raw list element.
     pub fn into_raw(self) -> Vec<u8> {
-        self.raw
+        self.0.raw
     }
 
     /// `headers.task` (protocol 2) when it could be read.
     pub fn task(&self) -> Option<&str> {
-        self.task.as_deref()
+        self.0.task.as_deref()
     }
 
     /// `headers.id` (protocol 2) when it could be read.
     pub fn id(&self) -> Option<&str> {
-        self.id.as_deref()
+        self.0.id.as_deref()
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        match (&self.task, &self.id) {
+        write!(f, "{}", self.0.kind)?;
+        match (&self.0.task, &self.0.id) {
             (Some(t), Some(i)) => write!(f, " (task {t}, id {i})"),
             (Some(t), None) => write!(f, " (task {t})"),
             (None, Some(i)) => write!(f, " (id {i})"),
@@ -154,6 +157,6 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.kind)
+        Some(&self.0.kind)
     }
 }

@@ -1,0 +1,18 @@
+"""Write the fixtures' raw messages as the fuzz corpus seed (corpus/decode/, not committed)."""
+import hashlib
+import json
+import pathlib
+
+here = pathlib.Path(__file__).resolve().parent
+fixtures = here.parent.parent / "proto-fixtures" / "fixtures"
+out = here / "corpus" / "decode"
+out.mkdir(parents=True, exist_ok=True)
+n = 0
+for path in sorted(fixtures.glob("celery-*/*.json")):
+    if path.name == "INDEX.json":
+        continue
+    for message in json.loads(path.read_text())["messages"]:
+        raw = message["raw"].encode()
+        (out / hashlib.sha1(raw).hexdigest()).write_bytes(raw)
+        n += 1
+print(f"wrote {n} seeds to {out}")
