@@ -6,6 +6,8 @@
 //! An ack, another worker's restore or a re-delivery in between therefore wins, and a message
 //! is never both acked and restored, nor restored twice.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::ack::{Held, UnackedEntry};
@@ -35,6 +37,12 @@ enum Action<'a> {
     },
 }
 
+/// The longest celeriac holds `unacked_mutex` while sweeping (kombu holds it for
+/// `unacked_mutex_expire`, 300 s by default). A worker killed mid-sweep leaves the lock behind
+/// until it expires, stopping every sweep meanwhile; since each give-back is compare-and-settle,
+/// two overlapping sweeps cannot restore a message twice, so a short lock costs nothing.
+pub const SWEEP_LOCK_MAX: Duration = Duration::from_secs(10);
+
 impl Broker {
     /// Reject with requeue (kombu `basic_reject(requeue=True)`): the message goes to the back of
     /// its queue (`LPUSH`) with `redelivered` flags, and its `unacked` entry is removed, in one
@@ -59,14 +67,15 @@ impl Broker {
     }
 
     /// kombu's visibility-timeout sweep, interoperable with Python workers: take
-    /// `unacked_mutex` (`SET NX PX`), restore (front of queue, `redelivered`) every entry whose
+    /// `unacked_mutex` (`SET NX PX`, for at most [`SWEEP_LOCK_MAX`]), restore (front of queue, `redelivered`) every entry whose
     /// delivery time is older than `visibility_timeout` (newest first, at most
     /// `unacked_restore_limit`), then release the mutex by compare-and-delete. Returns how
     /// many were restored; 0 when another worker holds the mutex.
     pub async fn restore_visibility_timeouts(&self) -> Result<usize> {
         let keys = &self.inner.keys;
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let expire_ms = self.inner.opts.unacked_mutex_expire.as_millis().max(1) as u64;
+        let expire = self.inner.opts.unacked_mutex_expire.min(SWEEP_LOCK_MAX);
+        let expire_ms = expire.as_millis().max(1) as u64;
         let got: Option<String> = redis::cmd("SET")
             .arg(&keys.unacked_mutex)
             .arg(&token)
