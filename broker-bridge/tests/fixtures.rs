@@ -1,10 +1,10 @@
 //! Every message captured from real Celery (5.7.0 and 5.3.6) decodes to what kombu/Celery
 //! themselves decoded it to (the fixtures' `expected`).
 
-mod common;
+mod codec_support;
 
 use celeriac_broker_bridge::codec::{decode, DecodeOptions};
-use common::{all_messages, assert_same, list_or_empty, sig_list};
+use codec_support::{all_messages, assert_same, list_or_empty, sig_list};
 use serde_json::{json, Value};
 
 const KNOWN: [&str; 24] = [

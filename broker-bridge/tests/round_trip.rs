@@ -1,14 +1,14 @@
 //! encode(decode(x)) for every captured message, pushed into a private Redis and read back by
 //! real kombu/Celery: what Python sees equals what Python saw in the original (`expected`).
 
-mod common;
+mod codec_support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use celeriac_broker_bridge::codec::{decode, DecodeOptions, EncodeOptions, Signature, TaskMessage};
 use celeriac_testkit::{python, workspace_root, RedisServer};
-use common::{all_messages, assert_same, list_or_empty};
+use codec_support::{all_messages, assert_same, list_or_empty};
 use serde_json::{json, Value};
 
 const QUEUE: &str = "celeriac.roundtrip";

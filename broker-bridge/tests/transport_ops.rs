@@ -1,14 +1,14 @@
 //! Transport operations on a private Redis: dead-lettering of bad elements, requeue, restore,
 //! dead_letter, move_to, and surviving a Redis restart.
 
-mod common;
+mod transport_support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};
-use common::{celery_send, redelivered, task_id, Env};
 use serde_json::{json, Value};
+use transport_support::{celery_send, redelivered, task_id, Env};
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()

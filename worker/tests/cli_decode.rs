@@ -25,6 +25,7 @@ fn fixture_messages() -> Vec<(String, String, Value)> {
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .filter(|p| p.file_name().is_some_and(|n| n != "INDEX.json"))
             .collect();
         files.sort();

@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn raw_call_args_and_big_ints() {
         let big: Value = serde_json::from_str("1267650600228229401496703205376").unwrap();
-        let raw: CallArgs = bind(&[big.clone()], &kw(json!({"k": null}))).unwrap();
+        let raw: CallArgs = bind(std::slice::from_ref(&big), &kw(json!({"k": null}))).unwrap();
         assert_eq!(raw.args, vec![big]);
         assert_eq!(raw.kwargs["k"], Value::Null);
     }
