@@ -116,7 +116,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("--celeriac", default=os.path.join(ROOT, "target/release/examples/demo"))
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--celeriac-concurrency", type=int, default=2,
+                    help="celeriac's -c (async tasks); the Python prefork worker always runs -c 2")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp()
@@ -134,14 +135,15 @@ def main():
                 time.sleep(0.05)
         env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url, CELERIAC_LOG_FORMAT="json",
                    CELERY_WORKER_LOGLEVEL="WARNING")
+        os.environ.update(CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url)
         sys.path.insert(0, HERE)
         from bench_app import app
         log = open(os.path.join(tmp, "workers.log"), "w")
         rows = [
-            run_one("celeriac (demo worker, -c 2)", [args.celeriac, "-c", str(args.concurrency)], env, r, app, args.n, log),
+            run_one(f"celeriac (demo worker, -c {args.celeriac_concurrency})",
+                    [args.celeriac, "-c", str(args.celeriac_concurrency)], env, r, app, args.n, log),
             run_one("Python Celery 5.7.0 prefork (-c 2)",
-                    [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", "prefork", "-c",
-                     str(args.concurrency), "-l", "WARNING", "--without-mingle", "--without-gossip"],
+                    [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", "prefork", "-c", "2", "-l", "WARNING", "--without-mingle", "--without-gossip"],
                     env, r, app, args.n, log),
         ]
         print(f"N = {args.n} `demo.add` tasks with results, private Redis, {os.cpu_count()} cores\n")
