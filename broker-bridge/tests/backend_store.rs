@@ -240,3 +240,40 @@ async fn connects_over_a_unix_socket_with_celery_socket_url() -> Result<()> {
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }
+
+#[tokio::test]
+async fn store_many_writes_each_meta_as_store_would() -> Result<()> {
+    let mut env = Env::start(BackendOptions::default()).await?;
+    let b = env.backend.clone();
+    b.store(&TaskMeta::success("done", json!("kept"))).await?;
+    let metas = vec![
+        TaskMeta::success("a", json!(1)),
+        TaskMeta::failure("done", &ExceptionInfo::builtin("ValueError", "late"), None),
+        TaskMeta::failure("b", &ExceptionInfo::builtin("KeyError", "k"), None),
+    ];
+    let outcomes: Vec<StoreOutcome> = b
+        .store_many(&metas)
+        .await?
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        outcomes,
+        [
+            StoreOutcome::Stored,
+            StoreOutcome::KeptSuccess,
+            StoreOutcome::Stored
+        ]
+    );
+    for (one, key) in [
+        (&metas[0], "celery-task-meta-a"),
+        (&metas[2], "celery-task-meta-b"),
+    ] {
+        assert_eq!(env.raw(key).await?, Some(one.encode(false)));
+    }
+    let out = read(&env.url, json!({}), &["a", "done", "b"])?;
+    assert_eq!(out["a"]["state"], "SUCCESS");
+    assert_eq!(out["done"]["info"], "'kept'");
+    assert_eq!(out["b"]["state"], "FAILURE");
+    assert_eq!(out["b"]["info_type"], "KeyError");
+    Ok(())
+}

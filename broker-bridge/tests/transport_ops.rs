@@ -260,3 +260,36 @@ async fn fetch_works_again_after_a_redis_restart() -> anyhow::Result<()> {
     assert_eq!(held, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn ack_many_removes_every_tag_and_the_sweep_drops_orphan_index_entries() -> anyhow::Result<()>
+{
+    let env = Env::start(json!({"visibility_timeout": 1})).await?;
+    celery_send(
+        &env.url,
+        &json!({}),
+        &json!([["t", "q", 0, 1], ["t", "q", 0, 2], ["t", "q", 0, 3]]),
+    )?;
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    let tags: Vec<String> = f
+        .deliveries
+        .iter()
+        .map(|d| d.delivery_tag.clone())
+        .collect();
+    assert_eq!(tags.len(), 3);
+    env.broker.ack_many(&tags[..2]).await?;
+    let held: u64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    let indexed: u64 = env.cmd(&[b"ZCARD", b"unacked_index"]).await?;
+    assert_eq!((held, indexed), (1, 1));
+    // An index entry whose hash entry is gone (an ack cut between its two commands).
+    env.cmd::<()>(&[b"ZADD", b"unacked_index", b"1", b"orphan"])
+        .await?;
+    std::thread::sleep(Duration::from_millis(1200));
+    let restored = env.broker.restore_visibility_timeouts().await?;
+    assert_eq!(restored, 1, "the one still held comes back");
+    let indexed: u64 = env.cmd(&[b"ZCARD", b"unacked_index"]).await?;
+    assert_eq!(indexed, 0, "the orphan is gone too");
+    let queued: u64 = env.cmd(&[b"LLEN", b"q"]).await?;
+    assert_eq!(queued, 1);
+    Ok(())
+}

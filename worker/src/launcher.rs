@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use celeriac_broker_bridge::backend::{BackendOptions, ResultBackend};
+use celeriac_broker_bridge::backend::{BackendOptions, ResultBackend, TaskMeta};
 use celeriac_broker_bridge::envelope::Envelope;
 use celeriac_broker_bridge::transport::{Broker, Delivery, TransportOptions};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::Batcher;
 use crate::config::Settings;
 use crate::fetch;
 use crate::keepalive;
@@ -90,10 +91,36 @@ pub async fn run(
     let concurrency = settings.worker_concurrency.max(1);
     let lookahead = (settings.worker_prefetch_multiplier.max(1) as usize - 1).min(concurrency);
     let hostname = settings.worker_hostname.clone();
+    let acker = {
+        let broker = broker.clone();
+        Batcher::spawn(move |tags: Vec<String>| {
+            let broker = broker.clone();
+            async move {
+                let outcome = broker.ack_many(&tags).await.map_err(|e| e.to_string());
+                vec![outcome; tags.len()]
+            }
+        })
+    };
+    let writer = backend.clone().map(|backend| {
+        Batcher::spawn(move |metas: Vec<TaskMeta>| {
+            let backend = backend.clone();
+            async move {
+                match backend.store_many(&metas).await {
+                    Ok(outcomes) => outcomes
+                        .into_iter()
+                        .map(|o| o.map_err(|e| e.to_string()))
+                        .collect(),
+                    Err(e) => vec![Err(e.to_string()); metas.len()],
+                }
+            }
+        })
+    });
     let rt = Arc::new(Runtime {
         registry,
         broker,
         backend,
+        acker,
+        writer,
         hostname,
         slots: Arc::new(Semaphore::new(concurrency)),
         reservations: Arc::new(Semaphore::new(concurrency + lookahead)),

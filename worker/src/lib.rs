@@ -6,6 +6,7 @@
 //! what cannot run, [`keepalive`] keeps held messages from being restored by sweeps,
 //! [`launcher`] starts and stops it all; [`builder`] is the Rust API and [`task`] what a task sees.
 
+pub mod batch;
 pub mod builder;
 pub mod cli;
 pub mod config;

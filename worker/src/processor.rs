@@ -159,6 +159,9 @@ async fn execute(
         },
     );
     let outcome = join.await;
+    // The task's work is done: its slot goes to the next task while this one's outcome is written
+    // (still bounded by the reservation, which is held until the end).
+    drop(slot);
     rt.running
         .lock()
         .expect("running lock")
@@ -196,7 +199,6 @@ async fn execute(
     if acks_late {
         rt.ack(&delivery).await;
     }
-    drop(slot);
     drop(reservation);
 }
 

@@ -59,8 +59,14 @@ fn with_request(rt: &Runtime, meta: TaskMeta, msg: Option<&TaskMessage>) -> Task
 }
 
 async fn store(rt: &Runtime, meta: TaskMeta) {
-    let Some(backend) = &rt.backend else { return };
-    if let Err(e) = retrying("storing a task state", || backend.store(&meta)).await {
+    let Some(writer) = &rt.writer else { return };
+    let write = || async {
+        writer
+            .submit(meta.clone())
+            .await
+            .unwrap_or_else(|| Err("the result writer stopped".into()))
+    };
+    if let Err(e) = retrying("storing a task state", write).await {
         tracing::error!(task_id = %meta.task_id, state = meta.status.as_str(), error = %e, "could not store the task state");
     }
 }

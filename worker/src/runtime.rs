@@ -4,13 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
-use celeriac_broker_bridge::backend::ResultBackend;
+use celeriac_broker_bridge::backend::{ResultBackend, StoreOutcome, TaskMeta};
 use celeriac_broker_bridge::transport::{Broker, Delivery};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::Batcher;
 use crate::config::Settings;
 use crate::registry::Registry;
 use crate::retrying::retrying;
@@ -46,6 +47,10 @@ pub struct Runtime {
     pub broker: Broker,
     /// The result backend, when `result_backend` is set.
     pub backend: Option<ResultBackend>,
+    /// Batched acks (see [`crate::batch`]).
+    pub acker: Batcher<String, Result<(), String>>,
+    /// Batched result writes, when there is a backend.
+    pub writer: Option<Batcher<TaskMeta, Result<StoreOutcome, String>>>,
     /// This worker's node name.
     pub hostname: String,
     /// Execution slots (`concurrency`).
@@ -91,7 +96,13 @@ impl Runtime {
     /// after the visibility timeout (at-least-once).
     pub async fn ack(&self, delivery: &Delivery) {
         let tag = &delivery.delivery_tag;
-        if let Err(e) = retrying("ack", || self.broker.ack(tag)).await {
+        let ack = || async {
+            self.acker
+                .submit(tag.clone())
+                .await
+                .unwrap_or_else(|| Err("the ack writer stopped".into()))
+        };
+        if let Err(e) = retrying("ack", ack).await {
             tracing::error!(delivery_tag = %delivery.delivery_tag, error = %e, "ack failed; the message will be redelivered after the visibility timeout");
         }
         self.release(&delivery.delivery_tag);

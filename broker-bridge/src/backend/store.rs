@@ -88,6 +88,34 @@ pub enum StoreOutcome {
 /// Atomically: leave a stored SUCCESS alone, else SET (with EX when ARGV[2] > 0) and PUBLISH the
 /// same bytes on the channel named as the key. Returns 1 stored, 0 kept SUCCESS, -1 when the
 /// stored value is not a JSON object.
+/// [`STORE_SCRIPT`] for KEYS[i] with value ARGV[2i-1] and TTL ARGV[2i]; returns one code per key.
+const STORE_MANY_SCRIPT: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  local key, value, ttl = KEYS[i], ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local code = 1
+  local current = redis.call('GET', key)
+  if current then
+    local ok, meta = pcall(cjson.decode, current)
+    if not ok or type(meta) ~= 'table' then
+      code = -1
+    elseif meta['status'] == 'SUCCESS' then
+      code = 0
+    end
+  end
+  if code == 1 then
+    if ttl > 0 then
+      redis.call('SET', key, value, 'EX', ttl)
+    else
+      redis.call('SET', key, value)
+    end
+    redis.call('PUBLISH', key, value)
+  end
+  out[i] = code
+end
+return out
+"#;
+
 const STORE_SCRIPT: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -118,6 +146,7 @@ pub struct ResultBackend {
     keys: BackendKeys,
     opts: BackendOptions,
     store_script: redis::Script,
+    store_many_script: redis::Script,
 }
 
 impl std::fmt::Debug for ResultBackend {
@@ -147,6 +176,7 @@ impl ResultBackend {
             keys: BackendKeys::new(&opts.global_keyprefix),
             opts,
             store_script: redis::Script::new(STORE_SCRIPT),
+            store_many_script: redis::Script::new(STORE_MANY_SCRIPT),
         })
     }
 
@@ -194,6 +224,55 @@ impl ResultBackend {
                 reason: "not JSON (compressed or pickled results are not supported)".into(),
             }),
         }
+    }
+
+    /// Store many metas in one round trip (one script call), each exactly as [`ResultBackend::store`]
+    /// would; one outcome per meta, in order.
+    pub async fn store_many(
+        &self,
+        metas: &[TaskMeta],
+    ) -> Result<Vec<Result<StoreOutcome, BackendError>>, BackendError> {
+        let mut inv = self.store_many_script.prepare_invoke();
+        let mut keys = Vec::with_capacity(metas.len());
+        let mut outcomes: Vec<Option<Result<StoreOutcome, BackendError>>> = Vec::new();
+        for meta in metas {
+            let bytes = meta.encode(self.opts.result_extended);
+            if bytes.len() > MAX_VALUE_SIZE {
+                outcomes.push(Some(Err(BackendError::TooLarge {
+                    task_id: meta.task_id.clone(),
+                    size: bytes.len(),
+                })));
+                continue;
+            }
+            let key = self.key_for(&meta.task_id);
+            inv.key(&key);
+            inv.arg(bytes).arg(self.ttl_seconds(meta.status));
+            keys.push(key);
+            outcomes.push(None);
+        }
+        let codes: Vec<i64> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            inv.invoke_async(&mut self.conn.clone()).await?
+        };
+        let mut codes = codes.into_iter().zip(keys);
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| match codes.next() {
+                    Some((1, _)) => Ok(StoreOutcome::Stored),
+                    Some((0, _)) => Ok(StoreOutcome::KeptSuccess),
+                    Some((_, key)) => Err(BackendError::UnreadableMeta {
+                        key,
+                        reason: "not JSON (compressed or pickled results are not supported)".into(),
+                    }),
+                    None => Err(BackendError::UnreadableMeta {
+                        key: String::new(),
+                        reason: "the store script returned too few outcomes".into(),
+                    }),
+                })
+            })
+            .collect())
     }
 
     /// The stored meta of a task as JSON, or `None` when there is none (Celery reads that as

@@ -44,6 +44,25 @@ impl Broker {
         Ok(())
     }
 
+    /// Acknowledge many messages in one round trip: a multi-member `HDEL unacked`, then
+    /// `ZREM unacked_index`, pipelined without `MULTI` (two commands for the whole batch). A
+    /// crash between the two leaves only index entries whose hash entry is gone, which every
+    /// restore sweep (kombu's and ours) removes without restoring anything.
+    pub async fn ack_many(&self, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let keys = &self.inner.keys;
+        redis::pipe()
+            .hdel(&keys.unacked, tags)
+            .ignore()
+            .zrem(&keys.unacked_index, tags)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Set the delivery time of messages still held to now (`ZADD XX`, server clock) so that no
     /// worker's visibility-timeout sweep restores them (kombu#337). Tags no longer in the index
     /// are left out. Returns how many were refreshed.

@@ -204,7 +204,18 @@ impl Broker {
     ) -> Result<bool> {
         for _ in 0..SETTLE_ATTEMPTS {
             let entry = match self.read_unacked(tag).await? {
-                Held::Absent => return Ok(false),
+                Held::Absent => {
+                    if ceiling.is_some() {
+                        // An index entry without its hash entry is an ack cut in half (or one
+                        // finishing now): drop it as kombu's sweep does, so it is not read again.
+                        redis::cmd("ZREM")
+                            .arg(&self.inner.keys.unacked_index)
+                            .arg(tag)
+                            .query_async::<()>(&mut self.conn())
+                            .await?;
+                    }
+                    return Ok(false);
+                }
                 Held::Unreadable(stored) => {
                     if expected_raw.is_some() {
                         return Ok(false);

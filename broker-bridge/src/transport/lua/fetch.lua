@@ -18,6 +18,9 @@ local empty = {}
 local now = now_text()
 local out = {}
 local taken = 0
+-- The unacked records of this call, written together at the end (still inside this script, so
+-- still atomic with the pops): one ZADD and one HSET per chunk instead of two commands a message.
+local zadd, hset = {}, {}
 
 local function str(v)
   if type(v) == 'string' then return v end
@@ -55,9 +58,9 @@ local function handle(qi, raw)
   if type(info) ~= 'table' then info = {} end
   local exchange = str(info['exchange']) or ''
   local routing_key = str(info['routing_key']) or queue
-  redis.call('ZADD', KEYS[2], now, tag)
-  redis.call('HSET', KEYS[1], tag,
-    '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
+  table.insert(zadd, now); table.insert(zadd, tag)
+  table.insert(hset, tag)
+  table.insert(hset, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
   table.insert(out, '1'); table.insert(out, tostring(qi)); table.insert(out, raw)
   table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
 end
@@ -84,5 +87,10 @@ while taken < max do
   end
   if not got then break end
   taken = taken + 1
+end
+local CHUNK = 1000
+for i = 1, #zadd, CHUNK do
+  redis.call('ZADD', KEYS[2], unpack(zadd, i, math.min(i + CHUNK - 1, #zadd)))
+  redis.call('HSET', KEYS[1], unpack(hset, i, math.min(i + CHUNK - 1, #hset)))
 end
 return out
