@@ -7,6 +7,7 @@
 //! [`launcher`] starts and stops it all; [`builder`] is the Rust API and [`task`] what a task sees.
 
 pub mod builder;
+pub mod canvas;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;
