@@ -48,3 +48,31 @@ def mark(self, ms):
     app.backend.client.hincrby("marks", self.request.id, 1)
     time.sleep(ms / 1000)
     return ms
+
+
+@app.task(name="t.mul")
+def mul(a, b):
+    return a * b
+
+
+@app.task(name="t.tsum")
+def tsum(xs):
+    return sum(xs)
+
+
+@app.task(name="t.fail")
+def fail(m):
+    raise ValueError(m)
+
+
+@app.task(name="t.tally", bind=True)
+def tally(self, xs):
+    """A chord body: count this execution in `marks`, return the sum."""
+    app.backend.client.hincrby("marks", self.request.id, 1)
+    return sum(xs)
+
+
+@app.task(name="t.record")
+def record(*args):
+    """An errback: append the arguments to the list `records`."""
+    app.backend.client.rpush("records", json.dumps(list(args)))

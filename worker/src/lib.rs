@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod builder;
+pub mod canvas;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;

@@ -8,6 +8,7 @@ use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::canvas;
 use crate::dead_letter;
 use crate::registry::RegisteredTask;
 use crate::results;
@@ -104,6 +105,7 @@ async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage)
         Some(expires) if expires <= Utc::now() => {
             tracing::info!("task expired; not run");
             results::store_revoked(rt, msg, "expired").await;
+            crate::canvas::on_revoked(rt, msg, "expired").await;
             rt.ack(delivery).await;
             true
         }
@@ -177,18 +179,22 @@ async fn execute(
     };
     let runtime_s = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(value) => {
-            tracing::info!(runtime_s, "task succeeded");
-            if !ignore_result {
-                results::store_success(&rt, &msg, value).await;
+        // Canvas: callbacks and the next chain step are published before the result is stored.
+        Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
+            Ok(children) => {
+                tracing::info!(runtime_s, "task succeeded");
+                if !ignore_result {
+                    results::store_success_with_children(&rt, &msg, value.clone(), children).await;
+                }
+                canvas::after_success(&rt, &msg, &value).await;
             }
-        }
-        Err(TaskError::Fail(exc)) => {
-            tracing::warn!(runtime_s, exception = %exc, "task failed");
-            if !ignore_result || settings.task_store_errors_even_if_ignored {
-                results::store_failure(&rt, &msg.id, Some(&msg), &exc, Some(&rt.hostname)).await;
-            }
-        }
+            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
+        },
+        Err(TaskError::Fail(exc)) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
+        Err(TaskError::Replace(sig)) => match canvas::replace(&rt, &msg, &sig).await {
+            Ok(()) => tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced"),
+            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
+        },
         Err(TaskError::Retry(request)) => {
             retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await;
         }
@@ -200,6 +206,21 @@ async fn execute(
         rt.ack(&delivery).await;
     }
     drop(reservation);
+}
+
+/// FAILURE stored (unless ignored), then the canvas follow-ups: chord part, chain, errbacks.
+async fn failed(
+    rt: &Runtime,
+    msg: &TaskMessage,
+    exc: &PyException,
+    ignore_result: bool,
+    runtime_s: f64,
+) {
+    tracing::warn!(runtime_s, exception = %exc, "task failed");
+    if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
+        results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
+    }
+    canvas::on_failure(rt, msg, exc).await;
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {

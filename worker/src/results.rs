@@ -73,11 +73,19 @@ async fn store(rt: &Runtime, meta: TaskMeta) {
 
 /// SUCCESS with the task's return value.
 pub async fn store_success(rt: &Runtime, msg: &TaskMessage, value: Value) {
-    store(
-        rt,
-        with_request(rt, TaskMeta::success(&msg.id, value), Some(msg)),
-    )
-    .await;
+    store_success_with_children(rt, msg, value, Vec::new()).await;
+}
+
+/// SUCCESS with the return value and the result tuples of what the task published (`children`).
+pub async fn store_success_with_children(
+    rt: &Runtime,
+    msg: &TaskMessage,
+    value: Value,
+    children: Vec<Value>,
+) {
+    let mut meta = TaskMeta::success(&msg.id, value);
+    meta.children = Some(children);
+    store(rt, with_request(rt, meta, Some(msg))).await;
 }
 
 /// FAILURE with the exception; `hostname` adds a traceback text naming this worker.

@@ -42,6 +42,7 @@ pub async fn retry(
         if store_errors {
             results::store_failure(rt, &msg.id, Some(msg), &exc, Some(&rt.hostname)).await;
         }
+        crate::canvas::on_failure(rt, msg, &exc).await;
         return;
     }
     let delay = request

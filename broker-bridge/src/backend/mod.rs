@@ -8,9 +8,13 @@
 //! * [`keys`] — key names and the backend's `global_keyprefix` rule.
 //! * [`url`] — backend URLs (`redis://`, `rediss://`, `socket://`).
 //! * [`store`] — [`ResultBackend`]: atomic store-unless-SUCCESS + PUBLISH, get, forget.
+//! * [`chord`] — chord size and chord-part-return (native join), shared with Python workers.
+//! * [`group`] — `GroupResult.save()` keys (`celery-taskset-meta-<gid>`).
 //! * [`python_json`] — JSON text as Python's `json.dumps` writes it.
 
+pub mod chord;
 pub mod exception;
+pub mod group;
 pub mod keys;
 pub mod meta;
 pub mod python_json;
@@ -18,6 +22,7 @@ pub mod states;
 pub mod store;
 pub mod url;
 
+pub use chord::{ChordClaim, ChordPart, PartResult, PartReturn};
 pub use exception::ExceptionInfo;
 pub use keys::BackendKeys;
 pub use meta::{ExtendedMeta, TaskMeta};

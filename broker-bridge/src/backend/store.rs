@@ -185,6 +185,11 @@ impl ResultBackend {
         &self.opts
     }
 
+    /// A handle on the shared connection (for the chord and group modules).
+    pub(super) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// The key prefixes in use.
     pub fn keys(&self) -> &BackendKeys {
         &self.keys

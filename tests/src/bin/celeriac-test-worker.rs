@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use celeriac_worker::config::WorkerArgs;
+use celeriac_worker::task::Signature;
 use celeriac_worker::{PyException, TaskContext, TaskError, TaskOptions, Worker};
 use clap::Parser;
 use serde_json::Value;
@@ -24,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let broker =
         std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
     let marks = redis::Client::open(broker)?;
+    let canvas_redis = marks.clone();
     let builder = Worker::builder()
         .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
             Ok::<_, TaskError>(a + b)
@@ -84,6 +86,61 @@ fn main() -> anyhow::Result<()> {
                 Ok::<_, TaskError>(ms)
             }
         })
+        .task("t.mul", |_: TaskContext, (a, b): (i64, i64)| async move {
+            Ok::<_, TaskError>(a * b)
+        })
+        .task("t.tsum", |_: TaskContext, (xs,): (Vec<i64>,)| async move {
+            Ok::<_, TaskError>(xs.iter().sum::<i64>())
+        })
+        // Canvas: `t.tally` sums its list and counts its executions in `marks` (chord bodies);
+        // `t.record` appends its args to the list `records` (errbacks); `t.replace_me` replaces
+        // itself with `t.add`.
+        .task("t.tally", {
+            let marks = canvas_redis.clone();
+            move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
+                let marks = marks.clone();
+                async move {
+                    let mut conn = marks
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    redis::cmd("HINCRBY")
+                        .arg("marks")
+                        .arg(&ctx.id)
+                        .arg(1)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    Ok::<_, TaskError>(xs.iter().sum::<i64>())
+                }
+            }
+        })
+        .task("t.record", {
+            let marks = canvas_redis;
+            move |ctx: TaskContext, _: celeriac_worker::task::CallArgs| {
+                let marks = marks.clone();
+                async move {
+                    let mut conn = marks
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    redis::cmd("RPUSH")
+                        .arg("records")
+                        .arg(Value::Array(ctx.args.clone()).to_string())
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    Ok::<_, TaskError>(())
+                }
+            }
+        })
+        .task(
+            "t.replace_me",
+            |_: TaskContext, (a, b): (i64, i64)| async move {
+                let sig = Signature::new("t.add", vec![a.into(), b.into()], Default::default());
+                Err::<(), _>(TaskError::replace(sig))
+            },
+        )
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,

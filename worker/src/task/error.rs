@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use celeriac_broker_bridge::codec::Signature;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -82,6 +83,9 @@ pub enum TaskError {
     Fail(PyException),
     /// The task asks to be run again later (Celery's `self.retry()`).
     Retry(RetryRequest),
+    /// The task is replaced by this signature (Celery's `self.replace(sig)`): it is published
+    /// with this task's id, and this run stores no result.
+    Replace(Box<Signature>),
 }
 
 impl TaskError {
@@ -98,6 +102,11 @@ impl TaskError {
             max_retries: None,
             exc: None,
         })
+    }
+
+    /// Replace the task by `sig` (a plain task signature), as Celery's `self.replace(sig)`.
+    pub fn replace(sig: Signature) -> Self {
+        TaskError::Replace(Box::new(sig))
     }
 
     /// Retry with the task's default delay.
@@ -135,6 +144,7 @@ impl fmt::Display for TaskError {
                 Some(e) => write!(f, "retry requested: {e}"),
                 None => f.write_str("retry requested"),
             },
+            TaskError::Replace(sig) => write!(f, "replaced by {}", sig.task),
         }
     }
 }

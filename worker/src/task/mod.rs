@@ -7,6 +7,8 @@ pub mod handler;
 pub mod options;
 
 pub use args::CallArgs;
+/// A Celery signature (for [`TaskError::replace`]).
+pub use celeriac_broker_bridge::codec::Signature;
 pub use context::TaskContext;
 pub use error::{PyException, RetryRequest, TaskError};
 pub use handler::{FnHandler, Handler, TaskFuture};

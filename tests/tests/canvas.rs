@@ -1,0 +1,176 @@
+//! Canvas built in Python (chains, groups, chords, link/link_error) run by celeriac; a chord
+//! split between a Python worker and celeriac; task replacement.
+
+mod support;
+
+use std::time::Duration;
+
+use redis::Commands;
+use support::World;
+
+const APP: &str = "from celery_app import app, add, mul, tsum, fail, tally, record\nfrom celery import chain, group, chord, signature\nfrom celery.result import AsyncResult, GroupResult\n";
+
+fn py(world: &World, body: &str) -> String {
+    world.py(&format!("{APP}{body}")).trim().to_string()
+}
+
+#[test]
+fn chains_groups_chords_and_links_built_in_python() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "4"]);
+    let out = py(
+        &world,
+        r#"
+print(chain(add.s(1, 2), add.s(3), add.s(4)).apply_async().get(timeout=30))
+g = group(add.s(i, i) for i in range(4)).apply_async()
+print(g.get(timeout=30))
+g.save()
+print(GroupResult.restore(g.id, app=app).get(timeout=30))
+print(chord([add.s(i, i) for i in range(3)], tsum.s()).apply_async().get(timeout=30))
+c = chain(add.s(1, 2), group(mul.s(2), mul.s(3)), tsum.s(), chord([add.si(1, 1), add.si(2, 2)], tsum.s()))
+print(c.apply_async().get(timeout=30))
+print(chain(add.s(1, 1), chord([add.s(1), mul.s(5)], tsum.s()), add.s(100)).apply_async().get(timeout=30))
+r = add.apply_async((2, 3), link=mul.s(10))
+print(r.get(timeout=30))
+import time
+for _ in range(300):
+    r = AsyncResult(r.id, app=app)
+    if r.children:
+        break
+    time.sleep(0.1)
+print(r.children[0].get(timeout=30))
+r = add.apply_async((1, 1), link=group(mul.s(2), mul.s(3)))
+r.get(timeout=30)
+print(sorted(c.get(timeout=30) for c in AsyncResult(r.id, app=app).children[0].results))
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "10",
+            "[0, 2, 4, 6]",
+            "[0, 2, 4, 6]",
+            "6",
+            "6",
+            "113",
+            "5",
+            "50",
+            "[4, 6]"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_chain_step_fails_the_rest_and_runs_the_errback() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+c = chain(add.s(1, 1), fail.si("boom").set(link_error=record.s("eb")), add.s(1), add.s(2))
+r = c.apply_async()
+try:
+    r.get(timeout=30)
+except ValueError as e:
+    print("last:", repr(e))
+print("middle:", r.parent.state, repr(r.parent.result))
+print("first:", r.parent.parent.parent.state, r.parent.parent.parent.result)
+print("failed id:", r.parent.parent.id)
+import time, json
+for _ in range(300):
+    rec = app.backend.client.lrange("records", 0, -1)
+    if rec:
+        break
+    time.sleep(0.1)
+print("errback:", [json.loads(x) for x in rec])
+"#,
+    );
+    let failed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("failed id: "))
+        .expect("failed id")
+        .to_string();
+    assert!(out.contains("last: ValueError('boom')"), "{out}");
+    assert!(out.contains("middle: FAILURE ValueError('boom')"), "{out}");
+    assert!(out.contains("first: SUCCESS 2"), "{out}");
+    assert!(
+        out.contains(&format!("errback: [['{failed}', 'eb']]")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failed_header_member_fails_the_chord_body_with_chord_error() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+r = chord([add.s(1, 1), fail.si("bad"), add.s(2, 2)], tsum.s().set(link_error=record.s())).apply_async()
+try:
+    # A fresh AsyncResult has no parent: `r.get()` would re-raise the header's ValueError first.
+    AsyncResult(r.id, app=app).get(timeout=30)
+except Exception as e:
+    print(type(e).__name__, str(e))
+import time, json
+for _ in range(300):
+    rec = app.backend.client.lrange("records", 0, -1)
+    if rec:
+        break
+    time.sleep(0.1)
+print([json.loads(x) for x in rec] == [[r.id]])
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ChordError Dependency ")
+            && lines[0].ends_with("raised ValueError('bad')"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "True", "{out}");
+}
+
+#[test]
+fn a_chord_split_between_python_and_celeriac_fires_its_body_once() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "4", "-Q", "celery"]);
+    let _py = world.python_worker("py", "py");
+    let out = py(
+        &world,
+        r#"
+results = []
+for n in range(6):
+    header = [add.s(i, n).set(queue="py" if i % 2 else "celery") for i in range(6)]
+    results.append(chord(header, tally.s()).apply_async())
+for r in results:
+    print(r.id, r.get(timeout=60))
+"#,
+    );
+    let mut conn = world.redis();
+    for (n, line) in out.lines().enumerate() {
+        let (id, sum) = line.split_once(' ').expect("id and sum");
+        assert_eq!(sum, (15 + 6 * n).to_string(), "{out}");
+        // Give a duplicate body (if any) time to run before counting.
+        std::thread::sleep(Duration::from_millis(200));
+        let runs: i64 = conn.hget("marks", id).unwrap_or(0);
+        assert_eq!(runs, 1, "the body of chord {n} ran {runs} times");
+    }
+}
+
+#[test]
+fn a_rust_task_replaces_itself() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+r = app.send_task("t.replace_me", args=(20, 22))
+print(r.get(timeout=30))
+c = chain(signature("t.replace_me", args=(1, 2), app=app), add.s(10)).apply_async()
+print(c.get(timeout=30))
+"#,
+    );
+    assert_eq!(out, "42\n13");
+}

@@ -1,0 +1,260 @@
+//! Chord bookkeeping with the Redis backend (native join), as Celery's `on_chord_part_return`:
+//! every header member returns its part; the one completing the set (and winning the claim)
+//! publishes the body with the header results in `group_index` order, or fails it with
+//! `ChordError` when a member failed.
+
+use celeriac_broker_bridge::backend::group::ResultTree;
+use celeriac_broker_bridge::backend::{
+    ChordClaim, ChordPart, ExceptionInfo, PartResult, PartReturn, TaskMeta, TaskState,
+};
+use celeriac_broker_bridge::codec::{args_repr, Signature, TaskMessage};
+use serde_json::{Map, Value};
+
+use super::expand::{Parent, Plan};
+use crate::retrying::retrying;
+use crate::runtime::Runtime;
+
+/// Celery's `result_chord_join_timeout` default, which sets the claim's lifetime.
+const JOIN_TIMEOUT_S: f64 = 3.0;
+
+/// A chord header member.
+pub struct Member<'a> {
+    /// Its task id.
+    pub task_id: &'a str,
+    /// The chord's group id.
+    pub group_id: &'a str,
+    /// Its place in the header.
+    pub group_index: Option<i64>,
+    /// The chord body.
+    pub body: &'a Signature,
+    /// Ids the body is published with if this member completes the set.
+    pub parent: Parent,
+}
+
+/// If `msg` is a chord header member, return its part (any final state).
+pub async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskState, result: Value) {
+    let (Some(body), Some(gid)) = (&msg.chord, &msg.group) else {
+        return;
+    };
+    let member = Member {
+        task_id: &msg.id,
+        group_id: gid,
+        group_index: msg.group_index,
+        body,
+        parent: super::parent_of(msg),
+    };
+    return_part(rt, member, state, result).await;
+}
+
+/// Return one member's part and, if it completes the chord, fire or fail the body.
+pub async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, result: Value) {
+    let Some(backend) = &rt.backend else {
+        tracing::error!(group_id = %member.group_id, "chord member without a result backend: the chord cannot complete");
+        return;
+    };
+    let part = ChordPart {
+        group_id: member.group_id.to_string(),
+        task_id: member.task_id.to_string(),
+        group_index: member.group_index,
+        state,
+        result,
+    };
+    let outcome = retrying("returning a chord part", || {
+        backend.chord_part_return(&part, JOIN_TIMEOUT_S)
+    })
+    .await;
+    let claim = match outcome {
+        Ok(PartReturn::Complete(claim)) => claim,
+        Ok(PartReturn::AlreadyDone) => {
+            tracing::info!(group_id = %member.group_id, "chord already completed; late part ignored");
+            return;
+        }
+        Ok(PartReturn::Pending) => return,
+        Err(e) => {
+            tracing::error!(group_id = %member.group_id, error = %e, "could not return the chord part");
+            return;
+        }
+    };
+    fire(rt, &member, claim).await;
+}
+
+async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
+    let Some(backend) = &rt.backend else { return };
+    let results = match header_results(rt, &claim).await {
+        Ok(results) => results,
+        Err(exc) => {
+            tracing::warn!(group_id = %claim.group_id, error = ?exc.exc_message, "chord failed");
+            chord_error(rt, member.body, &exc).await;
+            if let Err(e) = backend.chord_drop_size(&claim.group_id).await {
+                tracing::error!(error = %e, "could not drop the chord size");
+            }
+            return;
+        }
+    };
+    match backend.chord_extend_claim(&claim).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(group_id = %claim.group_id, "chord body not published: the claim is no longer ours");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(group_id = %claim.group_id, error = %e, "could not extend the chord claim; body not published");
+            return;
+        }
+    }
+    let mut plan = Plan::default();
+    let published = match plan.apply(
+        member.body,
+        &[Value::Array(results)],
+        &Map::new(),
+        &member.parent,
+    ) {
+        Ok(()) => super::publish(rt, plan).await,
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        let exc = chord_exception(format!("Callback error: {e}"));
+        chord_error(rt, member.body, &exc).await;
+    } else {
+        tracing::info!(group_id = %claim.group_id, "chord body published");
+    }
+    match backend.chord_finish(&claim).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(group_id = %claim.group_id, "chord claim lost before cleanup; keys left to expire")
+        }
+        Err(e) => tracing::error!(group_id = %claim.group_id, error = %e, "chord cleanup failed"),
+    }
+}
+
+/// The header results in order, or the `ChordError` of the first failed member. A header
+/// `GroupResult` saved by the producer (nested groups) is joined instead, keeping its structure.
+async fn header_results(rt: &Runtime, claim: &ChordClaim) -> Result<Vec<Value>, ExceptionInfo> {
+    if let Some(backend) = &rt.backend {
+        if let Ok(Some(ResultTree::Group(_, members))) =
+            backend.restore_group(&claim.group_id).await
+        {
+            let mut out = Vec::with_capacity(members.len());
+            for m in &members {
+                out.push(Box::pin(join_tree(rt, m)).await?);
+            }
+            return Ok(out);
+        }
+    }
+    claim
+        .parts
+        .iter()
+        .map(|p| {
+            if p.propagates() {
+                Err(dependency_error(p))
+            } else {
+                Ok(p.result.clone())
+            }
+        })
+        .collect()
+}
+
+async fn join_tree(rt: &Runtime, tree: &ResultTree) -> Result<Value, ExceptionInfo> {
+    match tree {
+        ResultTree::Task(id) => {
+            let meta = match &rt.backend {
+                Some(b) => b.get(id).await.ok().flatten(),
+                None => None,
+            };
+            let meta = meta.unwrap_or(Value::Null);
+            let part = PartResult {
+                task_id: id.clone(),
+                state: meta
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("PENDING")
+                    .to_string(),
+                result: meta.get("result").cloned().unwrap_or(Value::Null),
+            };
+            if part.propagates() {
+                Err(dependency_error(&part))
+            } else {
+                Ok(part.result)
+            }
+        }
+        ResultTree::Group(_, members) => {
+            let mut out = Vec::with_capacity(members.len());
+            for m in members {
+                out.push(Box::pin(join_tree(rt, m)).await?);
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
+fn chord_exception(message: String) -> ExceptionInfo {
+    ExceptionInfo::celery("ChordError", message)
+}
+
+/// `ChordError("Dependency <id> raised <repr(exc)>")`, as Celery words it.
+pub fn dependency_error(part: &PartResult) -> ExceptionInfo {
+    chord_exception(format!(
+        "Dependency {} raised {}",
+        part.task_id,
+        exception_repr(&part.result)
+    ))
+}
+
+/// Python's `repr()` of a stored exception dict, e.g. `ValueError('boom')`.
+pub fn exception_repr(exc: &Value) -> String {
+    let name = exc
+        .get("exc_type")
+        .and_then(Value::as_str)
+        .unwrap_or("Exception");
+    let args = match exc.get("exc_message") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![other.clone()],
+    };
+    let tuple = args_repr(&args);
+    let inner = tuple
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(&tuple);
+    let inner = if args.len() == 1 {
+        inner.strip_suffix(',').unwrap_or(inner)
+    } else {
+        inner
+    };
+    format!("{name}({inner})")
+}
+
+/// Celery's `chord_error_from_stack`: the body's errbacks, FAILURE stored for the body, and its
+/// chain failed.
+async fn chord_error(rt: &Runtime, body: &Signature, exc: &ExceptionInfo) {
+    let body_id = body
+        .task_id()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    let errbacks = match body.options.get("link_error") {
+        Some(v @ Value::Object(_)) => Signature::from_value(v, "link_error").into_iter().collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| Signature::from_value(v, "link_error").ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let parent = Parent {
+        root_id: Some(body_id.clone()),
+        parent_id: Some(body_id.clone()),
+    };
+    super::call_errbacks(rt, &errbacks, &body_id, &parent).await;
+    if let Some(backend) = &rt.backend {
+        let meta = TaskMeta::failure(body_id.clone(), exc, None);
+        if let Err(e) = retrying("failing a chord body", || backend.store(&meta)).await {
+            tracing::error!(task_id = %body_id, error = %e, "could not store the chord error");
+        }
+    }
+    let chain = match body.options.get("chain") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| Signature::from_value(v, "options.chain").ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Box::pin(super::fail_chain(rt, &chain, exc)).await;
+}

@@ -1,0 +1,266 @@
+//! Canvas (callbacks, errbacks, chains, groups, chords, replacement): the messages a worker
+//! publishes around a task, as Celery's `app/trace.py` and `backends/base.py` do.
+//!
+//! * [`expand`] — applying a signature → a [`Plan`] of messages (pure).
+//! * [`chord`] — chord-part-return and firing or failing the body (Redis native join).
+//! * [`on_success`] — callbacks and the next chain step, before the result is stored.
+//! * [`on_failure`] — after FAILURE is stored: chord part, the rest of the chain failed, errbacks.
+//! * [`replace`] — a task replaced by a signature (`Task.replace`).
+
+pub mod chord;
+pub mod expand;
+
+use celeriac_broker_bridge::backend::{ExceptionInfo, TaskMeta, TaskState};
+use celeriac_broker_bridge::codec::{EncodeOptions, Signature, TaskMessage};
+use serde_json::{Map, Value};
+
+pub use expand::{CanvasError, Parent, Plan};
+
+use crate::retrying::retrying;
+use crate::runtime::Runtime;
+use crate::task::PyException;
+
+/// The ids a task's follow-ups are published with: root kept, parent = this task.
+pub fn parent_of(msg: &TaskMessage) -> Parent {
+    Parent {
+        root_id: Some(msg.root_id.clone().unwrap_or_else(|| msg.id.clone())),
+        parent_id: Some(msg.id.clone()),
+    }
+}
+
+/// The plan of a successful task: its callbacks (several plain ones as one group, group
+/// callbacks each on their own, as Celery) and then the next chain step, with `retval` prepended.
+pub fn success_plan(msg: &TaskMessage, retval: &Value) -> Result<Plan, CanvasError> {
+    let mut plan = Plan::default();
+    let parent = parent_of(msg);
+    let prefix = std::slice::from_ref(retval);
+    let none = Map::new();
+    match msg.callbacks.as_slice() {
+        [] => {}
+        [one] => plan.apply(one, prefix, &none, &parent)?,
+        many => {
+            let (groups, plain): (Vec<&Signature>, Vec<&Signature>) = many
+                .iter()
+                .partition(|s| s.subtask_type.as_deref() == Some("group"));
+            for g in groups {
+                plan.apply(g, prefix, &none, &parent)?;
+            }
+            if !plain.is_empty() {
+                let plain: Vec<Signature> = plain.into_iter().cloned().collect();
+                plan.apply(&expand::group_of(&plain), prefix, &none, &parent)?;
+            }
+        }
+    }
+    if let Some((next, rest)) = msg.chain.split_last() {
+        let mut call = Map::new();
+        call.insert(
+            "chain".into(),
+            Value::Array(rest.iter().map(Signature::to_value).collect()),
+        );
+        plan.apply(next, prefix, &call, &parent)?;
+    }
+    Ok(plan)
+}
+
+/// Errbacks are published old-style, as one group called with `[failed_task_id] + args`.
+/// (Celery calls errbacks taking `(request, exc, traceback)` inline in the Python worker; a Rust
+/// worker cannot, so those are published old-style too.)
+pub fn errback_plan(
+    errbacks: &[Signature],
+    task_id: &str,
+    parent: &Parent,
+) -> Result<Plan, CanvasError> {
+    let mut plan = Plan::default();
+    if !errbacks.is_empty() {
+        let prefix = [Value::from(task_id)];
+        plan.apply(&expand::group_of(errbacks), &prefix, &Map::new(), parent)?;
+    }
+    Ok(plan)
+}
+
+/// Store the chord sizes, then publish the messages (to `options.queue` or
+/// `task_default_queue`, through the default exchange).
+pub async fn publish(rt: &Runtime, plan: Plan) -> Result<(), String> {
+    for (gid, size) in &plan.chord_sizes {
+        let backend = rt
+            .backend
+            .as_ref()
+            .ok_or("chords need a result backend (result_backend is not set)")?;
+        retrying("storing a chord size", || {
+            backend.set_chord_size(gid, *size)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    for mut msg in plan.messages {
+        let queue = msg
+            .routing_key
+            .clone()
+            .unwrap_or_else(|| rt.settings.task_default_queue.clone());
+        msg.routing_key = Some(queue.clone());
+        let envelope = msg.to_envelope(&EncodeOptions::queue(queue.clone()));
+        retrying("publishing a canvas message", || {
+            rt.broker.publish(&envelope, "", &queue)
+        })
+        .await
+        .map_err(|e| format!("could not publish {}[{}]: {e}", msg.task, msg.id))?;
+        tracing::info!(task_id = %msg.id, task_name = %msg.task, queue = %queue, "canvas message published");
+    }
+    Ok(())
+}
+
+/// After a task succeeded and before its result is stored: publish callbacks and the next chain
+/// step. Returns the `children` of the result, or the exception the task fails with instead.
+pub async fn on_success(
+    rt: &Runtime,
+    msg: &TaskMessage,
+    retval: &Value,
+) -> Result<Vec<Value>, PyException> {
+    if msg.callbacks.is_empty() && msg.chain.is_empty() {
+        return Ok(Vec::new());
+    }
+    let plan =
+        success_plan(msg, retval).map_err(|e| PyException::new("ValueError", e.to_string()))?;
+    let children = plan.children.clone();
+    publish(rt, plan)
+        .await
+        .map_err(|e| PyException::in_module("kombu.exceptions", "OperationalError", e))?;
+    Ok(children)
+}
+
+/// After a result is stored: a chord header member returns its part.
+pub async fn after_success(rt: &Runtime, msg: &TaskMessage, retval: &Value) {
+    chord::part_return(rt, msg, TaskState::Success, retval.clone()).await;
+}
+
+/// After FAILURE was stored (Celery's `mark_as_failure` order): the chord part, the rest of the
+/// chain marked FAILURE with the same exception, then the errbacks.
+pub async fn on_failure(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
+    let info = ExceptionInfo::from(exc);
+    chord::part_return(rt, msg, TaskState::Failure, info.to_json()).await;
+    fail_chain(rt, &msg.chain, &info).await;
+    call_errbacks(rt, &msg.errbacks, &msg.id, &parent_of(msg)).await;
+}
+
+/// After REVOKED was stored: a chord header member still returns its part.
+pub async fn on_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
+    let info = ExceptionInfo::task_revoked(reason);
+    chord::part_return(rt, msg, TaskState::Revoked, info.to_json()).await;
+}
+
+/// Publish `errbacks` for the failed task `task_id`.
+pub async fn call_errbacks(rt: &Runtime, errbacks: &[Signature], task_id: &str, parent: &Parent) {
+    let result = match errback_plan(errbacks, task_id, parent) {
+        Ok(plan) => publish(rt, plan).await,
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not publish the errbacks");
+    }
+}
+
+/// Celery's `_fail_chain`: every remaining chain step with a frozen id gets FAILURE with the
+/// same exception; chord members among them return their part; a chord step's body is failed too.
+pub async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) {
+    let mut queue: std::collections::VecDeque<Signature> = chain.iter().cloned().collect();
+    while let Some(step) = queue.pop_front() {
+        let id = step.task_id().map(str::to_string);
+        let group = step
+            .options
+            .get("group_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let (Some(id), Some(backend)) = (&id, &rt.backend) {
+            let meta = TaskMeta::failure(id.clone(), exc, None).with_request_ids(
+                group.clone(),
+                step.options
+                    .get("parent_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            );
+            if let Err(e) = retrying("failing a chain step", || backend.store(&meta)).await {
+                tracing::error!(task_id = %id, error = %e, "could not store FAILURE for a chain step");
+            }
+        }
+        if let (Some(id), Some(gid), Some(body)) = (&id, &group, step.options.get("chord")) {
+            if let Ok(body) = Signature::from_value(body, "options.chord") {
+                let index = step.options.get("group_index").and_then(Value::as_i64);
+                chord::return_part(
+                    rt,
+                    chord::Member {
+                        task_id: id,
+                        group_id: gid,
+                        group_index: index,
+                        body: &body,
+                        parent: Parent {
+                            root_id: None,
+                            parent_id: Some(id.clone()),
+                        },
+                    },
+                    TaskState::Failure,
+                    exc.to_json(),
+                )
+                .await;
+            }
+        }
+        if step.subtask_type.as_deref() == Some("chord") {
+            if let Some(Ok(body)) = step
+                .kwargs
+                .get("body")
+                .map(|b| Signature::from_value(b, "kwargs.body"))
+            {
+                queue.push_back(body);
+            }
+        }
+    }
+}
+
+/// `Task.replace(sig)`: publish `sig` under the replaced task's id, with
+/// `replaced_task_nesting + 1`, inheriting its chord, group, callbacks, errbacks and chain.
+/// Only plain task signatures are supported (a canvas signature fails the task).
+pub fn replacement(msg: &TaskMessage, sig: &Signature) -> Result<TaskMessage, CanvasError> {
+    let fail = |reason: &str| CanvasError {
+        task: sig.task.clone(),
+        reason: reason.to_string(),
+    };
+    if sig.subtask_type.is_some() {
+        return Err(fail(
+            "celeriac replaces a task with a plain task signature only, not a canvas",
+        ));
+    }
+    if sig.options.get("chord").is_some_and(|c| !c.is_null()) {
+        return Err(fail(
+            "a signature replacing a task must not be part of a chord",
+        ));
+    }
+    let mut s = sig.clone();
+    s.options
+        .insert("task_id".into(), Value::from(msg.id.as_str()));
+    let mut new = TaskMessage::from_signature(&s, msg.root_id.as_deref(), Some(&msg.id))
+        .map_err(|e| fail(&e.to_string()))?;
+    new.replaced_task_nesting = msg.replaced_task_nesting + 1;
+    new.chord = msg.chord.clone();
+    new.group = msg.group.clone();
+    new.group_index = msg.group_index;
+    new.callbacks.extend(msg.callbacks.iter().cloned());
+    new.errbacks.extend(msg.errbacks.iter().cloned());
+    new.chain = msg.chain.clone();
+    Ok(new)
+}
+
+/// Publish the replacement of `msg`; `Err` is the exception the task fails with instead.
+pub async fn replace(rt: &Runtime, msg: &TaskMessage, sig: &Signature) -> Result<(), PyException> {
+    let new = replacement(msg, sig).map_err(|e| {
+        PyException::in_module("celery.exceptions", "ImproperlyConfigured", e.to_string())
+    })?;
+    let plan = Plan {
+        messages: vec![new],
+        ..Plan::default()
+    };
+    publish(rt, plan)
+        .await
+        .map_err(|e| PyException::in_module("kombu.exceptions", "OperationalError", e))
+}
+
+#[cfg(test)]
+mod tests;

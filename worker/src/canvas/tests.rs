@@ -1,0 +1,183 @@
+use celeriac_broker_bridge::codec::{Signature, TaskMessage};
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+fn sig(v: Value) -> Signature {
+    Signature::from_value(&v, "sig").unwrap()
+}
+
+fn msg_with(callbacks: Vec<Signature>, chain: Vec<Signature>) -> TaskMessage {
+    let mut m = TaskMessage::new("t1", "tasks.add", vec![json!(1)], Map::new());
+    m.root_id = Some("root".into());
+    m.callbacks = callbacks;
+    m.chain = chain;
+    m
+}
+
+#[test]
+fn callback_gets_the_result_prepended_unless_immutable() {
+    let cb =
+        sig(json!({"task": "tasks.mul", "args": [2], "options": {"task_id": "c1", "queue": "q"}}));
+    let imm = sig(json!({"task": "tasks.log", "args": ["x"], "immutable": true}));
+    let plan = success_plan(&msg_with(vec![cb], vec![]), &json!(5)).unwrap();
+    let m = &plan.messages[0];
+    assert_eq!(
+        (m.id.as_str(), m.args.clone()),
+        ("c1", vec![json!(5), json!(2)])
+    );
+    assert_eq!(m.root_id.as_deref(), Some("root"));
+    assert_eq!(m.parent_id.as_deref(), Some("t1"));
+    assert_eq!(m.routing_key.as_deref(), Some("q"));
+    assert_eq!(plan.children, vec![json!([["c1", null], null])]);
+    let plan = success_plan(&msg_with(vec![imm], vec![]), &json!(5)).unwrap();
+    assert_eq!(plan.messages[0].args, vec![json!("x")]);
+}
+
+#[test]
+fn several_callbacks_are_one_group() {
+    let a = sig(json!({"task": "a", "args": []}));
+    let b = sig(json!({"task": "b", "args": []}));
+    let plan = success_plan(&msg_with(vec![a, b], vec![]), &json!(1)).unwrap();
+    let gid = plan.messages[0].group.clone().unwrap();
+    assert_eq!(plan.messages[1].group.as_deref(), Some(gid.as_str()));
+    let idx: Vec<_> = plan.messages.iter().map(|m| m.group_index).collect();
+    assert_eq!(idx, vec![Some(0), Some(1)]);
+}
+
+#[test]
+fn chain_applies_the_last_element_with_the_rest() {
+    let s3 = sig(json!({"task": "s3", "args": [], "options": {"task_id": "i3"}}));
+    let s2 = sig(json!({"task": "s2", "args": [10], "options": {"task_id": "i2"}}));
+    let plan = success_plan(&msg_with(vec![], vec![s3.clone(), s2]), &json!(4)).unwrap();
+    assert_eq!(plan.messages.len(), 1);
+    let m = &plan.messages[0];
+    assert_eq!(m.id, "i2");
+    assert_eq!(m.args, vec![json!(4), json!(10)]);
+    assert_eq!(m.chain, vec![s3]);
+}
+
+#[test]
+fn chord_step_publishes_header_with_body_and_size() {
+    let chord = sig(json!({
+        "task": "celery.chord", "args": [], "subtask_type": "chord", "options": {"task_id": "g"},
+        "kwargs": {"kwargs": {}, "body": {"task": "tsum", "args": [], "options": {"task_id": "b"}},
+                   "header": {"task": "celery.group", "subtask_type": "group", "options": {"task_id": "g"},
+                              "kwargs": {"tasks": [
+                                  {"task": "mul", "args": [2], "options": {"task_id": "h0"}},
+                                  {"task": "mul", "args": [3], "options": {"task_id": "h1"}, "immutable": true}]}}}}));
+    let after = sig(json!({"task": "last", "args": [], "options": {"task_id": "z"}}));
+    let plan = success_plan(&msg_with(vec![], vec![after.clone(), chord]), &json!(7)).unwrap();
+    assert_eq!(plan.chord_sizes, vec![("g".to_string(), 2)]);
+    let args: Vec<_> = plan.messages.iter().map(|m| m.args.clone()).collect();
+    assert_eq!(args, vec![vec![json!(7), json!(2)], vec![json!(3)]]);
+    for (i, m) in plan.messages.iter().enumerate() {
+        assert_eq!(m.group.as_deref(), Some("g"));
+        assert_eq!(m.group_index, Some(i as i64));
+        let body = m.chord.as_ref().unwrap();
+        assert_eq!(body.task_id(), Some("b"));
+        assert_eq!(body.options["group_id"], json!("g"));
+        assert_eq!(body.options["chain"], json!([after.to_value()]));
+        assert!(m.chain.is_empty());
+    }
+}
+
+#[test]
+fn group_followed_by_a_step_becomes_a_chord() {
+    let group = sig(
+        json!({"task": "celery.group", "subtask_type": "group", "args": [],
+        "kwargs": {"tasks": [{"task": "a", "args": []}, {"task": "b", "args": []}]}}),
+    );
+    let body = sig(json!({"task": "tsum", "args": []}));
+    let chain = sig(
+        json!({"task": "celery.chain", "subtask_type": "chain", "args": [],
+        "kwargs": {"tasks": [group.to_value(), body.to_value()]}}),
+    );
+    let plan = success_plan(&msg_with(vec![chain], vec![]), &json!(1)).unwrap();
+    assert_eq!(plan.chord_sizes.len(), 1);
+    assert_eq!(plan.messages.len(), 2);
+    assert!(plan
+        .messages
+        .iter()
+        .all(|m| m.chord.as_ref().unwrap().task == "tsum"));
+}
+
+#[test]
+fn chain_of_three_carries_the_rest_reversed() {
+    let chain = sig(
+        json!({"task": "celery.chain", "subtask_type": "chain", "args": [],
+        "kwargs": {"tasks": [{"task": "a", "args": []}, {"task": "b", "args": []}, {"task": "c", "args": []}]}}),
+    );
+    let plan = success_plan(&msg_with(vec![chain], vec![]), &json!(1)).unwrap();
+    let m = &plan.messages[0];
+    assert_eq!(m.task, "a");
+    let names: Vec<_> = m.chain.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(names, vec!["c", "b"]);
+}
+
+#[test]
+fn errbacks_are_a_group_called_with_the_task_id() {
+    let eb = sig(json!({"task": "on_err", "args": ["x"]}));
+    let plan = errback_plan(&[eb], "failed", &Parent::default()).unwrap();
+    let m = &plan.messages[0];
+    assert_eq!(m.args, vec![json!("failed"), json!("x")]);
+    assert!(m.group.is_some());
+    assert_eq!(m.group_index, Some(0));
+}
+
+#[test]
+fn replacement_keeps_id_and_inherits() {
+    let mut m = msg_with(
+        vec![sig(json!({"task": "cb", "args": []}))],
+        vec![sig(json!({"task": "next", "args": []}))],
+    );
+    m.group = Some("g".into());
+    m.group_index = Some(3);
+    m.chord = Some(sig(json!({"task": "body", "args": []})));
+    let new = replacement(&m, &sig(json!({"task": "other", "args": [9]}))).unwrap();
+    assert_eq!(new.id, "t1");
+    assert_eq!(new.replaced_task_nesting, 1);
+    assert_eq!(
+        (new.group.as_deref(), new.group_index),
+        (Some("g"), Some(3))
+    );
+    assert_eq!(new.chord, m.chord);
+    assert_eq!(new.callbacks, m.callbacks);
+    assert_eq!(new.chain, m.chain);
+    assert_eq!(new.args, vec![json!(9)]);
+    let group = sig(
+        json!({"task": "celery.group", "subtask_type": "group", "args": [], "kwargs": {"tasks": []}}),
+    );
+    assert!(replacement(&m, &group).is_err());
+}
+
+#[test]
+fn bad_signatures_are_errors_not_panics() {
+    let chain = sig(
+        json!({"task": "celery.chain", "subtask_type": "chain", "args": [], "kwargs": {"tasks": []}}),
+    );
+    assert!(success_plan(&msg_with(vec![chain], vec![]), &json!(1)).is_err());
+    let chord = sig(
+        json!({"task": "celery.chord", "subtask_type": "chord", "args": [], "kwargs": {"header": 3}}),
+    );
+    assert!(success_plan(&msg_with(vec![chord], vec![]), &json!(1)).is_err());
+}
+
+#[test]
+fn chord_error_message_like_celery() {
+    let part = celeriac_broker_bridge::backend::PartResult {
+        task_id: "abc".into(),
+        state: "FAILURE".into(),
+        result: json!({"exc_type": "ValueError", "exc_message": ["boom"], "exc_module": "builtins"}),
+    };
+    let e = chord::dependency_error(&part);
+    assert_eq!(e.exc_type, "ChordError");
+    assert_eq!(
+        e.exc_message,
+        vec![json!("Dependency abc raised ValueError('boom')")]
+    );
+    assert_eq!(
+        chord::exception_repr(&json!({"exc_type": "E", "exc_message": [1, "a"]})),
+        "E(1, 'a')"
+    );
+}
