@@ -121,7 +121,7 @@ fn column_value(row: &PgRow, i: usize, name: &str, type_name: &str) -> Result<Va
         ),
         "FLOAT4" => convert::float(row.try_get::<f32, _>(i).map_err(err)?.into()),
         "FLOAT8" => convert::float(row.try_get::<f64, _>(i).map_err(err)?),
-        "NUMERIC" => convert::decimal(&row.try_get::<BigDecimal, _>(i).map_err(err)?),
+        "NUMERIC" => convert::decimal(&numeric(row, i).map_err(err)?),
         "MONEY" => {
             let money: sqlx::postgres::types::PgMoney = row.try_get(i).map_err(err)?;
             convert::decimal(&money.to_bigdecimal(2))
@@ -141,4 +141,16 @@ fn column_value(row: &PgRow, i: usize, name: &str, type_name: &str) -> Result<Va
         "JSON" | "JSONB" => row.try_get::<Value, _>(i).map_err(err)?,
         other => return Err(unsupported_column(name, other)),
     })
+}
+
+/// NUMERIC with its display scale: sqlx's decode drops `dscale` ("12.50" would become "12.5000"),
+/// so it is read from the value's binary header (ndigits, weight, sign, dscale: four i16).
+fn numeric(row: &PgRow, i: usize) -> Result<BigDecimal, sqlx::Error> {
+    let value: BigDecimal = row.try_get(i)?;
+    let raw = row.try_get_raw(i)?;
+    let bytes = raw.as_bytes().map_err(sqlx::Error::Decode)?;
+    match bytes.get(6..8) {
+        Some(&[hi, lo]) => Ok(value.with_scale(i64::from(u16::from_be_bytes([hi, lo])))),
+        _ => Ok(value),
+    }
 }

@@ -21,7 +21,7 @@ impl Sources {
         Self::default()
     }
 
-    /// Build every configured source (pools connect on first use).
+    /// Build every configured source (pools connect on first use; call inside a Tokio runtime).
     pub fn from_configs(configs: &[SourceConfig]) -> Result<Self, SourceError> {
         let mut sources = Sources::new();
         for config in configs {
