@@ -18,6 +18,43 @@ ensure_system_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   fi
   command -v cargo >/dev/null 2>&1 || { echo "cargo is missing (install Rust)" >&2; return 1; }
+  ensure_databases
+}
+
+# PostgreSQL (5432, user postgres without password from 127.0.0.1) and MariaDB (3306, root
+# without password) for the cache's source tests. Installs and starts them when missing; tests
+# create and drop their own databases.
+ensure_databases() {
+  local fresh_pg=0
+  local need=()
+  command -v pg_ctlcluster >/dev/null 2>&1 || { need+=(postgresql postgresql-client); fresh_pg=1; }
+  command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server mariadb-client)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "missing ${need[*]}; run as root or install them" >&2
+      return 1
+    fi
+    echo "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    local version
+    version=$(ls /etc/postgresql | sort -n | tail -1)
+    if [ "$fresh_pg" = 1 ]; then
+      # A cluster we just installed: let local test clients in as postgres without a password.
+      sed -i -E 's/^(host +all +all +(127\.0\.0\.1\/32|::1\/128) +)[a-z0-9-]+$/\1trust/' \
+        "/etc/postgresql/$version/main/pg_hba.conf"
+    fi
+    pg_ctlcluster "$version" main start
+    for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+  fi
+  if ! mariadb-admin -uroot -h127.0.0.1 ping >/dev/null 2>&1; then
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    (mariadbd --user=mysql --bind-address=127.0.0.1 >/tmp/mariadbd.log 2>&1 &)
+    for _ in $(seq 100); do mariadb-admin -uroot -h127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.2; done
+    mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD(''); FLUSH PRIVILEGES" 2>/dev/null || true
+  fi
 }
 
 ensure_venv() {

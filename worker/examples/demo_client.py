@@ -28,3 +28,14 @@ values = [r.get(timeout=20) for r in results]
 show("8 x demo.sleep(500) on 4 slots", f"{values} in {time.time() - start:.1f}s")
 r = app.send_task("demo.add", args=(40, 2), countdown=1)
 show("demo.add(40, 2) with countdown=1", r.get(timeout=10))
+
+start = time.time()
+first = app.send_task("demo.get_ticket", args=(1,)).get(timeout=10)
+miss_ms = (time.time() - start) * 1000
+start = time.time()
+second = app.send_task("demo.get_ticket", kwargs={"ticket_id": 1}).get(timeout=10)
+hit_ms = (time.time() - start) * 1000
+show("demo.get_ticket(1) (from the database)", f"{first} in {miss_ms:.1f} ms")
+show("demo.get_ticket(ticket_id=1) (cache hit)", f"{second} in {hit_ms:.1f} ms")
+show("demo.get_ticket(999)", app.send_task("demo.get_ticket", args=(999,)).get(timeout=10))
+show("demo.customer_tickets(1)", app.send_task("demo.customer_tickets", args=(1,)).get(timeout=10))

@@ -43,7 +43,9 @@ impl Worker {
     /// Run until SIGTERM/SIGINT (first: warm shutdown; second: cold).
     pub async fn run(self) -> anyhow::Result<()> {
         let stop = launcher::signal_stop_requests()?;
-        launcher::run(self.settings, self.registry, stop).await
+        let mut registry = self.registry;
+        crate::query_tasks::install(&self.settings, &mut registry).await?;
+        launcher::run(self.settings, registry, stop).await
     }
 
     /// Run until `stop` resolves (then shut down warm).
@@ -52,7 +54,9 @@ impl Worker {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = launcher::stop_requests_from(stop);
-        launcher::run(self.settings, self.registry, stop).await
+        let mut registry = self.registry;
+        crate::query_tasks::install(&self.settings, &mut registry).await?;
+        launcher::run(self.settings, registry, stop).await
     }
 }
 

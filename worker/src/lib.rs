@@ -17,6 +17,7 @@ pub mod keepalive;
 pub mod launcher;
 pub mod logging;
 pub mod processor;
+pub mod query_tasks;
 pub mod registry;
 pub mod results;
 pub mod retry;

@@ -149,6 +149,7 @@ async fn execute(
         headers: msg.extra_headers.clone(),
         args: msg.args.clone(),
         kwargs: msg.kwargs.clone(),
+        data: rt.registry.data().cloned(),
     };
     let started = std::time::Instant::now();
     let join = tokio::spawn(task.handler.call(ctx).in_current_span());

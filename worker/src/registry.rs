@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::query_tasks::DataAccess;
 use crate::task::{Handler, TaskOptions};
 
 /// One registered task.
@@ -18,6 +19,7 @@ pub struct RegisteredTask {
 #[derive(Clone, Default)]
 pub struct Registry {
     tasks: BTreeMap<String, RegisteredTask>,
+    data: Option<Arc<DataAccess>>,
 }
 
 impl Registry {
@@ -40,6 +42,16 @@ impl Registry {
     /// Registered names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tasks.keys().map(String::as_str)
+    }
+
+    /// Give every task the shared cache and sources ([`crate::TaskContext::data`]).
+    pub fn set_data(&mut self, data: Arc<DataAccess>) {
+        self.data = Some(data);
+    }
+
+    /// The shared cache and sources, when configured.
+    pub fn data(&self) -> Option<&Arc<DataAccess>> {
+        self.data.as_ref()
     }
 
     /// Number of registered tasks.

@@ -1,6 +1,10 @@
 //! What a running task knows about its call.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
+
+use crate::query_tasks::DataAccess;
 
 /// The request a task is running for (Celery's `self.request`).
 #[derive(Debug, Clone, Default)]
@@ -28,4 +32,6 @@ pub struct TaskContext {
     pub args: Vec<Value>,
     /// Keyword arguments as sent.
     pub kwargs: Map<String, Value>,
+    /// The worker's read-through cache and SQL sources (when `[sources]`/`[[tasks]]` are configured).
+    pub data: Option<Arc<DataAccess>>,
 }

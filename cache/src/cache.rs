@@ -1,0 +1,474 @@
+//! The read path: L1 (moka) → L2 (Redis, with leases) → source; invalidation.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache as Moka;
+use moka::Expiry;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::{jittered, CacheConfig, Policy};
+use crate::entry::{now_ms, Entry};
+use crate::invalidation::{self, Invalidation};
+use crate::redis_conn::RedisConn;
+use crate::source::SourceError;
+use crate::stats::{bump, CacheStats, Counters};
+
+/// Why a cached read failed: only the source can make it fail (Redis trouble never does).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CacheError(pub Arc<SourceError>);
+
+/// A read-through cache, cheap to clone (all clones share L1, Redis and counters).
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: CacheConfig,
+    l1: Moka<String, Arc<Entry>>,
+    redis: Option<RedisConn>,
+    pub(crate) counters: Counters,
+    /// Bumped by every invalidation: a load that saw it change must not stay in L1.
+    epoch: AtomicU64,
+    subscribed: watch::Receiver<bool>,
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(entry.l1_ttl)
+    }
+}
+
+/// Writes the value only while the writer's lease is still the current one, then drops the lease.
+const WRITE_IF_LEASED: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0";
+
+/// Drops a lease only if it is still ours (a failed load gives the key back at once).
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+impl Cache {
+    /// A cache with L2 in the Redis at `redis` (`None`: L1 and source only). Must be called
+    /// inside a Tokio runtime: it starts the invalidation subscriber.
+    pub fn new(config: CacheConfig, redis: Option<redis::Client>) -> Cache {
+        let per_entry = (config.l1_max_bytes / config.l1_max_entries.max(1)).max(1);
+        let floor = u32::try_from(per_entry).unwrap_or(u32::MAX);
+        // Weight = max(size, bytes/entries): at most l1_max_entries fit, and at most l1_max_bytes.
+        let l1 = Moka::builder()
+            .max_capacity(config.l1_max_bytes.max(1))
+            .weigher(move |k: &String, v: &Arc<Entry>| {
+                v.size.saturating_add(k.len() as u32).max(floor)
+            })
+            .expire_after(EntryExpiry)
+            .support_invalidation_closures()
+            .build();
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            redis: redis
+                .clone()
+                .map(|client| RedisConn::new(client, config.redis_timeout)),
+            config,
+            l1,
+            counters: Counters::default(),
+            epoch: AtomicU64::new(0),
+            subscribed: ready_rx,
+        });
+        if let Some(client) = redis {
+            tokio::spawn(invalidation::subscribe(
+                Arc::downgrade(&inner),
+                client,
+                inner.config.channel(),
+                ready_tx,
+            ));
+        }
+        Cache { inner }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Wait until the invalidation subscriber is subscribed (false after `timeout`).
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.subscribed.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The value cached under `key` (a rendered template), loading it with `load` on a miss.
+    /// `load` returns `Ok(None)` for "not found", which is cached for `policy.negative_ttl`.
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        key: &str,
+        policy: &Policy,
+        load: F,
+    ) -> Result<Option<Value>, CacheError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Option<Value>, SourceError>> + Send,
+    {
+        let inner = &self.inner;
+        let redis_key = inner.config.redis_key(key);
+        if let Some(entry) = inner.l1.get(&redis_key).await {
+            bump(&inner.counters.l1_hits);
+            if entry.value.is_none() {
+                bump(&inner.counters.negative_hits);
+            }
+            return Ok(entry.value.clone());
+        }
+        bump(&inner.counters.l1_misses);
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        let entry = inner
+            .l1
+            .try_get_with(
+                redis_key.clone(),
+                inner.fill(&redis_key, policy, load, epoch),
+            )
+            .await
+            .map_err(|e| CacheError(Arc::clone(&e)))?;
+        if entry.l1_ttl.is_zero() {
+            inner.l1.invalidate(&redis_key).await;
+        }
+        Ok(entry.value.clone())
+    }
+
+    /// Forget `key` everywhere: L2 value and lease, and every process's L1.
+    pub async fn invalidate(&self, key: &str) {
+        let redis_key = self.inner.config.redis_key(key);
+        self.inner.invalidate(Invalidation::Key(redis_key)).await;
+    }
+
+    /// Forget every key starting with `prefix` (of rendered templates) everywhere.
+    pub async fn invalidate_prefix(&self, prefix: &str) {
+        let redis_prefix = self.inner.config.redis_key(prefix);
+        self.inner
+            .invalidate(Invalidation::Prefix(redis_prefix))
+            .await;
+    }
+}
+
+impl Inner {
+    /// L1 miss (single-flight per key in this process): L2, else lease and source.
+    async fn fill<F, Fut>(
+        &self,
+        redis_key: &str,
+        policy: &Policy,
+        load: F,
+        epoch: u64,
+    ) -> Result<Arc<Entry>, Arc<SourceError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Value>, SourceError>>,
+    {
+        let mut entry = match &self.redis {
+            Some(redis) => match redis.get().await {
+                Some(conn) => self.fill_from_l2(conn, redis_key, policy, load).await?,
+                None => {
+                    bump(&self.counters.redis_errors);
+                    self.load(policy, load).await?
+                }
+            },
+            None => self.load(policy, load).await?,
+        };
+        let cap = self.config.l1_ttl.min(entry.remaining());
+        entry.l1_ttl = if self.epoch.load(Ordering::SeqCst) == epoch {
+            cap
+        } else {
+            Duration::ZERO
+        };
+        Ok(Arc::new(entry))
+    }
+
+    async fn fill_from_l2<F, Fut>(
+        &self,
+        mut conn: ConnectionManager,
+        redis_key: &str,
+        policy: &Policy,
+        load: F,
+    ) -> Result<Entry, Arc<SourceError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Value>, SourceError>>,
+    {
+        let lease_key = CacheConfig::lease_key(redis_key);
+        let token = uuid::Uuid::new_v4().to_string();
+        let deadline = Instant::now() + self.config.lease_wait;
+        let mut first = true;
+        let mut waited = false;
+        loop {
+            let cached: Option<String> = match conn.get(redis_key).await {
+                Ok(v) => v,
+                Err(e) => return self.redis_failed(e, policy, load).await,
+            };
+            if let Some(entry) = cached.as_deref().and_then(Entry::from_l2) {
+                bump(&self.counters.l2_hits);
+                if entry.value.is_none() {
+                    bump(&self.counters.negative_hits);
+                }
+                let early = !waited
+                    && entry.value.is_some()
+                    && policy
+                        .xfetch_beta
+                        .is_some_and(|b| entry.should_refresh_early(b));
+                if early && self.take_lease(&mut conn, &lease_key, &token).await == Some(true) {
+                    bump(&self.counters.early_refreshes);
+                    return self
+                        .load_and_write(conn, redis_key, &lease_key, &token, policy, load)
+                        .await;
+                }
+                return Ok(entry);
+            }
+            if first {
+                bump(&self.counters.l2_misses);
+                first = false;
+            }
+            match self.take_lease(&mut conn, &lease_key, &token).await {
+                Some(true) => {
+                    return self
+                        .load_and_write(conn, redis_key, &lease_key, &token, policy, load)
+                        .await
+                }
+                Some(false) => {
+                    if !waited {
+                        bump(&self.counters.lease_waits);
+                        waited = true;
+                    }
+                    if Instant::now() >= deadline {
+                        bump(&self.counters.lease_timeouts);
+                        return self.load(policy, load).await;
+                    }
+                    tokio::time::sleep(self.config.lease_poll).await;
+                }
+                None => return self.load(policy, load).await,
+            }
+        }
+    }
+
+    /// `SET lease NX PX`: `Some(true)` won, `Some(false)` someone else holds it, `None` Redis failed.
+    async fn take_lease(
+        &self,
+        conn: &mut ConnectionManager,
+        lease_key: &str,
+        token: &str,
+    ) -> Option<bool> {
+        let ttl_ms = self.config.lease_ttl.as_millis() as u64;
+        let reply: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(lease_key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(conn)
+            .await;
+        match reply {
+            Ok(v) => Some(v.is_some()),
+            Err(e) => {
+                bump(&self.counters.redis_errors);
+                tracing::warn!(error = %e, "cache: lease failed; reading through to the source");
+                None
+            }
+        }
+    }
+
+    async fn redis_failed<F, Fut>(
+        &self,
+        e: redis::RedisError,
+        policy: &Policy,
+        load: F,
+    ) -> Result<Entry, Arc<SourceError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Value>, SourceError>>,
+    {
+        bump(&self.counters.redis_errors);
+        tracing::warn!(error = %e, "cache: Redis read failed; reading through to the source");
+        self.load(policy, load).await
+    }
+
+    /// Query the source; the entry expires per `policy` (jittered).
+    async fn load<F, Fut>(&self, policy: &Policy, load: F) -> Result<Entry, Arc<SourceError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Value>, SourceError>>,
+    {
+        bump(&self.counters.loads);
+        let started = Instant::now();
+        let value = load().await.map_err(|e| {
+            bump(&self.counters.source_errors);
+            Arc::new(e)
+        })?;
+        let ttl = jittered(if value.is_some() {
+            policy.ttl
+        } else {
+            policy.negative_ttl
+        });
+        let mut entry = Entry {
+            value,
+            delta_ms: started.elapsed().as_millis() as u64,
+            expires_at_ms: now_ms() + ttl.as_millis() as u64,
+            size: 0,
+            l1_ttl: Duration::ZERO,
+        };
+        entry.size = u32::try_from(entry.to_l2().len()).unwrap_or(u32::MAX);
+        Ok(entry)
+    }
+
+    /// Load under our lease, then write to L2 only if the lease is still ours.
+    async fn load_and_write<F, Fut>(
+        &self,
+        mut conn: ConnectionManager,
+        redis_key: &str,
+        lease_key: &str,
+        token: &str,
+        policy: &Policy,
+        load: F,
+    ) -> Result<Entry, Arc<SourceError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Value>, SourceError>>,
+    {
+        let entry = match self.load(policy, load).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                let released: redis::RedisResult<i64> = redis::Script::new(RELEASE_LEASE)
+                    .key(lease_key)
+                    .arg(token)
+                    .invoke_async(&mut conn)
+                    .await;
+                if released.is_err() {
+                    bump(&self.counters.redis_errors);
+                }
+                return Err(e);
+            }
+        };
+        let ttl_ms = entry.expires_at_ms.saturating_sub(now_ms()).max(1);
+        let written: redis::RedisResult<i64> = redis::Script::new(WRITE_IF_LEASED)
+            .key(redis_key)
+            .key(lease_key)
+            .arg(token)
+            .arg(entry.to_l2())
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match written {
+            Ok(1) => bump(&self.counters.l2_writes),
+            Ok(_) => bump(&self.counters.stale_writes_prevented),
+            Err(e) => {
+                bump(&self.counters.redis_errors);
+                tracing::warn!(error = %e, "cache: L2 write failed");
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Delete from L2 (values and leases), evict locally, tell every other process.
+    async fn invalidate(&self, inv: Invalidation) {
+        self.evict_local(&inv).await;
+        let Some(redis) = &self.redis else { return };
+        let Some(mut conn) = redis.get().await else {
+            bump(&self.counters.redis_errors);
+            return;
+        };
+        let deleted = match &inv {
+            Invalidation::Key(key) => {
+                let lease = CacheConfig::lease_key(key);
+                conn.del::<_, i64>(&[key.as_str(), lease.as_str()])
+                    .await
+                    .map(|_| ())
+            }
+            Invalidation::Prefix(prefix) => delete_prefix(&mut conn, prefix).await,
+        };
+        let published = conn
+            .publish::<_, _, i64>(self.config.channel(), inv.encode())
+            .await;
+        if let Err(e) = deleted.and(published.map(|_| ())) {
+            bump(&self.counters.redis_errors);
+            tracing::warn!(error = %e, "cache: invalidation did not fully reach Redis");
+        }
+    }
+
+    /// Evict from this process's L1 and mark loads in flight as stale.
+    pub(crate) async fn evict_local(&self, inv: &Invalidation) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        match inv {
+            Invalidation::Key(key) => self.l1.invalidate(key).await,
+            Invalidation::Prefix(prefix) => {
+                let prefix = prefix.clone();
+                if self
+                    .l1
+                    .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
+                    .is_err()
+                {
+                    self.l1.invalidate_all();
+                }
+            }
+        }
+    }
+
+    /// After a (re)subscription: invalidations sent while we were away are lost; start clean.
+    pub(crate) fn clear_l1_after_reconnect(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.l1.invalidate_all();
+    }
+}
+
+/// Delete every value and lease under `prefix` (SCAN, never KEYS).
+async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<()> {
+    for pattern in [
+        format!("{}*", glob_escape(prefix)),
+        format!("{}*", glob_escape(&CacheConfig::lease_key(prefix))),
+    ] {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(conn)
+                .await?;
+            if !keys.is_empty() {
+                conn.del::<_, i64>(&keys).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(())
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

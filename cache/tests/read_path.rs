@@ -1,0 +1,387 @@
+//! The read path against a real (private) Redis: layers, TTLs, jitter, negative caching,
+//! invalidation between caches with separate L1s, Redis down, stampedes, stale writes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_cache::{Cache, CacheConfig, Policy, SourceError};
+use celeriac_testkit::RedisServer;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        prefix: "t:cache:".into(),
+        ..CacheConfig::default()
+    }
+}
+
+fn policy() -> Policy {
+    Policy::new(Duration::from_secs(60), Duration::from_secs(5))
+}
+
+/// A cache on `redis`, subscribed to invalidations when Redis is up (as the worker starts it).
+async fn cache(redis: &RedisServer) -> Cache {
+    let client = redis::Client::open(redis.url(0)).unwrap();
+    let cache = Cache::new(config(), Some(client));
+    cache.wait_subscribed(Duration::from_secs(2)).await;
+    cache
+}
+
+/// A source that counts its queries and answers `value` after `delay`.
+#[derive(Clone)]
+struct Counted {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new() -> Self {
+        Counted {
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    async fn load(
+        &self,
+        value: Option<Value>,
+        delay: Duration,
+    ) -> Result<Option<Value>, SourceError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        Ok(value)
+    }
+}
+
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url(0))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_layer_answers_in_turn() {
+    let redis = RedisServer::start().unwrap();
+    let src = Counted::new();
+    let a = cache(&redis).await;
+    let v = json!({"id": 7, "title": "printer on fire"});
+    let got = a
+        .get_or_load("ticket:7", &policy(), || {
+            src.load(Some(v.clone()), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Some(v.clone()));
+    let s = a.stats();
+    assert_eq!(
+        (s.l1_misses, s.l2_misses, s.loads, s.l2_writes),
+        (1, 1, 1, 1)
+    );
+
+    let again = a
+        .get_or_load("ticket:7", &policy(), || src.load(None, Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(again, Some(v.clone()));
+    assert_eq!(a.stats().l1_hits, 1);
+
+    // Another cache (its own L1) finds the value in L2.
+    let b = cache(&redis).await;
+    let from_l2 = b
+        .get_or_load("ticket:7", &policy(), || src.load(None, Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(from_l2, Some(v.clone()));
+    let s = b.stats();
+    assert_eq!((s.l1_misses, s.l2_hits, s.loads), (1, 1, 0));
+    assert_eq!(src.calls(), 1);
+
+    // L2 holds readable JSON under prefix + version + key.
+    let raw: String = redis_conn(&redis)
+        .await
+        .get("t:cache:v1:ticket:7")
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(stored["found"], json!(true));
+    assert_eq!(stored["value"], v);
+}
+
+#[tokio::test]
+async fn not_found_is_cached_with_its_own_ttl() {
+    let redis = RedisServer::start().unwrap();
+    let src = Counted::new();
+    let a = cache(&redis).await;
+    for _ in 0..3 {
+        let got = a
+            .get_or_load("ticket:404", &policy(), || src.load(None, Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(got, None);
+    }
+    assert_eq!(src.calls(), 1);
+    assert_eq!(a.stats().negative_hits, 2);
+    let pttl: i64 = redis_conn(&redis)
+        .await
+        .pttl("t:cache:v1:ticket:404")
+        .await
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 5_500,
+        "negative ttl 5 s ±10%, got {pttl} ms"
+    );
+    let b = cache(&redis).await;
+    let got = b
+        .get_or_load("ticket:404", &policy(), || {
+            src.load(Some(json!(1)), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, None);
+    assert_eq!(b.stats().negative_hits, 1);
+}
+
+#[tokio::test]
+async fn ttls_are_jittered_within_ten_percent() {
+    let redis = RedisServer::start().unwrap();
+    let a = cache(&redis).await;
+    let src = Counted::new();
+    let policy = Policy::new(Duration::from_secs(100), Duration::from_secs(10));
+    let mut conn = redis_conn(&redis).await;
+    let mut ttls = Vec::new();
+    for i in 0..40 {
+        let key = format!("k:{i}");
+        a.get_or_load(&key, &policy, || src.load(Some(json!(i)), Duration::ZERO))
+            .await
+            .unwrap();
+        let pttl: i64 = conn.pttl(format!("t:cache:v1:{key}")).await.unwrap();
+        ttls.push(pttl);
+    }
+    for t in &ttls {
+        assert!(
+            (89_000..=110_000).contains(t),
+            "ttl {t} ms outside 100 s ±10%"
+        );
+    }
+    let (min, max) = (ttls.iter().min().unwrap(), ttls.iter().max().unwrap());
+    assert!(
+        max - min > 1_000,
+        "40 keys should not share one expiry: {min}..{max}"
+    );
+}
+
+#[tokio::test]
+async fn values_expire_and_reload() {
+    let redis = RedisServer::start().unwrap();
+    let a = cache(&redis).await;
+    let src = Counted::new();
+    let short = Policy::new(Duration::from_millis(200), Duration::from_millis(200));
+    a.get_or_load("exp", &short, || src.load(Some(json!(1)), Duration::ZERO))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = a
+        .get_or_load("exp", &short, || src.load(Some(json!(2)), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!(2)));
+    assert_eq!(src.calls(), 2);
+}
+
+#[tokio::test]
+async fn invalidation_reaches_other_l1s() {
+    let redis = RedisServer::start().unwrap();
+    let (a, b) = (cache(&redis).await, cache(&redis).await);
+    assert!(a.wait_subscribed(Duration::from_secs(5)).await);
+    assert!(b.wait_subscribed(Duration::from_secs(5)).await);
+    let src = Counted::new();
+    for c in [&a, &b] {
+        c.get_or_load("user:1", &policy(), || {
+            src.load(Some(json!("old")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+        c.get_or_load("user:2", &policy(), || {
+            src.load(Some(json!("old")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    }
+    a.invalidate("user:1").await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while b.stats().invalidations_received == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "b never received the invalidation");
+    let got = b
+        .get_or_load("user:1", &policy(), || {
+            src.load(Some(json!("new")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!("new")));
+    let untouched = b
+        .get_or_load("user:2", &policy(), || {
+            src.load(Some(json!("new")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(untouched, Some(json!("old")));
+
+    b.invalidate_prefix("user:").await;
+    let got = a
+        .get_or_load("user:2", &policy(), || {
+            src.load(Some(json!("newer")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!("newer")));
+}
+
+#[tokio::test]
+async fn redis_down_reads_through_to_the_source() {
+    let mut redis = RedisServer::start().unwrap();
+    let a = cache(&redis).await;
+    let src = Counted::new();
+    a.get_or_load("x", &policy(), || src.load(Some(json!(1)), Duration::ZERO))
+        .await
+        .unwrap();
+    redis.kill();
+    for i in 0..3 {
+        let key = format!("y:{i}");
+        let got = a
+            .get_or_load(&key, &policy(), || src.load(Some(json!(i)), Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(got, Some(json!(i)));
+    }
+    assert_eq!(src.calls(), 4);
+    assert!(a.stats().redis_errors >= 1);
+    // A cache created while Redis is down works too.
+    let b = cache(&redis).await;
+    let got = b
+        .get_or_load("z", &policy(), || {
+            src.load(Some(json!("z")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!("z")));
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_cold_reads_on_four_caches_query_once() {
+    let redis = RedisServer::start().unwrap();
+    let mut caches = Vec::new();
+    for _ in 0..4 {
+        caches.push(cache(&redis).await);
+    }
+    let src = Counted::new();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let c = caches[i % 4].clone();
+        let src = src.clone();
+        tasks.push(tokio::spawn(async move {
+            c.get_or_load("hot", &policy(), || {
+                src.load(Some(json!({"id": 1})), Duration::from_millis(300))
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Some(json!({"id": 1})));
+    }
+    assert_eq!(src.calls(), 1, "exactly one source query");
+    let loads: u64 = caches.iter().map(|c| c.stats().loads).sum();
+    let waits: u64 = caches.iter().map(|c| c.stats().lease_waits).sum();
+    assert_eq!(loads, 1);
+    assert_eq!(waits, 3, "the three other caches waited on the lease");
+}
+
+#[tokio::test]
+async fn a_slow_loader_cannot_write_after_an_invalidation() {
+    let redis = RedisServer::start().unwrap();
+    let (a, b) = (cache(&redis).await, cache(&redis).await);
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.get_or_load("doc:1", &policy(), || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok(Some(json!("stale")))
+            })
+            .await
+        })
+    };
+    started_rx.await.unwrap();
+    b.invalidate("doc:1").await;
+    release_tx.send(()).unwrap();
+    assert_eq!(slow.await.unwrap().unwrap(), Some(json!("stale")));
+    assert_eq!(a.stats().stale_writes_prevented, 1);
+    let mut conn = redis_conn(&redis).await;
+    let l2: Option<String> = conn.get("t:cache:v1:doc:1").await.unwrap();
+    assert_eq!(l2, None, "the stale value must not reach L2");
+    let src = Counted::new();
+    let fresh = a
+        .get_or_load("doc:1", &policy(), || {
+            src.load(Some(json!("fresh")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(fresh, Some(json!("fresh")), "nor stay in A's L1");
+}
+
+#[tokio::test]
+async fn source_errors_are_not_cached() {
+    let redis = RedisServer::start().unwrap();
+    let a = cache(&redis).await;
+    let err = a
+        .get_or_load("e", &policy(), || async {
+            Err(SourceError::Query("boom".into()))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "query failed: boom");
+    let src = Counted::new();
+    let got = a
+        .get_or_load("e", &policy(), || src.load(Some(json!(1)), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!(1)));
+    assert_eq!(a.stats().source_errors, 1);
+}
+
+#[tokio::test]
+async fn early_refresh_reloads_before_expiry() {
+    let redis = RedisServer::start().unwrap();
+    let a = cache(&redis).await;
+    let b = cache(&redis).await;
+    let src = Counted::new();
+    // A load that took 1 s and expires in ~100 ms is due for an early refresh (beta 1).
+    let policy = Policy {
+        xfetch_beta: Some(1.0),
+        ..Policy::new(Duration::from_millis(300), Duration::from_secs(1))
+    };
+    let mut conn = redis_conn(&redis).await;
+    let entry = json!({"found": true, "value": "old", "delta_ms": 10_000, "expires_at_ms": celeriac_cache::entry::now_ms() + 100});
+    let _: () = conn
+        .set_ex("t:cache:v1:hot", entry.to_string(), 60)
+        .await
+        .unwrap();
+    let got = b
+        .get_or_load("hot", &policy, || {
+            src.load(Some(json!("new")), Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!("new")));
+    assert_eq!(b.stats().early_refreshes, 1);
+    drop(a);
+}
