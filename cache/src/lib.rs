@@ -1,0 +1,3 @@
+//! Read-through cache of SQL query results for celeriac tasks.
+
+pub mod source;
