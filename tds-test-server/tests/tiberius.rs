@@ -421,3 +421,27 @@ async fn sessions_share_the_database() {
         .unwrap();
     assert_eq!(row.get::<i32, _>(0), Some(5));
 }
+
+#[tokio::test]
+async fn long_values_cross_packets_both_ways() {
+    let (_server, mut client) = plaintext_server().await;
+    let text: String = "ünïcødé ☃ ".repeat(5_000);
+    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let row = client
+        .query(
+            "SELECT @P1 AS text, @P2 AS bytes, length(@P1) AS chars",
+            &[&text.as_str(), &bytes],
+        )
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<&str, _>("text"), Some(text.as_str()));
+    assert_eq!(row.get::<&[u8], _>("bytes"), Some(&bytes[..]));
+    assert_eq!(
+        row.get::<i64, _>("chars"),
+        Some(text.chars().count() as i64)
+    );
+}
