@@ -56,12 +56,20 @@ pub fn stop_requests_from(fut: impl Future<Output = ()> + Send + 'static) -> Sto
     rx
 }
 
+/// Choose rustls's crypto provider for the process. Two are linked (ring through sqlx and
+/// redis, aws-lc-rs through tiberius), and rustls refuses to guess, which would make every TLS
+/// connection (`rediss://`) fail; an application that installed one already keeps its own.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Run a worker until stopped.
 pub async fn run(
     settings: Settings,
     registry: Registry,
     mut stop: StopRequests,
 ) -> anyhow::Result<()> {
+    install_crypto_provider();
     let mut transport = TransportOptions::from_json(&serde_json::Value::Object(
         settings.broker_transport_options.clone(),
     ))

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod mssql;
 pub mod mysql;
 pub mod postgres;
 pub mod registry;
