@@ -41,6 +41,11 @@ pub struct TransportOptions {
     /// celeriac only: the list that receives messages no worker can handle (with a reasons hash
     /// at `<key>.reasons`; see the README). Default `celeriac.dead_letter`; prefixed like every key.
     pub dead_letter_key: String,
+    /// kombu's `fanout_prefix`: `None` when disabled (`false`), else the text put before the
+    /// exchange of PUB/SUB channels, `{db}` standing for the database number (kombu: `/{db}.`).
+    pub fanout_prefix: Option<String>,
+    /// kombu's `fanout_patterns`: add `/<routing key>` to PUB/SUB channel names (kombu: true).
+    pub fanout_patterns: bool,
 }
 
 /// How queues are ordered within one priority step when fetching.
@@ -70,6 +75,8 @@ impl Default for TransportOptions {
             deadletter_queue: None,
             queue_order_strategy: QueueOrder::RoundRobin,
             dead_letter_key: "celeriac.dead_letter".into(),
+            fanout_prefix: Some("/{db}.".into()),
+            fanout_patterns: true,
         }
     }
 }
@@ -142,6 +149,17 @@ impl TransportOptions {
                     ))
                 }
             };
+        }
+        match get(map, "fanout_prefix") {
+            None | Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => o.fanout_prefix = None,
+            Some(Value::String(p)) => o.fanout_prefix = Some(p.clone()),
+            Some(_) => return Err(bad("fanout_prefix", "must be a boolean or a string")),
+        }
+        match get(map, "fanout_patterns") {
+            None => {}
+            Some(Value::Bool(b)) => o.fanout_patterns = *b,
+            Some(_) => return Err(bad("fanout_patterns", "must be a boolean")),
         }
         Ok(o)
     }
