@@ -59,7 +59,10 @@ fn celery_cli_inspects_celeriac() {
     assert!(ping.contains(host) && ping.contains("pong"), "{ping}");
 
     let registered = celery_cli(&world, &["inspect", "registered", "--timeout", "3"]);
-    assert!(registered.contains("t.add") && registered.contains("t.sleep"), "{registered}");
+    assert!(
+        registered.contains("t.add") && registered.contains("t.sleep"),
+        "{registered}"
+    );
 
     let stats = inspect(&world, "stats");
     let s = &stats[host];
@@ -70,14 +73,12 @@ fn celery_cli_inspects_celeriac() {
     assert!(cli_stats.contains("max-concurrency"), "{cli_stats}");
 
     // A running task shows in `active`; one waiting for its ETA in `scheduled`.
-    let ids = world.py(
-        r#"
+    let ids = world.py(r#"
 from celery_app import app
 r1 = app.send_task("t.sleep", args=(3000,))
 r2 = app.send_task("t.add", args=(1, 2), countdown=60)
 print(r1.id, r2.id)
-"#,
-    );
+"#);
     let (running, eta) = ids.trim().split_once(' ').expect("two ids");
     let active = eventually(Duration::from_secs(10), || {
         let a = inspect(&world, "active");
@@ -104,13 +105,11 @@ print(r1.id, r2.id)
     assert!(conf[host]["broker_url"].is_string(), "{conf}");
 
     // Unknown commands get an error reply, not silence.
-    let out = world.py(
-        r#"
+    let out = world.py(r#"
 import json
 from celery_app import app
 print(json.dumps(app.control.broadcast("no_such_command", reply=True, timeout=2)))
-"#,
-    );
+"#);
     assert!(out.contains("KeyError('no_such_command')"), "{out}");
 }
 
@@ -119,17 +118,18 @@ fn revoke_an_eta_task_never_runs_it() {
     let world = World::new(&[]);
     let mut w = world.celeriac("rev", &[]);
     let id = world
-        .py(
-            r#"
+        .py(r#"
 from celery_app import app
 print(app.send_task("t.mark", args=(0,), countdown=8).id)
-"#,
-        )
+"#)
         .trim()
         .to_string();
     eventually(Duration::from_secs(10), || {
         let s = inspect(&world, "scheduled");
-        s["rev@test"].as_array().is_some_and(|l| !l.is_empty()).then_some(())
+        s["rev@test"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+            .then_some(())
     })
     .expect("the task is held for its ETA");
     let out = celery_cli(&world, &["control", "revoke", &id, "--timeout", "3"]);
@@ -159,7 +159,10 @@ fn revoke_terminate_stops_a_running_task_and_the_worker_goes_on() {
         .to_string();
     eventually(Duration::from_secs(10), || {
         let a = inspect(&world, "active");
-        a["term@test"].as_array().is_some_and(|l| !l.is_empty()).then_some(())
+        a["term@test"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+            .then_some(())
     })
     .expect("the task runs");
     let out = world.py(&format!(
@@ -177,7 +180,10 @@ print(app.send_task("t.add", args=(2, 3)).get(timeout=10))
 "#
     ));
     assert!(out.contains("revoked: terminated"), "{out}");
-    assert!(out.contains("REVOKED\n5"), "the worker keeps working: {out}");
+    assert!(
+        out.contains("REVOKED\n5"),
+        "the worker keeps working: {out}"
+    );
 }
 
 #[test]
@@ -186,7 +192,9 @@ fn control_shutdown_stops_the_worker_warm() {
     let mut w = world.celeriac("down", &[]);
     // As with a Python worker, `shutdown` gets no reply (the worker just stops).
     world.py("from celery_app import app\napp.control.shutdown(destination=['down@test'])");
-    let status = w.wait_exit(Duration::from_secs(20)).expect("the worker exits");
+    let status = w
+        .wait_exit(Duration::from_secs(20))
+        .expect("the worker exits");
     assert!(status.success(), "{status}");
     let log = w.log();
     assert!(log.contains("warm shutdown"), "{log}");
@@ -235,7 +243,11 @@ print(json.dumps(r2))
     );
     let replies: Value = serde_json::from_str(out.trim()).expect("json");
     let reply = &replies[0]["mingle@test"];
-    assert_eq!(reply["revoked"], serde_json::json!(["id-list", "id-dict"]), "{out}");
+    assert_eq!(
+        reply["revoked"],
+        serde_json::json!(["id-list", "id-dict"]),
+        "{out}"
+    );
     assert!(reply["clock"].as_u64().is_some(), "{out}");
 }
 
@@ -243,18 +255,31 @@ print(json.dumps(r2))
 fn consumers_and_rate_limits_change_at_runtime() {
     let world = World::new(&[]);
     let _w = world.celeriac("dyn", &[]);
-    let out = celery_cli(&world, &["control", "add_consumer", "extra", "--timeout", "3"]);
+    let out = celery_cli(
+        &world,
+        &["control", "add_consumer", "extra", "--timeout", "3"],
+    );
     assert!(out.contains("add consumer extra"), "{out}");
     let got = world.py(
         "from celery_app import app\nprint(app.send_task('t.add', args=(4, 5), queue='extra').get(timeout=10))",
     );
     assert_eq!(got.trim(), "9");
-    let out = celery_cli(&world, &["control", "cancel_consumer", "extra", "--timeout", "3"]);
+    let out = celery_cli(
+        &world,
+        &["control", "cancel_consumer", "extra", "--timeout", "3"],
+    );
     assert!(out.contains("no longer consuming from extra"), "{out}");
     let queues = inspect(&world, "active_queues");
-    assert_eq!(queues["dyn@test"].as_array().map(Vec::len), Some(1), "{queues}");
+    assert_eq!(
+        queues["dyn@test"].as_array().map(Vec::len),
+        Some(1),
+        "{queues}"
+    );
 
-    let out = celery_cli(&world, &["control", "rate_limit", "t.add", "10/m", "--timeout", "3"]);
+    let out = celery_cli(
+        &world,
+        &["control", "rate_limit", "t.add", "10/m", "--timeout", "3"],
+    );
     assert!(out.contains("new rate limit set successfully"), "{out}");
     let reg = inspect(&world, "registered");
     assert!(
@@ -263,6 +288,9 @@ fn consumers_and_rate_limits_change_at_runtime() {
             .is_some_and(|l| l.iter().any(|t| t == "t.add [rate_limit=10/m]")),
         "{reg}"
     );
-    let out = celery_cli(&world, &["control", "rate_limit", "t.nope", "1/s", "--timeout", "3"]);
+    let out = celery_cli(
+        &world,
+        &["control", "rate_limit", "t.nope", "1/s", "--timeout", "3"],
+    );
     assert!(out.contains("unknown task"), "{out}");
 }
