@@ -105,10 +105,11 @@ impl Revoked {
     pub fn ids(&self) -> Vec<String> {
         let mut e = self.inner.lock().expect("revoked lock");
         self.purge_locked(&mut e);
+        let oldest_kept = now() - self.expires.as_secs_f64();
         let Entries { at, order } = &*e;
         order
             .iter()
-            .filter(|(id, t)| at.get(id) == Some(t))
+            .filter(|(id, t)| at.get(id) == Some(t) && *t >= oldest_kept)
             .map(|(id, _)| id.clone())
             .collect()
     }
