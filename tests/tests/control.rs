@@ -294,3 +294,32 @@ fn consumers_and_rate_limits_change_at_runtime() {
     );
     assert!(out.contains("unknown task"), "{out}");
 }
+
+#[test]
+fn remote_control_and_events_honour_db_and_global_keyprefix() {
+    let mut world = World::new(&[(
+        "CELERY_BROKER_TRANSPORT_OPTIONS",
+        r#"{"global_keyprefix": "pfx:"}"#,
+    )]);
+    let url = world.redis.url(3);
+    for (k, v) in world.env.iter_mut() {
+        if k == "CELERY_BROKER_URL" || k == "CELERY_RESULT_BACKEND" {
+            *v = url.clone();
+        }
+    }
+    let mut receiver = world.python_process("receiver", &["event_receiver.py"]);
+    receiver
+        .wait_for_log("LISTENING", Duration::from_secs(30))
+        .expect("the receiver subscribes");
+    let _w = world.celeriac("pfx", &["-E"]);
+    let ping = celery_cli(&world, &["inspect", "ping", "--timeout", "3"]);
+    assert!(ping.contains("pfx@test") && ping.contains("pong"), "{ping}");
+    let got = world.py(
+        "from celery_app import app\nprint(app.send_task('t.add', args=(1, 2)).get(timeout=10))",
+    );
+    assert_eq!(got.trim(), "3");
+    receiver
+        .wait_for_log("task-succeeded", Duration::from_secs(10))
+        .expect("events reach a prefixed receiver on db 3");
+    receiver.kill9();
+}

@@ -38,9 +38,17 @@ try:
     bad.get(timeout=10)
 except Exception:
     pass
-print(ok.id, bad.id)
+unknown = app.send_task("t.not_registered")
+try:
+    unknown.get(timeout=10)
+except Exception:
+    pass
+print(ok.id, bad.id, unknown.id)
 "#);
-    let (ok_id, bad_id) = ids.trim().split_once(' ').expect("two ids");
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let [ok_id, bad_id, unknown_id] = ids[..] else {
+        panic!("three ids: {ids:?}")
+    };
     receiver
         .wait_for_log("worker-heartbeat", Duration::from_secs(10))
         .expect("a heartbeat arrives");
@@ -99,6 +107,12 @@ print(ok.id, bad.id)
         .as_str()
         .is_some_and(|t| t.contains("ValueError")));
     assert_eq!(failed["task_state"]["state"], "FAILURE");
+
+    let unknown = find(&events, "task-failed", Some(unknown_id)).expect("unknown task");
+    assert_eq!(
+        unknown["event"]["exception"],
+        "NotRegistered('t.not_registered')"
+    );
 
     let offline = find(&events, "worker-offline", None).expect("worker-offline");
     assert_eq!(offline["worker_alive"], false, "{offline}");

@@ -102,6 +102,8 @@ async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
 
 async fn unregistered(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) {
     let reason = format!("Received unregistered task of type '{}'", msg.task);
+    let exception = format!("NotRegistered('{}')", msg.task);
+    events::task_failed(rt, &msg.id, exception, String::new()).await;
     if rt.settings.dead_letter_policy == crate::config::DeadLetterPolicy::DeadLetter {
         // As a Python worker does, so callers waiting on the result fail fast instead of hanging.
         let exc = PyException::in_module(
