@@ -232,6 +232,78 @@ pub async fn send_reply(
     Ok(())
 }
 
+/// The reply exchange of a control namespace (`celery` → `reply.celery.pidbox`).
+pub fn reply_exchange(namespace: &str) -> String {
+    format!("reply.{namespace}.pidbox")
+}
+
+/// Broadcast `method` to every node as kombu's `Mailbox._broadcast` with `reply=True` does, and
+/// collect the replies that arrive within `timeout`: a temporary reply queue
+/// `<oid>.reply.<namespace>.pidbox` is bound, the request published on the pidbox channel, the
+/// queue drained until the deadline, then the queue and its binding removed. Each reply is the
+/// `{hostname: value}` object a node sent.
+pub async fn broadcast_and_collect(
+    broker: &Broker,
+    namespace: &str,
+    method: &str,
+    arguments: Map<String, Value>,
+    clock: u64,
+    timeout: std::time::Duration,
+) -> TransportResult<Vec<Map<String, Value>>> {
+    let oid = uuid::Uuid::new_v4().to_string();
+    let ticket = uuid::Uuid::new_v4().to_string();
+    let reply_exchange = reply_exchange(namespace);
+    let queue = format!("{oid}.{reply_exchange}");
+    let binding = crate::transport::Binding {
+        exchange: reply_exchange.clone(),
+        routing_key: oid.clone(),
+        queue: queue.clone(),
+    };
+    broker.bind_temporary(&binding).await?;
+    let body = serde_json::json!({
+        "method": method, "arguments": arguments, "destination": null, "pattern": null,
+        "matcher": null, "ticket": ticket,
+        "reply_to": {"exchange": reply_exchange, "routing_key": oid},
+    });
+    let mut headers = Map::new();
+    headers.insert("clock".into(), clock.into());
+    headers.insert("expires".into(), 0.into());
+    let request = json_envelope(&body, headers, 2);
+    let collected: TransportResult<Vec<Map<String, Value>>> = async {
+        broker
+            .publish_fanout(&request, &exchange(namespace), "")
+            .await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut replies = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some(raw) = broker.pop_list(&queue, left).await? else {
+                break;
+            };
+            let Ok(envelope) = Envelope::parse(&raw) else {
+                continue;
+            };
+            let ours = envelope
+                .headers()
+                .and_then(|h| h.get("ticket"))
+                .and_then(Value::as_str)
+                == Some(ticket.as_str());
+            if let (true, Ok(Value::Object(reply))) = (ours, decode_body(&envelope)) {
+                replies.push(reply);
+            }
+        }
+        Ok(replies)
+    }
+    .await;
+    let cleanup = broker.unbind_temporary(&binding).await;
+    let replies = collected?;
+    cleanup?;
+    Ok(replies)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

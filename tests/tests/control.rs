@@ -323,3 +323,18 @@ fn remote_control_and_events_honour_db_and_global_keyprefix() {
         .expect("events reach a prefixed receiver on db 3");
     receiver.kill9();
 }
+
+#[test]
+fn mingle_learns_revoked_ids_from_a_python_worker() {
+    let world = World::new(&[]);
+    let _py = world.python_worker("py", "other");
+    let id = "99999999-8888-7777-6666-555555555555";
+    world.py(&format!(
+        "from celery_app import app\napp.control.revoke('{id}', destination=['py@test'])"
+    ));
+    let mut w = world.celeriac("late", &[]);
+    w.wait_for_log("mingle: sync with nodes", Duration::from_secs(10))
+        .expect("celeriac mingles with the Python worker");
+    let revoked = inspect(&world, "revoked");
+    assert_eq!(revoked["late@test"], serde_json::json!([id]), "{revoked}");
+}

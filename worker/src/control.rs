@@ -83,6 +83,55 @@ pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
     }
 }
 
+/// Mingle: ask the other nodes (Python or celeriac) for their revoked ids with a `hello`
+/// broadcast, as a Python worker does at start, and merge the replies (list or dict form).
+/// Runs beside the fetch loop instead of before it, so it never delays the start.
+pub async fn mingle(rt: Arc<Runtime>) {
+    let mut args = Map::new();
+    args.insert("from_node".into(), rt.hostname.clone().into());
+    args.insert("revoked".into(), json!(rt.revoked.ids()));
+    let replies = pidbox::broadcast_and_collect(
+        &rt.broker,
+        NAMESPACE,
+        "hello",
+        args,
+        rt.events.forward(),
+        MINGLE_TIMEOUT,
+    )
+    .await;
+    let replies = match replies {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "mingle failed");
+            return;
+        }
+    };
+    let mut nodes = Vec::new();
+    for reply in replies {
+        for (node, data) in reply {
+            if node == rt.hostname {
+                continue;
+            }
+            if let Some(r) = data.get("revoked") {
+                let ids = rt.revoked.merge(r);
+                tracing::debug!(node = %node, ids, "merged revoked ids");
+            }
+            if let Some(c) = data.get("clock").and_then(Value::as_u64) {
+                rt.events.adjust(c);
+            }
+            nodes.push(node);
+        }
+    }
+    if nodes.is_empty() {
+        tracing::info!("mingle: all alone");
+    } else {
+        tracing::info!(nodes = %nodes.join(", "), "mingle: sync with nodes");
+    }
+}
+
+/// How long mingle waits for replies (Celery: 1 s).
+pub const MINGLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn handle_message(rt: &Arc<Runtime>, payload: &[u8]) {
     let request = match ControlRequest::parse(payload) {
         Ok(r) => r,

@@ -129,6 +129,7 @@ pub async fn run(
     ));
     let sweeper = tokio::spawn(keepalive::sweep_loop(rt.clone(), sweep_period));
     let control = tokio::spawn(crate::control::run(rt.clone(), upkeep_stop.clone()));
+    tokio::spawn(crate::control::mingle(rt.clone()));
     let heartbeat = tokio::spawn(crate::events::heartbeat_loop(
         rt.clone(),
         upkeep_stop.clone(),
