@@ -224,6 +224,22 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn fanout_options() {
+        let o = TransportOptions::from_json(&json!({})).unwrap();
+        assert_eq!(o.fanout_prefix.as_deref(), Some("/{db}."));
+        assert!(o.fanout_patterns);
+        let o =
+            TransportOptions::from_json(&json!({"fanout_prefix": false, "fanout_patterns": false}))
+                .unwrap();
+        assert_eq!(o.fanout_prefix, None);
+        assert!(!o.fanout_patterns);
+        let o = TransportOptions::from_json(&json!({"fanout_prefix": "x{db}:"})).unwrap();
+        assert_eq!(o.fanout_prefix.as_deref(), Some("x{db}:"));
+        assert!(TransportOptions::from_json(&json!({"fanout_prefix": 3})).is_err());
+        assert!(TransportOptions::from_json(&json!({"fanout_patterns": "yes"})).is_err());
+    }
+
+    #[test]
     fn defaults_match_kombu() {
         let o = TransportOptions::from_json(&json!({})).unwrap();
         assert_eq!(o, TransportOptions::default());
