@@ -4,9 +4,14 @@
 //! * [`envelope`] — the kombu envelope: one element of a Redis queue list, kept as JSON.
 //! * [`codec`] — task messages: decode (protocol 1/2, json/msgpack/yaml, compression, pickle
 //!   refused) and encode (protocol 2 JSON).
-//! * [`transport`] — kombu's Redis transport: fetch, ack emulation, restore, publish, bindings.
+//! * [`transport`] — kombu's Redis transport: fetch, ack emulation, restore, publish, bindings,
+//!   fanout exchanges (PUB/SUB).
+//! * [`pidbox`] — remote control requests and replies.
+//! * [`events`] — monitoring events (single and `task.multi` batches).
 
 pub mod backend;
 pub mod codec;
 pub mod envelope;
+pub mod events;
+pub mod pidbox;
 pub mod transport;

@@ -19,7 +19,6 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Run until the worker starts draining.
 pub async fn run(rt: Arc<Runtime>) {
-    let queues = rt.settings.queues.clone();
     let mut idle = POLL_INTERVAL_MIN;
     let mut failing = Duration::ZERO;
     loop {
@@ -33,6 +32,7 @@ pub async fn run(rt: Arc<Runtime>) {
                 _ = rt.draining.cancelled() => return,
             }
         }
+        let queues = rt.consumed_queues();
         match rt.broker.fetch(&queues, free).await {
             Ok(fetched) => {
                 if !failing.is_zero() {

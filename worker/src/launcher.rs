@@ -138,8 +138,17 @@ pub async fn run(
         draining: CancellationToken::new(),
         tracker: TaskTracker::new(),
         counters: Counters::default(),
+        revoked: crate::revoked::Revoked::from_env(),
+        events: crate::events::Events::new(settings.worker_send_task_events),
+        tracked: crate::tracked::Tracked::default(),
+        rate_limits: crate::control::RateLimits::default(),
+        queues: Mutex::new(settings.queues.clone()),
+        remote_stop: CancellationToken::new(),
+        started: std::time::Instant::now(),
+        reservations_capacity: concurrency + lookahead,
         settings,
     });
+    crate::revoked::load(&rt).await;
     tracing::info!(
         hostname = %rt.hostname,
         queues = ?rt.settings.queues,
@@ -154,9 +163,18 @@ pub async fn run(
         upkeep_stop.clone(),
     ));
     let sweeper = tokio::spawn(keepalive::sweep_loop(rt.clone(), sweep_period));
+    let control = tokio::spawn(crate::control::run(rt.clone(), upkeep_stop.clone()));
+    tokio::spawn(crate::control::mingle(rt.clone()));
+    let heartbeat = tokio::spawn(crate::events::heartbeat_loop(
+        rt.clone(),
+        upkeep_stop.clone(),
+    ));
     let fetcher = tokio::spawn(fetch::run(rt.clone()));
 
-    let _ = stop.recv().await;
+    tokio::select! {
+        _ = stop.recv() => {}
+        _ = rt.remote_stop.cancelled() => {}
+    }
     tracing::info!("warm shutdown: no new tasks; waiting for running ones");
     rt.draining.cancel();
     let _ = fetcher.await;
@@ -174,6 +192,9 @@ pub async fn run(
     give_back_held(&rt).await;
     upkeep_stop.cancel();
     let _ = refresher.await;
+    let _ = control.await;
+    let _ = heartbeat.await;
+    crate::events::worker_event(&rt, "worker-offline").await;
     tracing::info!(
         processed = rt
             .counters

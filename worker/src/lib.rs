@@ -4,14 +4,17 @@
 //! One file per role: [`fetch`] takes messages off the queues, [`processor`] runs one message,
 //! [`scheduled`] holds ETA messages, [`retry`] republishes retries, [`dead_letter`] disposes of
 //! what cannot run, [`keepalive`] keeps held messages from being restored by sweeps,
-//! [`launcher`] starts and stops it all; [`builder`] is the Rust API and [`task`] what a task sees.
+//! [`launcher`] starts and stops it all; [`control`] answers remote control, [`revoked`] keeps
+//! revoked ids, [`events`] sends monitoring events, [`tracked`] lists held requests; [`builder`] is the Rust API and [`task`] what a task sees.
 
 pub mod batch;
 pub mod builder;
 pub mod canvas;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dead_letter;
+pub mod events;
 pub mod fetch;
 pub mod keepalive;
 pub mod launcher;
@@ -22,9 +25,11 @@ pub mod registry;
 pub mod results;
 pub mod retry;
 pub mod retrying;
+pub mod revoked;
 pub mod runtime;
 pub mod scheduled;
 pub mod task;
+pub mod tracked;
 
 pub use builder::{Worker, WorkerBuilder};
 pub use task::{CallArgs, PyException, TaskContext, TaskError, TaskOptions};

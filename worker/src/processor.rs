@@ -10,12 +10,15 @@ use tracing::Instrument;
 
 use crate::canvas;
 use crate::dead_letter;
+use crate::events;
 use crate::registry::RegisteredTask;
 use crate::results;
 use crate::retry;
+use crate::revoked;
 use crate::runtime::{Running, Runtime};
 use crate::scheduled;
 use crate::task::{PyException, TaskContext, TaskError};
+use crate::tracked::{Stage, Tracked};
 
 /// Handle one fetched message. `reservation` is released when the message leaves this worker's
 /// hands (or when it starts waiting for a far ETA).
@@ -44,15 +47,25 @@ async fn handle(
         return;
     };
     tracing::info!(queue = %delivery.queue, "task received");
-    if revoke_if_expired(&rt, &delivery, &msg).await {
+    let _tracked = Tracked::received(&rt, &delivery, &msg);
+    events::task_received(&rt, &msg).await;
+    if revoke_if_expired(&rt, &delivery, &msg).await
+        || revoked::reject_if_revoked(&rt, &delivery, &msg).await
+    {
         return;
     }
     let mut reservation = Some(reservation);
     if let Some(eta) = msg.eta.as_ref().map(|t| t.utc) {
         if eta > Utc::now() {
+            rt.tracked
+                .set_stage(&delivery.delivery_tag, Stage::Scheduled(eta));
             match scheduled::wait_for_eta(&rt, eta, &mut reservation).await {
                 scheduled::Waited::Due => {
-                    if revoke_if_expired(&rt, &delivery, &msg).await {
+                    rt.tracked
+                        .set_stage(&delivery.delivery_tag, Stage::Reserved);
+                    if revoke_if_expired(&rt, &delivery, &msg).await
+                        || revoked::reject_if_revoked(&rt, &delivery, &msg).await
+                    {
                         return;
                     }
                 }
@@ -66,6 +79,9 @@ async fn handle(
         _ = rt.draining.cancelled() => return,
         slot = rt.slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
     };
+    if revoked::reject_if_revoked(&rt, &delivery, &msg).await {
+        return;
+    }
     execute(rt, delivery, msg, task, slot, reservation).await;
 }
 
@@ -87,6 +103,8 @@ async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
 
 async fn unregistered(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) {
     let reason = format!("Received unregistered task of type '{}'", msg.task);
+    let exception = format!("NotRegistered('{}')", msg.task);
+    events::task_failed(rt, &msg.id, exception, String::new()).await;
     if rt.settings.dead_letter_policy == crate::config::DeadLetterPolicy::DeadLetter {
         // As a Python worker does, so callers waiting on the result fail fast instead of hanging.
         let exc = PyException::in_module(
@@ -106,6 +124,7 @@ async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage)
             tracing::info!("task expired; not run");
             results::store_revoked(rt, msg, "expired").await;
             crate::canvas::on_revoked(rt, msg, "expired").await;
+            events::task_revoked(rt, &msg.id, false, true).await;
             rt.ack(delivery).await;
             true
         }
@@ -133,7 +152,11 @@ async fn execute(
         .unwrap_or(settings.task_track_started);
     if !acks_late {
         rt.ack(&delivery).await;
+        rt.tracked.set_acked(&delivery.delivery_tag);
     }
+    rt.tracked
+        .set_stage(&delivery.delivery_tag, Stage::Active(events::timestamp()));
+    events::task_started(&rt, &msg.id).await;
     if track_started && !ignore_result {
         results::store_started(&rt, &msg).await;
     }
@@ -171,6 +194,11 @@ async fn execute(
         .remove(&delivery.delivery_tag);
     let outcome = match outcome {
         Ok(outcome) => outcome,
+        // Terminated by `revoke(terminate=True)`: REVOKED, acked, the worker goes on.
+        Err(e) if e.is_cancelled() && !rt.draining.is_cancelled() => {
+            terminated(&rt, &delivery, &msg, acks_late).await;
+            return;
+        }
         // Stopped by the end of a warm shutdown's grace: the shutdown puts the message back.
         Err(e) if e.is_cancelled() => return,
         Err(e) => Err(TaskError::Fail(PyException::new(
@@ -184,6 +212,7 @@ async fn execute(
         Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
             Ok(children) => {
                 tracing::info!(runtime_s, "task succeeded");
+                events::task_succeeded(&rt, &msg.id, &value, runtime_s).await;
                 if !ignore_result {
                     results::store_success_with_children(&rt, &msg, value.clone(), children).await;
                 }
@@ -197,6 +226,7 @@ async fn execute(
             Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
         },
         Err(TaskError::Retry(request)) => {
+            events::task_retried_request(&rt, &msg, &request).await;
             retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await;
         }
     }
@@ -218,10 +248,26 @@ async fn failed(
     runtime_s: f64,
 ) {
     tracing::warn!(runtime_s, exception = %exc, "task failed");
+    let tb = results::traceback(msg, &rt.hostname, exc);
+    events::task_failed(rt, &msg.id, events::exception_repr(exc), tb).await;
     if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
         results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
     }
     canvas::on_failure(rt, msg, exc).await;
+}
+
+/// A running task stopped by `revoke(terminate=True)`.
+async fn terminated(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage, acks_late: bool) {
+    tracing::info!("task terminated (revoked)");
+    results::store_revoked(rt, msg, "terminated").await;
+    crate::canvas::on_revoked(rt, msg, "terminated").await;
+    events::task_revoked(rt, &msg.id, true, false).await;
+    rt.counters
+        .processed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if acks_late {
+        rt.ack(delivery).await;
+    }
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {

@@ -69,9 +69,30 @@ pub struct Runtime {
     pub tracker: TaskTracker,
     /// Counters.
     pub counters: Counters,
+    /// Remote control, revocation and events (see [`crate::control`]).
+    pub revoked: crate::revoked::Revoked,
+    /// Event state and Lamport clock.
+    pub events: crate::events::Events,
+    /// Held requests, for inspection and termination.
+    pub tracked: crate::tracked::Tracked,
+    /// Rate limits set by remote control (read by the rate-limit enforcement).
+    pub rate_limits: crate::control::RateLimits,
+    /// The queues consumed now (`add_consumer` / `cancel_consumer` change it).
+    pub queues: Mutex<Vec<String>>,
+    /// Cancelled by the `shutdown` control command: the launcher starts a warm shutdown.
+    pub remote_stop: CancellationToken,
+    /// When the worker started.
+    pub started: std::time::Instant,
+    /// Reservation slots in all (`stats.prefetch_count`).
+    pub reservations_capacity: usize,
 }
 
 impl Runtime {
+    /// The queues consumed now.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        self.queues.lock().expect("queues lock").clone()
+    }
+
     /// Start holding `tag` (its `unacked_index` score is kept fresh from now on).
     pub fn hold(&self, tag: &str) {
         self.held.lock().expect("held lock").insert(tag.to_string());

@@ -21,6 +21,6 @@ pub use decode::{decode, decode_envelope, DecodeOptions};
 pub use encode::EncodeOptions;
 pub use error::{DecodeError, DecodeErrorKind};
 pub use message::TaskMessage;
-pub use repr::{args_repr, kwargs_repr};
+pub use repr::{args_repr, kwargs_repr, value_repr};
 pub use signature::Signature;
 pub use timestamp::WireTime;

@@ -21,6 +21,13 @@ pub fn args_repr(args: &[Value]) -> String {
     truncate(out)
 }
 
+/// `repr(value)`, e.g. `3`, `'a'`, `{'x': [1, None]}` (truncated like the others).
+pub fn value_repr(v: &Value) -> String {
+    let mut out = String::new();
+    value(v, &mut out);
+    truncate(out)
+}
+
 /// `repr(kwargs)`, e.g. `{'x': 1}`.
 pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
     let mut out = String::new();

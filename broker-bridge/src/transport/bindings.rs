@@ -56,6 +56,42 @@ impl Broker {
         Ok(())
     }
 
+    /// Bind a short-lived queue (a control reply queue): only `_kombu.binding.<exchange>`, not
+    /// the permanent table. Remove it with [`Broker::unbind_temporary`].
+    pub async fn bind_temporary(&self, b: &Binding) -> Result<()> {
+        let keys = &self.inner.keys;
+        let member = keys.binding_member(&b.routing_key, "", &b.queue);
+        self.conn()
+            .sadd::<_, _, ()>(keys.binding(&b.exchange), member)
+            .await?;
+        Ok(())
+    }
+
+    /// Remove a binding made by [`Broker::bind_temporary`] and delete its queue's lists.
+    pub async fn unbind_temporary(&self, b: &Binding) -> Result<()> {
+        let keys = &self.inner.keys;
+        let member = keys.binding_member(&b.routing_key, "", &b.queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.srem(keys.binding(&b.exchange), member).ignore();
+        pipe.del(keys.queue_lists(&b.queue)).ignore();
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for an element of `queue` (its priority-0 list; replies and other
+    /// plain lists), `BRPOP` as kombu's consumer does.
+    pub async fn pop_list(
+        &self,
+        queue: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = self.inner.keys.queue_list(queue, 0);
+        let secs = timeout.as_secs_f64().max(0.01);
+        let got: Option<(String, Vec<u8>)> = self.conn().brpop(key, secs).await?;
+        Ok(got.map(|(_, v)| v))
+    }
+
     /// The queues a message published to `exchange` with `routing_key` goes to, as kombu's
     /// `_lookup`: the anonymous exchange `""` → the routing key itself; a named exchange → the
     /// bound queues whose routing key equals it (or, for topic bindings, matches it); no match →

@@ -9,11 +9,13 @@
 mod ack;
 mod bindings;
 mod error;
+mod fanout;
 mod fetch;
 mod keys;
 mod options;
 mod publish;
 mod restore;
+mod revoked_store;
 mod scripts;
 mod topic;
 mod url;
@@ -25,6 +27,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use bindings::Binding;
 pub use error::{Result, TransportError};
+pub use fanout::{FanoutMessage, FanoutSubscription};
 pub use keys::{envelope_priority, message_priority, Keys};
 pub use options::{QueueOrder, TransportOptions};
 pub use publish::Published;
@@ -82,6 +85,10 @@ pub struct Broker {
 
 struct Inner {
     conn: ConnectionManager,
+    /// For the dedicated PUB/SUB connections of fanout subscribers.
+    client: redis::Client,
+    /// The database number (part of fanout channel names).
+    db: i64,
     opts: TransportOptions,
     keys: Keys,
     scripts: Scripts,
@@ -96,16 +103,19 @@ impl Broker {
     /// [`TransportError::Redis`] and later calls work again.
     pub async fn connect(url: &str, opts: TransportOptions) -> Result<Broker> {
         let info = parse_redis_url(url)?;
+        let db = info.redis_settings().db();
         let client = redis::Client::open(info)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(10)))
             .set_response_timeout(Some(Duration::from_secs(60)))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Broker {
             inner: Arc::new(Inner {
                 conn,
+                client,
+                db,
                 keys: Keys::new(&opts),
                 opts,
                 scripts: Scripts::new(),

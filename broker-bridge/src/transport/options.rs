@@ -41,6 +41,11 @@ pub struct TransportOptions {
     /// celeriac only: the list that receives messages no worker can handle (with a reasons hash
     /// at `<key>.reasons`; see the README). Default `celeriac.dead_letter`; prefixed like every key.
     pub dead_letter_key: String,
+    /// kombu's `fanout_prefix`: `None` when disabled (`false`), else the text put before the
+    /// exchange of PUB/SUB channels, `{db}` standing for the database number (kombu: `/{db}.`).
+    pub fanout_prefix: Option<String>,
+    /// kombu's `fanout_patterns`: add `/<routing key>` to PUB/SUB channel names (kombu: true).
+    pub fanout_patterns: bool,
 }
 
 /// How queues are ordered within one priority step when fetching.
@@ -70,6 +75,8 @@ impl Default for TransportOptions {
             deadletter_queue: None,
             queue_order_strategy: QueueOrder::RoundRobin,
             dead_letter_key: "celeriac.dead_letter".into(),
+            fanout_prefix: Some("/{db}.".into()),
+            fanout_patterns: true,
         }
     }
 }
@@ -143,6 +150,17 @@ impl TransportOptions {
                 }
             };
         }
+        match get(map, "fanout_prefix") {
+            None | Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => o.fanout_prefix = None,
+            Some(Value::String(p)) => o.fanout_prefix = Some(p.clone()),
+            Some(_) => return Err(bad("fanout_prefix", "must be a boolean or a string")),
+        }
+        match get(map, "fanout_patterns") {
+            None => {}
+            Some(Value::Bool(b)) => o.fanout_patterns = *b,
+            Some(_) => return Err(bad("fanout_patterns", "must be a boolean")),
+        }
         Ok(o)
     }
 }
@@ -204,6 +222,22 @@ fn priority_steps(v: &Value) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fanout_options() {
+        let o = TransportOptions::from_json(&json!({})).unwrap();
+        assert_eq!(o.fanout_prefix.as_deref(), Some("/{db}."));
+        assert!(o.fanout_patterns);
+        let o =
+            TransportOptions::from_json(&json!({"fanout_prefix": false, "fanout_patterns": false}))
+                .unwrap();
+        assert_eq!(o.fanout_prefix, None);
+        assert!(!o.fanout_patterns);
+        let o = TransportOptions::from_json(&json!({"fanout_prefix": "x{db}:"})).unwrap();
+        assert_eq!(o.fanout_prefix.as_deref(), Some("x{db}:"));
+        assert!(TransportOptions::from_json(&json!({"fanout_prefix": 3})).is_err());
+        assert!(TransportOptions::from_json(&json!({"fanout_patterns": "yes"})).is_err());
+    }
 
     #[test]
     fn defaults_match_kombu() {

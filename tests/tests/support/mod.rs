@@ -82,6 +82,18 @@ impl World {
         p
     }
 
+    /// Start `python <args>` in the background (`celery_app` importable, the world's environment).
+    pub fn python_process(&self, name: &str, args: &[&str]) -> Proc {
+        let log = self.logs.path().join(format!("{name}.log"));
+        let mut cmd = Command::new(python().expect("test venv"));
+        cmd.args(args)
+            .current_dir(python_dir())
+            .env("PYTHONPATH", python_dir())
+            .env("PYTHONUNBUFFERED", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        Proc::spawn(name, cmd, log)
+    }
+
     /// Run a Python snippet with `celery_app` importable and the world's environment.
     pub fn py(&self, script: &str) -> String {
         self.try_py(script).unwrap_or_else(|e| panic!("{e:#}"))

@@ -274,6 +274,10 @@ pub(crate) static FIELDS: &[Field] = &[
         s.dead_letter_key = r.non_empty_string()?;
         Ok(())
     }),
+    celeriac("revoked_key", "CELERIAC_REVOKED_KEY", |s, r| {
+        s.revoked_key = r.optional_string()?.filter(|k| !k.trim().is_empty());
+        Ok(())
+    }),
     celeriac("max_message_bytes", "CELERIAC_MAX_MESSAGE_BYTES", |s, r| {
         let n: u64 = r.integer()?;
         if n == 0 {

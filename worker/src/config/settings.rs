@@ -224,6 +224,9 @@ pub struct Settings {
     pub dead_letter_policy: DeadLetterPolicy,
     /// Celeriac-only `dead_letter_key`: the Redis list dead letters go to (default `celeriac.dead_letter`).
     pub dead_letter_key: String,
+    /// celeriac only (`revoked_key`): a sorted set in the broker's Redis where revoked task ids
+    /// are kept, so restarts and every replica see them (Celery's `--statedb`). Off when unset.
+    pub revoked_key: Option<String>,
     /// Celeriac-only `max_message_bytes`: bigger messages are dead-lettered undecoded (default 16 MiB).
     pub max_message_bytes: u64,
     /// Celeriac-only `metrics_port`: serve Prometheus metrics on this port (default: no metrics server).
@@ -274,6 +277,7 @@ impl Default for Settings {
             loglevel: LogLevel::Info,
             dead_letter_policy: DeadLetterPolicy::DeadLetter,
             dead_letter_key: "celeriac.dead_letter".into(),
+            revoked_key: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             metrics_port: None,
             log_format: LogFormat::Auto,
@@ -352,6 +356,7 @@ impl fmt::Debug for Settings {
             .field("loglevel", &self.loglevel)
             .field("dead_letter_policy", &self.dead_letter_policy)
             .field("dead_letter_key", &self.dead_letter_key)
+            .field("revoked_key", &self.revoked_key)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("metrics_port", &self.metrics_port)
             .field("log_format", &self.log_format)

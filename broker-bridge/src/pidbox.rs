@@ -1,0 +1,365 @@
+//! Remote control ("pidbox") as kombu's `Mailbox` speaks it on Redis.
+//!
+//! Requests are broadcast on the fanout exchange `<namespace>.pidbox` (channel `/0.celery.pidbox`);
+//! a reply `{"<hostname>": <value>}` goes to the direct exchange named in the request's
+//! `reply_to` (`reply.celery.pidbox`) with its routing key (the caller's oid), i.e. `LPUSH` to the
+//! caller's reply queue `<oid>.reply.celery.pidbox`, with the request's `ticket` in the headers.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::codec::content::deserialize;
+use crate::envelope::Envelope;
+use crate::transport::{Broker, Result as TransportResult};
+
+/// Why a pidbox message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PidboxError {
+    /// Not a kombu envelope.
+    #[error("not a kombu envelope: {0}")]
+    Envelope(#[from] crate::envelope::EnvelopeError),
+    /// The body is not valid base64 or not valid for its content type.
+    #[error("bad body: {0}")]
+    Body(String),
+    /// The body is not a request object.
+    #[error("not a control request: {0}")]
+    Shape(&'static str),
+}
+
+/// The fanout exchange of requests for a control namespace (`celery` → `celery.pidbox`).
+pub fn exchange(namespace: &str) -> String {
+    format!("{namespace}.pidbox")
+}
+
+/// Where a reply goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The reply exchange (`reply.celery.pidbox`).
+    pub exchange: String,
+    /// The caller's oid.
+    pub routing_key: String,
+}
+
+/// One control request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlRequest {
+    /// The command (`ping`, `revoke`, …).
+    pub method: String,
+    /// Keyword arguments.
+    pub arguments: Map<String, Value>,
+    /// Node names addressed; `None` = every node.
+    pub destination: Option<Vec<String>>,
+    /// Node-name pattern, used when there is no destination.
+    pub pattern: Option<String>,
+    /// `glob` or `pcre`.
+    pub matcher: Option<String>,
+    /// Present when the caller waits for replies.
+    pub ticket: Option<String>,
+    /// Present when the caller waits for replies.
+    pub reply_to: Option<ReplyTo>,
+    /// The sender's Lamport clock (envelope header `clock`).
+    pub clock: u64,
+}
+
+/// Decode an envelope body (base64 when `body_encoding` says so) by its content type.
+pub fn decode_body(envelope: &Envelope) -> Result<Value, PidboxError> {
+    let body = envelope.body();
+    let bytes = if envelope.body_encoding() == Some("base64") {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| PidboxError::Body(e.to_string()))?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let content_type = envelope.content_type().unwrap_or("application/json");
+    deserialize(content_type, &bytes).map_err(|e| PidboxError::Body(e.to_string()))
+}
+
+fn opt_string(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_string)
+}
+
+impl ControlRequest {
+    /// Parse a message received on the pidbox channel.
+    pub fn parse(raw: &[u8]) -> Result<Self, PidboxError> {
+        let envelope = Envelope::parse(raw)?;
+        let clock = envelope
+            .headers()
+            .and_then(|h| h.get("clock"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let body = decode_body(&envelope)?;
+        let Value::Object(body) = body else {
+            return Err(PidboxError::Shape("the body is not an object"));
+        };
+        let method = opt_string(body.get("method")).ok_or(PidboxError::Shape("no `method`"))?;
+        let arguments = match body.get("arguments") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(PidboxError::Shape("`arguments` is not an object")),
+        };
+        let destination = match body.get("destination") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(a.iter().filter_map(|v| opt_string(Some(v))).collect()),
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(_) => return Err(PidboxError::Shape("`destination` is not a list")),
+        };
+        let reply_to = body
+            .get("reply_to")
+            .and_then(Value::as_object)
+            .and_then(|r| {
+                Some(ReplyTo {
+                    exchange: opt_string(r.get("exchange"))?,
+                    routing_key: opt_string(r.get("routing_key"))?,
+                })
+            });
+        Ok(ControlRequest {
+            method,
+            arguments,
+            destination,
+            pattern: opt_string(body.get("pattern")),
+            matcher: opt_string(body.get("matcher")),
+            ticket: opt_string(body.get("ticket")),
+            reply_to,
+            clock,
+        })
+    }
+
+    /// Whether the node `hostname` must handle this request (kombu's `Node.handle_message`):
+    /// listed in `destination`, else matching `pattern` (glob; `pcre` is unsupported and never
+    /// matches), else everyone.
+    pub fn is_for(&self, hostname: &str) -> bool {
+        if let Some(dest) = self.destination.as_ref().filter(|d| !d.is_empty()) {
+            return dest.iter().any(|d| d == hostname);
+        }
+        match (&self.pattern, self.matcher.as_deref()) {
+            (Some(p), Some("glob")) => glob_match(p, hostname),
+            (Some(_), Some(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// A string argument.
+    pub fn arg_str(&self, key: &str) -> Option<&str> {
+        self.arguments.get(key).and_then(Value::as_str)
+    }
+
+    /// A boolean argument (`false` when absent or null).
+    pub fn arg_bool(&self, key: &str) -> bool {
+        self.arguments
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+/// Shell-style glob (`*`, `?`) as Python's `fnmatch` reads node names.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A JSON envelope as kombu's producer writes it: base64 body, `utf-8`, priority 0.
+pub fn json_envelope(body: &Value, headers: Map<String, Value>, delivery_mode: u8) -> Envelope {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut props = Map::new();
+    props.insert("delivery_mode".into(), delivery_mode.into());
+    props.insert("delivery_info".into(), Value::Object(Map::new()));
+    props.insert("priority".into(), 0.into());
+    props.insert("body_encoding".into(), "base64".into());
+    props.insert(
+        "delivery_tag".into(),
+        uuid::Uuid::new_v4().to_string().into(),
+    );
+    let mut env = Map::new();
+    env.insert(
+        "body".into(),
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into(),
+    );
+    env.insert("content-encoding".into(), "utf-8".into());
+    env.insert("content-type".into(), "application/json".into());
+    env.insert("headers".into(), Value::Object(headers));
+    env.insert("properties".into(), Value::Object(props));
+    Envelope::from_value(Value::Object(env)).expect("built with a string body and properties")
+}
+
+/// The reply envelope: body `{hostname: reply}`, headers `{ticket, clock}`, transient.
+pub fn reply_envelope(hostname: &str, reply: Value, ticket: &str, clock: u64) -> Envelope {
+    let mut body = Map::new();
+    body.insert(hostname.into(), reply);
+    let mut headers = Map::new();
+    headers.insert("ticket".into(), ticket.into());
+    headers.insert("clock".into(), clock.into());
+    json_envelope(&Value::Object(body), headers, 1)
+}
+
+/// Send `reply` to the caller of `request` (nothing when it asked for no reply). A caller that
+/// has gone (its reply binding removed) gets nothing, as with kombu.
+pub async fn send_reply(
+    broker: &Broker,
+    request: &ControlRequest,
+    hostname: &str,
+    reply: Value,
+    clock: u64,
+) -> TransportResult<()> {
+    let (Some(reply_to), Some(ticket)) = (&request.reply_to, &request.ticket) else {
+        return Ok(());
+    };
+    let envelope = reply_envelope(hostname, reply, ticket, clock);
+    broker
+        .publish(&envelope, &reply_to.exchange, &reply_to.routing_key)
+        .await?;
+    Ok(())
+}
+
+/// The reply exchange of a control namespace (`celery` → `reply.celery.pidbox`).
+pub fn reply_exchange(namespace: &str) -> String {
+    format!("reply.{namespace}.pidbox")
+}
+
+/// Broadcast `method` to every node as kombu's `Mailbox._broadcast` with `reply=True` does, and
+/// collect the replies that arrive within `timeout`: a temporary reply queue
+/// `<oid>.reply.<namespace>.pidbox` is bound, the request published on the pidbox channel, the
+/// queue drained until the deadline, then the queue and its binding removed. Each reply is the
+/// `{hostname: value}` object a node sent.
+pub async fn broadcast_and_collect(
+    broker: &Broker,
+    namespace: &str,
+    method: &str,
+    arguments: Map<String, Value>,
+    clock: u64,
+    timeout: std::time::Duration,
+) -> TransportResult<Vec<Map<String, Value>>> {
+    let oid = uuid::Uuid::new_v4().to_string();
+    let ticket = uuid::Uuid::new_v4().to_string();
+    let reply_exchange = reply_exchange(namespace);
+    let queue = format!("{oid}.{reply_exchange}");
+    let binding = crate::transport::Binding {
+        exchange: reply_exchange.clone(),
+        routing_key: oid.clone(),
+        queue: queue.clone(),
+    };
+    broker.bind_temporary(&binding).await?;
+    let body = serde_json::json!({
+        "method": method, "arguments": arguments, "destination": null, "pattern": null,
+        "matcher": null, "ticket": ticket,
+        "reply_to": {"exchange": reply_exchange, "routing_key": oid},
+    });
+    let mut headers = Map::new();
+    headers.insert("clock".into(), clock.into());
+    headers.insert("expires".into(), 0.into());
+    let request = json_envelope(&body, headers, 2);
+    let collected: TransportResult<Vec<Map<String, Value>>> = async {
+        broker
+            .publish_fanout(&request, &exchange(namespace), "")
+            .await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut replies = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some(raw) = broker.pop_list(&queue, left).await? else {
+                break;
+            };
+            let Ok(envelope) = Envelope::parse(&raw) else {
+                continue;
+            };
+            let ours = envelope
+                .headers()
+                .and_then(|h| h.get("ticket"))
+                .and_then(Value::as_str)
+                == Some(ticket.as_str());
+            if let (true, Ok(Value::Object(reply))) = (ours, decode_body(&envelope)) {
+                replies.push(reply);
+            }
+        }
+        Ok(replies)
+    }
+    .await;
+    let cleanup = broker.unbind_temporary(&binding).await;
+    let replies = collected?;
+    cleanup?;
+    Ok(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> Vec<u8> {
+        let mut headers = Map::new();
+        headers.insert("clock".into(), 7.into());
+        json_envelope(&body, headers, 2).to_json().into_bytes()
+    }
+
+    #[test]
+    fn parses_a_ping_with_reply_to() {
+        let raw = request(serde_json::json!({
+            "method": "ping", "arguments": {}, "destination": null, "pattern": null,
+            "matcher": null, "ticket": "t-1",
+            "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "oid-1"}
+        }));
+        let r = ControlRequest::parse(&raw).expect("parses");
+        assert_eq!(r.method, "ping");
+        assert_eq!(r.ticket.as_deref(), Some("t-1"));
+        assert_eq!(
+            r.reply_to.as_ref().map(|r| r.routing_key.as_str()),
+            Some("oid-1")
+        );
+        assert_eq!(r.clock, 7);
+        assert!(r.is_for("a@h"));
+    }
+
+    #[test]
+    fn destination_and_glob_select_nodes() {
+        let raw = request(serde_json::json!({"method": "ping", "destination": ["a@h"]}));
+        let r = ControlRequest::parse(&raw).expect("parses");
+        assert!(r.is_for("a@h"));
+        assert!(!r.is_for("b@h"));
+        let raw =
+            request(serde_json::json!({"method": "ping", "pattern": "cel*@h?", "matcher": "glob"}));
+        let r = ControlRequest::parse(&raw).expect("parses");
+        assert!(r.is_for("celeriac@h1"));
+        assert!(!r.is_for("worker@h1"));
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        assert!(ControlRequest::parse(b"nope").is_err());
+        assert!(ControlRequest::parse(&request(serde_json::json!([1]))).is_err());
+        assert!(ControlRequest::parse(&request(serde_json::json!({"arguments": {}}))).is_err());
+    }
+
+    #[test]
+    fn reply_envelope_carries_ticket_and_body() {
+        let env = reply_envelope("a@h", serde_json::json!({"ok": "pong"}), "t-1", 3);
+        assert_eq!(
+            env.headers().and_then(|h| h.get("ticket")),
+            Some(&"t-1".into())
+        );
+        let body = decode_body(&env).expect("decodes");
+        assert_eq!(body, serde_json::json!({"a@h": {"ok": "pong"}}));
+    }
+}

@@ -1,0 +1,259 @@
+//! Monitoring events for Flower and `celery events`: task events when `worker_send_task_events`
+//! (`-E`) is on; `worker-online`, a `worker-heartbeat` every [`HEARTBEAT_FREQ`] and
+//! `worker-offline` always (as a Python worker with heartbeats on). Fire and forget: a failed
+//! publish is logged at debug level and never stops a task.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use celeriac_broker_bridge::codec::{args_repr, kwargs_repr, value_repr, TaskMessage};
+use celeriac_broker_bridge::events::publish_event;
+use chrono::{Local, Offset};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Runtime;
+
+/// Seconds between heartbeats (Celery's default `freq`).
+pub const HEARTBEAT_FREQ: f64 = 2.0;
+/// What `sw_ident` says.
+pub const SW_IDENT: &str = "celeriac";
+
+/// Event state: whether task events are on, and the Lamport clock shared with remote control.
+pub struct Events {
+    /// Task events enabled (`-E`, `enable_events` / `disable_events`).
+    pub task_events: AtomicBool,
+    clock: AtomicU64,
+}
+
+impl Events {
+    /// Task events on or off.
+    pub fn new(task_events: bool) -> Self {
+        Events {
+            task_events: AtomicBool::new(task_events),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// Advance the clock and return the new value.
+    pub fn forward(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Merge a clock value received from another node (Lamport: max + 1).
+    pub fn adjust(&self, other: u64) -> u64 {
+        let mut cur = self.clock.load(Ordering::Relaxed);
+        loop {
+            let next = cur.max(other) + 1;
+            match self
+                .clock
+                .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// The clock now.
+    pub fn clock(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+}
+
+/// Unix time as a float, as `time.time()`.
+pub fn timestamp() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Celery's `utcoffset`: hours to add to local time to get UTC (negative east of UTC), a float.
+pub fn utcoffset() -> f64 {
+    let east = Local::now().offset().fix().local_minus_utc();
+    -f64::from(east) / 3600.0
+}
+
+/// The 1, 5 and 15 minute load averages, rounded up to 2 decimals (zeros when unavailable).
+pub fn loadavg() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut out = [0.0; 3];
+    for (slot, field) in out.iter_mut().zip(text.split_whitespace()) {
+        if let Ok(v) = field.parse::<f64>() {
+            *slot = (v * 100.0).ceil() / 100.0;
+        }
+    }
+    out
+}
+
+fn base(rt: &Runtime, kind: &str) -> Map<String, Value> {
+    let mut e = Map::new();
+    e.insert("hostname".into(), rt.hostname.clone().into());
+    e.insert("utcoffset".into(), float(utcoffset()));
+    e.insert("pid".into(), std::process::id().into());
+    e.insert("clock".into(), rt.events.forward().into());
+    e.insert("type".into(), kind.into());
+    e.insert("timestamp".into(), float(timestamp()));
+    e
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+async fn send(rt: &Runtime, event: Map<String, Value>) {
+    if let Err(e) = publish_event(&rt.broker, &event, &rt.hostname).await {
+        tracing::debug!(error = %e, "could not send an event");
+    }
+}
+
+async fn send_task(rt: &Runtime, kind: &str, uuid: &str, fields: Vec<(&str, Value)>) {
+    if !rt.events.task_events.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut e = base(rt, kind);
+    e.insert("uuid".into(), uuid.into());
+    for (k, v) in fields {
+        e.insert(k.into(), v);
+    }
+    send(rt, e).await;
+}
+
+fn time_or_null(t: Option<&celeriac_broker_bridge::codec::WireTime>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.utc.to_rfc3339()))
+}
+
+/// `task-received`.
+pub async fn task_received(rt: &Runtime, msg: &TaskMessage) {
+    let args = msg.argsrepr.clone().unwrap_or_else(|| args_repr(&msg.args));
+    let kwargs = msg
+        .kwargsrepr
+        .clone()
+        .unwrap_or_else(|| kwargs_repr(&msg.kwargs));
+    let fields = vec![
+        ("name", msg.task.clone().into()),
+        ("args", args.into()),
+        ("kwargs", kwargs.into()),
+        ("root_id", msg.root_id.clone().into()),
+        ("parent_id", msg.parent_id.clone().into()),
+        ("retries", msg.retries.into()),
+        ("eta", time_or_null(msg.eta.as_ref())),
+        ("expires", time_or_null(msg.expires.as_ref())),
+    ];
+    send_task(rt, "task-received", &msg.id, fields).await;
+}
+
+/// `task-started`.
+pub async fn task_started(rt: &Runtime, id: &str) {
+    send_task(rt, "task-started", id, Vec::new()).await;
+}
+
+/// `task-succeeded` with the result's repr (truncated to 1024 characters) and the runtime.
+pub async fn task_succeeded(rt: &Runtime, id: &str, result: &Value, runtime_s: f64) {
+    let repr = value_repr(result);
+    let fields = vec![("result", repr.into()), ("runtime", float(runtime_s))];
+    send_task(rt, "task-succeeded", id, fields).await;
+}
+
+/// `task-failed` with the exception's repr and a traceback text.
+pub async fn task_failed(rt: &Runtime, id: &str, exception: String, traceback: String) {
+    let fields = vec![
+        ("exception", exception.into()),
+        ("traceback", traceback.into()),
+    ];
+    send_task(rt, "task-failed", id, fields).await;
+}
+
+/// `task-retried` with the exception's repr and a traceback text.
+pub async fn task_retried(rt: &Runtime, id: &str, exception: String, traceback: String) {
+    let fields = vec![
+        ("exception", exception.into()),
+        ("traceback", traceback.into()),
+    ];
+    send_task(rt, "task-retried", id, fields).await;
+}
+
+/// `repr()` of a Python exception: `ValueError('bad')`, `KeyError(1, 2)`.
+pub fn exception_repr(exc: &crate::task::PyException) -> String {
+    match exc.args.as_slice() {
+        [one] => format!("{}({})", exc.exc_type, value_repr(one)),
+        args => format!("{}{}", exc.exc_type, args_repr(args)),
+    }
+}
+
+/// `task-retried` for a retry request (its exception, or `Retry` when it gave none).
+pub async fn task_retried_request(
+    rt: &Runtime,
+    msg: &TaskMessage,
+    request: &crate::task::RetryRequest,
+) {
+    let exc = request
+        .exc
+        .clone()
+        .unwrap_or_else(|| crate::task::PyException::new("Retry", "Retry in"));
+    let tb = crate::results::traceback(msg, &rt.hostname, &exc);
+    task_retried(rt, &msg.id, exception_repr(&exc), tb).await;
+}
+
+/// `task-rejected`.
+pub async fn task_rejected(rt: &Runtime, id: &str, requeue: bool) {
+    send_task(rt, "task-rejected", id, vec![("requeue", requeue.into())]).await;
+}
+
+/// `task-revoked`.
+pub async fn task_revoked(rt: &Runtime, id: &str, terminated: bool, expired: bool) {
+    let signum = if terminated {
+        Value::from(15)
+    } else {
+        Value::Null
+    };
+    let fields = vec![
+        ("terminated", terminated.into()),
+        ("signum", signum),
+        ("expired", expired.into()),
+    ];
+    send_task(rt, "task-revoked", id, fields).await;
+}
+
+/// A `worker-*` event with `freq`, `active`, `processed`, `loadavg` and `sw_*`.
+pub async fn worker_event(rt: &Runtime, kind: &str) {
+    let mut e = base(rt, kind);
+    e.insert("freq".into(), float(HEARTBEAT_FREQ));
+    let active = rt.running.lock().map(|r| r.len()).unwrap_or(0);
+    e.insert("active".into(), active.into());
+    e.insert(
+        "processed".into(),
+        rt.counters.processed.load(Ordering::Relaxed).into(),
+    );
+    e.insert(
+        "loadavg".into(),
+        Value::Array(loadavg().iter().map(|v| float(*v)).collect()),
+    );
+    e.insert("sw_ident".into(), SW_IDENT.into());
+    e.insert("sw_ver".into(), env!("CARGO_PKG_VERSION").into());
+    e.insert("sw_sys".into(), sw_sys().into());
+    send(rt, e).await;
+}
+
+fn sw_sys() -> &'static str {
+    match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "windows" => "Windows",
+        other => other,
+    }
+}
+
+/// `worker-online`, then a heartbeat every [`HEARTBEAT_FREQ`] until `stop`.
+pub async fn heartbeat_loop(rt: std::sync::Arc<Runtime>, stop: CancellationToken) {
+    worker_event(&rt, "worker-online").await;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(HEARTBEAT_FREQ));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => worker_event(&rt, "worker-heartbeat").await,
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Revoked task ids: a bounded set with expiry, as Celery's `worker_state.revoked` (50 000
+//! entries, each kept 10 800 s; `CELERY_WORKER_REVOKES_MAX` / `CELERY_WORKER_REVOKE_EXPIRES`
+//! honoured, as Celery reads them from the environment).
+//!
+//! Filled by `revoke` broadcasts and by other workers' `hello` (mingle) data. With the celeriac
+//! setting `revoked_key`, every revocation is also written to a sorted set in the broker's Redis
+//! and read back at start, so restarts and every replica see it (Celery's `--statedb`).
+//! Checked on receipt, when an ETA fires and just before running: a revoked message gets
+//! REVOKED ("revoked") and is acked.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use celeriac_broker_bridge::codec::TaskMessage;
+use celeriac_broker_bridge::transport::Delivery;
+use serde_json::Value;
+
+use crate::events;
+use crate::results;
+use crate::runtime::Runtime;
+
+/// Celery's default bound on the set.
+pub const DEFAULT_MAX: usize = 50_000;
+/// Celery's default lifetime of an entry.
+pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(10_800);
+
+/// The bounded, expiring set of revoked ids.
+pub struct Revoked {
+    max: usize,
+    expires: Duration,
+    inner: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// id → unix time it was revoked.
+    at: HashMap<String, f64>,
+    /// Insertion order (id, time); stale pairs are skipped when their time no longer matches.
+    order: VecDeque<(String, f64)>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl Revoked {
+    /// An empty set with these bounds.
+    pub fn new(max: usize, expires: Duration) -> Self {
+        Revoked {
+            max: max.max(1),
+            expires,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Bounds from `CELERY_WORKER_REVOKES_MAX` / `CELERY_WORKER_REVOKE_EXPIRES`, else Celery's.
+    pub fn from_env() -> Self {
+        let max = std::env::var("CELERY_WORKER_REVOKES_MAX")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX);
+        let expires = std::env::var("CELERY_WORKER_REVOKE_EXPIRES")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_EXPIRES, Duration::from_secs_f64);
+        Self::new(max, expires)
+    }
+
+    /// The lifetime of an entry.
+    pub fn expires(&self) -> Duration {
+        self.expires
+    }
+
+    /// The bound on the number of entries.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Add `id`, revoked at unix time `at`.
+    pub fn insert_at(&self, id: &str, at: f64) {
+        let mut e = self.inner.lock().expect("revoked lock");
+        e.at.insert(id.to_string(), at);
+        e.order.push_back((id.to_string(), at));
+        self.purge_locked(&mut e);
+    }
+
+    /// Add `id`, revoked now.
+    pub fn insert(&self, id: &str) {
+        self.insert_at(id, now());
+    }
+
+    /// Whether `id` is revoked (and not expired).
+    pub fn contains(&self, id: &str) -> bool {
+        let e = self.inner.lock().expect("revoked lock");
+        e.at.get(id)
+            .is_some_and(|t| now() - t < self.expires.as_secs_f64())
+    }
+
+    /// The ids, oldest first (expired ones dropped).
+    pub fn ids(&self) -> Vec<String> {
+        let mut e = self.inner.lock().expect("revoked lock");
+        self.purge_locked(&mut e);
+        let oldest_kept = now() - self.expires.as_secs_f64();
+        let Entries { at, order } = &*e;
+        order
+            .iter()
+            .filter(|(id, t)| at.get(id) == Some(t) && *t >= oldest_kept)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Merge another worker's `hello` data: a list of ids (Celery 5.7) or a dict
+    /// `{id: [monotonic_ts, id]}` (≤ 5.6; the timestamps mean nothing here, so "now" is used).
+    pub fn merge(&self, revoked: &Value) -> usize {
+        let ids: Vec<&str> = match revoked {
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            Value::Object(m) => m.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        for id in &ids {
+            if !self.contains(id) {
+                self.insert(id);
+            }
+        }
+        ids.len()
+    }
+
+    fn purge_locked(&self, e: &mut Entries) {
+        let oldest_kept = now() - self.expires.as_secs_f64();
+        while let Some((id, t)) = e.order.front().cloned() {
+            let current = e.at.get(&id) == Some(&t);
+            if current && t >= oldest_kept && e.at.len() <= self.max {
+                break;
+            }
+            e.order.pop_front();
+            if current {
+                e.at.remove(&id);
+            }
+        }
+    }
+}
+
+/// Revoke `ids` on this worker: in memory and, with `revoked_key`, in Redis.
+pub async fn revoke(rt: &Runtime, ids: &[String]) {
+    for id in ids {
+        rt.revoked.insert(id);
+    }
+    persist(rt, ids).await;
+}
+
+/// Write `ids` to the persistent set, if one is configured.
+pub async fn persist(rt: &Runtime, ids: &[String]) {
+    let Some(key) = &rt.settings.revoked_key else {
+        return;
+    };
+    let r = &rt.revoked;
+    if let Err(e) = rt
+        .broker
+        .revoked_add(key, ids, now(), r.expires().as_secs_f64(), r.max())
+        .await
+    {
+        tracing::error!(error = %e, "could not persist revoked ids");
+    }
+}
+
+/// Load the persistent set (at start), if one is configured.
+pub async fn load(rt: &Runtime) {
+    let Some(key) = &rt.settings.revoked_key else {
+        return;
+    };
+    match rt
+        .broker
+        .revoked_load(key, now() - rt.revoked.expires().as_secs_f64())
+        .await
+    {
+        Ok(items) => {
+            for (id, at) in &items {
+                rt.revoked.insert_at(id, *at);
+            }
+            tracing::info!(count = items.len(), "loaded revoked task ids");
+        }
+        Err(e) => tracing::error!(error = %e, "could not load revoked task ids"),
+    }
+}
+
+/// If `msg` is revoked: store REVOKED ("revoked"), send `task-revoked`, ack, return true.
+pub async fn reject_if_revoked(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) -> bool {
+    if !rt.revoked.contains(&msg.id) {
+        return false;
+    }
+    tracing::info!("task revoked; not run");
+    results::store_revoked(rt, msg, "revoked").await;
+    crate::canvas::on_revoked(rt, msg, "revoked").await;
+    events::task_revoked(rt, &msg.id, false, false).await;
+    rt.ack(delivery).await;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_and_expiring() {
+        let r = Revoked::new(2, Duration::from_secs(100));
+        r.insert("a");
+        r.insert("b");
+        r.insert("c");
+        assert!(!r.contains("a"));
+        assert_eq!(r.ids(), vec!["b", "c"]);
+        r.insert_at("old", now() - 200.0);
+        assert!(!r.contains("old"));
+        assert!(!r.ids().contains(&"old".to_string()));
+    }
+
+    #[test]
+    fn merges_list_and_dict_forms() {
+        let r = Revoked::new(10, Duration::from_secs(100));
+        assert_eq!(r.merge(&serde_json::json!(["x", "y"])), 2);
+        assert_eq!(r.merge(&serde_json::json!({"z": [12.5, "z"]})), 1);
+        assert!(r.contains("x") && r.contains("y") && r.contains("z"));
+        assert_eq!(r.merge(&serde_json::json!(null)), 0);
+    }
+}
