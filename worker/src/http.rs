@@ -183,3 +183,43 @@ async fn keda(State(state): State<Arc<Shared>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(since_start: Duration, last_tick: Duration) -> Arc<Shared> {
+        Arc::new(Shared {
+            metrics: Arc::new(Metrics::new("w@test")),
+            runtime: OnceLock::new(),
+            started: Instant::now()
+                .checked_sub(since_start)
+                .expect("the clock is past the test's offsets"),
+            last_tick_ms: AtomicU64::new(last_tick.as_millis() as u64),
+        })
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_when_the_watchdog_stops_ticking() {
+        let fresh = state(Duration::from_secs(30), Duration::from_secs(29));
+        assert_eq!(healthz(State(fresh)).await.status(), StatusCode::OK);
+        let wedged = state(Duration::from_secs(30), Duration::from_secs(5));
+        assert_eq!(
+            healthz(State(wedged)).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn not_ready_and_no_keda_answer_before_the_broker_is_connected() {
+        let s = state(Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(
+            readyz(State(s.clone())).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            keda(State(s)).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

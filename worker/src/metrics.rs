@@ -57,27 +57,6 @@ pub struct Metrics {
     depths: Mutex<Option<(Instant, Depths)>>,
 }
 
-/// How a task run ended, for the counters.
-trait OutcomeKind {
-    fn kind(&self) -> Kind;
-}
-
-enum Kind {
-    Succeeded,
-    Failed,
-    Retried,
-}
-
-impl<T> OutcomeKind for Result<T, TaskError> {
-    fn kind(&self) -> Kind {
-        match self {
-            Ok(_) => Kind::Succeeded,
-            Err(TaskError::Fail(_)) => Kind::Failed,
-            Err(TaskError::Retry(_)) => Kind::Retried,
-        }
-    }
-}
-
 impl Metrics {
     /// Metrics of the worker named `hostname` (a constant `hostname` label on every series).
     pub fn new(hostname: &str) -> Metrics {
@@ -242,10 +221,10 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let labels = [name, queue];
-        let counter = match outcome.kind() {
-            Kind::Succeeded => &self.succeeded,
-            Kind::Failed => &self.failed,
-            Kind::Retried => &self.retried,
+        let counter = match outcome {
+            Ok(_) => &self.succeeded,
+            Err(TaskError::Fail(_)) => &self.failed,
+            Err(TaskError::Retry(_)) => &self.retried,
         };
         counter.with_label_values(&labels).inc();
         self.runtime
@@ -382,7 +361,7 @@ mod tests {
         );
         m.broker_reachable(false);
         m.broker_reachable(true);
-        let text = futures_lite_block_on(m.render(None));
+        let text = block_on(m.render(None));
         assert!(text.contains(
             r#"celery_task_received_total{name="t.add",queue_name="celery",hostname="w1@host"} 1"#
         ), "{text}");
@@ -408,7 +387,7 @@ mod tests {
         );
     }
 
-    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime")
