@@ -378,3 +378,41 @@ print(format(publish.context.trace_id, "032x"), format(publish.context.span_id, 
     assert_eq!(line["span_id"], hex(&span.span_id), "{line}");
     assert!(line.get("otel.name").is_none(), "{line}");
 }
+
+#[test]
+fn readiness_follows_the_broker_connection() {
+    let mut world = World::new(&[]);
+    let w = world.celeriac("w1", &["--metrics-port", "0"]);
+    let port = metrics_port(&w);
+    let host = r#"hostname="w1@test""#;
+    let readyz = || http_get(port, "/readyz").map(|r| r.0);
+    eventually(Duration::from_secs(10), || (readyz()? == 200).then_some(()))
+        .expect("ready once consuming");
+
+    world.redis.kill();
+    eventually(Duration::from_secs(30), || (readyz()? == 503).then_some(()))
+        .unwrap_or_else(|| panic!("not ready while Redis is down\n{}", w.log()));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    let (status, text) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        !text.contains("celery_queue_length{"),
+        "no stale depth while Redis cannot be read\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("celeriac_queue_depth_errors_total{{{host}}}")
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert_eq!(http_get(port, "/keda").map(|r| r.0), Some(503));
+
+    world.redis.restart().unwrap();
+    eventually(Duration::from_secs(30), || (readyz()? == 200).then_some(()))
+        .unwrap_or_else(|| panic!("ready again after Redis is back\n{}", w.log()));
+    let reconnects = format!("celeriac_broker_reconnects_total{{{host}}}");
+    assert!(gauge(port, &reconnects) >= Some(1.0));
+    let length = format!(r#"celery_queue_length{{queue_name="celery",{host}}}"#);
+    assert_eq!(gauge(port, &length), Some(0.0));
+}
