@@ -377,6 +377,29 @@ print(format(publish.context.trace_id, "032x"), format(publish.context.span_id, 
     assert_eq!(line["trace_id"], trace_id, "{line}");
     assert_eq!(line["span_id"], hex(&span.span_id), "{line}");
     assert!(line.get("otel.name").is_none(), "{line}");
+
+    // A traceparent with trace flags 03 (sampled + random, W3C level 2) from a producer that
+    // sets the header itself.
+    let out = world.py(
+        r#"
+from celery_app import add
+r = add.apply_async((4, 5), headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"})
+print(r.get(timeout=30))
+"#,
+    );
+    assert_eq!(out.trim(), "9");
+    let span = eventually(Duration::from_secs(20), || {
+        receiver
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| hex(&s.trace_id) == "0af7651916cd43dd8448eb211c80319c")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no span for the flags-03 trace\n{}", w.log()));
+    assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
+    assert_eq!(span.name, "run/t.add");
 }
 
 #[test]
