@@ -366,6 +366,18 @@ print(format(publish.context.trace_id, "032x"), format(publish.context.span_id, 
     assert_eq!(hex(&span.trace_id), trace_id);
     assert_eq!(hex(&span.parent_span_id), parent_id);
     assert_eq!(span.kind, 5, "SPAN_KIND_CONSUMER");
+    let attribute = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| format!("{:?}", a.value))
+    };
+    assert!(
+        attribute("task_id").is_some_and(|v| v.contains(task_id)),
+        "{:?}",
+        span.attributes
+    );
+    assert_eq!(attribute("trace_id"), None, "ids are not span attributes");
 
     // The task's log lines carry the trace.
     let line = w

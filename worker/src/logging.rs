@@ -86,7 +86,8 @@ where
 
 /// Formats an event as one flat JSON object: `timestamp` (RFC 3339 UTC), `level`, `target`,
 /// `message`, then the fields of the enclosing spans (outermost first, e.g. `task_id`,
-/// `task_name`, `root_id`) and the event's own fields, inner values winning.
+/// `task_name`, `root_id`), with OpenTelemetry on the `trace_id` and `span_id` of the innermost
+/// span, and the event's own fields, inner values winning.
 pub struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -124,6 +125,11 @@ where
                     line.extend(map.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
                 }
             }
+        }
+        let leaf = ctx.event_scope().and_then(|mut s| s.next()).map(|s| s.id());
+        if let Some((trace_id, span_id)) = leaf.and_then(|id| crate::telemetry::ids_of(&id)) {
+            line.insert("trace_id".into(), trace_id.into());
+            line.insert("span_id".into(), span_id.into());
         }
         let mut visitor = JsonVisitor(&mut line);
         event.record(&mut visitor);

@@ -1,8 +1,8 @@
 //! OpenTelemetry tracing: a span per task continuing the producer's trace (the W3C
 //! `traceparent`/`tracestate` message headers that `opentelemetry-instrumentation-celery` and
 //! other propagators write), exported over OTLP/HTTP (protobuf), configured by the standard
-//! `OTEL_*` variables. `tracing` spans become OpenTelemetry spans (tracing-opentelemetry), and a
-//! task's JSON log lines carry `trace_id` and `span_id`.
+//! `OTEL_*` variables. `tracing` spans become OpenTelemetry spans (tracing-opentelemetry), and
+//! JSON log lines inside a span carry its `trace_id` and `span_id`.
 //!
 //! On when `OTEL_TRACES_EXPORTER=otlp` or an OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; off with `OTEL_TRACES_EXPORTER=none` or
@@ -113,8 +113,7 @@ where
 
 /// The span a task message is handled in: fields `task_id`, `task_name`, `root_id`; when
 /// tracing is on, also named `run/<task>` (kind consumer, as the Python instrumentation names
-/// it), child of the producer's span from the message's `traceparent`, with `trace_id` and
-/// `span_id` recorded for the log lines.
+/// it) and a child of the producer's span from the message's `traceparent`.
 pub fn task_span(msg: &TaskMessage) -> Span {
     let span = tracing::info_span!(
         "task",
@@ -123,8 +122,6 @@ pub fn task_span(msg: &TaskMessage) -> Span {
         root_id = msg.root_id.as_deref().unwrap_or(""),
         otel.name = Empty,
         otel.kind = Empty,
-        trace_id = Empty,
-        span_id = Empty,
     );
     if !is_enabled() {
         return span;
@@ -136,13 +133,20 @@ pub fn task_span(msg: &TaskMessage) -> Span {
             tracing::debug!(error = %e, "cannot continue the producer's trace");
         }
     }
-    let context = span.context();
-    let sc = context.span().span_context().clone();
-    if sc.is_valid() {
-        span.record("trace_id", sc.trace_id().to_string());
-        span.record("span_id", sc.span_id().to_string());
-    }
     span
+}
+
+/// The OpenTelemetry trace and span ids (hex) of the `tracing` span `id`, when tracing is on.
+/// Must not be called while holding the span's extensions.
+pub fn ids_of(id: &tracing::span::Id) -> Option<(String, String)> {
+    if !is_enabled() {
+        return None;
+    }
+    let cx = tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(id, d))?;
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// Mark the current task span as failed with `message`.
