@@ -57,7 +57,9 @@ pub fn enabled(var: impl Fn(&str) -> Option<String>) -> bool {
 }
 
 /// Install the OTLP exporter when the environment asks for it (see the module docs). Call once,
-/// before [`crate::logging::init`], and keep the result alive until the worker stops.
+/// before [`crate::logging::init`] and outside any tokio runtime (the exporter runs a blocking
+/// HTTP client on its own thread), and keep the result alive until the worker stops: dropping
+/// it flushes the spans not yet sent.
 pub fn init() -> anyhow::Result<Option<Telemetry>> {
     if !enabled(|name| std::env::var(name).ok()) {
         return Ok(None);
