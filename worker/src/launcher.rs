@@ -76,6 +76,8 @@ pub async fn run(
     .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
     transport.dead_letter_key = settings.dead_letter_key.clone();
     let sweep_period = transport.restore_interval;
+    let metrics = Arc::new(crate::metrics::Metrics::new(&settings.worker_hostname));
+    let http = crate::http::HttpServer::start(settings.metrics_port, metrics.clone()).await?;
     let visibility_timeout = transport.visibility_timeout;
     let broker = tokio::select! {
         b = connect_broker(settings.broker_url.expose(), transport) => b,
@@ -146,9 +148,13 @@ pub async fn run(
         remote_stop: CancellationToken::new(),
         started: std::time::Instant::now(),
         reservations_capacity: concurrency + lookahead,
+        metrics,
         settings,
     });
     crate::revoked::load(&rt).await;
+    rt.metrics
+        .set_capacity(concurrency, concurrency + lookahead);
+    http.attach(&rt);
     tracing::info!(
         hostname = %rt.hostname,
         queues = ?rt.settings.queues,

@@ -85,6 +85,8 @@ pub struct Runtime {
     pub started: std::time::Instant,
     /// Reservation slots in all (`stats.prefetch_count`).
     pub reservations_capacity: usize,
+    /// Prometheus metrics (served by [`crate::http`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Runtime {
