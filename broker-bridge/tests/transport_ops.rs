@@ -293,3 +293,39 @@ async fn ack_many_removes_every_tag_and_the_sweep_drops_orphan_index_entries() -
     assert_eq!(queued, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn depths_sum_priority_lists_and_count_unacked_in_one_call() -> anyhow::Result<()> {
+    let env = Env::start(json!({"priority_steps": [0, 3, 6, 9]})).await?;
+    celery_send(
+        &env.url,
+        &json!({"priority_steps": [0, 3, 6, 9]}),
+        &json!([
+            ["t", "q", 0, 1],
+            ["t", "q", 4, 2],
+            ["t", "q", 7, 3],
+            ["t", "q", 9, 4],
+            ["t", "q", 9, 5],
+            ["t", "other", 0, 6]
+        ]),
+    )?;
+    let d = env.broker.depths(&s(&["q", "other", "empty"])).await?;
+    assert_eq!(
+        d.queues,
+        vec![("q".into(), 5), ("other".into(), 1), ("empty".into(), 0)]
+    );
+    assert_eq!((d.unacked, d.dead_letter, d.waiting()), (0, 0, 6));
+
+    let f = env.broker.fetch(&s(&["q"]), 2).await?;
+    assert_eq!(f.deliveries.len(), 2);
+    env.cmd::<()>(&[b"LPUSH", b"q", b"not a message"]).await?;
+    let bad = env.broker.fetch(&s(&["q"]), 1).await?;
+    assert_eq!(bad.dead_lettered.len(), 1);
+    let d = env.broker.depths(&s(&["q"])).await?;
+    assert_eq!(d.queues, vec![("q".into(), 3)]);
+    assert_eq!((d.unacked, d.dead_letter), (2, 1), "taken but not acked");
+    env.broker.ack(&f.deliveries[0].delivery_tag).await?;
+    let d = env.broker.depths(&s(&["q"])).await?;
+    assert_eq!(d.unacked, 1);
+    Ok(())
+}

@@ -8,6 +8,8 @@ ensure_system_packages() {
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv python3-pip)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
   command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+  # prometheus + promtool: the observability tests scrape celeriac with a private Prometheus.
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "missing ${need[*]}; run as root or install them" >&2

@@ -35,6 +35,7 @@ pub async fn run(rt: Arc<Runtime>) {
         }
         match rt.broker.fetch(&queues, free).await {
             Ok(fetched) => {
+                rt.metrics.broker_reachable(true);
                 if !failing.is_zero() {
                     tracing::info!("broker reachable again; consuming resumed");
                     failing = Duration::ZERO;
@@ -63,6 +64,7 @@ pub async fn run(rt: Arc<Runtime>) {
                 }
             }
             Err(e) => {
+                rt.metrics.broker_reachable(false);
                 failing = (failing * 2).clamp(Duration::from_millis(100), RECONNECT_BACKOFF_MAX);
                 tracing::warn!(error = %e, retry_in_ms = failing.as_millis() as u64, "fetch failed; retrying");
                 pause(&rt, failing).await;

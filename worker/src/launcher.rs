@@ -68,6 +68,8 @@ pub async fn run(
     .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
     transport.dead_letter_key = settings.dead_letter_key.clone();
     let sweep_period = transport.restore_interval;
+    let metrics = Arc::new(crate::metrics::Metrics::new(&settings.worker_hostname));
+    let http = crate::http::HttpServer::start(settings.metrics_port, metrics.clone()).await?;
     let visibility_timeout = transport.visibility_timeout;
     let broker = tokio::select! {
         b = connect_broker(settings.broker_url.expose(), transport) => b,
@@ -130,8 +132,12 @@ pub async fn run(
         draining: CancellationToken::new(),
         tracker: TaskTracker::new(),
         counters: Counters::default(),
+        metrics,
         settings,
     });
+    rt.metrics
+        .set_capacity(concurrency, concurrency + lookahead);
+    http.attach(&rt);
     tracing::info!(
         hostname = %rt.hostname,
         queues = ?rt.settings.queues,

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -33,13 +34,16 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<(), LoggingError> {
     };
     let json = use_json(format, std::io::stdout().is_terminal());
     let result = if json {
-        tracing::subscriber::set_global_default(json_subscriber(filter, std::io::stdout))
+        tracing::subscriber::set_global_default(
+            json_subscriber(filter, std::io::stdout).with(crate::telemetry::layer()),
+        )
     } else {
         tracing::subscriber::set_global_default(
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stdout)
-                .finish(),
+                .finish()
+                .with(crate::telemetry::layer()),
         )
     };
     result.map_err(|e| LoggingError::AlreadySet(e.to_string()))
@@ -65,7 +69,10 @@ pub fn level_directive(level: LogLevel) -> &'static str {
 }
 
 /// A subscriber writing one JSON object per event to `writer`; see [`JsonLines`].
-pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl Subscriber + Send + Sync
+pub fn json_subscriber<W>(
+    filter: EnvFilter,
+    writer: W,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -79,7 +86,8 @@ where
 
 /// Formats an event as one flat JSON object: `timestamp` (RFC 3339 UTC), `level`, `target`,
 /// `message`, then the fields of the enclosing spans (outermost first, e.g. `task_id`,
-/// `task_name`, `root_id`) and the event's own fields, inner values winning.
+/// `task_name`, `root_id`), with OpenTelemetry on the `trace_id` and `span_id` of the innermost
+/// span, and the event's own fields, inner values winning.
 pub struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -113,9 +121,15 @@ where
                 if let Ok(serde_json::Value::Object(map)) =
                     serde_json::from_str::<serde_json::Value>(fields.as_str())
                 {
-                    line.extend(map);
+                    // `otel.*` fields are directives to the OpenTelemetry layer, not log data.
+                    line.extend(map.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
                 }
             }
+        }
+        let leaf = ctx.event_scope().and_then(|mut s| s.next()).map(|s| s.id());
+        if let Some((trace_id, span_id)) = leaf.and_then(|id| crate::telemetry::ids_of(&id)) {
+            line.insert("trace_id".into(), trace_id.into());
+            line.insert("span_id".into(), span_id.into());
         }
         let mut visitor = JsonVisitor(&mut line);
         event.record(&mut visitor);

@@ -27,7 +27,7 @@ pub async fn dispatch(rt: Arc<Runtime>, delivery: Delivery, reservation: OwnedSe
             return;
         }
     };
-    let span = tracing::info_span!("task", task_id = %msg.id, task_name = %msg.task, root_id = msg.root_id.as_deref().unwrap_or(""));
+    let span = crate::telemetry::task_span(&msg);
     handle(rt, delivery, msg, reservation)
         .instrument(span)
         .await;
@@ -44,6 +44,7 @@ async fn handle(
         return;
     };
     tracing::info!(queue = %delivery.queue, "task received");
+    rt.metrics.task_received(&msg.task, &delivery.queue);
     if revoke_if_expired(&rt, &delivery, &msg).await {
         return;
     }
@@ -104,6 +105,7 @@ async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage)
     match msg.expires.as_ref().map(|t| t.utc) {
         Some(expires) if expires <= Utc::now() => {
             tracing::info!("task expired; not run");
+            rt.metrics.task_revoked(&msg.task, &delivery.queue);
             results::store_revoked(rt, msg, "expired").await;
             crate::canvas::on_revoked(rt, msg, "expired").await;
             rt.ack(delivery).await;
@@ -151,6 +153,7 @@ async fn execute(
         kwargs: msg.kwargs.clone(),
     };
     let started = std::time::Instant::now();
+    rt.metrics.task_started(&msg.task, &delivery.queue);
     let join = tokio::spawn(task.handler.call(ctx).in_current_span());
     rt.running.lock().expect("running lock").insert(
         delivery.delivery_tag.clone(),
@@ -178,6 +181,8 @@ async fn execute(
         ))),
     };
     let runtime_s = started.elapsed().as_secs_f64();
+    rt.metrics
+        .task_finished(&msg.task, &delivery.queue, &outcome, started.elapsed());
     match outcome {
         // Canvas: callbacks and the next chain step are published before the result is stored.
         Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
@@ -217,6 +222,7 @@ async fn failed(
     runtime_s: f64,
 ) {
     tracing::warn!(runtime_s, exception = %exc, "task failed");
+    crate::telemetry::task_failed(&exc.to_string());
     if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
         results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
     }

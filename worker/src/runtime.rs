@@ -69,6 +69,8 @@ pub struct Runtime {
     pub tracker: TaskTracker,
     /// Counters.
     pub counters: Counters,
+    /// Prometheus metrics (served by [`crate::http`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Runtime {

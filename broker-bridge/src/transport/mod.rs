@@ -8,6 +8,7 @@
 
 mod ack;
 mod bindings;
+mod depth;
 mod error;
 mod fetch;
 mod keys;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use bindings::Binding;
+pub use depth::Depths;
 pub use error::{Result, TransportError};
 pub use keys::{envelope_priority, message_priority, Keys};
 pub use options::{QueueOrder, TransportOptions};

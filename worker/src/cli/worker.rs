@@ -8,6 +8,7 @@ use crate::logging;
 /// built by `builder` (its tasks) until SIGTERM/SIGINT.
 pub fn run(builder: WorkerBuilder, args: &WorkerArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args, process_env())?;
+    let _telemetry = crate::telemetry::init()?;
     logging::init(settings.loglevel, settings.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

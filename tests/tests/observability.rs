@@ -1,0 +1,453 @@
+//! Metrics, probes, KEDA endpoint and OpenTelemetry, end to end: real Celery producers, a real
+//! Prometheus scraping celeriac (Debian's `prometheus`, run on a private port), `promtool`, and an
+//! OTLP/HTTP receiver decoding celeriac's spans with `opentelemetry-proto`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use celeriac_testkit::free_port;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::Value;
+use support::{eventually, Proc, World};
+
+/// GET `path` on the local `port`: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The port the worker's metrics server bound (it is started with port 0).
+fn metrics_port(w: &Proc) -> u16 {
+    w.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "metrics server listening")
+        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok())
+        .expect("the worker logs its metrics address")
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn gauge(port: u16, series: &str) -> Option<f64> {
+    let (status, text) = http_get(port, "/metrics")?;
+    assert_eq!(status, 200, "{text}");
+    sample(&text, series)
+}
+
+#[test]
+fn queue_depth_probes_keda_prometheus_and_drain() {
+    let world = World::new(&[]);
+    let mut w = world.celeriac(
+        "w1",
+        &[
+            "-Q",
+            "backlog",
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "--acks-late",
+            "--metrics-port",
+            "0",
+        ],
+    );
+    let port = metrics_port(&w);
+    let host = r#"hostname="w1@test""#;
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    eventually(Duration::from_secs(10), || {
+        (http_get(port, "/readyz")?.0 == 200).then_some(())
+    })
+    .expect("ready once consuming");
+
+    // One long task occupies the only slot (late ack: it stays in `unacked`), then a backlog
+    // with mixed priorities lands in the base list and three priority lists.
+    world.py(r#"
+from celery_app import app
+app.send_task("t.sleep", args=(60000,), queue="backlog")
+"#);
+    let running = format!("celeriac_worker_running{{{host}}}");
+    eventually(Duration::from_secs(20), || {
+        (gauge(port, &running)? == 1.0).then_some(())
+    })
+    .expect("the long task runs");
+    world.py(r#"
+from celery_app import app
+for p in (0, 0, 3, 5, 6, 9, 9):
+    app.send_task("t.add", args=(1, 2), queue="backlog", priority=p)
+"#);
+    let mut redis = world.redis();
+    let base: u64 = redis::cmd("LLEN").arg("backlog").query(&mut redis).unwrap();
+    assert_eq!(
+        base, 2,
+        "priority 0 in the base list, the rest in sub-lists"
+    );
+
+    let length = format!(r#"celery_queue_length{{queue_name="backlog",{host}}}"#);
+    let (status, text) = eventually(Duration::from_secs(10), || {
+        let (status, text) = http_get(port, "/metrics")?;
+        (sample(&text, &length)? == 7.0).then_some((status, text))
+    })
+    .expect("celery_queue_length counts every priority list");
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&text, &format!("celeriac_unacked_messages{{{host}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("celery_worker_up{{{host}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("celeriac_worker_concurrency{{{host}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("celeriac_worker_prefetch_slots_in_use{{{host}}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"celery_task_started_total{{name="t.sleep",queue_name="backlog",{host}}}"#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // promtool accepts the exposition.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // KEDA's metrics-api view: waiting (7) + unacked (1), one task per replica.
+    let (status, keda) = http_get(port, "/keda").unwrap();
+    assert_eq!(status, 200, "{keda}");
+    let keda: Value = serde_json::from_str(&keda).unwrap();
+    assert_eq!(keda["queue_depth"], 8, "{keda}");
+    assert_eq!(keda["waiting"], 7);
+    assert_eq!(keda["unacked"], 1);
+    assert_eq!(keda["desired_replicas"], 8);
+    assert_eq!(keda["queues"]["backlog"], 7);
+
+    // A real Prometheus scrapes it and answers PromQL with the same depth.
+    let prom = Prometheus::start(port);
+    let query = "sum by (queue_name) (celery_queue_length)";
+    let value = eventually(Duration::from_secs(60), || {
+        let v = prom.query(query)?;
+        let first = v["data"]["result"].as_array()?.first()?.clone();
+        (first["metric"]["queue_name"] == "backlog").then_some(first)
+    })
+    .unwrap_or_else(|| panic!("prometheus never returned the depth\n{}", prom.log()));
+    assert_eq!(value["value"][1], "7", "{value}");
+
+    // Warm shutdown with the long task running: not ready, still alive.
+    w.signal("TERM");
+    let drained = eventually(Duration::from_secs(10), || {
+        (http_get(port, "/readyz")?.0 == 503).then_some(())
+    });
+    assert!(drained.is_some(), "readyz turns 503 while draining");
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        gauge(port, &format!("celery_worker_up{{{host}}}")),
+        Some(0.0)
+    );
+    w.signal("TERM");
+    let status = w.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A Prometheus server on a private port with a temporary config and storage.
+struct Prometheus {
+    port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: celeriac\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("prometheus (Debian package prometheus)");
+        Prometheus { port, child, dir }
+    }
+
+    fn query(&self, promql: &str) -> Option<Value> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, body) = http_get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OTLP/HTTP trace receiver on a free local port; collects every span it is sent.
+struct OtlpReceiver {
+    port: u16,
+    spans: Arc<Mutex<Vec<Span>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl OtlpReceiver {
+    fn start() -> OtlpReceiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sink = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let request =
+                        ExportTraceServiceRequest::decode(body.as_ref()).expect("OTLP protobuf");
+                    let mut sink = sink.lock().unwrap();
+                    for rs in request.resource_spans {
+                        for ss in rs.scope_spans {
+                            sink.extend(ss.spans);
+                        }
+                    }
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                }
+            }),
+        );
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        OtlpReceiver {
+            port,
+            spans,
+            _runtime: runtime,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn task_span_continues_the_producers_trace_over_otlp() {
+    let receiver = OtlpReceiver::start();
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let world = World::new(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_SERVICE_NAME", "celeriac-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let w = world.celeriac("w1", &[]);
+    // The producer: Celery instrumented by opentelemetry-instrumentation-celery; its spans are
+    // kept in memory, and the publish span's ids are printed.
+    let out = world.py(r#"
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+CeleryInstrumentor().instrument()
+from celery_app import add
+with trace.get_tracer("test").start_as_current_span("request"):
+    r = add.apply_async((2, 3))
+print(r.get(timeout=30))
+publish = [s for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.PRODUCER][0]
+print(format(publish.context.trace_id, "032x"), format(publish.context.span_id, "016x"), r.id)
+"#);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("5"), "{out}");
+    let ids: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let (trace_id, parent_id, task_id) = (ids[0], ids[1], ids[2]);
+
+    let span = eventually(Duration::from_secs(20), || {
+        receiver
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.name == "run/t.add")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no task span received\n{}", w.log()));
+    assert_eq!(hex(&span.trace_id), trace_id);
+    assert_eq!(hex(&span.parent_span_id), parent_id);
+    assert_eq!(span.kind, 5, "SPAN_KIND_CONSUMER");
+    let attribute = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| format!("{:?}", a.value))
+    };
+    assert!(
+        attribute("task_id").is_some_and(|v| v.contains(task_id)),
+        "{:?}",
+        span.attributes
+    );
+    assert_eq!(attribute("trace_id"), None, "ids are not span attributes");
+
+    // The task's log lines carry the trace.
+    let line = w
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "task succeeded" && v["task_id"] == task_id)
+        .expect("a JSON log line for the task");
+    assert_eq!(line["trace_id"], trace_id, "{line}");
+    assert_eq!(line["span_id"], hex(&span.span_id), "{line}");
+    assert!(line.get("otel.name").is_none(), "{line}");
+
+    // A traceparent with trace flags 03 (sampled + random, W3C level 2) from a producer that
+    // sets the header itself.
+    let out = world.py(
+        r#"
+from celery_app import add
+r = add.apply_async((4, 5), headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"})
+print(r.get(timeout=30))
+"#,
+    );
+    assert_eq!(out.trim(), "9");
+    let span = eventually(Duration::from_secs(20), || {
+        receiver
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| hex(&s.trace_id) == "0af7651916cd43dd8448eb211c80319c")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no span for the flags-03 trace\n{}", w.log()));
+    assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
+    assert_eq!(span.name, "run/t.add");
+}
+
+#[test]
+fn readiness_follows_the_broker_connection() {
+    let mut world = World::new(&[]);
+    let w = world.celeriac("w1", &["--metrics-port", "0"]);
+    let port = metrics_port(&w);
+    let host = r#"hostname="w1@test""#;
+    let readyz = || http_get(port, "/readyz").map(|r| r.0);
+    eventually(Duration::from_secs(10), || (readyz()? == 200).then_some(()))
+        .expect("ready once consuming");
+
+    world.redis.kill();
+    eventually(Duration::from_secs(30), || (readyz()? == 503).then_some(()))
+        .unwrap_or_else(|| panic!("not ready while Redis is down\n{}", w.log()));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    let (status, text) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        !text.contains("celery_queue_length{"),
+        "no stale depth while Redis cannot be read\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("celeriac_queue_depth_errors_total{{{host}}}")
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert_eq!(http_get(port, "/keda").map(|r| r.0), Some(503));
+
+    world.redis.restart().unwrap();
+    eventually(Duration::from_secs(30), || (readyz()? == 200).then_some(()))
+        .unwrap_or_else(|| panic!("ready again after Redis is back\n{}", w.log()));
+    let reconnects = format!("celeriac_broker_reconnects_total{{{host}}}");
+    assert!(gauge(port, &reconnects) >= Some(1.0));
+    let length = format!(r#"celery_queue_length{{queue_name="celery",{host}}}"#);
+    assert_eq!(gauge(port, &length), Some(0.0));
+}
