@@ -22,6 +22,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Decode one raw task message (a Redis list element) and print it as JSON.
     Decode(cli::decode::DecodeArgs),
+    /// Exit 0 when the worker's /healthz (on 127.0.0.1) answers 200, 1 otherwise.
+    Healthcheck(cli::healthcheck::HealthcheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +36,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Decode(args) => cli::decode::run(&args),
+        Command::Healthcheck(args) => cli::healthcheck::run(&args),
     }
 }
