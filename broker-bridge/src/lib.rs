@@ -6,6 +6,7 @@
 //!   refused) and encode (protocol 2 JSON).
 //! * [`transport`] — kombu's Redis transport: fetch, ack emulation, restore, publish, bindings,
 //!   fanout exchanges (PUB/SUB).
+//! * [`redis_url`] — Redis URLs as Celery accepts them, for the broker and the backend.
 //! * [`pidbox`] — remote control requests and replies.
 //! * [`events`] — monitoring events (single and `task.multi` batches).
 
@@ -14,4 +15,5 @@ pub mod codec;
 pub mod envelope;
 pub mod events;
 pub mod pidbox;
+pub mod redis_url;
 pub mod transport;

@@ -6,7 +6,6 @@
 //! * [`exception`] — exceptions as `{"exc_type", "exc_message", "exc_module"}`.
 //! * [`meta`] — the meta JSON, fields and order as Celery writes them.
 //! * [`keys`] — key names and the backend's `global_keyprefix` rule.
-//! * [`url`] — backend URLs (`redis://`, `rediss://`, `socket://`).
 //! * [`store`] — [`ResultBackend`]: atomic store-unless-SUCCESS + PUBLISH, get, forget.
 //! * [`chord`] — chord size and chord-part-return (native join), shared with Python workers.
 //! * [`group`] — `GroupResult.save()` keys (`celery-taskset-meta-<gid>`).
@@ -20,7 +19,6 @@ pub mod meta;
 pub mod python_json;
 pub mod states;
 pub mod store;
-pub mod url;
 
 pub use chord::{ChordClaim, ChordPart, PartResult, PartReturn};
 pub use exception::ExceptionInfo;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::keys::BackendKeys;
 use super::meta::TaskMeta;
 use super::states::TaskState;
-use super::url;
+use crate::redis_url::{self, UrlError};
 
 /// Largest value Celery's Redis backend stores (512 MiB, Redis's string limit).
 pub const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
@@ -42,6 +42,12 @@ pub enum BackendError {
         /// What was wrong.
         reason: String,
     },
+}
+
+impl From<UrlError> for BackendError {
+    fn from(e: UrlError) -> Self {
+        BackendError::Url(format!("invalid result backend URL: {e}"))
+    }
 }
 
 /// Backend settings, named after Celery's.
@@ -160,13 +166,9 @@ impl std::fmt::Debug for ResultBackend {
 
 impl ResultBackend {
     /// Connect to the backend URL (may differ from the broker's): `redis://`, `rediss://`,
-    /// `socket://` (see [`url`]). Fails if the server cannot be reached now.
+    /// `socket://` (see [`redis_url`]). Fails if the server cannot be reached now.
     pub async fn connect(url: &str, opts: BackendOptions) -> Result<Self, BackendError> {
-        let parsed = url::parse(url)?;
-        let client = match &parsed.tls {
-            Some(files) => redis::Client::build_with_tls(parsed.info, files.load()?)?,
-            None => redis::Client::open(parsed.info)?,
-        };
+        let client = redis_url::parse(url)?.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.socket_connect_timeout))
             .set_response_timeout(Some(opts.socket_timeout));

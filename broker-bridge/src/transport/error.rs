@@ -27,3 +27,9 @@ pub enum TransportError {
 
 /// Result alias for the transport.
 pub type Result<T, E = TransportError> = std::result::Result<T, E>;
+
+impl From<crate::redis_url::UrlError> for TransportError {
+    fn from(e: crate::redis_url::UrlError) -> Self {
+        TransportError::Url(e.to_string())
+    }
+}

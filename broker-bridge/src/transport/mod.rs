@@ -19,7 +19,6 @@ mod restore;
 mod revoked_store;
 mod scripts;
 mod topic;
-mod url;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +32,6 @@ pub use fanout::{FanoutMessage, FanoutSubscription};
 pub use keys::{envelope_priority, message_priority, Keys};
 pub use options::{QueueOrder, TransportOptions};
 pub use publish::Published;
-pub use url::{parse_redis_url, redact};
 
 use scripts::Scripts;
 
@@ -99,14 +97,15 @@ struct Inner {
 }
 
 impl Broker {
-    /// Connect to the broker at `url` (any form [`parse_redis_url`] accepts).
+    /// Connect to the broker at `url` (any form [`crate::redis_url::parse`] accepts; TLS files
+    /// named in a `rediss://` URL are loaded).
     ///
     /// The connection reconnects by itself: after Redis restarts, the call in flight fails with
     /// [`TransportError::Redis`] and later calls work again.
     pub async fn connect(url: &str, opts: TransportOptions) -> Result<Broker> {
-        let info = parse_redis_url(url)?;
-        let db = info.redis_settings().db();
-        let client = redis::Client::open(info)?;
+        let parsed = crate::redis_url::parse(url)?;
+        let db = parsed.info.redis_settings().db();
+        let client = parsed.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(10)))
             .set_response_timeout(Some(Duration::from_secs(60)))
