@@ -64,7 +64,8 @@ async fn orchestrate(db_url: &str, rounds: usize) -> Result<()> {
     let db = PostgresSource::connect_lazy(&SourceConfig::new("bench", db_url))?;
     db.fetch("CREATE TABLE bench_counter (n BIGINT NOT NULL)", &[])
         .await?;
-    db.fetch("INSERT INTO bench_counter VALUES (0)", &[]).await?;
+    db.fetch("INSERT INTO bench_counter VALUES (0)", &[])
+        .await?;
     db.fetch(
         "CREATE TABLE bench_items (id BIGINT PRIMARY KEY, title TEXT NOT NULL)",
         &[],
@@ -205,8 +206,12 @@ async fn child(redis_url: &str, pg_url: &str, readers: usize) -> Result<()> {
         let id: i64 = id.parse()?;
         let before = cache.stats();
         let reads = (0..readers).map(|_| {
-            let (cache, source, policy, key) =
-                (cache.clone(), source.clone(), policy.clone(), key.to_string());
+            let (cache, source, policy, key) = (
+                cache.clone(),
+                source.clone(),
+                policy.clone(),
+                key.to_string(),
+            );
             tokio::spawn(async move {
                 cache
                     .get_or_load(&key, &policy, || async move {
