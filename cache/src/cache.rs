@@ -246,9 +246,26 @@ impl Inner {
             }
             match self.take_lease(&mut conn, &lease_key, &token).await {
                 Some(true) => {
+                    // The previous holder may have written the value and dropped its lease
+                    // between our GET and our SET NX: look once more before querying the source.
+                    if let Ok(Some(text)) = conn.get::<_, Option<String>>(redis_key).await {
+                        if let Some(entry) = Entry::from_l2(&text) {
+                            let released: redis::RedisResult<i64> =
+                                redis::Script::new(RELEASE_LEASE)
+                                    .key(&lease_key)
+                                    .arg(&token)
+                                    .invoke_async(&mut conn)
+                                    .await;
+                            if released.is_err() {
+                                bump(&self.counters.redis_errors);
+                            }
+                            bump(&self.counters.l2_hits);
+                            return Ok(entry);
+                        }
+                    }
                     return self
                         .load_and_write(conn, redis_key, &lease_key, &token, policy, load)
-                        .await
+                        .await;
                 }
                 Some(false) => {
                     if !waited {
