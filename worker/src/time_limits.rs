@@ -176,9 +176,11 @@ mod tests {
     fn header_then_option_then_setting() {
         let mut msg = TaskMessage::new("id", "t", vec![], serde_json::Map::new());
         let mut opts = TaskOptions::default();
-        let mut settings = Settings::default();
-        settings.task_time_limit = Some(Duration::from_secs(30));
-        settings.task_soft_time_limit = Some(Duration::from_secs(20));
+        let settings = Settings {
+            task_time_limit: Some(Duration::from_secs(30)),
+            task_soft_time_limit: Some(Duration::from_secs(20)),
+            ..Settings::default()
+        };
         let l = Limits::resolve(&msg, &opts, &settings);
         assert_eq!(l.hard, Some(Duration::from_secs(30)));
         assert_eq!(l.soft, Some(Duration::from_secs(20)));
