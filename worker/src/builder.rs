@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::launcher;
 use crate::registry::Registry;
-use crate::task::{FnHandler, TaskContext, TaskError, TaskOptions};
+use crate::task::{BlockingHandler, FnHandler, TaskContext, TaskError, TaskOptions};
 
 /// A configured worker, ready to run.
 pub struct Worker {
@@ -89,6 +89,35 @@ impl WorkerBuilder {
     {
         self.registry
             .insert(name, Arc::new(FnHandler::new(f)), options);
+        self
+    }
+
+    /// Register a blocking (CPU-bound or synchronous) function: each run gets its own OS thread.
+    /// At the hard time limit the run fails and the thread is abandoned (threads cannot be
+    /// killed); loops should call [`TaskContext::check_time_limits`] to stop in time.
+    pub fn blocking_task<F, A, R>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(TaskContext, A) -> Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.blocking_task_with_options(name, TaskOptions::default(), f)
+    }
+
+    /// [`WorkerBuilder::blocking_task`] with per-task options.
+    pub fn blocking_task_with_options<F, A, R>(
+        mut self,
+        name: impl Into<String>,
+        options: TaskOptions,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(TaskContext, A) -> Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+    {
+        self.registry
+            .insert(name, Arc::new(BlockingHandler::new(f)), options);
         self
     }
 

@@ -144,6 +144,7 @@ pub async fn run(
         events: crate::events::Events::new(settings.worker_send_task_events),
         tracked: crate::tracked::Tracked::default(),
         rate_limits: crate::control::RateLimits::default(),
+        rate_buckets: crate::rate_limit::Buckets::default(),
         queues: Mutex::new(settings.queues.clone()),
         remote_stop: CancellationToken::new(),
         started: std::time::Instant::now(),

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 pub mod processor;
 pub mod query_tasks;
+pub mod rate_limit;
 pub mod registry;
 pub mod results;
 pub mod retry;
@@ -32,6 +33,7 @@ pub mod runtime;
 pub mod scheduled;
 pub mod task;
 pub mod telemetry;
+pub mod time_limits;
 pub mod tracked;
 
 pub use builder::{Worker, WorkerBuilder};

@@ -18,6 +18,7 @@ use crate::revoked;
 use crate::runtime::{Running, Runtime};
 use crate::scheduled;
 use crate::task::{PyException, TaskContext, TaskError};
+use crate::time_limits;
 use crate::tracked::{Stage, Tracked};
 
 /// Handle one fetched message. `reservation` is released when the message leaves this worker's
@@ -74,6 +75,10 @@ async fn handle(
                 scheduled::Waited::Draining => return,
             }
         }
+    }
+    // Rate limit: the message waits reserved, holding no execution slot.
+    if !crate::rate_limit::wait_turn(&rt, &msg.task, &task.options).await {
+        return;
     }
     let slot = tokio::select! {
         biased;
@@ -162,6 +167,8 @@ async fn execute(
     if track_started && !ignore_result {
         results::store_started(&rt, &msg).await;
     }
+    let limits = time_limits::Limits::resolve(&msg, &task.options, settings);
+    let signals = time_limits::Signals::default();
     let ctx = TaskContext {
         id: msg.id.clone(),
         name: msg.task.clone(),
@@ -175,6 +182,7 @@ async fn execute(
         args: msg.args.clone(),
         kwargs: msg.kwargs.clone(),
         data: rt.registry.data().cloned(),
+        time_limits: signals.clone(),
     };
     let started = std::time::Instant::now();
     rt.metrics.task_started(&msg.task, &delivery.queue);
@@ -187,7 +195,12 @@ async fn execute(
             acked: !acks_late,
         },
     );
-    let outcome = join.await;
+    let outcome = match time_limits::supervise(join, limits, &signals).await {
+        time_limits::Supervised::Finished(outcome) => outcome,
+        time_limits::Supervised::TimedOut(limit) => Ok(Err(TaskError::Fail(
+            time_limits::time_limit_exceeded(limit),
+        ))),
+    };
     // The task's work is done: its slot goes to the next task while this one's outcome is written
     // (still bounded by the reservation, which is held until the end).
     drop(slot);

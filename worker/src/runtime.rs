@@ -77,6 +77,8 @@ pub struct Runtime {
     pub tracked: crate::tracked::Tracked,
     /// Rate limits set by remote control (read by the rate-limit enforcement).
     pub rate_limits: crate::control::RateLimits,
+    /// Per-worker rate-limit schedules (see [`crate::rate_limit`]).
+    pub rate_buckets: crate::rate_limit::Buckets,
     /// The queues consumed now (`add_consumer` / `cancel_consumer` change it).
     pub queues: Mutex<Vec<String>>,
     /// Cancelled by the `shutdown` control command: the launcher starts a warm shutdown.

@@ -41,6 +41,11 @@ impl Keys {
         }
     }
 
+    /// The `global_keyprefix` (empty when unset).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The priority steps, ascending.
     pub fn steps(&self) -> &[u8] {
         &self.steps

@@ -15,6 +15,7 @@ mod fetch;
 mod keys;
 mod options;
 mod publish;
+mod rate;
 mod restore;
 mod revoked_store;
 mod scripts;

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
     let marks = redis::Client::open(broker)?;
     let canvas_redis = marks.clone();
+    let stamps = marks.clone();
     let builder = Worker::builder()
         .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
             Ok::<_, TaskError>(a + b)
@@ -141,6 +142,58 @@ fn main() -> anyhow::Result<()> {
                 Err::<(), _>(TaskError::replace(sig))
             },
         )
+        // Limits: `t.stamp` appends its start time (Unix ms) to the list `stamps` (rate limits);
+        // `t.soft_aware` sleeps `ms` unless its soft time limit passes first (then returns
+        // "soft"); `t.soft_fail` fails with SoftTimeLimitExceeded at its soft limit; `t.spin`
+        // busy-loops `ms` on its own thread checking its limits; `t.spin_blind` never checks.
+        .task("t.stamp", move |_: TaskContext, (): ()| {
+            let stamps = stamps.clone();
+            async move {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(anyhow::Error::from)?;
+                let mut conn = stamps
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                redis::cmd("RPUSH")
+                    .arg("stamps")
+                    .arg(now.as_secs_f64() * 1000.0)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                Ok::<_, TaskError>(())
+            }
+        })
+        .task("t.soft_aware", |ctx: TaskContext, (ms,): (u64,)| async move {
+            tokio::select! {
+                () = ctx.soft_time_limit() => Ok::<_, TaskError>("soft".to_string()),
+                () = tokio::time::sleep(Duration::from_millis(ms)) => Ok("slept".to_string()),
+            }
+        })
+        .task("t.soft_fail", |ctx: TaskContext, (ms,): (u64,)| async move {
+            tokio::select! {
+                () = ctx.soft_time_limit() => Err(celeriac_worker::time_limits::soft_time_limit_exceeded()),
+                () = tokio::time::sleep(Duration::from_millis(ms)) => Ok::<_, TaskError>(ms),
+            }
+        })
+        .blocking_task("t.spin", |ctx: TaskContext, (ms,): (u64,)| {
+            let start = std::time::Instant::now();
+            let mut n: u64 = 0;
+            while start.elapsed() < Duration::from_millis(ms) {
+                n = n.wrapping_add(1);
+                ctx.check_time_limits()?;
+            }
+            Ok::<_, TaskError>(n > 0)
+        })
+        .blocking_task("t.spin_blind", |_: TaskContext, (ms,): (u64,)| {
+            let start = std::time::Instant::now();
+            let mut n: u64 = 0;
+            while start.elapsed() < Duration::from_millis(ms) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+            Ok::<_, TaskError>(n > 0)
+        })
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,

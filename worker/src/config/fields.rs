@@ -297,6 +297,10 @@ pub(crate) static FIELDS: &[Field] = &[
         s.log_format = r.parsed()?;
         Ok(())
     }),
+    celeriac("rate_limit_scope", "CELERIAC_RATE_LIMIT_SCOPE", |s, r| {
+        s.rate_limit_scope = r.parsed()?;
+        Ok(())
+    }),
 ];
 
 fn non_empty_list(r: Raw) -> Result<Vec<String>, String> {

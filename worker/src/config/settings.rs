@@ -233,6 +233,9 @@ pub struct Settings {
     pub metrics_port: Option<u16>,
     /// Celeriac-only `log_format`: `auto` (default), `json` or `human`.
     pub log_format: LogFormat,
+    /// Celeriac-only `rate_limit_scope`: `worker` (default, as Celery) or `fleet` (one limit shared
+    /// by all workers through Redis).
+    pub rate_limit_scope: crate::rate_limit::Scope,
     /// Other tables of the TOML file (`[sources]`, `[tasks]`, …), kept raw for the modules that own them.
     pub extra: BTreeMap<String, toml::Value>,
 }
@@ -281,6 +284,7 @@ impl Default for Settings {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             metrics_port: None,
             log_format: LogFormat::Auto,
+            rate_limit_scope: crate::rate_limit::Scope::Worker,
             extra: BTreeMap::new(),
         }
     }
@@ -360,6 +364,7 @@ impl fmt::Debug for Settings {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("metrics_port", &self.metrics_port)
             .field("log_format", &self.log_format)
+            .field("rate_limit_scope", &self.rate_limit_scope)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }

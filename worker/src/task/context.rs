@@ -5,6 +5,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::query_tasks::DataAccess;
+use crate::task::TaskError;
+use crate::time_limits::{soft_time_limit_exceeded, Signals};
 
 /// The request a task is running for (Celery's `self.request`).
 #[derive(Debug, Clone, Default)]
@@ -34,4 +36,29 @@ pub struct TaskContext {
     pub kwargs: Map<String, Value>,
     /// The worker's read-through cache and SQL sources (when `[sources]`/`[[tasks]]` are configured).
     pub data: Option<Arc<DataAccess>>,
+    /// Time-limit signals of this run (see [`TaskContext::soft_time_limit`]).
+    pub time_limits: Signals,
+}
+
+impl TaskContext {
+    /// Resolves when the run's soft time limit passes (never if it has none). A task that stops
+    /// because of it returns [`soft_time_limit_exceeded`](crate::time_limits::soft_time_limit_exceeded)
+    /// (stored as Celery's `SoftTimeLimitExceeded`) or any value of its own.
+    pub async fn soft_time_limit(&self) {
+        self.time_limits.soft().await
+    }
+
+    /// Whether the soft time limit has passed.
+    pub fn soft_time_limit_exceeded(&self) -> bool {
+        self.time_limits.soft_passed()
+    }
+
+    /// For loops in blocking tasks: `Err(SoftTimeLimitExceeded)` once the soft limit (or the hard
+    /// one) has passed, so `ctx.check_time_limits()?` stops the loop.
+    pub fn check_time_limits(&self) -> Result<(), TaskError> {
+        if self.time_limits.soft_passed() || self.time_limits.hard_passed() {
+            return Err(soft_time_limit_exceeded());
+        }
+        Ok(())
+    }
 }

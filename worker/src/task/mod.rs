@@ -1,12 +1,14 @@
 //! The task API: what a Rust task function receives and returns.
 
 pub mod args;
+pub mod blocking;
 pub mod context;
 pub mod error;
 pub mod handler;
 pub mod options;
 
 pub use args::CallArgs;
+pub use blocking::BlockingHandler;
 /// A Celery signature (for [`TaskError::replace`]).
 pub use celeriac_broker_bridge::codec::Signature;
 pub use context::TaskContext;

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::config::RateLimit;
+use crate::rate_limit::Scope;
+
 /// Options of one registered task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOptions {
@@ -15,6 +18,14 @@ pub struct TaskOptions {
     pub ignore_result: Option<bool>,
     /// Write a STARTED state when the task begins (`None` = `task_track_started`).
     pub track_started: Option<bool>,
+    /// Hard time limit (`None` = `task_time_limit`); the message's `timelimit` header wins.
+    pub time_limit: Option<Duration>,
+    /// Soft time limit (`None` = `task_soft_time_limit`); the message's `timelimit` header wins.
+    pub soft_time_limit: Option<Duration>,
+    /// Rate limit (`None` = `task_default_rate_limit`); remote control's `rate_limit` wins.
+    pub rate_limit: Option<RateLimit>,
+    /// Whom the rate limit binds (`None` = the `rate_limit_scope` setting).
+    pub rate_limit_scope: Option<Scope>,
 }
 
 impl Default for TaskOptions {
@@ -25,6 +36,10 @@ impl Default for TaskOptions {
             acks_late: None,
             ignore_result: None,
             track_started: None,
+            time_limit: None,
+            soft_time_limit: None,
+            rate_limit: None,
+            rate_limit_scope: None,
         }
     }
 }
