@@ -9,6 +9,7 @@ pub mod config;
 pub mod entry;
 pub mod invalidation;
 pub mod key_template;
+pub mod warm;
 mod redis_conn;
 pub mod source;
 pub mod sql;
