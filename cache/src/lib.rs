@@ -9,11 +9,11 @@ pub mod config;
 pub mod entry;
 pub mod invalidation;
 pub mod key_template;
-pub mod warm;
 mod redis_conn;
 pub mod source;
 pub mod sql;
 pub mod stats;
+pub mod warm;
 
 pub use cache::{Cache, CacheError};
 pub use config::{CacheConfig, Policy};

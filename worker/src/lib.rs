@@ -33,6 +33,7 @@ pub mod scheduled;
 pub mod task;
 pub mod telemetry;
 pub mod tracked;
+pub mod warm;
 
 pub use builder::{Worker, WorkerBuilder};
 pub use task::{CallArgs, PyException, TaskContext, TaskError, TaskOptions};

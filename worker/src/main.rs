@@ -22,6 +22,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Decode one raw task message (a Redis list element) and print it as JSON.
     Decode(cli::decode::DecodeArgs),
+    /// Fill the cache from the `[[warm]]` entries (exit 0 ok, 1 error, 2 bad config, 3 locked).
+    Warm(cli::warm::WarmArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +36,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Decode(args) => cli::decode::run(&args),
+        Command::Warm(args) => cli::warm::main(&args),
     }
 }

@@ -37,11 +37,7 @@ impl WarmLock {
         key: &str,
         ttl: Duration,
     ) -> redis::RedisResult<Option<WarmLock>> {
-        let token = format!(
-            "{}:{}",
-            gethost(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let token = format!("{}:{}", gethost(), uuid::Uuid::new_v4().simple());
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let took: Option<String> = redis::cmd("SET")
             .arg(key)
@@ -73,7 +69,12 @@ impl WarmLock {
 
     /// Who holds `key` now (the holder's token: `host:uuid`), if anyone.
     pub async fn holder(conn: &mut ConnectionManager, key: &str) -> Option<String> {
-        redis::cmd("GET").arg(key).query_async(conn).await.ok().flatten()
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The token this run holds.

@@ -138,7 +138,8 @@ async fn fetch(
     sql: &str,
     values: &Map<String, Value>,
 ) -> Result<Vec<crate::Row>, WarmError> {
-    let named = NamedSql::parse(sql, job.source.kind()).map_err(|e| WarmError::Data(e.to_string()))?;
+    let named =
+        NamedSql::parse(sql, job.source.kind()).map_err(|e| WarmError::Data(e.to_string()))?;
     let params = named
         .bind(|n| values.get(n))
         .map_err(|e| WarmError::Data(e.to_string()))?;
@@ -200,7 +201,12 @@ pub async fn run(
     };
     let total = if pass == "full" {
         let first = state.cursor.is_null();
-        let n = scalar(job, &job.scan.count_rest(first), &obj(json!({"last": state.cursor}))).await?;
+        let n = scalar(
+            job,
+            &job.scan.count_rest(first),
+            &obj(json!({"last": state.cursor})),
+        )
+        .await?;
         int(&n).and_then(|n| u64::try_from(n).ok())
     } else {
         None
@@ -307,7 +313,10 @@ async fn start_pass(job: &WarmJob, state: &mut WarmState) -> Result<String, Warm
     };
     state.target = match (&job.mode, full) {
         (WarmMode::UpdatedAt { column, .. }, true) => {
-            json!([scalar(job, &job.scan.max_of(&format!("{column}")), &Map::new()).await?, null])
+            json!([
+                scalar(job, &job.scan.max_of(&format!("{column}")), &Map::new()).await?,
+                null
+            ])
         }
         (WarmMode::RowVersion { .. }, true) => {
             let upper = scalar(job, st::MIN_ACTIVE_ROWVERSION, &Map::new()).await?;
@@ -321,7 +330,12 @@ async fn start_pass(job: &WarmJob, state: &mut WarmState) -> Result<String, Warm
     Ok(kind.to_owned())
 }
 
-fn page(job: &WarmJob, state: &WarmState, pass: &str, upper: &Value) -> (String, Map<String, Value>) {
+fn page(
+    job: &WarmJob,
+    state: &WarmState,
+    pass: &str,
+    upper: &Value,
+) -> (String, Map<String, Value>) {
     let s = &job.scan;
     if pass == "full" {
         let first = state.cursor.is_null();
@@ -344,9 +358,10 @@ fn page(job: &WarmJob, state: &WarmState, pass: &str, upper: &Value) -> (String,
             s.changes_page(state.cursor.is_null()),
             obj(json!({"since": state.watermark, "last": state.cursor})),
         ),
-        WarmMode::Full | WarmMode::IncreasingKey => {
-            (s.full_page(state.cursor.is_null()), obj(json!({"last": state.cursor})))
-        }
+        WarmMode::Full | WarmMode::IncreasingKey => (
+            s.full_page(state.cursor.is_null()),
+            obj(json!({"last": state.cursor})),
+        ),
     }
 }
 
@@ -391,7 +406,10 @@ fn render_key(
         let v = match column {
             None => key_value.clone(),
             Some(c) => row.get(c).cloned().ok_or_else(|| {
-                WarmError::Data(format!("warm `{}`: the rows have no column `{c}` for key parameter `{param}`", job.name))
+                WarmError::Data(format!(
+                    "warm `{}`: the rows have no column `{c}` for key parameter `{param}`",
+                    job.name
+                ))
             })?,
         };
         values.insert(param.clone(), v);

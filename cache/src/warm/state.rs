@@ -86,7 +86,10 @@ impl StateStore {
             .arg(&self.key)
             .query_async(&mut self.conn)
             .await?;
-        Ok(text.as_deref().and_then(WarmState::parse).unwrap_or_default())
+        Ok(text
+            .as_deref()
+            .and_then(WarmState::parse)
+            .unwrap_or_default())
     }
 
     /// Save `state` if the lock still holds `token`; `Ok(false)` when it does not.

@@ -110,7 +110,12 @@ impl Scan {
         } else {
             format!("t.{k} > :last")
         };
-        self.page(&select, &format!("{} t", self.table), &filter, &format!("t.{k}"))
+        self.page(
+            &select,
+            &format!("{} t", self.table),
+            &filter,
+            &format!("t.{k}"),
+        )
     }
 
     /// `COUNT(*)` of the rows a full pass from `:last` (or the start) still has to read.
@@ -139,7 +144,10 @@ impl Scan {
             Some(ty) => format!("CAST(:wm AS {ty})"),
             None => ":wm".to_owned(),
         };
-        let select = format!("{}, t.{k} AS {KEY}, {w} AS {WM}{}", self.columns, self.extra);
+        let select = format!(
+            "{}, t.{k} AS {KEY}, {w} AS {WM}{}",
+            self.columns, self.extra
+        );
         let filter = if after_key {
             format!("({w} > {p} OR ({w} = {p} AND t.{k} > :last))")
         } else {
@@ -172,7 +180,10 @@ impl Scan {
     /// with `__warm_op = 'D'` and only their key.
     pub fn changes_page(&self, first: bool) -> String {
         let k = &self.key;
-        let select = format!("{}, ct.{k} AS {KEY}, ct.SYS_CHANGE_OPERATION AS {OP}", self.columns);
+        let select = format!(
+            "{}, ct.{k} AS {KEY}, ct.SYS_CHANGE_OPERATION AS {OP}",
+            self.columns
+        );
         let from = format!(
             "CHANGETABLE(CHANGES {table}, :since) AS ct LEFT JOIN {table} t ON t.{k} = ct.{k}",
             table = self.table
@@ -223,7 +234,11 @@ mod tests {
             "SELECT t.*, t.\"id\" AS __warm_key FROM \"dbo\".\"tickets\" t WHERE t.\"id\" > :last ORDER BY t.\"id\" LIMIT 500"
         );
         assert!(!pg.full_page(true).contains("WHERE"));
-        let sql = NamedSql::parse(&pg.updated_page("\"updated_at\"", Some("timestamptz"), true), SourceKind::Postgres).unwrap();
+        let sql = NamedSql::parse(
+            &pg.updated_page("\"updated_at\"", Some("timestamptz"), true),
+            SourceKind::Postgres,
+        )
+        .unwrap();
         assert_eq!(sql.order, ["wm", "wm", "last"]);
         assert!(sql.sql.contains("CAST($1 AS timestamptz)"));
         let ms = scan(SourceKind::MsSql);
@@ -231,14 +246,25 @@ mod tests {
             ms.full_page(false),
             "SELECT TOP (500) t.*, t.[id] AS __warm_key FROM [dbo].[tickets] t WHERE t.[id] > :last ORDER BY t.[id]"
         );
-        for s in [pg.full_page(false), ms.full_page(false), ms.changes_page(false)] {
+        for s in [
+            pg.full_page(false),
+            ms.full_page(false),
+            ms.changes_page(false),
+        ] {
             assert!(!s.to_uppercase().contains("OFFSET"));
         }
     }
 
     #[test]
     fn sql_server_incremental_statements() {
-        let ms = Scan::new(SourceKind::MsSql, "dbo.tickets", "id", &["id".into(), "title".into()], 100).unwrap();
+        let ms = Scan::new(
+            SourceKind::MsSql,
+            "dbo.tickets",
+            "id",
+            &["id".into(), "title".into()],
+            100,
+        )
+        .unwrap();
         let ct = NamedSql::parse(&ms.changes_page(false), SourceKind::MsSql).unwrap();
         assert_eq!(
             ct.sql,
@@ -255,7 +281,10 @@ mod tests {
              AND t.[rv] < CONVERT(BINARY(8), CONVERT(BIGINT, @P2)) ORDER BY t.[rv]"
         );
         let min = NamedSql::parse(CT_MIN_VALID, SourceKind::MsSql).unwrap();
-        assert_eq!(min.sql, "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS v");
+        assert_eq!(
+            min.sql,
+            "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS v"
+        );
         assert!(MIN_ACTIVE_ROWVERSION.contains("MIN_ACTIVE_ROWVERSION()"));
         assert!(!MIN_ACTIVE_ROWVERSION.contains("@@DBTS"));
     }

@@ -1,4 +1,5 @@
 //! The `celeriac` command's subcommands.
 
 pub mod decode;
+pub mod warm;
 pub mod worker;
