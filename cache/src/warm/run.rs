@@ -314,7 +314,7 @@ async fn start_pass(job: &WarmJob, state: &mut WarmState) -> Result<String, Warm
     state.target = match (&job.mode, full) {
         (WarmMode::UpdatedAt { column, .. }, true) => {
             json!([
-                scalar(job, &job.scan.max_of(&format!("{column}")), &Map::new()).await?,
+                scalar(job, &job.scan.max_of(column), &Map::new()).await?,
                 null
             ])
         }

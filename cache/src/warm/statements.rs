@@ -239,7 +239,7 @@ mod tests {
             SourceKind::Postgres,
         )
         .unwrap();
-        assert_eq!(sql.order, ["wm", "wm", "last"]);
+        assert_eq!(sql.order, ["wm", "last"]); // Postgres reuses $1
         assert!(sql.sql.contains("CAST($1 AS timestamptz)"));
         let ms = scan(SourceKind::MsSql);
         assert_eq!(
