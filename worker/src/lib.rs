@@ -35,6 +35,7 @@ pub mod task;
 pub mod telemetry;
 pub mod time_limits;
 pub mod tracked;
+pub mod warm;
 
 pub use builder::{Worker, WorkerBuilder};
 pub use task::{CallArgs, PyException, TaskContext, TaskError, TaskOptions};

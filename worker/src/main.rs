@@ -24,6 +24,8 @@ enum Command {
     Decode(cli::decode::DecodeArgs),
     /// Exit 0 when the worker's /healthz (on 127.0.0.1) answers 200, 1 otherwise.
     Healthcheck(cli::healthcheck::HealthcheckArgs),
+    /// Fill the cache from the `[[warm]]` entries (exit 0 ok, 1 error, 2 bad config, 3 locked).
+    Warm(cli::warm::WarmArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +39,6 @@ fn main() -> ExitCode {
         },
         Command::Decode(args) => cli::decode::run(&args),
         Command::Healthcheck(args) => cli::healthcheck::run(&args),
+        Command::Warm(args) => cli::warm::main(&args),
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod decode;
 pub mod healthcheck;
+pub mod warm;
 pub mod worker;

@@ -22,7 +22,7 @@
 
 pub mod config;
 mod handler;
-mod toml_read;
+pub(crate) mod toml_read;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,271 @@
+//! `celeriac warm` against real Postgres and MariaDB (own databases, dropped after) and a private
+//! Redis: the full load writes what the read path reads (a real Python Celery call is then served
+//! from the cache, not the database), incremental runs follow inserts, updates and soft deletes,
+//! a held lock exits 3, --dry-run writes nothing.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use celeriac_cache::source::{registry::connect_lazy, SourceConfig};
+use celeriac_cache::Source;
+use redis::Commands;
+use serde_json::{json, Value};
+use support::World;
+
+struct TempDb {
+    admin: Arc<dyn Source>,
+    name: String,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TempDb {
+    fn create(kind: &str) -> TempDb {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _in = rt.enter();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("celeriac_w_{}_{nanos:x}", std::process::id());
+        let (admin, url) = match kind {
+            "postgres" => (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            ),
+            _ => (
+                "mysql://root@127.0.0.1:3306/mysql",
+                format!("mysql://root@127.0.0.1:3306/{name}"),
+            ),
+        };
+        let admin = connect_lazy(&SourceConfig::new("admin", admin)).unwrap();
+        rt.block_on(admin.fetch(&format!("CREATE DATABASE {name}"), &[]))
+            .unwrap_or_else(|e| panic!("create {kind} database: {e}"));
+        let db = TempDb {
+            admin,
+            name,
+            url,
+            rt,
+        };
+        let ts = if kind == "postgres" {
+            "TIMESTAMPTZ NOT NULL DEFAULT now()"
+        } else {
+            "DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+        };
+        db.exec(&format!("CREATE TABLE tickets (id BIGINT PRIMARY KEY, title VARCHAR(200) NOT NULL, price DECIMAL(10,2), updated_at {ts}, deleted_at {})", ts.replace(" NOT NULL DEFAULT now()", "").replace(" NOT NULL DEFAULT CURRENT_TIMESTAMP(6)", "")));
+        let values: Vec<String> = (1..=250)
+            .map(|i| format!("({i}, 'ticket {i}', {i}.50)"))
+            .collect();
+        db.exec(&format!(
+            "INSERT INTO tickets (id, title, price) VALUES {}",
+            values.join(", ")
+        ));
+        db
+    }
+
+    fn exec(&self, sql: &str) {
+        let _in = self.rt.enter();
+        let source = connect_lazy(&SourceConfig::new("t", self.url.clone())).unwrap();
+        self.rt.block_on(source.fetch(sql, &[])).unwrap();
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _in = self.rt.enter();
+        let _ = self.rt.block_on(
+            self.admin
+                .fetch(&format!("DROP DATABASE {}", self.name), &[]),
+        );
+    }
+}
+
+fn config(dir: &std::path::Path, url: &str, mode: &str) -> std::path::PathBuf {
+    let path = dir.join("warm.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[cache]
+prefix = "w:cache:"
+
+[sources.main]
+url = "{url}"
+
+[[tasks]]
+name = "q.get_ticket"
+source = "main"
+sql = "SELECT id, title, price FROM tickets WHERE id = :ticket_id"
+params = ["ticket_id"]
+key = "ticket:{{ticket_id}}"
+ttl = 300
+result = "one"
+
+[[warm]]
+task = "q.get_ticket"
+table = "tickets"
+key_column = "id"
+columns = ["id", "title", "price"]
+mode = "{mode}"
+watermark_column = "updated_at"
+deleted_column = "deleted_at"
+batch_size = 40
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn warm(world: &World, config: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_celeriac-test-warm"))
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .envs(world.env.iter().map(|(k, v)| (k, v)))
+        .env("CELERIAC_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn cached(r: &mut redis::Connection, id: u32) -> Option<Value> {
+    let text: Option<String> = r.get(format!("w:cache:v1:ticket:{id}")).unwrap();
+    text.map(|t| serde_json::from_str::<Value>(&t).unwrap())
+}
+
+fn keys(r: &mut redis::Connection) -> usize {
+    let keys: Vec<String> = r.keys("w:cache:v1:ticket:*").unwrap();
+    keys.len()
+}
+
+fn full_then_incremental(kind: &str) {
+    let db = TempDb::create(kind);
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &db.url, "updated_at");
+    let mut r = world.redis();
+
+    let (code, out) = warm(&world, &cfg, &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("250 rows read"), "{out}");
+    assert_eq!(keys(&mut r), 0, "dry run wrote keys");
+
+    let (code, out) = warm(
+        &world,
+        &cfg,
+        &[
+            "--metrics-file",
+            dir.path().join("m.prom").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("full pass: 250 rows read, 250 keys written"),
+        "{out}"
+    );
+    assert_eq!(keys(&mut r), 250);
+    let entry = cached(&mut r, 7).unwrap();
+    assert_eq!(entry["found"], json!(true));
+    assert_eq!(
+        entry["value"],
+        json!({"id": 7, "title": "ticket 7", "price": "7.50"})
+    );
+    let prom = std::fs::read_to_string(dir.path().join("m.prom")).unwrap();
+    assert!(
+        prom.contains("celeriac_warm_rows_total{job=\"q.get_ticket\"} 250"),
+        "{prom}"
+    );
+    assert!(prom.contains("celeriac_warm_last_success_timestamp_seconds{job=\"q.get_ticket\"}"));
+
+    // The read path is served from the warmed L2: change the row behind the cache's back and a
+    // real Celery call still returns the warmed value (no source query was made).
+    db.exec("UPDATE tickets SET title = 'changed' WHERE id = 7");
+    let worker = world.celeriac("w", &["--config", cfg.to_str().unwrap()]);
+    let got = world.py("from celery_app import app\nimport json\nprint(json.dumps(app.send_task('q.get_ticket', args=(7,)).get(timeout=20)))");
+    assert_eq!(
+        serde_json::from_str::<Value>(got.trim()).unwrap(),
+        entry["value"]
+    );
+    drop(worker);
+
+    // Incremental: an update (id 7 above), an insert and a soft delete.
+    db.exec("INSERT INTO tickets (id, title, price) VALUES (1000, 'new one', 3.00)");
+    let later = if kind == "postgres" {
+        "now() + interval '1 second'"
+    } else {
+        "CURRENT_TIMESTAMP(6) + INTERVAL 1 SECOND"
+    };
+    db.exec(&format!(
+        "UPDATE tickets SET deleted_at = {later}, updated_at = {later} WHERE id = 9"
+    ));
+    db.exec(&format!(
+        "UPDATE tickets SET updated_at = {later} WHERE id = 7"
+    ));
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incremental pass"), "{out}");
+    assert_eq!(
+        cached(&mut r, 7).unwrap()["value"]["title"],
+        json!("changed")
+    );
+    assert_eq!(
+        cached(&mut r, 1000).unwrap()["value"]["title"],
+        json!("new one")
+    );
+    assert_eq!(cached(&mut r, 9), None, "soft-deleted row's key stays");
+    assert!(
+        !out.contains("250 rows read"),
+        "incremental reread everything: {out}"
+    );
+
+    // Another run holds the lock: exit 3, nothing done.
+    let _: () = r
+        .set("w:cache:warm:q.get_ticket:lock", "other-host:1")
+        .unwrap();
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("another run holds the lock"), "{out}");
+    let _: () = r.del("w:cache:warm:q.get_ticket:lock").unwrap();
+
+    // --full reloads everything.
+    let (code, out) = warm(&world, &cfg, &["--full"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("full pass: 251 rows read, 250 keys written"),
+        "{out}"
+    );
+}
+
+#[test]
+fn postgres_full_incremental_lock_dry_run() {
+    full_then_incremental("postgres");
+}
+
+#[test]
+fn mariadb_full_incremental_lock_dry_run() {
+    full_then_incremental("mariadb");
+}
+
+#[test]
+fn bad_config_exits_2() {
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        "sideways",
+    );
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown mode `sideways`"), "{out}");
+}
