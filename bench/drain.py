@@ -115,7 +115,8 @@ def run_one(name, cmd, env, r, app, n, log):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20000)
-    ap.add_argument("--celeriac", default=os.path.join(ROOT, "target/release/examples/demo"))
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    ap.add_argument("--celeriac", default=os.path.join(target, "release/examples/demo"))
     ap.add_argument("--celeriac-concurrency", type=int, default=2,
                     help="celeriac's -c (async tasks); the Python prefork worker always runs -c 2")
     args = ap.parse_args()
