@@ -6,19 +6,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{eventually, World};
-
-fn events_of(log: &str) -> Vec<Value> {
-    log.lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use support::{events_of, eventually, World};
 
 fn find<'a>(events: &'a [Value], kind: &str, uuid: Option<&str>) -> Option<&'a Value> {
-    events
-        .iter()
-        .find(|e| e["event"]["type"] == kind && uuid.is_none_or(|u| e["event"]["uuid"] == u))
+    support::find_event(events, kind, uuid)
 }
 
 #[test]

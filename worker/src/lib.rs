@@ -2,10 +2,11 @@
 //! results as a Python Celery worker does.
 //!
 //! One file per role: [`fetch`] takes messages off the queues, [`processor`] runs one message,
-//! [`scheduled`] holds ETA messages, [`retry`] republishes retries, [`dead_letter`] disposes of
-//! what cannot run, [`keepalive`] keeps held messages from being restored by sweeps,
-//! [`launcher`] starts and stops it all; [`control`] answers remote control, [`revoked`] keeps
-//! revoked ids, [`events`] sends monitoring events, [`tracked`] lists held requests; [`builder`] is the Rust API and [`task`] what a task sees.
+//! [`scheduled`] holds ETA messages, [`retry`] republishes retries, [`settle`] acks or rejects a
+//! finished run's message, [`dead_letter`] disposes of what cannot run, [`keepalive`] keeps held
+//! messages from being restored by sweeps, [`launcher`] starts and stops it all; [`control`]
+//! answers remote control, [`revoked`] keeps revoked ids, [`events`] sends monitoring events,
+//! [`tracked`] lists held requests; [`builder`] is the Rust API and [`task`] what a task sees.
 
 pub mod batch;
 pub mod builder;
@@ -31,6 +32,7 @@ pub mod retrying;
 pub mod revoked;
 pub mod runtime;
 pub mod scheduled;
+pub mod settle;
 pub mod task;
 pub mod telemetry;
 pub mod time_limits;

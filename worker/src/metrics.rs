@@ -225,8 +225,8 @@ impl Metrics {
             Ok(_) => Some(&self.succeeded),
             Err(TaskError::Fail(_)) => Some(&self.failed),
             Err(TaskError::Retry(_)) => Some(&self.retried),
-            // Replaced by another task (Celery records it as `Ignore`): neither outcome.
-            Err(TaskError::Replace(_)) => None,
+            // Replaced by another task (Celery records it as `Ignore`) or rejected: neither outcome.
+            Err(TaskError::Replace(_) | TaskError::Reject { .. }) => None,
         };
         if let Some(counter) = counter {
             counter.with_label_values(&labels).inc();

@@ -17,6 +17,7 @@ use crate::retry;
 use crate::revoked;
 use crate::runtime::{Running, Runtime};
 use crate::scheduled;
+use crate::settle::{self, AckPolicy, Settle};
 use crate::task::{PyException, TaskContext, TaskError};
 use crate::time_limits;
 use crate::tracked::{Stage, Tracked};
@@ -148,7 +149,8 @@ async fn execute(
     reservation: Option<OwnedSemaphorePermit>,
 ) {
     let settings = &rt.settings;
-    let acks_late = task.options.acks_late.unwrap_or(settings.task_acks_late);
+    let policy = AckPolicy::resolve(&task.options, settings);
+    let acks_late = policy.acks_late;
     let ignore_result = msg
         .ignore_result
         .or(task.options.ignore_result)
@@ -225,7 +227,7 @@ async fn execute(
     let runtime_s = started.elapsed().as_secs_f64();
     rt.metrics
         .task_finished(&msg.task, &delivery.queue, &outcome, started.elapsed());
-    match outcome {
+    let settle = match outcome {
         // Canvas: callbacks and the next chain step are published before the result is stored.
         Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
             Ok(children) => {
@@ -235,36 +237,56 @@ async fn execute(
                     results::store_success_with_children(&rt, &msg, value.clone(), children).await;
                 }
                 canvas::after_success(&rt, &msg, &value).await;
+                Settle::Ack
             }
-            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
+            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
         },
-        Err(TaskError::Fail(exc)) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
+        Err(TaskError::Fail(exc)) => {
+            failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await
+        }
         Err(TaskError::Replace(sig)) => match canvas::replace(&rt, &msg, &sig).await {
-            Ok(()) => tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced"),
-            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s).await,
+            Ok(()) => {
+                tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced");
+                Settle::Ack
+            }
+            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
         },
         Err(TaskError::Retry(request)) => {
             events::task_retried_request(&rt, &msg, &request).await;
             retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await;
+            Settle::Ack
         }
-    }
+        // Celery's `Reject`: nothing stored; an early-acked message is already gone.
+        Err(TaskError::Reject { reason, requeue }) => {
+            tracing::warn!(runtime_s, requeue, %reason, "task rejected its message");
+            Settle::Reject { requeue, reason }
+        }
+    };
     rt.counters
         .processed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if acks_late {
-        rt.ack(&delivery).await;
+        settle::apply(&rt, &delivery, &msg.id, settle).await;
     }
     drop(reservation);
 }
 
 /// FAILURE stored (unless ignored), then the canvas follow-ups: chord part, chain, errbacks.
+/// A run whose process was lost with late acks and `reject_on_worker_lost` is requeued instead:
+/// nothing stored, no `task-failed` (as Celery). Returns what becomes of the message.
 async fn failed(
     rt: &Runtime,
     msg: &TaskMessage,
     exc: &PyException,
     ignore_result: bool,
     runtime_s: f64,
-) {
+    policy: &AckPolicy,
+) -> Settle {
+    let settle = policy.after_failure(exc);
+    if policy.requeues_lost_run(exc) {
+        tracing::warn!(runtime_s, exception = %exc, "task lost its process; requeued");
+        return settle;
+    }
     tracing::warn!(runtime_s, exception = %exc, "task failed");
     crate::telemetry::task_failed(&exc.to_string());
     let tb = results::traceback(msg, &rt.hostname, exc);
@@ -273,6 +295,7 @@ async fn failed(
         results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
     }
     canvas::on_failure(rt, msg, exc).await;
+    settle
 }
 
 /// A running task stopped by `revoke(terminate=True)`.

@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     let marks = redis::Client::open(broker)?;
     let canvas_redis = marks.clone();
     let stamps = marks.clone();
+    let rejects = marks.clone();
     let builder = Worker::builder()
         .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
             Ok::<_, TaskError>(a + b)
@@ -193,6 +194,32 @@ fn main() -> anyhow::Result<()> {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
             Ok::<_, TaskError>(n > 0)
+        })
+        // Rejection: `t.reject` rejects its message (Celery's `Reject(requeue=...)`);
+        // `t.reject_once` counts its runs in `marks`, rejects with requeue on the first and
+        // returns the count on the next.
+        .task("t.reject", |_: TaskContext, (requeue,): (bool,)| async move {
+            Err::<(), _>(TaskError::reject("deliberate rejection", requeue))
+        })
+        .task("t.reject_once", move |ctx: TaskContext, (): ()| {
+            let marks = rejects.clone();
+            async move {
+                let mut conn = marks
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                let runs: i64 = redis::cmd("HINCRBY")
+                    .arg("marks")
+                    .arg(&ctx.id)
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                if runs == 1 {
+                    return Err(TaskError::reject("first run", true));
+                }
+                Ok(runs)
+            }
         })
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({

@@ -239,3 +239,33 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The events a `tests/python/event_receiver.py` log holds (one JSON object a line).
+pub fn events_of(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The first event of type `kind` (for task `uuid`, when given).
+pub fn find_event<'a>(
+    events: &'a [serde_json::Value],
+    kind: &str,
+    uuid: Option<&str>,
+) -> Option<&'a serde_json::Value> {
+    events
+        .iter()
+        .find(|e| e["event"]["type"] == kind && uuid.is_none_or(|u| e["event"]["uuid"] == u))
+}
+
+impl World {
+    /// Start `tests/python/event_receiver.py` and wait until its subscription is live.
+    pub fn event_receiver(&self) -> Proc {
+        let mut receiver = self.python_process("receiver", &["event_receiver.py"]);
+        receiver
+            .wait_for_log("LISTENING", Duration::from_secs(30))
+            .expect("the receiver subscribes");
+        receiver
+    }
+}

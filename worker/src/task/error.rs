@@ -86,6 +86,15 @@ pub enum TaskError {
     /// The task is replaced by this signature (Celery's `self.replace(sig)`): it is published
     /// with this task's id, and this run stores no result.
     Replace(Box<Signature>),
+    /// The task rejects its message (Celery's `raise Reject(reason, requeue=...)`): no result is
+    /// stored; with late acks the message goes back to its queue (`requeue`) or, instead of
+    /// being dropped, to the dead-letter list. An early-acked message is already gone.
+    Reject {
+        /// Why, logged and kept as the dead-letter reason.
+        reason: String,
+        /// Put the message back on its queue instead of dead-lettering it.
+        requeue: bool,
+    },
 }
 
 impl TaskError {
@@ -107,6 +116,14 @@ impl TaskError {
     /// Replace the task by `sig` (a plain task signature), as Celery's `self.replace(sig)`.
     pub fn replace(sig: Signature) -> Self {
         TaskError::Replace(Box::new(sig))
+    }
+
+    /// Reject the message (Celery's `Reject(reason, requeue=requeue)`).
+    pub fn reject(reason: impl Into<String>, requeue: bool) -> Self {
+        TaskError::Reject {
+            reason: reason.into(),
+            requeue,
+        }
     }
 
     /// Retry with the task's default delay.
@@ -145,6 +162,9 @@ impl fmt::Display for TaskError {
                 None => f.write_str("retry requested"),
             },
             TaskError::Replace(sig) => write!(f, "replaced by {}", sig.task),
+            TaskError::Reject { reason, requeue } => {
+                write!(f, "rejected (requeue={requeue}): {reason}")
+            }
         }
     }
 }

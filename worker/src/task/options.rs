@@ -14,6 +14,11 @@ pub struct TaskOptions {
     pub default_retry_delay: Duration,
     /// Ack after the task ran instead of before (`None` = `task_acks_late`).
     pub acks_late: Option<bool>,
+    /// With late acks, still ack a failed or timed-out run (`None` =
+    /// `task_acks_on_failure_or_timeout`); when false the message is rejected: dead-lettered.
+    pub acks_on_failure_or_timeout: Option<bool>,
+    /// With late acks, requeue a run whose process was lost (`None` = `task_reject_on_worker_lost`).
+    pub reject_on_worker_lost: Option<bool>,
     /// Store no result (`None` = `task_ignore_result`).
     pub ignore_result: Option<bool>,
     /// Write a STARTED state when the task begins (`None` = `task_track_started`).
@@ -34,6 +39,8 @@ impl Default for TaskOptions {
             max_retries: Some(3),
             default_retry_delay: Duration::from_secs(180),
             acks_late: None,
+            acks_on_failure_or_timeout: None,
+            reject_on_worker_lost: None,
             ignore_result: None,
             track_started: None,
             time_limit: None,
