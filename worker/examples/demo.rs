@@ -45,6 +45,13 @@ fn main() -> anyhow::Result<()> {
                 Err::<(), _>(TaskError::fail("ValueError", message))
             },
         )
+        // CPU-bound: runs in a task process, killed for sure at its hard time limit.
+        .process_task("demo.primes", |(below,): (u64,)| {
+            let count = (2..below)
+                .filter(|n| (2..).take_while(|d| d * d <= *n).all(|d| n % d != 0))
+                .count();
+            Ok::<_, TaskError>(count)
+        })
         .task(
             "demo.sleep",
             |_ctx: TaskContext, (ms,): (u64,)| async move {

@@ -26,6 +26,11 @@ start = time.time()
 results = [app.send_task("demo.sleep", args=(500,)) for _ in range(8)]
 values = [r.get(timeout=20) for r in results]
 show("8 x demo.sleep(500) on 4 slots", f"{values} in {time.time() - start:.1f}s")
+show("demo.primes(20000) (a process task)", app.send_task("demo.primes", args=(20000,)).get(timeout=30))
+try:
+    app.send_task("demo.primes", args=(10**12,), time_limit=1).get(timeout=30)
+except Exception as e:
+    show("demo.primes(10**12, time_limit=1) raised", e)
 r = app.send_task("demo.add", args=(40, 2), countdown=1)
 show("demo.add(40, 2) with countdown=1", r.get(timeout=10))
 

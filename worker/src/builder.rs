@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::launcher;
+use crate::process::{FnProcess, Pool, ProcessHandler};
 use crate::registry::Registry;
 use crate::task::{BlockingHandler, FnHandler, TaskContext, TaskError, TaskOptions};
 
@@ -22,6 +23,7 @@ pub struct Worker {
 pub struct WorkerBuilder {
     settings: Option<Settings>,
     registry: Registry,
+    processes: Option<Arc<Pool>>,
 }
 
 impl Worker {
@@ -40,8 +42,10 @@ impl Worker {
         &self.settings
     }
 
-    /// Run until SIGTERM/SIGINT (first: warm shutdown; second: cold).
+    /// Run until SIGTERM/SIGINT (first: warm shutdown; second: cold). In a task process (see
+    /// [`crate::process`]) this serves the child role instead and never returns.
     pub async fn run(self) -> anyhow::Result<()> {
+        self.serve_if_task_process();
         let stop = launcher::signal_stop_requests()?;
         let mut registry = self.registry;
         crate::query_tasks::install(&self.settings, &mut registry).await?;
@@ -53,10 +57,19 @@ impl Worker {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.serve_if_task_process();
         let stop = launcher::stop_requests_from(stop);
         let mut registry = self.registry;
         crate::query_tasks::install(&self.settings, &mut registry).await?;
         launcher::run(self.settings, registry, stop).await
+    }
+
+    /// In a task process started for process tasks: serve them, then exit (never returns).
+    /// Elsewhere: nothing.
+    pub fn serve_if_task_process(&self) {
+        if crate::process::is_child() {
+            crate::process::serve(&self.registry);
+        }
     }
 }
 
@@ -94,7 +107,9 @@ impl WorkerBuilder {
 
     /// Register a blocking (CPU-bound or synchronous) function: each run gets its own OS thread.
     /// At the hard time limit the run fails and the thread is abandoned (threads cannot be
-    /// killed); loops should call [`TaskContext::check_time_limits`] to stop in time.
+    /// killed); loops should call [`TaskContext::check_time_limits`] to stop in time. For code
+    /// that must be stopped for sure, use [`WorkerBuilder::process_task`] (a child process,
+    /// killed at the hard limit) instead.
     pub fn blocking_task<F, A, R>(self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(TaskContext, A) -> Result<R, TaskError> + Send + Sync + 'static,
@@ -119,6 +134,50 @@ impl WorkerBuilder {
         self.registry
             .insert(name, Arc::new(BlockingHandler::new(f)), options);
         self
+    }
+
+    /// Register a CPU-bound or blocking function to run in a **task process** (a child process
+    /// of the worker, reused between runs; see [`crate::process`]): at the hard time limit the
+    /// child is killed, so the run stops for sure even if the function never checks anything.
+    /// The soft limit is seen with [`crate::process::soft_time_limit_exceeded`] or
+    /// `crate::process::check_soft_time_limit()?`. A child that dies fails the run with
+    /// `WorkerLostError`. The function gets only its arguments (no [`TaskContext`]).
+    pub fn process_task<F, A, R>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A) -> Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.process_task_with_options(name, TaskOptions::default(), f)
+    }
+
+    /// [`WorkerBuilder::process_task`] with per-task options.
+    pub fn process_task_with_options<F, A, R>(
+        mut self,
+        name: impl Into<String>,
+        options: TaskOptions,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(A) -> Result<R, TaskError> + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        let name = name.into();
+        let pool = self.processes.get_or_insert_with(Arc::default).clone();
+        self.registry
+            .insert(name.clone(), Arc::new(ProcessHandler::new(pool)), options);
+        self.registry
+            .insert_process_fn(name, Arc::new(FnProcess::new(f)));
+        self
+    }
+
+    /// In a task process: serve the registered process tasks, then exit (never returns).
+    /// Elsewhere: nothing. `celeriac_worker::cli::worker::run` calls it first.
+    pub fn serve_if_task_process(&self) {
+        if crate::process::is_child() {
+            crate::process::serve(&self.registry);
+        }
     }
 
     /// Use these settings (default: Celery's defaults).

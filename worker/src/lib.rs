@@ -22,6 +22,7 @@ pub mod keepalive;
 pub mod launcher;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod processor;
 pub mod query_tasks;
 pub mod rate_limit;

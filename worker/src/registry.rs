@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::process::ProcessFn;
 use crate::query_tasks::DataAccess;
 use crate::task::{Handler, TaskOptions};
 
@@ -19,6 +20,7 @@ pub struct RegisteredTask {
 #[derive(Clone, Default)]
 pub struct Registry {
     tasks: BTreeMap<String, RegisteredTask>,
+    process_fns: BTreeMap<String, Arc<dyn ProcessFn>>,
     data: Option<Arc<DataAccess>>,
 }
 
@@ -32,6 +34,16 @@ impl Registry {
     ) {
         self.tasks
             .insert(name.into(), RegisteredTask { handler, options });
+    }
+
+    /// Register the function a task process runs for `name` (see [`crate::process`]).
+    pub fn insert_process_fn(&mut self, name: impl Into<String>, f: Arc<dyn ProcessFn>) {
+        self.process_fns.insert(name.into(), f);
+    }
+
+    /// The function a task process runs for `name`.
+    pub fn process_fn(&self, name: &str) -> Option<&Arc<dyn ProcessFn>> {
+        self.process_fns.get(name)
     }
 
     /// Look a task up by name.

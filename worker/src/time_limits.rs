@@ -8,6 +8,7 @@
 //! the run fails with `TimeLimitExceeded`. Blocking tasks (see [`crate::task::blocking`]) run on
 //! their own thread, which cannot be killed: the run still fails and frees its slot at the hard
 //! limit, and the thread is abandoned and counted ([`abandoned_threads`]) until it returns.
+//! Process tasks (see [`crate::process`]) run in a child process, which is killed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

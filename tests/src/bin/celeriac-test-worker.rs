@@ -221,6 +221,37 @@ fn main() -> anyhow::Result<()> {
                 Ok(runs)
             }
         })
+        // Process tasks (run in child processes): `t.burn` busy-loops `ms` and never checks
+        // anything; `t.burn_soft` loops until its soft limit, then returns "soft" or (with
+        // `fail`) fails with SoftTimeLimitExceeded; `t.pid` returns its process id;
+        // `t.crash_once` aborts its process unless the file `path` exists (it creates it first).
+        .process_task("t.burn", |(ms,): (u64,)| {
+            let start = std::time::Instant::now();
+            let mut n: u64 = 0;
+            while start.elapsed() < Duration::from_millis(ms) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+            Ok::<_, TaskError>(n > 0)
+        })
+        .process_task("t.burn_soft", |(fail,): (bool,)| {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+                if fail {
+                    celeriac_worker::process::check_soft_time_limit()?;
+                } else if celeriac_worker::process::soft_time_limit_exceeded() {
+                    return Ok::<_, TaskError>("soft");
+                }
+            }
+        })
+        .process_task("t.pid", |(): ()| Ok::<_, TaskError>(std::process::id()))
+        .process_task("t.crash_once", |(path,): (String,)| {
+            if std::path::Path::new(&path).exists() {
+                return Ok::<_, TaskError>("survived".to_string());
+            }
+            std::fs::write(&path, b"crashed once").map_err(anyhow::Error::from)?;
+            std::process::abort()
+        })
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,

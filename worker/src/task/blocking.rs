@@ -5,6 +5,7 @@
 //! `TimeLimitExceeded` and frees its slot at once; the thread is *abandoned* (counted by
 //! [`crate::time_limits::abandoned_threads`], logged) and its eventual result is dropped. Loops
 //! that call [`TaskContext::check_time_limits`] stop by themselves at the soft (or hard) limit.
+//! Code that must be stopped for sure belongs in a process task ([`crate::process`]).
 
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};

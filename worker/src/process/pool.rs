@@ -1,0 +1,224 @@
+//! The parent side: task processes started lazily, reused, killed at the hard limit.
+//!
+//! A child is the worker's own binary (`std::env::current_exe()`, same arguments) with
+//! [`CHILD_ENV`] set. Idle children wait in the pool; a run takes one (or starts one), and gives
+//! it back when its reply came. A run dropped before its reply — hard time limit, `revoke`
+//! with `terminate`, the end of a shutdown's grace — SIGKILLs its child and reaps it. The number
+//! of children never exceeds the number of runs at once, so the worker's concurrency bounds it.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use super::child::CHILD_ENV;
+use super::protocol::ToChild;
+use crate::task::PyException;
+
+/// A running task process.
+pub struct TaskProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    pid: u32,
+}
+
+impl TaskProcess {
+    fn spawn() -> std::io::Result<TaskProcess> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(CHILD_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Not in the worker's process group: a terminal's Ctrl-C reaches the worker only,
+            // which then stops its children itself.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let (Some(stdin), Some(stdout), Some(pid)) =
+            (child.stdin.take(), child.stdout.take(), child.id())
+        else {
+            return Err(std::io::Error::other("the task process has no pipes"));
+        };
+        tracing::info!(pid, "task process started");
+        Ok(TaskProcess {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout).lines(),
+            pid,
+        })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Send one line.
+    pub async fn send(&mut self, msg: &ToChild) -> std::io::Result<()> {
+        let mut line = msg.to_line();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await?;
+        self.stdin.flush().await
+    }
+
+    /// The next stdout line; `None` when the child closed it (it exited).
+    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        self.stdout.next_line().await
+    }
+
+    /// Wait for the child to exit (after its stdout closed), killing it if it lingers.
+    async fn exit_status(&mut self) -> Option<ExitStatus> {
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait());
+        match wait.await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+
+    fn kill_and_reap(mut self, why: &str, run_id: &str) {
+        let pid = self.pid;
+        let _ = self.child.start_kill();
+        tracing::warn!(pid, run_id, why, "task process killed");
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let _ = self.child.wait().await;
+                    tracing::info!(pid, "killed task process reaped");
+                });
+            }
+            // No runtime (the worker is exiting): kill_on_drop and the exit take care of it.
+            Err(_) => drop(self),
+        }
+    }
+}
+
+/// The worker's task processes.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<TaskProcess>>,
+    jobs: AtomicU64,
+}
+
+impl Pool {
+    /// Take an idle child, or start one, for run `run_id`.
+    pub fn checkout(self: &Arc<Self>, run_id: &str) -> std::io::Result<Lease> {
+        let idle = self.idle.lock().expect("pool lock").pop();
+        let process = match idle {
+            Some(p) => p,
+            None => TaskProcess::spawn()?,
+        };
+        Ok(Lease {
+            process: Some(process),
+            pool: self.clone(),
+            run_id: run_id.to_string(),
+            job: self.jobs.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Idle children now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().expect("pool lock").len()
+    }
+}
+
+/// A child lent to one run. Dropped without [`Lease::give_back`] or [`Lease::lost`], it kills
+/// the child.
+pub struct Lease {
+    process: Option<TaskProcess>,
+    pool: Arc<Pool>,
+    run_id: String,
+    job: u64,
+}
+
+impl Lease {
+    /// The child.
+    pub fn process(&mut self) -> &mut TaskProcess {
+        self.process
+            .as_mut()
+            .expect("a lease holds its process until it ends")
+    }
+
+    /// The run finished with a reply: the child goes back to the pool.
+    pub fn give_back(mut self) {
+        if let Some(p) = self.process.take() {
+            self.pool.idle.lock().expect("pool lock").push(p);
+        }
+    }
+
+    /// The child died before replying: Celery's `WorkerLostError`, worded as billiard words it.
+    pub async fn lost(mut self) -> PyException {
+        let mut process = self.process.take().expect("a lease holds its process");
+        let status = process.exit_status().await;
+        let human = status.map_or_else(|| "exitcode unknown".to_string(), human_status);
+        tracing::error!(pid = process.pid, run_id = %self.run_id, status = %human, "task process exited before replying");
+        PyException::in_module(
+            "billiard.exceptions",
+            "WorkerLostError",
+            format!("Worker exited prematurely: {human} Job: {}.", self.job),
+        )
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill_and_reap("the run was stopped before it finished", &self.run_id);
+        }
+    }
+}
+
+/// billiard's `human_status`: `signal 9 (SIGKILL)` or `exitcode 1`.
+pub fn human_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(sig), _) => match signal_name(sig) {
+            Some(name) => format!("signal {sig} ({name})"),
+            None => format!("signal {sig}"),
+        },
+        (None, Some(code)) => format!("exitcode {code}"),
+        (None, None) => "exitcode unknown".into(),
+    }
+}
+
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn statuses_as_billiard_words_them() {
+        assert_eq!(human_status(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+        assert_eq!(human_status(ExitStatus::from_raw(6)), "signal 6 (SIGABRT)");
+        assert_eq!(human_status(ExitStatus::from_raw(40)), "signal 40");
+        assert_eq!(human_status(ExitStatus::from_raw(3 << 8)), "exitcode 3");
+    }
+}
