@@ -1,7 +1,8 @@
 """Print every Celery event received (one JSON object a line), as Flower's receiver gets them.
 
 Prints LISTENING once its subscription is live (it has seen its own probe event), and for each
-event also the task/worker state Celery's `events.State` (what Flower builds on) derives.
+event also the task/worker state Celery's `events.State` (what Flower builds on) derives. A batched
+`task.multi` message is also printed as `{"batch": [<event types>]}` before its events.
 """
 import json
 import threading
@@ -34,7 +35,17 @@ def on_event(event):
 
 def capture():
     with app.connection() as conn:
-        app.events.Receiver(conn, handlers={"*": on_event}).capture(limit=None, timeout=None, wakeup=False)
+        receiver = app.events.Receiver(conn, handlers={"*": on_event})
+        split = receiver._receive
+
+        def receive(body, message):
+            # A batched `task.multi` message is a list: note its event types, then let Celery split it.
+            if isinstance(body, list):
+                print(json.dumps({"batch": [e.get("type") for e in body]}), flush=True)
+            split(body, message)
+
+        receiver._receive = receive
+        receiver.capture(limit=None, timeout=None, wakeup=False)
 
 
 threading.Thread(target=capture, daemon=True).start()

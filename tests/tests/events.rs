@@ -110,6 +110,63 @@ print(ok.id, bad.id, unknown.id)
 }
 
 #[test]
+fn batched_task_events_go_out_as_task_multi_and_celery_reads_them() {
+    let world = World::new(&[("CELERIAC_EVENTS_BATCH", "24")]);
+    let mut receiver = world.event_receiver();
+    let _w = world.celeriac("batch", &["-E", "-c", "8"]);
+    let ids = world.py(r#"
+from celery_app import app
+rs = [app.send_task("t.add", args=(i, i)) for i in range(60)]
+print(sorted(r.get(timeout=30) for r in rs) == [2 * i for i in range(60)])
+print(" ".join(r.id for r in rs))
+"#);
+    let (ok, ids) = ids.split_once('\n').expect("two lines");
+    assert_eq!(ok, "True");
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let events = eventually(Duration::from_secs(30), || {
+        let events = events_of(&receiver.log());
+        ids.iter()
+            .all(|id| {
+                find(&events, "task-succeeded", Some(id))
+                    .is_some_and(|e| e["task_state"]["state"] == "SUCCESS")
+            })
+            .then_some(events)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "Celery's State did not see every task succeed:\n{}",
+            receiver.log()
+        )
+    });
+    receiver.kill9();
+    let batches: Vec<usize> = events
+        .iter()
+        .filter_map(|e| e.get("batch").and_then(Value::as_array))
+        .map(Vec::len)
+        .collect();
+    let task_events = events
+        .iter()
+        .filter(|e| {
+            e["event"]["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("task-"))
+        })
+        .count();
+    assert_eq!(task_events, 3 * ids.len(), "received, started, succeeded");
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        task_events,
+        "every task event came in a task.multi batch: {batches:?}"
+    );
+    assert!(batches.iter().all(|n| *n <= 24), "{batches:?}");
+    assert!(
+        batches.iter().any(|n| *n > 1),
+        "events sent together share a message: {batches:?}"
+    );
+    assert!(find(&events, "worker-online", None).is_some());
+}
+
+#[test]
 fn task_events_are_off_without_dash_e_but_worker_events_are_sent() {
     let world = World::new(&[]);
     let mut receiver = world.python_process("receiver", &["event_receiver.py"]);

@@ -1,15 +1,19 @@
 //! Monitoring events for Flower and `celery events`: task events when `worker_send_task_events`
 //! (`-E`) is on; `worker-online`, a `worker-heartbeat` every [`HEARTBEAT_FREQ`] and
 //! `worker-offline` always (as a Python worker with heartbeats on). Fire and forget: a failed
-//! publish is logged at debug level and never stops a task.
+//! publish is logged at debug level and never stops a task. With the celeriac setting
+//! `events_batch`, task events go out in batched `task.multi` messages, as a Python prefork
+//! worker sends them (Celery's `EventReceiver` splits them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use celeriac_broker_bridge::codec::{args_repr, kwargs_repr, value_repr, TaskMessage};
-use celeriac_broker_bridge::events::publish_event;
+use celeriac_broker_bridge::events::{publish_batch, publish_event};
 use chrono::{Local, Offset};
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Runtime;
@@ -19,19 +23,38 @@ pub const HEARTBEAT_FREQ: f64 = 2.0;
 /// What `sw_ident` says.
 pub const SW_IDENT: &str = "celeriac";
 
-/// Event state: whether task events are on, and the Lamport clock shared with remote control.
+/// Event state: whether task events are on, the Lamport clock shared with remote control, and
+/// the batch of task events waiting to go out as one `task.multi` message (`events_batch`).
 pub struct Events {
     /// Task events enabled (`-E`, `enable_events` / `disable_events`).
     pub task_events: AtomicBool,
     clock: AtomicU64,
+    batch: Option<Batch>,
+}
+
+/// Task events queued for [`batch_loop`].
+struct Batch {
+    limit: usize,
+    tx: mpsc::UnboundedSender<Map<String, Value>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Map<String, Value>>>>,
 }
 
 impl Events {
-    /// Task events on or off.
-    pub fn new(task_events: bool) -> Self {
+    /// Task events on or off; batched in `task.multi` messages of up to `batch` events when
+    /// `batch` is above 1.
+    pub fn new(task_events: bool, batch: usize) -> Self {
+        let batch = (batch > 1).then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Batch {
+                limit: batch,
+                tx,
+                rx: Mutex::new(Some(rx)),
+            }
+        });
         Events {
             task_events: AtomicBool::new(task_events),
             clock: AtomicU64::new(0),
+            batch,
         }
     }
 
@@ -117,7 +140,58 @@ async fn send_task(rt: &Runtime, kind: &str, uuid: &str, fields: Vec<(&str, Valu
     for (k, v) in fields {
         e.insert(k.into(), v);
     }
-    send(rt, e).await;
+    match &rt.events.batch {
+        Some(batch) => {
+            if let Err(mpsc::error::SendError(e)) = batch.tx.send(e) {
+                send(rt, e).await;
+            }
+        }
+        None => send(rt, e).await,
+    }
+}
+
+/// With `events_batch`, publish queued task events as `task.multi` messages: each batch takes
+/// what was queued by the time the loop runs again (as a Python worker flushes its buffer on
+/// the next turn of its event loop), up to the limit. At `stop`, what is left is sent.
+pub async fn batch_loop(rt: std::sync::Arc<Runtime>, stop: CancellationToken) {
+    let Some(batch) = &rt.events.batch else {
+        return;
+    };
+    let Some(mut rx) = batch.rx.lock().expect("events batch lock").take() else {
+        return;
+    };
+    loop {
+        let first = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        tokio::task::yield_now().await;
+        let mut events = vec![first];
+        while events.len() < batch.limit {
+            match rx.try_recv() {
+                Ok(e) => events.push(e),
+                Err(_) => break,
+            }
+        }
+        publish_batch_logged(&rt, &events).await;
+    }
+    let mut rest = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        rest.push(e);
+        if rest.len() == batch.limit {
+            publish_batch_logged(&rt, &std::mem::take(&mut rest)).await;
+        }
+    }
+    if !rest.is_empty() {
+        publish_batch_logged(&rt, &rest).await;
+    }
+}
+
+async fn publish_batch_logged(rt: &Runtime, events: &[Map<String, Value>]) {
+    if let Err(e) = publish_batch(&rt.broker, events, &rt.hostname).await {
+        tracing::debug!(error = %e, events = events.len(), "could not send a batch of events");
+    }
 }
 
 fn time_or_null(t: Option<&celeriac_broker_bridge::codec::WireTime>) -> Value {

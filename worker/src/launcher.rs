@@ -141,7 +141,7 @@ pub async fn run(
         tracker: TaskTracker::new(),
         counters: Counters::default(),
         revoked: crate::revoked::Revoked::from_env(),
-        events: crate::events::Events::new(settings.worker_send_task_events),
+        events: crate::events::Events::new(settings.worker_send_task_events, settings.events_batch),
         tracked: crate::tracked::Tracked::default(),
         rate_limits: crate::control::RateLimits::default(),
         rate_buckets: crate::rate_limit::Buckets::default(),
@@ -176,6 +176,7 @@ pub async fn run(
         rt.clone(),
         upkeep_stop.clone(),
     ));
+    let event_batches = tokio::spawn(crate::events::batch_loop(rt.clone(), upkeep_stop.clone()));
     let fetcher = tokio::spawn(fetch::run(rt.clone()));
 
     tokio::select! {
@@ -201,6 +202,7 @@ pub async fn run(
     let _ = refresher.await;
     let _ = control.await;
     let _ = heartbeat.await;
+    let _ = event_batches.await;
     crate::events::worker_event(&rt, "worker-offline").await;
     tracing::info!(
         processed = rt

@@ -301,6 +301,10 @@ pub(crate) static FIELDS: &[Field] = &[
         s.rate_limit_scope = r.parsed()?;
         Ok(())
     }),
+    celeriac("events_batch", "CELERIAC_EVENTS_BATCH", |s, r| {
+        s.events_batch = r.integer()?;
+        Ok(())
+    }),
 ];
 
 fn non_empty_list(r: Raw) -> Result<Vec<String>, String> {

@@ -236,6 +236,9 @@ pub struct Settings {
     /// Celeriac-only `rate_limit_scope`: `worker` (default, as Celery) or `fleet` (one limit shared
     /// by all workers through Redis).
     pub rate_limit_scope: crate::rate_limit::Scope,
+    /// Celeriac-only `events_batch`: with task events on, send them as Celery's batched
+    /// `task.multi` messages of up to this many events (`0`, the default: one message each).
+    pub events_batch: usize,
     /// Other tables of the TOML file (`[sources]`, `[tasks]`, …), kept raw for the modules that own them.
     pub extra: BTreeMap<String, toml::Value>,
 }
@@ -285,6 +288,7 @@ impl Default for Settings {
             metrics_port: None,
             log_format: LogFormat::Auto,
             rate_limit_scope: crate::rate_limit::Scope::Worker,
+            events_batch: 0,
             extra: BTreeMap::new(),
         }
     }
@@ -365,6 +369,7 @@ impl fmt::Debug for Settings {
             .field("metrics_port", &self.metrics_port)
             .field("log_format", &self.log_format)
             .field("rate_limit_scope", &self.rate_limit_scope)
+            .field("events_batch", &self.events_batch)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }

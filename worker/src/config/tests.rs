@@ -66,6 +66,7 @@ fn defaults_are_celerys() {
     assert_eq!(s.max_message_bytes, 16 * 1024 * 1024);
     assert_eq!(s.metrics_port, None);
     assert_eq!(s.log_format, LogFormat::Auto);
+    assert_eq!(s.events_batch, 0);
     assert!(s.extra.is_empty());
 }
 
@@ -153,6 +154,7 @@ fn env_overrides_toml() {
             ("CELERY_ACCEPT_CONTENT", "json,yaml"),
             ("CELERY_WORKER_PREFETCH_MULTIPLIER", "2"),
             ("CELERIAC_METRICS_PORT", "9200"),
+            ("CELERIAC_EVENTS_BATCH", "24"),
             ("CELERY_RESULT_BACKEND", ""),
             ("CELERY_UNRELATED_SETTING", "ignored"),
         ],
@@ -164,6 +166,7 @@ fn env_overrides_toml() {
     assert_eq!(s.accept_content, vec!["json", "yaml"]);
     assert_eq!(s.worker_prefetch_multiplier, 2);
     assert_eq!(s.metrics_port, Some(9200));
+    assert_eq!(s.events_batch, 24);
     assert_eq!(
         s.result_backend, None,
         "an empty variable unsets an optional URL"
