@@ -1,5 +1,7 @@
-# Sourced by scripts: installs missing system packages (Debian, as root) and makes the Python venv
-# with real Celery from tests/requirements.txt. Sets CELERIAC_TEST_PYTHON.
+# Sourced by scripts: installs missing system packages (Debian, as root) and makes the Python venvs
+# with real Celery: tests/requirements.txt (current Celery) and proto-fixtures/requirements-5.3.txt
+# (Celery 5.3.6, for the mixed-version chord test). Sets CELERIAC_TEST_PYTHON and
+# CELERIAC_TEST_PYTHON_CELERY536.
 
 ensure_system_packages() {
   local need=()
@@ -73,4 +75,23 @@ ensure_venv() {
     echo "$want" > "$stamp"
   fi
   export CELERIAC_TEST_PYTHON="$venv/bin/python"
+}
+
+# A second venv with Celery 5.3.6 (the exact pins of the 5.3 wire fixtures), for tests that run a
+# Python 5.3.6 worker beside celeriac.
+ensure_venv_celery536() {
+  local root=$1
+  local venv="$root/.venv-celery536"
+  local req="$root/proto-fixtures/requirements-5.3.txt"
+  local stamp="$venv/.requirements.sha256"
+  local want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "creating $venv (Celery 5.3.6 from PyPI)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$req"
+    echo "$want" > "$stamp"
+  fi
+  export CELERIAC_TEST_PYTHON_CELERY536="$venv/bin/python"
 }

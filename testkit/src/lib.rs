@@ -2,7 +2,8 @@
 //!
 //! * [`RedisServer`] starts a private `redis-server` on a free loopback port and kills it on drop,
 //!   so tests run in parallel and never touch a server they did not start.
-//! * [`python`] finds the interpreter of the test venv that `scripts/test` creates with real Celery.
+//! * [`python`] finds the interpreter of the test venv that `scripts/test` creates with real Celery;
+//!   [`python_celery536`] the one of its Celery 5.3.6 venv.
 //! * [`workspace_root`] and [`fixtures_dir`] locate committed data.
 
 use std::net::TcpListener;
@@ -44,6 +45,22 @@ pub fn python() -> Result<PathBuf> {
     if !path.exists() {
         bail!(
             "the test venv's python is missing at {} — run scripts/test (it creates the venv with real Celery)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Path of the Python interpreter of the Celery 5.3.6 venv (`.venv-celery536`, made by
+/// `scripts/test` from `proto-fixtures/requirements-5.3.txt`), for mixed-version tests.
+/// `CELERIAC_TEST_PYTHON_CELERY536` overrides.
+pub fn python_celery536() -> Result<PathBuf> {
+    let path = std::env::var_os("CELERIAC_TEST_PYTHON_CELERY536")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-celery536/bin/python"));
+    if !path.exists() {
+        bail!(
+            "the Celery 5.3.6 venv's python is missing at {} — run scripts/test (it creates the venv)",
             path.display()
         );
     }

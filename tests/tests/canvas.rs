@@ -159,6 +159,64 @@ for r in results:
     }
 }
 
+/// Celery 5.3.6's Redis backend counts chord parts without 5.7's `.d`/`.c` keys and fires the
+/// body when its own count reaches the size; celeriac's claim-and-count must still fire each body
+/// exactly once, whichever side completes the set and whichever Celery applied the chord. A slow
+/// member (`t.sleep`) on one side makes that side the last: `py` chords are completed by the
+/// 5.3.6 worker, `rust` chords by celeriac (which leaves its `.c` claim key at `done`).
+#[test]
+fn a_chord_split_between_celery_5_3_6_and_celeriac_fires_its_body_once() {
+    let python536 = celeriac_testkit::python_celery536().expect("the Celery 5.3.6 venv");
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "4", "-Q", "celery"]);
+    let _py = world.python_worker_with(&python536, "py536", "py");
+    let apply = |offset: usize| {
+        format!(
+            r#"{APP}
+import celery
+from celery_app import sleep
+results = []
+for n in range({offset}, {offset} + 4):
+    last, first = ("py", "celery") if n % 2 else ("celery", "py")
+    header = [add.s(i, n).set(queue=first) for i in range(3)] + [sleep.si(1500).set(queue=last)]
+    results.append(("py" if last == "py" else "rust", chord(header, tally.s()).apply_async()))
+print(celery.__version__)
+for last, r in results:
+    print(last, r.id, r.parent.id, r.get(timeout=90))
+"#
+        )
+    };
+    let by_536 = world.py_with(&python536, &apply(0));
+    let by_current = world.py(&apply(4));
+    assert!(by_536.starts_with("5.3.6\n"), "{by_536}");
+    assert!(!by_current.starts_with("5.3.6\n"), "{by_current}");
+    let mut conn = world.redis();
+    let lines = by_536.lines().skip(1).chain(by_current.lines().skip(1));
+    let mut fired_by = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let [last, id, group, sum] = line.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("last, id, group and sum: {line}")
+        };
+        assert_eq!(
+            sum,
+            (1503 + 3 * n).to_string(),
+            "chord {n}: {by_536}{by_current}"
+        );
+        // Give a duplicate body (if any) time to run before counting.
+        std::thread::sleep(Duration::from_millis(200));
+        let runs: i64 = conn.hget("marks", id).unwrap_or(0);
+        assert_eq!(runs, 1, "the body of chord {n} ran {runs} times");
+        let claim: Option<String> = conn.get(format!("celery-taskset-meta-{group}.c")).unwrap();
+        fired_by.push((last, claim));
+    }
+    for (last, claim) in &fired_by {
+        match *last {
+            "rust" => assert_eq!(claim.as_deref(), Some("done"), "{fired_by:?}"),
+            _ => assert_eq!(claim.as_deref(), None, "{fired_by:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_rust_task_replaces_itself() {
     let world = World::new(&[]);

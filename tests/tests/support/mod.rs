@@ -65,8 +65,13 @@ impl World {
 
     /// Start a Python Celery worker (solo pool) on the same Redis; waits until it is ready.
     pub fn python_worker(&self, name: &str, queues: &str) -> Proc {
+        self.python_worker_with(&python().expect("test venv"), name, queues)
+    }
+
+    /// [`World::python_worker`] with another venv's interpreter (e.g. Celery 5.3.6).
+    pub fn python_worker_with(&self, python: &Path, name: &str, queues: &str) -> Proc {
         let log = self.logs.path().join(format!("{name}.log"));
-        let mut cmd = Command::new(python().expect("test venv"));
+        let mut cmd = Command::new(python);
         cmd.args(["-m", "celery", "-A", "celery_app", "worker", "-P", "solo"])
             .args(["-Q", queues, "-n", &format!("{name}@test"), "-l", "INFO"])
             .args([
@@ -101,7 +106,17 @@ impl World {
 
     /// [`World::py`] returning errors.
     pub fn try_py(&self, script: &str) -> Result<String> {
-        let out = Command::new(python()?)
+        self.try_py_with(&python()?, script)
+    }
+
+    /// [`World::py`] with another venv's interpreter (e.g. Celery 5.3.6).
+    pub fn py_with(&self, python: &Path, script: &str) -> String {
+        self.try_py_with(python, script)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn try_py_with(&self, python: &Path, script: &str) -> Result<String> {
+        let out = Command::new(python)
             .arg("-c")
             .arg(script)
             .current_dir(python_dir())
