@@ -28,8 +28,27 @@ fn killed_pids(log: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether `pid` is a live process (a zombie, dead but not yet reaped by whoever adopted it,
+/// counts as gone).
 fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Whether `pid` is gone from /proc entirely: dead and reaped (the worker reaps its children).
+fn reaped(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pids the worker logged as "task process started".
+fn started_pids(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "task process started")
+        .filter_map(|l| l["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .collect()
 }
 
 #[test]
@@ -62,9 +81,7 @@ print(outcome(app.send_task("t.burn", args=(10,), time_limit=5)))
     // The busy loop ran in that same child, which was SIGKILLed and reaped: its pid is gone
     // (a zombie would still be listed in /proc), and the next run got a new child.
     assert_eq!(killed_pids(&w.log()), vec![first], "{}", w.log());
-    let gone = eventually(Duration::from_secs(20), || {
-        (!process_exists(first)).then_some(())
-    });
+    let gone = eventually(Duration::from_secs(20), || reaped(first).then_some(()));
     assert!(gone.is_some(), "process {first} still exists");
     assert_ne!(fresh, first.to_string());
     assert!(process_exists(w.pid()), "the worker keeps running");
@@ -172,8 +189,28 @@ print(app.send_task("t.add", args=(2, 3)).get(timeout=20))
     assert_eq!(out, "revoked: terminated\nREVOKED\n5\n");
     let killed = killed_pids(&w.log());
     assert_eq!(killed.len(), 1, "{}", w.log());
-    let gone = eventually(Duration::from_secs(20), || {
-        (!process_exists(killed[0])).then_some(())
-    });
+    let gone = eventually(Duration::from_secs(20), || reaped(killed[0]).then_some(()));
     assert!(gone.is_some(), "process {} still exists", killed[0]);
+}
+
+#[test]
+fn a_killed_worker_leaves_no_task_process_behind() {
+    let world = World::new(&[]);
+    let mut w = world.celeriac("w1", &["-c", "2"]);
+    world.py("from celery_app import app\napp.send_task('t.burn', args=(600000,))");
+    w.wait_for_log("task process started", Duration::from_secs(20))
+        .expect("the run starts a task process");
+    let children = started_pids(&w.log());
+    assert_eq!(children.len(), 1, "{}", w.log());
+    assert!(process_exists(children[0]));
+    // SIGKILL: the worker cannot stop its child; the child sees its stdin close and exits.
+    w.kill9();
+    let gone = eventually(Duration::from_secs(20), || {
+        (!process_exists(children[0])).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "task process {} outlived its worker",
+        children[0]
+    );
 }

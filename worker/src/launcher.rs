@@ -63,12 +63,16 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Run a worker until stopped.
+/// Run a worker until stopped. In a task process (see [`crate::process`]) it serves the child
+/// role instead and never returns, so a child can never become a second worker.
 pub async fn run(
     settings: Settings,
     registry: Registry,
     mut stop: StopRequests,
 ) -> anyhow::Result<()> {
+    if crate::process::is_child() {
+        crate::process::serve(&registry);
+    }
     install_crypto_provider();
     let mut transport = TransportOptions::from_json(&serde_json::Value::Object(
         settings.broker_transport_options.clone(),
