@@ -1,18 +1,22 @@
 //! `celeriac warm` against real Postgres and MariaDB (own databases, dropped after) and a private
 //! Redis: the full load writes what the read path reads (a real Python Celery call is then served
 //! from the cache, not the database), incremental runs follow inserts, updates and soft deletes,
-//! a held lock exits 3, --dry-run writes nothing.
+//! a held lock exits 3, --dry-run writes nothing; a run stopped by its time budget exits 4 without
+//! claiming success and the next run resumes; a run SIGKILLed mid-pass is finished by the next
+//! one (after its lock expired) with exactly the source's rows; of two runs started at once one
+//! works and the other exits 3.
 
 mod support;
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use celeriac_cache::source::{registry::connect_lazy, SourceConfig};
 use celeriac_cache::Source;
 use redis::Commands;
 use serde_json::{json, Value};
-use support::World;
+use support::{eventually, Proc, World};
 
 struct TempDb {
     admin: Arc<dyn Source>,
@@ -65,6 +69,27 @@ impl TempDb {
         db
     }
 
+    /// Postgres only: add rows 251..=`last` shaped like the first 250 (updated an hour earlier).
+    fn grow_to(&self, last: u32) {
+        self.exec(&format!(
+            "INSERT INTO tickets (id, title, price, updated_at) \
+             SELECT g, 'ticket ' || g, g + 0.5, now() - interval '1 hour' \
+             FROM generate_series(251, {last}) g"
+        ));
+    }
+
+    /// Every row as the read path turns it into JSON (the task's select list, same source code).
+    fn rows(&self) -> Vec<Value> {
+        let _in = self.rt.enter();
+        let source = connect_lazy(&SourceConfig::new("t", self.url.clone())).unwrap();
+        self.rt
+            .block_on(source.fetch("SELECT id, title, price FROM tickets ORDER BY id", &[]))
+            .unwrap()
+            .into_iter()
+            .map(Value::Object)
+            .collect()
+    }
+
     fn exec(&self, sql: &str) {
         let _in = self.rt.enter();
         let source = connect_lazy(&SourceConfig::new("t", self.url.clone())).unwrap();
@@ -83,6 +108,17 @@ impl Drop for TempDb {
 }
 
 fn config(dir: &std::path::Path, url: &str, mode: &str) -> std::path::PathBuf {
+    config_with(dir, url, mode, 40, "")
+}
+
+/// The test configuration with `batch_size` and more `[[warm]]` settings (`extra`).
+fn config_with(
+    dir: &std::path::Path,
+    url: &str,
+    mode: &str,
+    batch_size: u32,
+    extra: &str,
+) -> std::path::PathBuf {
     let path = dir.join("warm.toml");
     std::fs::write(
         &path,
@@ -111,7 +147,8 @@ columns = ["id", "title", "price"]
 mode = "{mode}"
 watermark_column = "updated_at"
 deleted_column = "deleted_at"
-batch_size = 40
+batch_size = {batch_size}
+{extra}
 "#
         ),
     )
@@ -136,6 +173,70 @@ fn warm(world: &World, config: &std::path::Path, extra: &[&str]) -> (i32, String
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// `celeriac warm` in the background, its output in `dir/<name>.log`.
+fn spawn_warm(world: &World, config: &std::path::Path, dir: &std::path::Path, name: &str) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-test-warm"));
+    cmd.arg("--config")
+        .arg(config)
+        .envs(world.env.iter().map(|(k, v)| (k, v)))
+        .env("CELERIAC_LOG_FORMAT", "json");
+    Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
+}
+
+const STATE: &str = "w:cache:warm:q.get_ticket:state";
+const LOCK: &str = "w:cache:warm:q.get_ticket:lock";
+
+/// The job's saved state (`null` when none).
+fn state(r: &mut redis::Connection) -> Value {
+    let text: Option<String> = r.get(STATE).unwrap();
+    text.map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null)
+}
+
+/// The cursor of the pass in progress.
+fn cursor(r: &mut redis::Connection) -> Option<u64> {
+    state(r)["pass"]["cursor"].as_u64()
+}
+
+/// The number in a summary line's `N rows read`.
+fn rows_read(out: &str) -> u64 {
+    let at = out
+        .find(" rows read")
+        .unwrap_or_else(|| panic!("no summary line: {out}"));
+    out[..at]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count: {out}"))
+}
+
+/// A series of the job in a Prometheus textfile.
+fn metric(prom: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{name}{{job=\"q.get_ticket\"}} ");
+    prom.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().unwrap())
+}
+
+/// Every row of the source is cached exactly as the read path caches it, and nothing else is.
+fn assert_cache_matches(r: &mut redis::Connection, db: &TempDb) {
+    let rows = db.rows();
+    assert_eq!(keys(r), rows.len(), "cached keys vs source rows");
+    for chunk in rows.chunks(1000) {
+        let names: Vec<String> = chunk
+            .iter()
+            .map(|row| format!("w:cache:v1:ticket:{}", row["id"]))
+            .collect();
+        let texts: Vec<Option<String>> = redis::cmd("MGET").arg(&names).query(r).unwrap();
+        for (row, text) in chunk.iter().zip(texts) {
+            let text = text.unwrap_or_else(|| panic!("no key for row {}", row["id"]));
+            let entry: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(entry["found"], json!(true), "{text}");
+            assert_eq!(&entry["value"], row, "cached value of row {}", row["id"]);
+        }
+    }
 }
 
 fn cached(r: &mut redis::Connection, id: u32) -> Option<Value> {
@@ -268,4 +369,109 @@ fn bad_config_exits_2() {
     let (code, out) = warm(&world, &cfg, &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("unknown mode `sideways`"), "{out}");
+}
+
+#[test]
+fn time_budget_exits_4_keeps_progress_and_claims_no_success() {
+    let db = TempDb::create("postgres");
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 250 rows at 100 rows/s need 2.5 s: a 1 s budget cannot read them in one run.
+    let cfg = config_with(
+        dir.path(),
+        &db.url,
+        "updated_at",
+        40,
+        "rows_per_second = 100\ntime_budget = \"1s\"",
+    );
+    let prom_path = dir.path().join("m.prom");
+    let prom_arg = ["--metrics-file", prom_path.to_str().unwrap()];
+    let prom = || std::fs::read_to_string(&prom_path).unwrap();
+    let mut r = world.redis();
+
+    let (code, out) = warm(&world, &cfg, &prom_arg);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("time budget reached"), "{out}");
+    let first = rows_read(&out);
+    assert!(first > 0 && first < 250, "{out}");
+    let text = prom();
+    assert_eq!(
+        metric(&text, "celeriac_warm_last_success_timestamp_seconds"),
+        None,
+        "a budget-stopped run claimed success:\n{text}"
+    );
+    assert_eq!(metric(&text, "celeriac_warm_last_run_complete"), Some(0.0));
+    let st = state(&mut r);
+    assert_eq!(st["last_success_ms"], Value::Null, "{st}");
+    assert_eq!(st["pass"]["kind"], json!("full"), "{st}");
+    assert_eq!(st["pass"]["cursor"], json!(first), "{st}");
+    assert_eq!(keys(&mut r), first as usize);
+
+    // Each rerun resumes where the last one stopped: together they read every row once.
+    let finish = |world: &World| {
+        let mut total = 0;
+        for _ in 0..10 {
+            let (code, out) = warm(world, &cfg, &prom_arg);
+            total += rows_read(&out);
+            match code {
+                0 => return (total, out),
+                4 => assert!(out.contains("the next run resumes"), "{out}"),
+                _ => panic!("exit {code}: {out}"),
+            }
+        }
+        panic!("ten budget-limited runs did not finish the pass");
+    };
+    let (rest, out) = finish(&world);
+    assert!(out.contains("full pass:"), "{out}");
+    assert_eq!(
+        first + rest,
+        250,
+        "rows read again or skipped across resumes"
+    );
+    assert_cache_matches(&mut r, &db);
+    let text = prom();
+    let success = metric(&text, "celeriac_warm_last_success_timestamp_seconds")
+        .unwrap_or_else(|| panic!("no last success after a complete run:\n{text}"));
+    assert_eq!(metric(&text, "celeriac_warm_last_run_complete"), Some(1.0));
+    let st = state(&mut r);
+    assert_eq!(st["pass"], Value::Null, "{st}");
+    let success_ms = st["last_success_ms"].as_u64().unwrap();
+    assert_eq!((success * 1000.0).round() as u64, success_ms);
+
+    // An incremental pass stopped by the budget keeps its advanced watermark and re-exposes
+    // the previous success, not a new one.
+    db.exec(
+        "UPDATE tickets SET title = title || ' v2', updated_at = now() + interval '1 second' \
+         WHERE id <= 150",
+    );
+    let (code, out) = warm(&world, &cfg, &prom_arg);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("incremental pass"), "{out}");
+    let first = rows_read(&out);
+    let st = state(&mut r);
+    assert_eq!(st["pass"]["kind"], json!("incremental"), "{st}");
+    assert!(
+        !st["watermark"][1].is_null(),
+        "watermark not advanced: {st}"
+    );
+    assert_eq!(st["last_success_ms"], json!(success_ms), "{st}");
+    assert_eq!(
+        metric(&prom(), "celeriac_warm_last_success_timestamp_seconds"),
+        Some(success)
+    );
+    let (rest, out) = finish(&world);
+    assert!(out.contains("incremental pass:"), "{out}");
+    // The first incremental pass starts at the full pass's watermark inclusive: the 100 rows
+    // still at it and the 150 updated ones, each read once across the resumed runs.
+    assert_eq!(
+        first + rest,
+        250,
+        "rows read again or skipped across resumes"
+    );
+    assert_eq!(
+        cached(&mut r, 150).unwrap()["value"]["title"],
+        json!("ticket 150 v2")
+    );
+    assert_cache_matches(&mut r, &db);
+    assert!(state(&mut r)["last_success_ms"].as_u64().unwrap() > success_ms);
 }

@@ -106,6 +106,9 @@ pub struct WarmSummary {
     pub elapsed: Duration,
     /// False when the time budget ran out (progress is saved; the next run resumes).
     pub complete: bool,
+    /// When a run of this job last completed (unix ms): this run's end if it completed, the
+    /// stored one otherwise (a run stopped by its budget is not a success).
+    pub last_success_ms: Option<u64>,
 }
 
 /// Why a run failed.
@@ -220,12 +223,14 @@ pub async fn run(
         total,
         ..Progress::default()
     };
+    summary.last_success_ms = state.last_success_ms;
     loop {
-        if let Some(budget) = job.time_budget {
-            if started.elapsed() >= budget {
-                summary.elapsed = started.elapsed();
-                return Ok(summary);
-            }
+        if job
+            .time_budget
+            .is_some_and(|budget| started.elapsed() >= budget)
+        {
+            summary.elapsed = started.elapsed();
+            return Ok(summary);
         }
         let (sql, values) = page(job, &state, &pass, &upper);
         let t0 = Instant::now();
@@ -281,11 +286,15 @@ pub async fn run(
         on_progress(&progress);
         if done {
             summary.complete = true;
+            summary.last_success_ms = state.last_success_ms;
             summary.elapsed = started.elapsed();
             return Ok(summary);
         }
         if let Some(rate) = job.rows_per_second.filter(|r| *r > 0.0) {
-            let due = Duration::from_secs_f64(summary.rows_read as f64 / rate);
+            let mut due = Duration::from_secs_f64(summary.rows_read as f64 / rate);
+            if let Some(budget) = job.time_budget {
+                due = due.min(budget);
+            }
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
