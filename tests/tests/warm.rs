@@ -475,3 +475,78 @@ fn time_budget_exits_4_keeps_progress_and_claims_no_success() {
     assert_cache_matches(&mut r, &db);
     assert!(state(&mut r)["last_success_ms"].as_u64().unwrap() > success_ms);
 }
+
+#[test]
+fn sigkill_mid_run_then_rerun_finishes_with_the_right_data() {
+    let db = TempDb::create("postgres");
+    db.grow_to(200_000);
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 200k rows at 40k rows/s take at least 5 s: the kill lands mid-pass.
+    let cfg = config_with(
+        dir.path(),
+        &db.url,
+        "updated_at",
+        1000,
+        "rows_per_second = 40000\nlock_ttl = \"4s\"",
+    );
+    let mut r = world.redis();
+    let mut first = spawn_warm(&world, &cfg, dir.path(), "warm-killed");
+    eventually(Duration::from_secs(120), || {
+        cursor(&mut r).filter(|c| *c >= 5000)
+    })
+    .unwrap_or_else(|| panic!("the first run wrote nothing:\n{}", first.log()));
+    first.kill9();
+    let saved = cursor(&mut r).expect("a pass in progress");
+    assert!(saved < 200_000, "the run finished before the kill");
+    assert!(keys(&mut r) as u64 >= saved);
+    let pttl: i64 = r.pttl(LOCK).unwrap();
+    assert!(
+        pttl > 0 && pttl <= 4000,
+        "the dead run's lock should be left with its expiry: pttl {pttl}"
+    );
+
+    // A row the dead run already wrote changes before the rerun.
+    db.exec("UPDATE tickets SET title = 'after kill', updated_at = now() + interval '1 second' WHERE id = 5");
+
+    // Reruns exit 3 while the dead run's lock lives, then one takes over and resumes.
+    let (code, out) = eventually(Duration::from_secs(60), || {
+        let (code, out) = warm(&world, &cfg, &[]);
+        if code == 3 {
+            assert!(out.contains("another run holds the lock"), "{out}");
+            std::thread::sleep(Duration::from_millis(300));
+            None
+        } else {
+            Some((code, out))
+        }
+    })
+    .expect("the dead run's lock never expired");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("full pass:"), "{out}");
+    assert_eq!(
+        rows_read(&out),
+        200_000 - saved,
+        "the rerun did not resume after the saved cursor {saved}: {out}"
+    );
+    let st = state(&mut r);
+    assert_eq!(st["pass"], Value::Null, "{st}");
+    assert!(st["last_success_ms"].as_u64().is_some(), "{st}");
+    assert!(
+        r.exists::<_, bool>(LOCK).unwrap() == false,
+        "lock not released"
+    );
+    // The pass had passed row 5 when it changed; its watermark was taken when the pass began,
+    // so the next (incremental) run brings the change.
+    assert_eq!(
+        cached(&mut r, 5).unwrap()["value"]["title"],
+        json!("ticket 5")
+    );
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incremental pass:"), "{out}");
+    assert_eq!(
+        cached(&mut r, 5).unwrap()["value"]["title"],
+        json!("after kill")
+    );
+    assert_cache_matches(&mut r, &db);
+}
