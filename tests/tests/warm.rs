@@ -550,3 +550,78 @@ fn sigkill_mid_run_then_rerun_finishes_with_the_right_data() {
     );
     assert_cache_matches(&mut r, &db);
 }
+
+#[test]
+fn two_runs_at_once_one_works_the_other_exits_3() {
+    let db = TempDb::create("postgres");
+    db.grow_to(20_000);
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 20k rows at 2,500 rows/s: the working run lasts at least 8 s.
+    let cfg = config_with(dir.path(), &db.url, "full", 500, "rows_per_second = 2500");
+    let mut r = world.redis();
+    let mut a = spawn_warm(&world, &cfg, dir.path(), "warm-a");
+    let mut b = spawn_warm(&world, &cfg, dir.path(), "warm-b");
+    let ca = a.wait_exit(Duration::from_secs(180)).unwrap().code();
+    let cb = b.wait_exit(Duration::from_secs(180)).unwrap().code();
+    let (winner, loser) = match (ca, cb) {
+        (Some(0), Some(3)) => (a, b),
+        (Some(3), Some(0)) => (b, a),
+        other => panic!(
+            "exit codes {other:?}, expected one 0 and one 3:\n{}\n{}",
+            a.log(),
+            b.log()
+        ),
+    };
+    let lost = loser.log();
+    assert!(
+        lost.contains("another run holds the lock w:cache:warm:q.get_ticket:lock"),
+        "{lost}"
+    );
+    assert!(!lost.contains(" rows read"), "the loser worked: {lost}");
+    assert_eq!(rows_read(&winner.log()), 20_000, "{}", winner.log());
+    assert_cache_matches(&mut r, &db);
+    assert!(!r.exists::<_, bool>(LOCK).unwrap(), "lock not released");
+}
+
+#[test]
+fn a_paused_run_that_lost_its_lock_stops_without_saving() {
+    let db = TempDb::create("postgres");
+    db.grow_to(20_000);
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &db.url,
+        "full",
+        500,
+        "rows_per_second = 2500\nlock_ttl = \"2s\"",
+    );
+    let mut r = world.redis();
+    let mut paused = spawn_warm(&world, &cfg, dir.path(), "warm-paused");
+    eventually(Duration::from_secs(120), || {
+        cursor(&mut r).filter(|c| *c >= 1000)
+    })
+    .unwrap_or_else(|| panic!("the first run wrote nothing:\n{}", paused.log()));
+    paused.signal("STOP");
+    eventually(Duration::from_secs(30), || {
+        (!r.exists::<_, bool>(LOCK).unwrap()).then_some(())
+    })
+    .expect("the paused run's lock did not expire");
+    // A second run takes the expired lock and completes the pass.
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    let after = state(&mut r);
+    assert_eq!(after["pass"], Value::Null, "{after}");
+    paused.signal("CONT");
+    let status = paused.wait_exit(Duration::from_secs(60)).unwrap();
+    let log = paused.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("was lost"), "{log}");
+    assert_eq!(
+        state(&mut r),
+        after,
+        "the run that lost its lock saved its state"
+    );
+    assert_cache_matches(&mut r, &db);
+}
