@@ -4,7 +4,10 @@
 //! a held lock exits 3, --dry-run writes nothing; a run stopped by its time budget exits 4 without
 //! claiming success and the next run resumes; a run SIGKILLed mid-pass is finished by the next
 //! one (after its lock expired) with exactly the source's rows; of two runs started at once one
-//! works and the other exits 3.
+//! works and the other exits 3. SQL Server through the TDS test server (tiberius unmodified,
+//! SQLite behind, Change Tracking and rowversion emulated): Change Tracking and rowversion runs
+//! follow inserts, updates and (hard, resp. soft) deletes, and reload in full when the history
+//! was cleaned up past the last synced version, resp. the database is behind the watermark.
 
 mod support;
 
@@ -17,6 +20,7 @@ use celeriac_cache::Source;
 use redis::Commands;
 use serde_json::{json, Value};
 use support::{eventually, Proc, World};
+use tds_test_server::{ServerOptions, TdsServer};
 
 struct TempDb {
     admin: Arc<dyn Source>,
@@ -111,7 +115,8 @@ fn config(dir: &std::path::Path, url: &str, mode: &str) -> std::path::PathBuf {
     config_with(dir, url, mode, 40, "")
 }
 
-/// The test configuration with `batch_size` and more `[[warm]]` settings (`extra`).
+/// The test configuration with `batch_size` and more `[[warm]]` settings (`extra`; the
+/// watermark column is `updated_at` unless `extra` names one).
 fn config_with(
     dir: &std::path::Path,
     url: &str,
@@ -119,6 +124,11 @@ fn config_with(
     batch_size: u32,
     extra: &str,
 ) -> std::path::PathBuf {
+    let watermark = if extra.contains("watermark_column") {
+        String::new()
+    } else {
+        "watermark_column = \"updated_at\"".to_owned()
+    };
     let path = dir.join("warm.toml");
     std::fs::write(
         &path,
@@ -145,7 +155,7 @@ table = "tickets"
 key_column = "id"
 columns = ["id", "title", "price"]
 mode = "{mode}"
-watermark_column = "updated_at"
+{watermark}
 deleted_column = "deleted_at"
 batch_size = {batch_size}
 {extra}
@@ -220,9 +230,8 @@ fn metric(prom: &str, name: &str) -> Option<f64> {
         .map(|v| v.parse().unwrap())
 }
 
-/// Every row of the source is cached exactly as the read path caches it, and nothing else is.
-fn assert_cache_matches(r: &mut redis::Connection, db: &TempDb) {
-    let rows = db.rows();
+/// Every row is cached exactly as the read path caches it, and nothing else is.
+fn assert_cache_matches(r: &mut redis::Connection, rows: &[Value]) {
     assert_eq!(keys(r), rows.len(), "cached keys vs source rows");
     for chunk in rows.chunks(1000) {
         let names: Vec<String> = chunk
@@ -428,7 +437,7 @@ fn time_budget_exits_4_keeps_progress_and_claims_no_success() {
         250,
         "rows read again or skipped across resumes"
     );
-    assert_cache_matches(&mut r, &db);
+    assert_cache_matches(&mut r, &db.rows());
     let text = prom();
     let success = metric(&text, "celeriac_warm_last_success_timestamp_seconds")
         .unwrap_or_else(|| panic!("no last success after a complete run:\n{text}"));
@@ -472,7 +481,7 @@ fn time_budget_exits_4_keeps_progress_and_claims_no_success() {
         cached(&mut r, 150).unwrap()["value"]["title"],
         json!("ticket 150 v2")
     );
-    assert_cache_matches(&mut r, &db);
+    assert_cache_matches(&mut r, &db.rows());
     assert!(state(&mut r)["last_success_ms"].as_u64().unwrap() > success_ms);
 }
 
@@ -531,10 +540,7 @@ fn sigkill_mid_run_then_rerun_finishes_with_the_right_data() {
     let st = state(&mut r);
     assert_eq!(st["pass"], Value::Null, "{st}");
     assert!(st["last_success_ms"].as_u64().is_some(), "{st}");
-    assert!(
-        r.exists::<_, bool>(LOCK).unwrap() == false,
-        "lock not released"
-    );
+    assert!(!r.exists::<_, bool>(LOCK).unwrap(), "lock not released");
     // The pass had passed row 5 when it changed; its watermark was taken when the pass began,
     // so the next (incremental) run brings the change.
     assert_eq!(
@@ -548,7 +554,7 @@ fn sigkill_mid_run_then_rerun_finishes_with_the_right_data() {
         cached(&mut r, 5).unwrap()["value"]["title"],
         json!("after kill")
     );
-    assert_cache_matches(&mut r, &db);
+    assert_cache_matches(&mut r, &db.rows());
 }
 
 #[test]
@@ -580,7 +586,7 @@ fn two_runs_at_once_one_works_the_other_exits_3() {
     );
     assert!(!lost.contains(" rows read"), "the loser worked: {lost}");
     assert_eq!(rows_read(&winner.log()), 20_000, "{}", winner.log());
-    assert_cache_matches(&mut r, &db);
+    assert_cache_matches(&mut r, &db.rows());
     assert!(!r.exists::<_, bool>(LOCK).unwrap(), "lock not released");
 }
 
@@ -623,5 +629,201 @@ fn a_paused_run_that_lost_its_lock_stops_without_saving() {
         after,
         "the run that lost its lock saved its state"
     );
-    assert_cache_matches(&mut r, &db);
+    assert_cache_matches(&mut r, &db.rows());
+}
+
+/// The TDS test server with a `tickets` table (250 rows, a `rowversion` column) and the SQL
+/// Server source the warm job uses, to change rows and read them back.
+struct TdsDb {
+    url: String,
+    source: Arc<dyn Source>,
+    _server: TdsServer,
+    rt: tokio::runtime::Runtime,
+}
+
+impl TdsDb {
+    fn start() -> TdsDb {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt
+            .block_on(TdsServer::start(ServerOptions::default()))
+            .unwrap();
+        let url = format!(
+            "server=tcp:127.0.0.1,{};user=app;password=secret;database=shop;encrypt=DANGER_PLAINTEXT",
+            server.addr().port()
+        );
+        let source = {
+            let _in = rt.enter();
+            connect_lazy(&SourceConfig::new("t", url.clone())).unwrap()
+        };
+        let db = TdsDb {
+            url,
+            source,
+            _server: server,
+            rt,
+        };
+        db.exec(
+            "CREATE TABLE tickets (id BIGINT PRIMARY KEY, title NVARCHAR(200) NOT NULL, \
+             price DECIMAL(10,2), deleted_at DATETIME2, rv ROWVERSION)",
+        );
+        let values: Vec<String> = (1..=250)
+            .map(|i| format!("({i}, N'ticket {i}', {i}.50)"))
+            .collect();
+        db.exec(&format!(
+            "INSERT INTO tickets (id, title, price) VALUES {}",
+            values.join(", ")
+        ));
+        db
+    }
+
+    fn exec(&self, sql: &str) {
+        let _in = self.rt.enter();
+        self.rt
+            .block_on(self.source.fetch(sql, &[]))
+            .unwrap_or_else(|e| panic!("{}: {e}", &sql[..sql.len().min(120)]));
+    }
+
+    /// The rows not soft-deleted, as the read path turns them into JSON.
+    fn rows(&self) -> Vec<Value> {
+        let _in = self.rt.enter();
+        self.rt
+            .block_on(self.source.fetch(
+                "SELECT id, title, price FROM tickets WHERE deleted_at IS NULL ORDER BY id",
+                &[],
+            ))
+            .unwrap()
+            .into_iter()
+            .map(Value::Object)
+            .collect()
+    }
+}
+
+#[test]
+fn sql_server_change_tracking_follows_changes_and_reloads_when_behind() {
+    let db = TdsDb::start();
+    db.exec("ALTER DATABASE shop SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)");
+    db.exec("ALTER TABLE tickets ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = OFF)");
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &db.url, "change_tracking");
+    let mut r = world.redis();
+
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("full pass: 250 rows read, 250 keys written"),
+        "{out}"
+    );
+    assert_cache_matches(&mut r, &db.rows());
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+
+    db.exec("INSERT INTO tickets (id, title, price) VALUES (1000, N'new one', 3.00)");
+    db.exec("UPDATE tickets SET title = N'changed' WHERE id = 7");
+    db.exec("DELETE FROM tickets WHERE id = 9");
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("incremental pass: 3 rows read, 2 keys written, 1 deleted"),
+        "{out}"
+    );
+    assert_eq!(cached(&mut r, 9), None);
+    assert_eq!(
+        cached(&mut r, 7).unwrap()["value"]["title"],
+        json!("changed")
+    );
+    assert_cache_matches(&mut r, &db.rows());
+
+    // The change history is cleaned up past the last synced version: a full reload.
+    db.exec("UPDATE tickets SET title = N'while away' WHERE id = 8");
+    db.exec("EXEC sys.sp_flush_CT_internal_table_on_demand @TableToClean = N'tickets'");
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("change tracking history is gone; full reload"),
+        "{out}"
+    );
+    assert!(
+        out.contains("full pass: 250 rows read, 250 keys written"),
+        "{out}"
+    );
+    assert_eq!(
+        cached(&mut r, 8).unwrap()["value"]["title"],
+        json!("while away")
+    );
+    assert_cache_matches(&mut r, &db.rows());
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+}
+
+#[test]
+fn sql_server_rowversion_follows_changes_and_reloads_a_restored_database() {
+    let db = TdsDb::start();
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &db.url,
+        "rowversion",
+        40,
+        "watermark_column = \"rv\"",
+    );
+    let mut r = world.redis();
+
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("full pass: 250 rows read, 250 keys written"),
+        "{out}"
+    );
+    assert_cache_matches(&mut r, &db.rows());
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+
+    db.exec("INSERT INTO tickets (id, title, price) VALUES (1000, N'new one', 3.00)");
+    db.exec("UPDATE tickets SET title = N'changed' WHERE id = 7");
+    db.exec("UPDATE tickets SET deleted_at = '2026-01-02 03:04:05' WHERE id = 9");
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("incremental pass: 3 rows read, 2 keys written, 1 deleted"),
+        "{out}"
+    );
+    assert_eq!(cached(&mut r, 9), None);
+    assert_cache_matches(&mut r, &db.rows());
+
+    // The database is replaced by one whose rowversions are behind the watermark (restored
+    // from an older backup): a full reload, not an incremental pass that would see nothing.
+    let restored = TdsDb::start();
+    restored.exec("UPDATE tickets SET title = N'restored' WHERE id = 3");
+    let cfg = config_with(
+        dir.path(),
+        &restored.url,
+        "rowversion",
+        40,
+        "watermark_column = \"rv\"",
+    );
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("the watermark is ahead of the database"),
+        "{out}"
+    );
+    assert!(
+        out.contains("full pass: 250 rows read, 250 keys written"),
+        "{out}"
+    );
+    assert_eq!(
+        cached(&mut r, 3).unwrap()["value"]["title"],
+        json!("restored")
+    );
+    assert_eq!(
+        cached(&mut r, 9).unwrap()["value"]["title"],
+        json!("ticket 9")
+    );
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
 }

@@ -31,10 +31,14 @@ pub enum WarmMode {
         /// The quoted soft-delete column.
         deleted_column: Option<String>,
     },
-    /// SQL Server `rowversion` column (quoted) below `MIN_ACTIVE_ROWVERSION()`; no deletes.
+    /// SQL Server `rowversion` column (quoted) below `MIN_ACTIVE_ROWVERSION()`. Hard deletes
+    /// are not seen; rows whose `deleted_column` is set have their key deleted. A watermark
+    /// ahead of the database (restored from an older backup, recreated) means a full reload.
     RowVersion {
         /// The quoted rowversion column.
         column: String,
+        /// The quoted soft-delete column.
+        deleted_column: Option<String>,
     },
     /// SQL Server Change Tracking on the table: net changes, deletes remove keys; a watermark
     /// older than `CHANGE_TRACKING_MIN_VALID_VERSION` means a full reload.
@@ -196,12 +200,21 @@ pub async fn run(
             }
         }
     }
-    let upper = match (&job.mode, pass.as_str()) {
+    let mut upper = match (&job.mode, pass.as_str()) {
         (WarmMode::RowVersion { .. }, "incremental") => {
             scalar(job, st::MIN_ACTIVE_ROWVERSION, &Map::new()).await?
         }
         _ => Value::Null,
     };
+    if let (Some(u), Some(wm)) = (int(&upper), int(&state.watermark)) {
+        if wm >= u {
+            tracing::warn!(job = %job.name, watermark = %wm, min_active_rowversion = %u, "warm: the watermark is ahead of the database (restored or recreated?); full reload");
+            state.watermark = Value::Null;
+            state.pass_kind = None;
+            pass = start_pass(job, &mut state).await?;
+            upper = Value::Null;
+        }
+    }
     let total = if pass == "full" {
         let first = state.cursor.is_null();
         let n = scalar(
@@ -359,7 +372,7 @@ fn page(
                 obj(json!({"wm": wm, "last": last})),
             )
         }
-        WarmMode::RowVersion { column } => (
+        WarmMode::RowVersion { column, .. } => (
             s.rowversion_page(column),
             obj(json!({"wm": state.watermark, "upper": upper})),
         ),
