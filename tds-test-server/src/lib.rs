@@ -3,8 +3,10 @@
 //! Speaks enough of MS-TDS for an unmodified tiberius client: PRELOGIN, LOGIN7 (plaintext,
 //! login-only TLS and full TLS via the TDS 7.x in-PRELOGIN handshake), SQL batches, RPC
 //! `sp_executesql` with typed parameters, result sets with SQL Server column types, row
-//! counts and errors. Statements run on SQLite as written (see [`sql`]); result column types
-//! come from the declared SQLite column types (see [`types::ColumnType::from_declared`]).
+//! counts and errors. Statements run on SQLite as written (see [`sql`]), after a few T-SQL
+//! rewrites ([`tsql`]: `TOP`, `CONVERT`, `CHANGETABLE`); SQL Server Change Tracking and
+//! `rowversion` columns are emulated ([`tracking`]); result column types come from the declared
+//! SQLite column types (see [`types::ColumnType::from_declared`]).
 
 pub mod cert;
 mod channel;
@@ -17,6 +19,7 @@ mod session;
 pub mod sql;
 pub mod temporal;
 mod tokens;
+pub mod tracking;
 pub mod tsql;
 pub mod types;
 

@@ -9,19 +9,22 @@ use rusqlite::types::Value;
 use rusqlite::{Batch, Connection, Statement};
 
 use crate::tokens::{self, DONEINPROC, DONEPROC, DONE_COUNT, DONE_ERROR, DONE_MORE};
+use crate::tsql::Piece;
 use crate::types::ColumnType;
 
 /// Bytes gathered before they are handed on to the connection.
 const CHUNK: usize = 32 * 1024;
 
 /// Adds the SQL functions the test server offers beyond SQLite: `sleep_ms(n)` waits `n`
-/// milliseconds and returns `n` (for query-timeout tests).
+/// milliseconds and returns `n` (for query-timeout tests), and the change tracking and
+/// rowversion functions of [`crate::tracking`].
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("sleep_ms", 1, FunctionFlags::SQLITE_UTF8, |ctx| {
         let ms: i64 = ctx.get(0)?;
         std::thread::sleep(std::time::Duration::from_millis(ms.clamp(0, 60_000) as u64));
         Ok(ms)
-    })
+    })?;
+    crate::tracking::register_functions(conn)
 }
 
 /// SQL Server's error number for a SQLite failure, where one is close (else 50000).
@@ -75,28 +78,61 @@ pub fn run(
     };
     let mut pending_done: Option<(u16, u64)> = None;
     let mut failed = false;
-    let sql = crate::tsql::to_sqlite(sql);
-    let mut batch = Batch::new(conn, &sql);
-    while out.open {
-        let mut stmt = match batch.next() {
-            Ok(Some(stmt)) => stmt,
-            Ok(None) => break,
-            Err(e) => {
-                fail(&mut out, &e.to_string());
-                failed = true;
-                break;
+    let upper = sql.to_ascii_uppercase();
+    let rowversion =
+        upper.contains("ROWVERSION") && (upper.contains("CREATE") || upper.contains("ALTER"));
+    'pieces: for piece in crate::tsql::translate(sql) {
+        let text = match piece {
+            Piece::Sql(text) => text,
+            Piece::Command(command) => {
+                if let Some((status, count)) = pending_done.take() {
+                    done(&mut out.buf, rpc, status | DONE_MORE, count);
+                }
+                match crate::tracking::run(conn, &command) {
+                    Ok(()) => pending_done = Some((0, 0)),
+                    Err(message) => {
+                        fail(&mut out, &message);
+                        failed = true;
+                        break 'pieces;
+                    }
+                }
+                continue;
             }
         };
-        if let Some((status, count)) = pending_done.take() {
-            done(&mut out.buf, rpc, status | DONE_MORE, count);
-        }
-        match statement(&mut stmt, params, &mut out) {
-            Ok(count) => pending_done = Some((DONE_COUNT, count)),
-            Err(message) => {
-                fail(&mut out, &message);
-                failed = true;
-                break;
+        let mut batch = Batch::new(conn, &text);
+        while out.open {
+            let mut stmt = match batch.next() {
+                Ok(Some(stmt)) => stmt,
+                Ok(None) => break,
+                Err(e) => {
+                    fail(&mut out, &e.to_string());
+                    failed = true;
+                    break 'pieces;
+                }
+            };
+            if let Some((status, count)) = pending_done.take() {
+                done(&mut out.buf, rpc, status | DONE_MORE, count);
             }
+            let result = statement(&mut stmt, params, &mut out);
+            drop(stmt);
+            match result {
+                Ok(count) => pending_done = Some((DONE_COUNT, count)),
+                Err(message) => {
+                    fail(&mut out, &message);
+                    failed = true;
+                    break 'pieces;
+                }
+            }
+            if rowversion {
+                if let Err(e) = crate::tracking::install_rowversion(conn) {
+                    fail(&mut out, &e.to_string());
+                    failed = true;
+                    break 'pieces;
+                }
+            }
+        }
+        if !out.open {
+            break;
         }
     }
     let last_status = if failed { DONE_ERROR } else { 0 };

@@ -81,7 +81,7 @@ impl ColumnType {
             "DATE" => ColumnType::Date,
             "TIME" => ColumnType::Time,
             "UNIQUEIDENTIFIER" => ColumnType::Guid,
-            "VARBINARY" | "BINARY" | "BLOB" | "IMAGE" => ColumnType::VarBinary,
+            "VARBINARY" | "BINARY" | "BLOB" | "IMAGE" | "ROWVERSION" => ColumnType::VarBinary,
             "NVARCHAR" | "VARCHAR" | "NCHAR" | "CHAR" | "TEXT" | "NTEXT" => ColumnType::NVarChar,
             _ => return None,
         })
@@ -224,6 +224,8 @@ impl ColumnType {
             ColumnType::VarBinary => match value {
                 ValueRef::Blob(b) => plp(out, b),
                 ValueRef::Text(t) => plp(out, t),
+                // A rowversion (an integer here): SQL Server's 8 big-endian bytes.
+                ValueRef::Integer(i) => plp(out, &i.to_be_bytes()),
                 _ => return Err(not_a("varbinary", value)),
             },
             ColumnType::NVarChar => {

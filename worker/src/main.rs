@@ -24,7 +24,8 @@ enum Command {
     Decode(cli::decode::DecodeArgs),
     /// Exit 0 when the worker's /healthz (on 127.0.0.1) answers 200, 1 otherwise.
     Healthcheck(cli::healthcheck::HealthcheckArgs),
-    /// Fill the cache from the `[[warm]]` entries (exit 0 ok, 1 error, 2 bad config, 3 locked).
+    /// Fill the cache from the `[[warm]]` entries (exit 0 ok, 1 error, 2 bad config, 3 locked,
+    /// 4 time budget ran out).
     Warm(cli::warm::WarmArgs),
 }
 

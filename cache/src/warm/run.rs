@@ -31,10 +31,14 @@ pub enum WarmMode {
         /// The quoted soft-delete column.
         deleted_column: Option<String>,
     },
-    /// SQL Server `rowversion` column (quoted) below `MIN_ACTIVE_ROWVERSION()`; no deletes.
+    /// SQL Server `rowversion` column (quoted) below `MIN_ACTIVE_ROWVERSION()`. Hard deletes
+    /// are not seen; rows whose `deleted_column` is set have their key deleted. A watermark
+    /// ahead of the database (restored from an older backup, recreated) means a full reload.
     RowVersion {
         /// The quoted rowversion column.
         column: String,
+        /// The quoted soft-delete column.
+        deleted_column: Option<String>,
     },
     /// SQL Server Change Tracking on the table: net changes, deletes remove keys; a watermark
     /// older than `CHANGE_TRACKING_MIN_VALID_VERSION` means a full reload.
@@ -106,6 +110,9 @@ pub struct WarmSummary {
     pub elapsed: Duration,
     /// False when the time budget ran out (progress is saved; the next run resumes).
     pub complete: bool,
+    /// When a run of this job last completed (unix ms): this run's end if it completed, the
+    /// stored one otherwise (a run stopped by its budget is not a success).
+    pub last_success_ms: Option<u64>,
 }
 
 /// Why a run failed.
@@ -193,12 +200,21 @@ pub async fn run(
             }
         }
     }
-    let upper = match (&job.mode, pass.as_str()) {
+    let mut upper = match (&job.mode, pass.as_str()) {
         (WarmMode::RowVersion { .. }, "incremental") => {
             scalar(job, st::MIN_ACTIVE_ROWVERSION, &Map::new()).await?
         }
         _ => Value::Null,
     };
+    if let (Some(u), Some(wm)) = (int(&upper), int(&state.watermark)) {
+        if wm >= u {
+            tracing::warn!(job = %job.name, watermark = %wm, min_active_rowversion = %u, "warm: the watermark is ahead of the database (restored or recreated?); full reload");
+            state.watermark = Value::Null;
+            state.pass_kind = None;
+            pass = start_pass(job, &mut state).await?;
+            upper = Value::Null;
+        }
+    }
     let total = if pass == "full" {
         let first = state.cursor.is_null();
         let n = scalar(
@@ -220,12 +236,14 @@ pub async fn run(
         total,
         ..Progress::default()
     };
+    summary.last_success_ms = state.last_success_ms;
     loop {
-        if let Some(budget) = job.time_budget {
-            if started.elapsed() >= budget {
-                summary.elapsed = started.elapsed();
-                return Ok(summary);
-            }
+        if job
+            .time_budget
+            .is_some_and(|budget| started.elapsed() >= budget)
+        {
+            summary.elapsed = started.elapsed();
+            return Ok(summary);
         }
         let (sql, values) = page(job, &state, &pass, &upper);
         let t0 = Instant::now();
@@ -281,11 +299,15 @@ pub async fn run(
         on_progress(&progress);
         if done {
             summary.complete = true;
+            summary.last_success_ms = state.last_success_ms;
             summary.elapsed = started.elapsed();
             return Ok(summary);
         }
         if let Some(rate) = job.rows_per_second.filter(|r| *r > 0.0) {
-            let due = Duration::from_secs_f64(summary.rows_read as f64 / rate);
+            let mut due = Duration::from_secs_f64(summary.rows_read as f64 / rate);
+            if let Some(budget) = job.time_budget {
+                due = due.min(budget);
+            }
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
@@ -350,7 +372,7 @@ fn page(
                 obj(json!({"wm": wm, "last": last})),
             )
         }
-        WarmMode::RowVersion { column } => (
+        WarmMode::RowVersion { column, .. } => (
             s.rowversion_page(column),
             obj(json!({"wm": state.watermark, "upper": upper})),
         ),

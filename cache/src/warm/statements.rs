@@ -162,13 +162,14 @@ impl Scan {
     }
 
     /// SQL Server `rowversion` page: `:wm < rv < :upper` (upper = `MIN_ACTIVE_ROWVERSION()` at
-    /// the start, so rows of transactions still open are not skipped), in rowversion order.
+    /// the start, so rows of transactions still open are not skipped), in rowversion order;
+    /// with the soft-delete column when there is one.
     pub fn rowversion_page(&self, rv_column: &str) -> String {
         let k = &self.key;
         let rv = format!("t.{rv_column}");
         let select = format!(
-            "{}, t.{k} AS {KEY}, CONVERT(BIGINT, {rv}) AS {WM}",
-            self.columns
+            "{}, t.{k} AS {KEY}, CONVERT(BIGINT, {rv}) AS {WM}{}",
+            self.columns, self.extra
         );
         let filter = format!(
             "{rv} > CONVERT(BINARY(8), CONVERT(BIGINT, :wm)) AND {rv} < CONVERT(BINARY(8), CONVERT(BIGINT, :upper))"

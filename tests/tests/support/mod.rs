@@ -143,7 +143,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+    /// Start `cmd` with stdout and stderr going to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd

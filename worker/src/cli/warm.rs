@@ -1,8 +1,9 @@
 //! `celeriac warm --config FILE [--dry-run] [--full]`: fill the cache from the `[[warm]]`
 //! entries of the worker TOML, as a Kubernetes CronJob would run it.
 //!
-//! Exit codes: 0 done (or time budget reached, progress saved), 1 error, 2 bad configuration,
-//! 3 another run holds a job's lock.
+//! Exit codes (see [`EXIT_CODES`]): 0 every job completed, 1 error, 2 bad configuration, 3 another
+//! run holds a job's lock, 4 the time budget stopped a job (progress saved; the next run
+//! resumes). With several jobs the most serious outcome wins: 1, then 3, then 4.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -24,9 +25,35 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code: another run holds a job's lock; nothing was done for that job.
 pub const EXIT_LOCKED: u8 = 3;
+/// Exit code: a job's time budget ran out before it completed. Its progress is saved and the
+/// next run resumes, but the job has not succeeded (no new last-success timestamp).
+pub const EXIT_INCOMPLETE: u8 = 4;
+
+/// The exit codes as `--help` shows them.
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 every job completed; 1 a job failed (database, Redis, lost lock); \
+2 bad configuration; 3 another run holds a job's lock (nothing done for it); 4 a job's time budget \
+ran out (progress saved, the next run resumes; not a success). With several jobs the most serious \
+wins: 1, then 3, then 4.";
+
+/// The more serious of two exit codes (error, then locked, then incomplete, then ok).
+fn worse(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        EXIT_OK => 0,
+        EXIT_INCOMPLETE => 1,
+        EXIT_LOCKED => 2,
+        _ => 3,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
 
 /// Arguments of `celeriac warm`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct WarmArgs {
     /// The worker TOML with `[sources.*]`, `[[tasks]]` and `[[warm]]`.
     #[arg(long, value_name = "FILE")]
@@ -134,19 +161,19 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
         .filter(|s| args.jobs.is_empty() || args.jobs.contains(&s.job.name))
     {
         let outcome = run_one(args, spec, &config.cache, conn.clone(), &mut metrics).await;
-        code = code.max(outcome);
+        code = worse(code, outcome);
     }
     if !args.dry_run {
         if let Some(path) = &args.metrics_file {
             if let Err(e) = metrics.write_textfile(path) {
                 tracing::error!(error = %e, path = %path.display(), "warm: cannot write the metrics file");
-                code = code.max(EXIT_ERROR);
+                code = worse(code, EXIT_ERROR);
             }
         }
         if let Ok(gateway) = std::env::var("CELERIAC_WARM_PUSHGATEWAY_URL") {
             if let Err(e) = metrics.push(&gateway).await {
                 tracing::error!(error = %e, "warm: Pushgateway push failed");
-                code = code.max(EXIT_ERROR);
+                code = worse(code, EXIT_ERROR);
             }
         }
     }
@@ -180,9 +207,11 @@ async fn run_one(
             Ok(None) => {
                 let holder = WarmLock::holder(&mut conn.clone(), &lock_key).await;
                 eprintln!(
-                    "celeriac warm: job {name}: another run holds the lock {lock_key} (holder {}); exiting",
+                    "celeriac warm: job {name}: another run holds the lock {lock_key} (holder {}); nothing done for this job (exit {EXIT_LOCKED})",
                     holder.as_deref().unwrap_or("unknown")
                 );
+                let stored = store.load().await.ok().and_then(|s| s.last_success_ms);
+                metrics.keep_last_success(name, stored);
                 return EXIT_LOCKED;
             }
             Err(e) => {
@@ -236,13 +265,27 @@ async fn run_one(
                 summary.keys_skipped_leased,
                 summary.elapsed.as_secs_f64()
             );
-            metrics.record(name, summary.rows_read, started.elapsed(), summary.complete);
-            EXIT_OK
+            metrics.record(
+                name,
+                summary.rows_read,
+                started.elapsed(),
+                summary.complete,
+                summary.last_success_ms,
+            );
+            if summary.complete {
+                EXIT_OK
+            } else {
+                eprintln!(
+                    "celeriac warm: job {name}: time budget reached before the pass completed; progress saved, the next run resumes (exit {EXIT_INCOMPLETE})"
+                );
+                EXIT_INCOMPLETE
+            }
         }
         Err(e) => {
             tracing::error!(job = %name, error = %e, "warm failed");
             eprintln!("celeriac warm: job {name}: {e}");
-            metrics.record(name, 0, started.elapsed(), false);
+            let stored = store.load().await.ok().and_then(|s| s.last_success_ms);
+            metrics.record(name, 0, started.elapsed(), false, stored);
             EXIT_ERROR
         }
     }

@@ -1,6 +1,11 @@
 //! Metrics of `celeriac warm` for a CronJob: `celeriac_warm_last_success_timestamp_seconds`,
-//! `celeriac_warm_rows_total`, `celeriac_warm_duration_seconds` (label `job`), written to a
-//! Prometheus textfile and/or pushed to a Pushgateway (`PUT <url>/metrics/job/celeriac_warm`).
+//! `celeriac_warm_last_run_complete`, `celeriac_warm_rows_total`,
+//! `celeriac_warm_duration_seconds` (label `job`), written to a Prometheus textfile and/or pushed
+//! to a Pushgateway (`PUT <url>/metrics/job/celeriac_warm`).
+//!
+//! The last-success timestamp is the job's stored one (the state in Redis), so a run that did not
+//! complete (time budget, error) re-exposes the previous success instead of claiming one or
+//! dropping the series.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct WarmMetrics {
     registry: Registry,
     last_success: GaugeVec,
+    complete: GaugeVec,
     rows: IntCounterVec,
     duration: GaugeVec,
 }
@@ -35,6 +41,14 @@ impl WarmMetrics {
             &["job"],
         )
         .expect("valid metric");
+        let complete = GaugeVec::new(
+            Opts::new(
+                "celeriac_warm_last_run_complete",
+                "1 when the job's last run completed, 0 when it stopped early (time budget, error).",
+            ),
+            &["job"],
+        )
+        .expect("valid metric");
         let rows = IntCounterVec::new(
             Opts::new("celeriac_warm_rows_total", "Rows read by the warm run."),
             &["job"],
@@ -50,6 +64,7 @@ impl WarmMetrics {
         .expect("valid metric");
         for c in [
             Box::new(last_success.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(complete.clone()),
             Box::new(rows.clone()),
             Box::new(duration.clone()),
         ] {
@@ -58,20 +73,43 @@ impl WarmMetrics {
         WarmMetrics {
             registry,
             last_success,
+            complete,
             rows,
             duration,
         }
     }
 
-    /// Record one job's run; `success` sets the last-success timestamp.
-    pub fn record(&mut self, job: &str, rows: u64, took: Duration, success: bool) {
+    /// Record one job's run: whether it completed, and when the job last completed (unix ms;
+    /// `None`: never, and the series is left out).
+    pub fn record(
+        &mut self,
+        job: &str,
+        rows: u64,
+        took: Duration,
+        complete: bool,
+        last_success_ms: Option<u64>,
+    ) {
         self.rows.with_label_values(&[job]).inc_by(rows);
         self.duration
             .with_label_values(&[job])
             .set(took.as_secs_f64());
-        if success {
-            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-            self.last_success.with_label_values(&[job]).set(now);
+        self.complete
+            .with_label_values(&[job])
+            .set(if complete { 1.0 } else { 0.0 });
+        if let Some(ms) = last_success_ms {
+            self.last_success
+                .with_label_values(&[job])
+                .set(ms as f64 / 1000.0);
+        }
+    }
+
+    /// Re-expose the stored last success of a job this run did not work on (another run held
+    /// its lock), so a push does not drop the series.
+    pub fn keep_last_success(&mut self, job: &str, last_success_ms: Option<u64>) {
+        if let Some(ms) = last_success_ms {
+            self.last_success
+                .with_label_values(&[job])
+                .set(ms as f64 / 1000.0);
         }
     }
 
@@ -140,15 +178,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposition_names_the_three_series() {
+    fn exposition_names_the_series() {
         let mut m = WarmMetrics::new();
-        m.record("q.get", 42, Duration::from_millis(1500), true);
+        m.record(
+            "q.get",
+            42,
+            Duration::from_millis(1500),
+            true,
+            Some(1_700_000_000_500),
+        );
+        m.record("q.never", 1, Duration::from_secs(1), false, None);
         let text = m.text();
         assert!(
             text.contains("celeriac_warm_rows_total{job=\"q.get\"} 42"),
             "{text}"
         );
         assert!(text.contains("celeriac_warm_duration_seconds{job=\"q.get\"} 1.5"));
-        assert!(text.contains("celeriac_warm_last_success_timestamp_seconds{job=\"q.get\"}"));
+        assert!(
+            text.contains(
+                "celeriac_warm_last_success_timestamp_seconds{job=\"q.get\"} 1700000000.5"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("celeriac_warm_last_run_complete{job=\"q.get\"} 1"));
+        assert!(text.contains("celeriac_warm_last_run_complete{job=\"q.never\"} 0"));
+        assert!(!text.contains("celeriac_warm_last_success_timestamp_seconds{job=\"q.never\"}"));
     }
 }

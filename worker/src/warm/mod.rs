@@ -10,7 +10,7 @@
 //! mode = "updated_at"             # full | increasing_key | updated_at | rowversion | change_tracking
 //! watermark_column = "updated_at" # updated_at / rowversion modes
 //! watermark_type = "timestamptz"  # Postgres: the type the bound watermark is cast to
-//! deleted_column = "deleted_at"   # updated_at mode: rows with it set have their key deleted
+//! deleted_column = "deleted_at"   # updated_at / rowversion: rows with it set have their key deleted
 //! batch_size = 1000
 //! rows_per_second = 5000          # throttle (default: none)
 //! time_budget = "20m"             # stop, progress saved; the next run resumes
@@ -116,19 +116,23 @@ fn entry(
             .ok_or_else(|| format!("{place}: mode = \"{m}\" needs watermark_column"))
             .and_then(|c| ident(kind, c).map_err(bad))
     };
+    let deleted = s.string("deleted_column")?;
+    let soft_delete = |scan: &mut Scan| -> Result<Option<String>, String> {
+        match &deleted {
+            Some(c) => {
+                let q = ident(kind, c).map_err(bad)?;
+                scan.extra = format!(", t.{q} AS {DEL}");
+                Ok(Some(q))
+            }
+            None => Ok(None),
+        }
+    };
     let mode_name = s.string("mode")?.unwrap_or_else(|| "full".into());
     let mode = match mode_name.as_str() {
         "full" => WarmMode::Full,
         "increasing_key" => WarmMode::IncreasingKey,
         "updated_at" => {
-            let deleted_column = match s.string("deleted_column")? {
-                Some(c) => {
-                    let q = ident(kind, &c).map_err(bad)?;
-                    scan.extra = format!(", t.{q} AS {DEL}");
-                    Some(q)
-                }
-                None => None,
-            };
+            let deleted_column = soft_delete(&mut scan)?;
             let cast = match s.string("watermark_type")? {
                 Some(t) if t.chars().all(|c| c.is_ascii_alphanumeric() || "_ ()".contains(c)) => {
                     Some(t)
@@ -150,6 +154,7 @@ fn entry(
         }
         "rowversion" => WarmMode::RowVersion {
             column: need_wm("rowversion")?,
+            deleted_column: soft_delete(&mut scan)?,
         },
         "change_tracking" => WarmMode::ChangeTracking,
         other => {
