@@ -1,8 +1,9 @@
 //! The read path: L1 (moka) → L2 (Redis, with leases) → source; invalidation.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache as Moka;
@@ -11,13 +12,15 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::Value;
 use tokio::sync::watch;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::config::{jittered, CacheConfig, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::{self, Invalidation};
 use crate::redis_conn::RedisConn;
 use crate::source::SourceError;
-use crate::stats::{bump, CacheStats, Counters};
+use crate::stats::{bump, CacheStats, Counters, SourceStats};
 
 /// Why a cached read failed: only the source can make it fail (Redis trouble never does).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,7 +37,10 @@ pub(crate) struct Inner {
     config: CacheConfig,
     l1: Moka<String, Arc<Entry>>,
     redis: Option<RedisConn>,
+    /// Cache-wide counters (invalidations) and the read counters of no source.
     pub(crate) counters: Counters,
+    /// Read counters per source label.
+    by_source: RwLock<HashMap<String, Arc<Counters>>>,
     /// Bumped by every invalidation: a load that saw it change must not stay in L1.
     epoch: AtomicU64,
     subscribed: watch::Receiver<bool>,
@@ -85,6 +91,7 @@ impl Cache {
             config,
             l1,
             counters: Counters::default(),
+            by_source: RwLock::default(),
             epoch: AtomicU64::new(0),
             subscribed: ready_rx,
         });
@@ -104,9 +111,41 @@ impl Cache {
         &self.inner.config
     }
 
-    /// The counters so far.
+    /// The counters so far, summed over every source.
     pub fn stats(&self) -> CacheStats {
-        self.inner.counters.snapshot()
+        let by_source = self.inner.by_source.read().expect("stats lock");
+        by_source
+            .values()
+            .fold(self.inner.counters.snapshot(), |sum, c| {
+                sum.plus(c.snapshot())
+            })
+    }
+
+    /// The read counters and query latencies of each source label, sorted by name (a label
+    /// appears once it was read or [declared](Cache::declare_source)).
+    pub fn source_stats(&self) -> Vec<SourceStats> {
+        let by_source = self.inner.by_source.read().expect("stats lock");
+        let mut out: Vec<SourceStats> = by_source
+            .iter()
+            .map(|(source, c)| SourceStats {
+                source: source.clone(),
+                stats: c.snapshot(),
+                load_seconds: c.latency(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        out
+    }
+
+    /// Start counting for `source` now, so its series exist (at zero) before its first read.
+    pub fn declare_source(&self, source: &str) {
+        self.inner.scope(source);
+    }
+
+    /// Entries and weighted size (bytes of JSON, at least `l1_max_bytes / l1_max_entries` each)
+    /// in this process's L1 (moka's counts are eventually consistent).
+    pub fn l1_size(&self) -> (u64, u64) {
+        (self.inner.l1.entry_count(), self.inner.l1.weighted_size())
     }
 
     /// Wait until the invalidation subscriber is subscribed (false after `timeout`).
@@ -130,21 +169,31 @@ impl Cache {
         Fut: Future<Output = Result<Option<Value>, SourceError>> + Send,
     {
         let inner = &self.inner;
+        let c = inner.scope(&policy.source);
+        let c = c.as_ref();
         let redis_key = inner.config.redis_key(key);
         if let Some(entry) = inner.l1.get(&redis_key).await {
-            bump(&inner.counters.l1_hits);
+            bump(&c.l1_hits);
             if entry.value.is_none() {
-                bump(&inner.counters.negative_hits);
+                bump(&c.negative_hits);
             }
             return Ok(entry.value.clone());
         }
-        bump(&inner.counters.l1_misses);
+        bump(&c.l1_misses);
         let epoch = inner.epoch.load(Ordering::SeqCst);
+        let span = tracing::info_span!(
+            "cache.read",
+            cache.key = %redis_key,
+            cache.source = %policy.source,
+            cache.layer = Empty,
+        );
         let entry = inner
             .l1
             .try_get_with(
                 redis_key.clone(),
-                inner.fill(&redis_key, policy, load, epoch),
+                inner
+                    .fill(c, &redis_key, policy, load, epoch)
+                    .instrument(span),
             )
             .await
             .map_err(|e| CacheError(Arc::clone(&e)))?;
@@ -170,9 +219,19 @@ impl Cache {
 }
 
 impl Inner {
+    /// The counters of reads of `source`.
+    fn scope(&self, source: &str) -> Arc<Counters> {
+        if let Some(c) = self.by_source.read().expect("stats lock").get(source) {
+            return Arc::clone(c);
+        }
+        let mut by_source = self.by_source.write().expect("stats lock");
+        Arc::clone(by_source.entry(source.to_owned()).or_default())
+    }
+
     /// L1 miss (single-flight per key in this process): L2, else lease and source.
     async fn fill<F, Fut>(
         &self,
+        c: &Counters,
         redis_key: &str,
         policy: &Policy,
         load: F,
@@ -184,13 +243,14 @@ impl Inner {
     {
         let mut entry = match &self.redis {
             Some(redis) => match redis.get().await {
-                Some(conn) => self.fill_from_l2(conn, redis_key, policy, load).await?,
+                Some(conn) => self.fill_from_l2(c, conn, redis_key, policy, load).await?,
                 None => {
-                    bump(&self.counters.redis_errors);
-                    self.load(policy, load).await?
+                    bump(&c.redis_errors);
+                    bump(&c.redis_fallbacks);
+                    self.load(c, policy, load).await?
                 }
             },
-            None => self.load(policy, load).await?,
+            None => self.load(c, policy, load).await?,
         };
         let cap = self.config.l1_ttl.min(entry.remaining());
         entry.l1_ttl = if self.epoch.load(Ordering::SeqCst) == epoch {
@@ -203,6 +263,7 @@ impl Inner {
 
     async fn fill_from_l2<F, Fut>(
         &self,
+        c: &Counters,
         mut conn: ConnectionManager,
         redis_key: &str,
         policy: &Policy,
@@ -220,31 +281,32 @@ impl Inner {
         loop {
             let cached: Option<String> = match conn.get(redis_key).await {
                 Ok(v) => v,
-                Err(e) => return self.redis_failed(e, policy, load).await,
+                Err(e) => return self.redis_failed(c, e, policy, load).await,
             };
             if let Some(entry) = cached.as_deref().and_then(Entry::from_l2) {
-                bump(&self.counters.l2_hits);
+                bump(&c.l2_hits);
+                Span::current().record("cache.layer", "l2");
                 if entry.value.is_none() {
-                    bump(&self.counters.negative_hits);
+                    bump(&c.negative_hits);
                 }
                 let early = !waited
                     && entry.value.is_some()
                     && policy
                         .xfetch_beta
                         .is_some_and(|b| entry.should_refresh_early(b));
-                if early && self.take_lease(&mut conn, &lease_key, &token).await == Some(true) {
-                    bump(&self.counters.early_refreshes);
+                if early && self.take_lease(c, &mut conn, &lease_key, &token).await == Some(true) {
+                    bump(&c.early_refreshes);
                     return self
-                        .load_and_write(conn, redis_key, &lease_key, &token, policy, load)
+                        .load_and_write(c, conn, redis_key, &token, policy, load)
                         .await;
                 }
                 return Ok(entry);
             }
             if first {
-                bump(&self.counters.l2_misses);
+                bump(&c.l2_misses);
                 first = false;
             }
-            match self.take_lease(&mut conn, &lease_key, &token).await {
+            match self.take_lease(c, &mut conn, &lease_key, &token).await {
                 Some(true) => {
                     // The previous holder may have written the value and dropped its lease
                     // between our GET and our SET NX: look once more before querying the source.
@@ -257,28 +319,32 @@ impl Inner {
                                     .invoke_async(&mut conn)
                                     .await;
                             if released.is_err() {
-                                bump(&self.counters.redis_errors);
+                                bump(&c.redis_errors);
                             }
-                            bump(&self.counters.l2_hits);
+                            bump(&c.l2_hits);
+                            Span::current().record("cache.layer", "l2");
                             return Ok(entry);
                         }
                     }
                     return self
-                        .load_and_write(conn, redis_key, &lease_key, &token, policy, load)
+                        .load_and_write(c, conn, redis_key, &token, policy, load)
                         .await;
                 }
                 Some(false) => {
                     if !waited {
-                        bump(&self.counters.lease_waits);
+                        bump(&c.lease_waits);
                         waited = true;
                     }
                     if Instant::now() >= deadline {
-                        bump(&self.counters.lease_timeouts);
-                        return self.load(policy, load).await;
+                        bump(&c.lease_timeouts);
+                        return self.load(c, policy, load).await;
                     }
                     tokio::time::sleep(self.config.lease_poll).await;
                 }
-                None => return self.load(policy, load).await,
+                None => {
+                    bump(&c.redis_fallbacks);
+                    return self.load(c, policy, load).await;
+                }
             }
         }
     }
@@ -286,6 +352,7 @@ impl Inner {
     /// `SET lease NX PX`: `Some(true)` won, `Some(false)` someone else holds it, `None` Redis failed.
     async fn take_lease(
         &self,
+        c: &Counters,
         conn: &mut ConnectionManager,
         lease_key: &str,
         token: &str,
@@ -302,7 +369,7 @@ impl Inner {
         match reply {
             Ok(v) => Some(v.is_some()),
             Err(e) => {
-                bump(&self.counters.redis_errors);
+                bump(&c.redis_errors);
                 tracing::warn!(error = %e, "cache: lease failed; reading through to the source");
                 None
             }
@@ -311,6 +378,7 @@ impl Inner {
 
     async fn redis_failed<F, Fut>(
         &self,
+        c: &Counters,
         e: redis::RedisError,
         policy: &Policy,
         load: F,
@@ -319,21 +387,31 @@ impl Inner {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Value>, SourceError>>,
     {
-        bump(&self.counters.redis_errors);
+        bump(&c.redis_errors);
+        bump(&c.redis_fallbacks);
         tracing::warn!(error = %e, "cache: Redis read failed; reading through to the source");
-        self.load(policy, load).await
+        self.load(c, policy, load).await
     }
 
     /// Query the source; the entry expires per `policy` (jittered).
-    async fn load<F, Fut>(&self, policy: &Policy, load: F) -> Result<Entry, Arc<SourceError>>
+    async fn load<F, Fut>(
+        &self,
+        c: &Counters,
+        policy: &Policy,
+        load: F,
+    ) -> Result<Entry, Arc<SourceError>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Value>, SourceError>>,
     {
-        bump(&self.counters.loads);
+        bump(&c.loads);
+        Span::current().record("cache.layer", "source");
+        let span = tracing::info_span!("cache.load", cache.source = %policy.source);
         let started = Instant::now();
-        let value = load().await.map_err(|e| {
-            bump(&self.counters.source_errors);
+        let loaded = load().instrument(span).await;
+        c.observe_load(started.elapsed());
+        let value = loaded.map_err(|e| {
+            bump(&c.source_errors);
             Arc::new(e)
         })?;
         let ttl = jittered(if value.is_some() {
@@ -355,9 +433,9 @@ impl Inner {
     /// Load under our lease, then write to L2 only if the lease is still ours.
     async fn load_and_write<F, Fut>(
         &self,
+        c: &Counters,
         mut conn: ConnectionManager,
         redis_key: &str,
-        lease_key: &str,
         token: &str,
         policy: &Policy,
         load: F,
@@ -366,7 +444,9 @@ impl Inner {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Value>, SourceError>>,
     {
-        let entry = match self.load(policy, load).await {
+        let lease_key = CacheConfig::lease_key(redis_key);
+        let lease_key = lease_key.as_str();
+        let entry = match self.load(c, policy, load).await {
             Ok(entry) => entry,
             Err(e) => {
                 let released: redis::RedisResult<i64> = redis::Script::new(RELEASE_LEASE)
@@ -375,7 +455,7 @@ impl Inner {
                     .invoke_async(&mut conn)
                     .await;
                 if released.is_err() {
-                    bump(&self.counters.redis_errors);
+                    bump(&c.redis_errors);
                 }
                 return Err(e);
             }
@@ -390,10 +470,10 @@ impl Inner {
             .invoke_async(&mut conn)
             .await;
         match written {
-            Ok(1) => bump(&self.counters.l2_writes),
-            Ok(_) => bump(&self.counters.stale_writes_prevented),
+            Ok(1) => bump(&c.l2_writes),
+            Ok(_) => bump(&c.stale_writes_prevented),
             Err(e) => {
-                bump(&self.counters.redis_errors);
+                bump(&c.redis_errors);
                 tracing::warn!(error = %e, "cache: L2 write failed");
             }
         }
@@ -417,6 +497,7 @@ impl Inner {
             }
             Invalidation::Prefix(prefix) => delete_prefix(&mut conn, prefix).await,
         };
+        bump(&self.counters.invalidations_sent);
         let published = conn
             .publish::<_, _, i64>(self.config.channel(), inv.encode())
             .await;

@@ -68,6 +68,8 @@ pub struct Policy {
     pub negative_ttl: Duration,
     /// XFetch early refresh: `Some(beta)` (≈ 1.0) refreshes hot keys shortly before they expire.
     pub xfetch_beta: Option<f64>,
+    /// The source label its reads are counted under (metrics per source); default `unnamed`.
+    pub source: String,
 }
 
 impl Policy {
@@ -77,9 +79,19 @@ impl Policy {
             ttl,
             negative_ttl,
             xfetch_beta: None,
+            source: UNNAMED_SOURCE.into(),
         }
     }
+
+    /// The same policy, counted under the source label `source`.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
 }
+
+/// The source label of a [`Policy`] that names none.
+pub const UNNAMED_SOURCE: &str = "unnamed";
 
 /// `ttl` scaled by a random factor in [0.9, 1.1], so keys loaded together do not expire together.
 pub fn jittered(ttl: Duration) -> Duration {

@@ -20,4 +20,4 @@ pub use config::{CacheConfig, Policy};
 pub use key_template::KeyTemplate;
 pub use source::{Row, Source, SourceConfig, SourceError, SourceKind, Sources};
 pub use sql::NamedSql;
-pub use stats::CacheStats;
+pub use stats::{CacheStats, LatencyHistogram, SourceStats};

@@ -318,6 +318,154 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A worker config with one declarative query task, `q.echo(n)`, on an in-memory SQLite.
+fn query_task_config(dir: &std::path::Path) -> String {
+    let path = dir.join("worker.toml");
+    std::fs::write(
+        &path,
+        r#"
+[cache]
+prefix = "obs:cache:"
+
+[sources.mem]
+url = "sqlite::memory:"
+
+[[tasks]]
+name = "q.echo"
+source = "mem"
+sql = "SELECT :n AS n"
+params = ["n"]
+key = "echo:{n}"
+ttl = "5m"
+result = "one"
+"#,
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn cache_metrics_show_a_miss_and_load_then_a_hit() {
+    let world = World::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = query_task_config(dir.path());
+    let w = world.celeriac("w1", &["--config", &config, "--metrics-port", "0"]);
+    let port = metrics_port(&w);
+    let host = r#"hostname="w1@test""#;
+    let series = |name: &str, labels: &str| format!("{name}{{{labels}{host}}}");
+    let (_, before) = http_get(port, "/metrics").unwrap();
+    assert_eq!(
+        sample(
+            &before,
+            &series("celeriac_cache_loads_total", r#"source="mem","#)
+        ),
+        Some(0.0),
+        "the configured source's series exist before any read\n{before}"
+    );
+
+    let out = world.py(r#"
+from celery_app import app
+print([app.send_task("q.echo", args=(7,)).get(timeout=20) for _ in range(2)])
+"#);
+    assert_eq!(out.trim(), "[{'n': 7}, {'n': 7}]");
+    let (status, text) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let value = |name: &str, labels: &str| sample(&text, &series(name, labels));
+    let l1 = r#"layer="l1",source="mem","#;
+    let l2 = r#"layer="l2",source="mem","#;
+    let mem = r#"source="mem","#;
+    assert_eq!(
+        value("celeriac_cache_misses_total", l1),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celeriac_cache_misses_total", l2),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celeriac_cache_loads_total", mem),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celeriac_cache_l2_writes_total", mem),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value("celeriac_cache_hits_total", l1), Some(1.0), "{text}");
+    assert_eq!(value("celeriac_cache_hits_total", l2), Some(0.0), "{text}");
+    assert_eq!(value("celeriac_cache_lease_waits_total", mem), Some(0.0));
+    assert_eq!(
+        value("celeriac_cache_redis_fallbacks_total", mem),
+        Some(0.0)
+    );
+    assert_eq!(value("celeriac_cache_load_errors_total", mem), Some(0.0));
+    assert_eq!(
+        value("celeriac_cache_source_query_duration_seconds_count", mem),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"celeriac_cache_source_query_duration_seconds_bucket{{source="mem",{host},le="+Inf"}}"#
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(value("celeriac_cache_l1_entries", "").is_some(), "{text}");
+    assert_eq!(
+        value(
+            "celery_task_succeeded_total",
+            r#"name="q.echo",queue_name="celery","#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+
+    // The second read answered from L1; a third process's invalidation is counted as received.
+    let mut redis = world.redis();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("obs:cache:invalidate")
+        .arg("key:obs:cache:v1:echo:7")
+        .query(&mut redis)
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let (_, text) = http_get(port, "/metrics")?;
+        (sample(
+            &text,
+            &series("celeriac_cache_invalidations_received_total", ""),
+        )? == 1.0)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("invalidation not counted\n{}", w.log()));
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[test]
 fn task_span_continues_the_producers_trace_over_otlp() {
     let receiver = OtlpReceiver::start();
@@ -327,7 +475,9 @@ fn task_span_continues_the_producers_trace_over_otlp() {
         ("OTEL_SERVICE_NAME", "celeriac-test"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ]);
-    let w = world.celeriac("w1", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = query_task_config(dir.path());
+    let w = world.celeriac("w1", &["--config", &config]);
     // The producer: Celery instrumented by opentelemetry-instrumentation-celery; its spans are
     // kept in memory, and the publish span's ids are printed.
     let out = world.py(r#"
@@ -412,6 +562,65 @@ print(r.get(timeout=30))
     .unwrap_or_else(|| panic!("no span for the flags-03 trace\n{}", w.log()));
     assert_eq!(hex(&span.parent_span_id), "b7ad6b7169203331");
     assert_eq!(span.name, "run/t.add");
+
+    // A declarative query task: the cache read on a miss, the source load and the SQL query
+    // are child spans of the task span, in that order.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let out = world.py(&format!(
+        r#"
+from celery_app import app
+r = app.send_task("q.echo", args=(11,), headers={{"traceparent": "00-{trace}-00f067aa0ba902b7-01"}})
+print(r.get(timeout=30))
+"#
+    ));
+    assert_eq!(out.trim(), "{'n': 11}");
+    let spans = eventually(Duration::from_secs(20), || {
+        let spans: Vec<Span> = receiver
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| hex(&s.trace_id) == trace)
+            .cloned()
+            .collect();
+        (spans.len() >= 4).then_some(spans)
+    })
+    .unwrap_or_else(|| panic!("no cache and SQL spans for the query task\n{}", w.log()));
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:?}"))
+    };
+    let attr = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| format!("{:?}", a.value))
+            .unwrap_or_default()
+    };
+    let (run, read, load, query) = (
+        named("run/q.echo"),
+        named("cache.read"),
+        named("cache.load"),
+        named("db.query"),
+    );
+    assert_eq!(hex(&run.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(read.parent_span_id, run.span_id);
+    assert_eq!(load.parent_span_id, read.span_id);
+    assert_eq!(query.parent_span_id, load.span_id);
+    assert!(
+        attr(read, "cache.key").contains("obs:cache:v1:echo:11"),
+        "{read:?}"
+    );
+    assert!(attr(read, "cache.layer").contains("source"), "{read:?}");
+    assert!(attr(read, "cache.source").contains("mem"), "{read:?}");
+    assert!(attr(query, "db.system").contains("sqlite"), "{query:?}");
+    assert!(
+        attr(query, "db.query.text").contains("SELECT ? AS n"),
+        "{query:?}"
+    );
+    assert_eq!(query.kind, 3, "SPAN_KIND_CLIENT");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Declarative query tasks called from real Python Celery, reading real Postgres, MariaDB and
-//! SQLite through the cache; invalidation from another process; bad config and bad arguments.
+//! Declarative query tasks called from real Python Celery, reading real Postgres, MariaDB,
+//! SQLite and "SQL Server" (the project's TDS test server over TLS, tiberius unmodified) through
+//! the cache; invalidation from another process; bad config and bad arguments.
 //!
 //! Each test creates its own database (unique name) on the local servers and drops it after.
 
@@ -13,13 +14,18 @@ use celeriac_cache::source::{registry::connect_lazy, SourceConfig};
 use celeriac_cache::{Cache, CacheConfig, Source};
 use serde_json::{json, Value};
 use support::World;
+use tds_test_server::{ServerOptions, TdsServer, TestCertificates};
 
-/// A throwaway database on a local server, dropped at the end.
+/// A throwaway database on a local server (or a TDS test server of its own), dropped at the end.
 struct TempDb {
     admin: Option<Arc<dyn Source>>,
     name: String,
     url: String,
+    /// Extra lines of the `[sources.main]` table (TLS settings).
+    source_toml: String,
+    source_config: SourceConfig,
     rt: tokio::runtime::Runtime,
+    _tds: Option<TdsServer>,
     _dir: tempfile::TempDir,
 }
 
@@ -29,6 +35,8 @@ impl TempDb {
         let dir = tempfile::tempdir().unwrap();
         let _in_runtime = rt.enter();
         let name = format!("celeriac_t_{}_{}", std::process::id(), uuid_suffix());
+        let mut source_toml = String::new();
+        let mut tds = None;
         let (admin, url) = match kind {
             "postgres" => {
                 let admin = connect_lazy(&SourceConfig::new(
@@ -49,6 +57,26 @@ impl TempDb {
                 .unwrap();
                 (Some(admin), format!("mysql://root@127.0.0.1:3306/{name}"))
             }
+            "mssql" => {
+                // TLS on: the server's certificate is checked against a CA made for this test.
+                let certs = TestCertificates::generate(&["localhost", "127.0.0.1"]).unwrap();
+                let ca = dir.path().join("ca.pem");
+                std::fs::write(&ca, &certs.ca_pem).unwrap();
+                source_toml = format!("tls_ca_file = \"{}\"", ca.display());
+                let server = rt
+                    .block_on(TdsServer::start(ServerOptions {
+                        tls: Some(certs.server),
+                        credentials: Some(("app".into(), "s3cret".into())),
+                        ..ServerOptions::default()
+                    }))
+                    .unwrap();
+                let url = format!(
+                    "server=tcp:127.0.0.1,{};user=app;password=s3cret;database={name};encrypt=true",
+                    server.addr().port()
+                );
+                tds = Some(server);
+                (None, url)
+            }
             _ => (
                 None,
                 format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
@@ -58,11 +86,18 @@ impl TempDb {
             rt.block_on(admin.fetch(&format!("CREATE DATABASE {name}"), &[]))
                 .unwrap_or_else(|e| panic!("create {kind} database (is the server running? scripts/test starts it): {e}"));
         }
+        let mut source_config = SourceConfig::new("t", url.clone());
+        if kind == "mssql" {
+            source_config.tls_ca_file = Some(dir.path().join("ca.pem"));
+        }
         let db = TempDb {
             admin,
             name,
             url,
+            source_toml,
+            source_config,
             rt,
+            _tds: tds,
             _dir: dir,
         };
         db.exec("CREATE TABLE tickets (id BIGINT PRIMARY KEY, title VARCHAR(200) NOT NULL, price DECIMAL(10,2), status VARCHAR(20))");
@@ -72,7 +107,7 @@ impl TempDb {
 
     fn exec(&self, sql: &str) {
         let _in_runtime = self.rt.enter();
-        let source = connect_lazy(&SourceConfig::new("t", self.url.clone())).unwrap();
+        let source = connect_lazy(&self.source_config).unwrap();
         self.rt.block_on(source.fetch(sql, &[])).unwrap();
     }
 }
@@ -97,7 +132,9 @@ fn uuid_suffix() -> String {
     format!("{nanos:x}")
 }
 
-fn config_file(dir: &std::path::Path, url: &str, extra: &str) -> std::path::PathBuf {
+fn config_file(db: &TempDb, dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let url = &db.url;
+    let source_toml = &db.source_toml;
     let path = dir.join("worker.toml");
     let text = format!(
         r#"
@@ -107,6 +144,7 @@ prefix = "t:cache:"
 [sources.main]
 url = "{url}"
 query_timeout = "5s"
+{source_toml}
 
 [[tasks]]
 name = "q.get_ticket"
@@ -160,7 +198,7 @@ fn run_against(kind: &str) {
     let db = TempDb::create(kind);
     let world = World::new(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), &db.url, "");
+    let config = config_file(&db, dir.path(), "");
     let worker = world.celeriac("w", &["--config", config.to_str().unwrap()]);
     let out: Value = serde_json::from_str(world.py(CALLS).trim()).unwrap();
     // SQLite has no decimal type: DECIMAL columns hold REAL numbers there.
@@ -225,6 +263,24 @@ fn query_tasks_read_postgres() {
 #[test]
 fn query_tasks_read_mariadb() {
     run_against("mariadb");
+}
+
+#[test]
+fn query_tasks_read_sql_server_over_tls() {
+    on_big_stack(|| run_against("mssql"));
+}
+
+/// Run `f` on a thread with an 8 MiB stack: tiberius's futures, unoptimized, outgrow the 2 MiB
+/// of a test thread when driven by `block_on` there.
+fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+    let outcome = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(f)
+        .unwrap()
+        .join();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[test]

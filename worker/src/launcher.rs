@@ -81,6 +81,13 @@ pub async fn run(
     transport.dead_letter_key = settings.dead_letter_key.clone();
     let sweep_period = transport.restore_interval;
     let metrics = Arc::new(crate::metrics::Metrics::new(&settings.worker_hostname));
+    if let Some(data) = registry.data() {
+        metrics
+            .register(Box::new(crate::cache_metrics::CacheCollector::new(
+                data.cache.clone(),
+            )))
+            .context("register the cache metrics")?;
+    }
     let http = crate::http::HttpServer::start(settings.metrics_port, metrics.clone()).await?;
     let visibility_timeout = transport.visibility_timeout;
     let broker = tokio::select! {

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod builder;
+pub mod cache_metrics;
 pub mod canvas;
 pub mod cli;
 pub mod config;

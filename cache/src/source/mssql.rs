@@ -112,6 +112,7 @@ impl Source for MsSqlSource {
         SourceKind::MsSql
     }
 
+    #[tracing::instrument(name = "db.query", skip_all, fields(db.system = "mssql", db.query.text = %sql, otel.kind = "client"))]
     async fn fetch(
         &self,
         sql: &str,

@@ -59,6 +59,7 @@ impl Source for MySqlSource {
         SourceKind::MySql
     }
 
+    #[tracing::instrument(name = "db.query", skip_all, fields(db.system = "mysql", db.query.text = %sql, otel.kind = "client"))]
     async fn fetch(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SourceError> {
         let mut query = sqlx::query(sql);
         for (index, param) in params.iter().enumerate() {

@@ -50,6 +50,7 @@ impl Source for SqliteSource {
         SourceKind::Sqlite
     }
 
+    #[tracing::instrument(name = "db.query", skip_all, fields(db.system = "sqlite", db.query.text = %sql, otel.kind = "client"))]
     async fn fetch(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SourceError> {
         let mut query = sqlx::query(sql);
         for (index, param) in params.iter().enumerate() {

@@ -85,6 +85,7 @@ pub fn main(args: &WarmArgs) -> ExitCode {
         eprintln!("celeriac warm: logging: {e}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(super::RUNTIME_THREAD_STACK)
         .enable_all()
         .build()
     {

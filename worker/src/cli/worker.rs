@@ -14,6 +14,7 @@ pub fn run(builder: WorkerBuilder, args: &WorkerArgs) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init()?;
     logging::init(settings.loglevel, settings.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(super::RUNTIME_THREAD_STACK)
         .enable_all()
         .build()?;
     runtime.block_on(builder.settings(settings).build().run())

@@ -269,16 +269,18 @@ fn task(index: usize, value: &toml::Value) -> Result<QueryTaskConfig, String> {
     let negative_ttl = s
         .seconds("negative_ttl")?
         .unwrap_or(ttl.min(std::time::Duration::from_secs(30)));
+    let source = s.required_string("source")?;
     Ok(QueryTaskConfig {
-        source: s.required_string("source")?,
-        sql: s.required_string("sql")?,
-        params,
-        key,
         policy: Policy {
             ttl,
             negative_ttl,
             xfetch_beta: s.float("xfetch_beta")?,
+            source: source.clone(),
         },
+        source,
+        sql: s.required_string("sql")?,
+        params,
+        key,
         result,
         name,
     })

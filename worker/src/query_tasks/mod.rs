@@ -120,6 +120,9 @@ pub async fn install(
     };
     let client = redis::Client::open(redis_url.as_str()).context("[cache] redis_url")?;
     let cache = Cache::new(config.cache.clone(), Some(client));
+    for source in &config.sources {
+        cache.declare_source(&source.name);
+    }
     if !cache.wait_subscribed(Duration::from_secs(2)).await {
         tracing::warn!("cache: not yet subscribed to invalidations; L1 staleness is bounded by l1_ttl until it is");
     }
