@@ -9,48 +9,7 @@ use std::time::Duration;
 
 use celeriac_testkit::{RedisServer, TestPki};
 use redis::Commands;
-use support::World;
-
-/// A SQLite database with one ticket, and a worker TOML whose cache lives in `cache_url`.
-fn query_task_config(world: &World, cache_url: &str) -> std::path::PathBuf {
-    let db = world.dir().join("tickets.db");
-    world.py(&format!(
-        r#"
-import sqlite3
-c = sqlite3.connect({db:?})
-c.execute("CREATE TABLE tickets (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
-c.execute("INSERT INTO tickets VALUES (1, 'printer on fire')")
-c.commit()
-"#,
-        db = db.display().to_string()
-    ));
-    let path = world.dir().join("worker.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[cache]
-prefix = "t:tls:"
-redis_url = "{cache_url}"
-
-[sources.main]
-url = "sqlite://{db}"
-
-[[tasks]]
-name = "q.get_ticket"
-source = "main"
-sql = "SELECT id, title FROM tickets WHERE id = :ticket_id"
-params = ["ticket_id"]
-key = "ticket:{{ticket_id}}"
-ttl = 300
-result = "one"
-"#,
-            db = db.display()
-        ),
-    )
-    .unwrap();
-    path
-}
+use support::{query_task_config, World};
 
 #[test]
 fn broker_backend_and_cache_over_tls_with_client_certificates() {
@@ -60,7 +19,10 @@ fn broker_backend_and_cache_over_tls_with_client_certificates() {
     let cache_url = world
         .redis
         .tls_url(1, &pki.ca_cert, Some((&pki.client_cert, &pki.client_key)));
-    let config = query_task_config(&world, &cache_url);
+    let config = query_task_config(
+        &world,
+        &format!("prefix = \"t:tls:\"\nredis_url = \"{cache_url}\""),
+    );
     let _w = world.celeriac("w1", &["-c", "2", "--config", config.to_str().unwrap()]);
     let out = world.py(r#"
 from celery_app import app

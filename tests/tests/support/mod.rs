@@ -153,6 +153,47 @@ impl World {
     }
 }
 
+/// A SQLite database with one ticket, and a worker TOML declaring the query task `q.get_ticket`
+/// over it; `cache` is the body of its `[cache]` table.
+pub fn query_task_config(world: &World, cache: &str) -> std::path::PathBuf {
+    let db = world.dir().join("tickets.db");
+    world.py(&format!(
+        r#"
+import sqlite3
+c = sqlite3.connect({db:?})
+c.execute("CREATE TABLE tickets (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
+c.execute("INSERT INTO tickets VALUES (1, 'printer on fire')")
+c.commit()
+"#,
+        db = db.display().to_string()
+    ));
+    let path = world.dir().join("worker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[cache]
+{cache}
+
+[sources.main]
+url = "sqlite://{db}"
+
+[[tasks]]
+name = "q.get_ticket"
+source = "main"
+sql = "SELECT id, title FROM tickets WHERE id = :ticket_id"
+params = ["ticket_id"]
+key = "ticket:{{ticket_id}}"
+ttl = 300
+result = "one"
+"#,
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A child process whose output goes to a log file.
 pub struct Proc {
     pub name: String,
