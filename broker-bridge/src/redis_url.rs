@@ -74,7 +74,7 @@ impl RedisUrl {
 
 /// Parse a Celery broker or result backend URL.
 pub fn parse(url: &str) -> Result<RedisUrl, UrlError> {
-    let err = |msg: &str| UrlError(format!("{msg} in {}", redact(url)));
+    let err = |msg: &str| UrlError(format!("{msg} in {}", celeriac_secrets::redact(url)));
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| err("no scheme (expected redis://, rediss:// or redis+socket://)"))?;
@@ -187,23 +187,6 @@ pub fn parse(url: &str) -> Result<RedisUrl, UrlError> {
         .map_err(|e| err(&e.to_string()))?
         .set_redis_settings(settings);
     Ok(RedisUrl { info, tls })
-}
-
-/// The URL with its password replaced by `***`, for error messages and logs. Text that is not
-/// a URL with a password comes back unchanged.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let (before_query, query) = rest.split_at(end);
-    match before_query.rsplit_once('@') {
-        Some((info, host)) => match info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{query}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 fn split_userinfo(rest: &str) -> (Option<&str>, &str) {

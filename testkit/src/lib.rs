@@ -2,6 +2,8 @@
 //!
 //! * [`RedisServer`] starts a private `redis-server` on a free loopback port and kills it on drop,
 //!   so tests run in parallel and never touch a server they did not start.
+//! * [`RedisServer::start_tls`] starts one that speaks only TLS, with certificates from
+//!   [`TestPki`] (made at test time), optionally requiring client certificates.
 //! * [`python`] finds the interpreter of the test venv that `scripts/test` creates with real Celery;
 //!   [`python_celery536`] the one of its Celery 5.3.6 venv.
 //! * [`workspace_root`] and [`fixtures_dir`] locate committed data.
@@ -12,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+mod tls;
+pub use tls::TestPki;
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
@@ -73,6 +78,51 @@ pub struct RedisServer {
     port: u16,
     extra: Vec<String>,
     dir: tempfile::TempDir,
+    tls: Option<TlsSetup>,
+}
+
+/// The PEM files a TLS server uses and the client files `redis-cli` checks it with.
+#[derive(Clone)]
+struct TlsSetup {
+    ca_cert: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    auth_clients: bool,
+}
+
+impl TlsSetup {
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&self.server_cert),
+            "--tls-key-file".into(),
+            path(&self.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&self.ca_cert),
+            "--tls-auth-clients".into(),
+            if self.auth_clients { "yes" } else { "no" }.into(),
+        ]
+    }
+
+    fn cli_args(&self) -> Vec<String> {
+        let path = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            path(&self.ca_cert),
+            "--cert".into(),
+            path(&self.client_cert),
+            "--key".into(),
+            path(&self.client_key),
+        ]
+    }
 }
 
 impl RedisServer {
@@ -93,31 +143,56 @@ impl RedisServer {
         Err(last_err.expect("at least one attempt"))
     }
 
+    /// Start a server that speaks only TLS on its port, with `pki`'s server certificate; with
+    /// `require_client_certs` it refuses clients without a certificate signed by `pki`'s CA
+    /// (`--tls-auth-clients yes`). Connect with [`RedisServer::tls_url`].
+    pub fn start_tls(pki: &TestPki, require_client_certs: bool) -> Result<Self> {
+        let tls = TlsSetup {
+            ca_cert: pki.ca_cert.clone(),
+            server_cert: pki.server_cert.clone(),
+            server_key: pki.server_key.clone(),
+            client_cert: pki.client_cert.clone(),
+            client_key: pki.client_key.clone(),
+            auth_clients: require_client_certs,
+        };
+        let mut last_err = None;
+        for _ in 0..5 {
+            match Self::try_start_with(&[], Some(tls.clone())) {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
     fn try_start(extra: &[&str]) -> Result<Self> {
+        Self::try_start_with(extra, None)
+    }
+
+    fn try_start_with(extra: &[&str], tls: Option<TlsSetup>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = Self::spawn(port, dir.path(), &extra)?;
+        let child = Self::spawn(port, dir.path(), &extra, tls.as_ref())?;
         let mut server = RedisServer {
             child,
             port,
             extra,
             dir,
+            tls,
         };
         server.wait_ready()?;
         Ok(server)
     }
 
-    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Child> {
+    fn spawn(port: u16, dir: &Path, extra: &[String], tls: Option<&TlsSetup>) -> Result<Child> {
+        let listen = match tls {
+            Some(tls) => tls.server_args(port),
+            None => vec!["--port".into(), port.to_string()],
+        };
         Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--dir"])
             .arg(dir)
             .args(extra)
@@ -131,7 +206,7 @@ impl RedisServer {
     /// restart looks like to clients).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.child = Self::spawn(self.port, self.dir.path(), &self.extra)?;
+        self.child = Self::spawn(self.port, self.dir.path(), &self.extra, self.tls.as_ref())?;
         self.wait_ready()
     }
 
@@ -142,6 +217,7 @@ impl RedisServer {
                 bail!("redis-server on port {} exited early: {status}", self.port);
             }
             let ok = Command::new("redis-cli")
+                .args(self.tls.iter().flat_map(TlsSetup::cli_args))
                 .args(["-p", &self.port.to_string(), "PING"])
                 .output()
                 .map(|o| o.stdout.starts_with(b"PONG"))
@@ -162,6 +238,26 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>/<db>`.
     pub fn url(&self, db: u8) -> String {
         format!("redis://127.0.0.1:{}/{}", self.port, db)
+    }
+
+    /// `rediss://127.0.0.1:<port>/<db>` with Celery's TLS query arguments: certificates
+    /// verified against `ca` (`ssl_cert_reqs=required&ssl_ca_certs=…`) and, when given, a client
+    /// certificate and key (`ssl_certfile`, `ssl_keyfile`).
+    pub fn tls_url(&self, db: u8, ca: &Path, client: Option<(&Path, &Path)>) -> String {
+        let mut url = format!(
+            "rediss://127.0.0.1:{}/{}?ssl_cert_reqs=required&ssl_ca_certs={}",
+            self.port,
+            db,
+            ca.display()
+        );
+        if let Some((cert, key)) = client {
+            url.push_str(&format!(
+                "&ssl_certfile={}&ssl_keyfile={}",
+                cert.display(),
+                key.display()
+            ));
+        }
+        url
     }
 
     /// Kill the server abruptly (as a crash would).
@@ -216,5 +312,31 @@ mod tests {
             .output()
             .unwrap();
         assert!(!String::from_utf8_lossy(&after.stdout).contains("PONG"));
+    }
+
+    #[test]
+    fn tls_redis_refuses_plain_text_and_clients_without_a_certificate() {
+        let pki = TestPki::generate("testkit").unwrap();
+        let server = RedisServer::start_tls(&pki, true).unwrap();
+        let port = server.port().to_string();
+        let ping = |args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(args)
+                .args(["-p", &port, "PING"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("PONG")
+        };
+        let ca = pki.ca_cert.display().to_string();
+        let cert = pki.client_cert.display().to_string();
+        let key = pki.client_key.display().to_string();
+        assert!(ping(&[
+            "--tls", "--cacert", &ca, "--cert", &cert, "--key", &key
+        ]));
+        assert!(!ping(&[]), "plain text answered");
+        assert!(
+            !ping(&["--tls", "--cacert", &ca]),
+            "no client certificate answered"
+        );
     }
 }

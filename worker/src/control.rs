@@ -354,8 +354,8 @@ fn conf(rt: &Runtime) -> Value {
     let s = &rt.settings;
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     json!({
-        "broker_url": celeriac_broker_bridge::redis_url::redact(s.broker_url.expose()),
-        "result_backend": s.result_backend.as_ref().map(|u| celeriac_broker_bridge::redis_url::redact(u.expose())),
+        "broker_url": celeriac_secrets::redact(s.broker_url.expose()),
+        "result_backend": s.result_backend.as_ref().map(|u| celeriac_secrets::redact(u.expose())),
         "result_expires": secs(s.result_expires),
         "result_extended": s.result_extended,
         "task_acks_late": s.task_acks_late,

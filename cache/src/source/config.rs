@@ -61,7 +61,7 @@ impl std::fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceConfig")
             .field("name", &self.name)
-            .field("url", &redact_url(&self.url))
+            .field("url", &celeriac_secrets::redact(&self.url))
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
@@ -102,33 +102,12 @@ impl SourceConfig {
     }
 }
 
-/// `scheme://user:password@host/...` with the password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/x?sslmode=require"),
-            "postgres://app:***@db:5432/x?sslmode=require"
-        );
-        assert_eq!(redact_url("sqlite://demo.db"), "sqlite://demo.db");
         assert!(!format!("{:?}", SourceConfig::new("a", "mysql://r:pw@h/db")).contains("pw"));
     }
 

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     // `t.mark` counts its executions per task id in the hash `marks` of the broker's Redis.
     let broker =
         std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
-    let marks = redis::Client::open(broker)?;
+    let marks = celeriac_broker_bridge::redis_url::parse(&broker)?.client()?;
     let canvas_redis = marks.clone();
     let stamps = marks.clone();
     let rejects = marks.clone();

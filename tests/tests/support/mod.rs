@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use celeriac_testkit::{python, workspace_root, RedisServer};
+use celeriac_testkit::{python, workspace_root, RedisServer, TestPki};
 
 /// The folder of the Python side of the tests (`celery_app.py`).
 pub fn python_dir() -> PathBuf {
@@ -20,6 +20,8 @@ pub fn python_dir() -> PathBuf {
 pub struct World {
     pub redis: RedisServer,
     pub env: Vec<(String, String)>,
+    /// The URL of db 0 that [`World::redis`] connects to (with TLS files when the server is TLS).
+    pub url: String,
     logs: tempfile::TempDir,
 }
 
@@ -27,9 +29,24 @@ impl World {
     /// A private Redis on db 0 as broker and result backend; `extra_env` adds or overrides.
     pub fn new(extra_env: &[(&str, &str)]) -> World {
         let redis = RedisServer::start().expect("start redis");
+        let url = redis.url(0);
+        World::around(redis, url, extra_env)
+    }
+
+    /// A private TLS-only Redis with `pki`'s certificates, requiring client certificates; the
+    /// broker and backend URL is `rediss://…?ssl_cert_reqs=required&ssl_ca_certs=…` with the
+    /// client certificate, as Celery takes it.
+    pub fn tls(pki: &TestPki, extra_env: &[(&str, &str)]) -> World {
+        let redis = RedisServer::start_tls(pki, true).expect("start TLS redis");
+        let url = redis.tls_url(0, &pki.ca_cert, Some((&pki.client_cert, &pki.client_key)));
+        World::around(redis, url, extra_env)
+    }
+
+    /// `redis` as broker and result backend at `url`; `extra_env` adds or overrides.
+    pub fn around(redis: RedisServer, url: String, extra_env: &[(&str, &str)]) -> World {
         let mut env = vec![
-            ("CELERY_BROKER_URL".to_string(), redis.url(0)),
-            ("CELERY_RESULT_BACKEND".to_string(), redis.url(0)),
+            ("CELERY_BROKER_URL".to_string(), url.clone()),
+            ("CELERY_RESULT_BACKEND".to_string(), url.clone()),
         ];
         for (k, v) in extra_env {
             env.retain(|(key, _)| key != k);
@@ -38,29 +55,45 @@ impl World {
         World {
             redis,
             env,
+            url,
             logs: tempfile::tempdir().expect("temp dir"),
         }
     }
 
-    /// A redis connection to the private server.
+    /// A redis connection to the private server (over TLS when it is a TLS server).
     pub fn redis(&self) -> redis::Connection {
-        redis::Client::open(self.redis.url(0))
-            .and_then(|c| c.get_connection())
+        celeriac_worker::launcher::install_crypto_provider();
+        celeriac_broker_bridge::redis_url::parse(&self.url)
+            .expect("the world's URL parses")
+            .client()
+            .expect("a redis client for the world's URL")
+            .get_connection()
             .expect("connect to the private redis")
+    }
+
+    /// A folder for files of this test (removed with the world).
+    pub fn dir(&self) -> &Path {
+        self.logs.path()
     }
 
     /// Start a celeriac test worker with extra flags; waits until it is consuming.
     pub fn celeriac(&self, name: &str, args: &[&str]) -> Proc {
+        let mut p = self.celeriac_started(name, args);
+        p.wait_for_log("celeriac worker ready", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
+    /// Start a celeriac test worker (JSON logs, level INFO unless `args` say otherwise) without
+    /// waiting for anything.
+    pub fn celeriac_started(&self, name: &str, args: &[&str]) -> Proc {
         let log = self.logs.path().join(format!("{name}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-test-worker"));
         cmd.args(["-n", &format!("{name}@test"), "-l", "INFO"])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CELERIAC_LOG_FORMAT", "json");
-        let mut p = Proc::spawn(name, cmd, log);
-        p.wait_for_log("celeriac worker ready", Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{e}"));
-        p
+        Proc::spawn(name, cmd, log)
     }
 
     /// Start a Python Celery worker (solo pool) on the same Redis; waits until it is ready.
@@ -133,6 +166,47 @@ impl World {
         }
         Ok(String::from_utf8(out.stdout)?)
     }
+}
+
+/// A SQLite database with one ticket, and a worker TOML declaring the query task `q.get_ticket`
+/// over it; `cache` is the body of its `[cache]` table.
+pub fn query_task_config(world: &World, cache: &str) -> std::path::PathBuf {
+    let db = world.dir().join("tickets.db");
+    world.py(&format!(
+        r#"
+import sqlite3
+c = sqlite3.connect({db:?})
+c.execute("CREATE TABLE tickets (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
+c.execute("INSERT INTO tickets VALUES (1, 'printer on fire')")
+c.commit()
+"#,
+        db = db.display().to_string()
+    ));
+    let path = world.dir().join("worker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[cache]
+{cache}
+
+[sources.main]
+url = "sqlite://{db}"
+
+[[tasks]]
+name = "q.get_ticket"
+source = "main"
+sql = "SELECT id, title FROM tickets WHERE id = :ticket_id"
+params = ["ticket_id"]
+key = "ticket:{{ticket_id}}"
+ttl = 300
+result = "one"
+"#,
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// A child process whose output goes to a log file.

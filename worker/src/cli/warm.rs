@@ -182,7 +182,10 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
 }
 
 async fn connect(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(url).context("[cache] redis_url")?;
+    crate::launcher::install_crypto_provider();
+    let client = celeriac_broker_bridge::redis_url::parse(url)
+        .and_then(|u| u.client())
+        .context("[cache] redis_url")?;
     let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
         .await
         .context("connect timed out")??;

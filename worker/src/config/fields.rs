@@ -340,6 +340,6 @@ pub(crate) fn apply(
 fn redact_reason(secrecy: Secrecy, reason: String) -> String {
     match secrecy {
         Secrecy::Plain => reason,
-        Secrecy::Url | Secrecy::Hidden => super::redact::redacted(&reason),
+        Secrecy::Url | Secrecy::Hidden => celeriac_secrets::redact(&reason),
     }
 }

@@ -17,11 +17,12 @@ mod value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub use celeriac_secrets::redact as redacted;
 pub use cli::WorkerArgs;
 pub use env::process_env;
 pub use error::ConfigError;
 pub use hostname::{expand_hostname, system_hostname};
-pub use redact::{redacted, redacted_json};
+pub use redact::redacted_json;
 pub use settings::{
     DeadLetterPolicy, LogFormat, LogLevel, RateLimit, SecretUrl, Settings,
     DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,

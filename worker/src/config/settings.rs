@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::redact::{redacted, redacted_json};
+use super::redact::redacted_json;
+use celeriac_secrets::redact as redacted;
 
 /// URL schemes celeriac can talk to (kombu's and Celery's Redis transports).
 pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+socket", "sentinel"];

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::redact::redacted;
+use celeriac_secrets::redact as redacted;
 
 /// A setting value as a source gave it.
 #[derive(Clone, Copy)]

@@ -118,7 +118,10 @@ pub async fn install(
             .unwrap_or_default()
             .to_owned(),
     };
-    let client = redis::Client::open(redis_url.as_str()).context("[cache] redis_url")?;
+    crate::launcher::install_crypto_provider();
+    let client = celeriac_broker_bridge::redis_url::parse(&redis_url)
+        .and_then(|u| u.client())
+        .context("[cache] redis_url")?;
     let cache = Cache::new(config.cache.clone(), Some(client));
     for source in &config.sources {
         cache.declare_source(&source.name);
