@@ -150,6 +150,7 @@ pub async fn run(
         started: std::time::Instant::now(),
         reservations_capacity: concurrency + lookahead,
         metrics,
+        reconnected: tokio::sync::Notify::new(),
         settings,
     });
     crate::revoked::load(&rt).await;
@@ -176,6 +177,7 @@ pub async fn run(
         rt.clone(),
         upkeep_stop.clone(),
     ));
+    let registration = tokio::spawn(crate::registration::run(rt.clone(), upkeep_stop.clone()));
     let fetcher = tokio::spawn(fetch::run(rt.clone()));
 
     tokio::select! {
@@ -200,6 +202,7 @@ pub async fn run(
     upkeep_stop.cancel();
     let _ = refresher.await;
     let _ = control.await;
+    let _ = registration.await;
     let _ = heartbeat.await;
     crate::events::worker_event(&rt, "worker-offline").await;
     tracing::info!(

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod processor;
 pub mod query_tasks;
 pub mod rate_limit;
+pub mod registration;
 pub mod registry;
 pub mod results;
 pub mod retry;
