@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+import redis
 from celery import Celery
 
 app = Celery("celeriac_tests")
@@ -76,3 +77,46 @@ def tally(self, xs):
 def record(*args):
     """An errback: append the arguments to the list `records`."""
     app.backend.client.rpush("records", json.dumps(list(args)))
+
+
+# Chaos: executions are counted in the Redis of CELERIAC_TEST_TALLY_URL (default: the backend's),
+# the same way celeriac's test worker counts them.
+_tally = None
+
+
+def tally():
+    global _tally
+    if _tally is None:
+        url = os.environ.get("CELERIAC_TEST_TALLY_URL")
+        _tally = redis.Redis.from_url(url) if url else app.backend.client
+    return _tally
+
+
+def tally_start(request):
+    pipe = tally().pipeline()
+    pipe.hincrby("execs", request.id, 1)
+    pipe.sadd(f"running:{request.hostname}", request.id)
+    pipe.execute()
+
+
+def tally_end(request):
+    tally().smove(f"running:{request.hostname}", f"finished:{request.hostname}", request.id)
+
+
+@app.task(name="t.chaos", bind=True)
+def chaos(self, ms, retry_once):
+    """Record the run, sleep, and ask for one retry on the first run when `retry_once`."""
+    tally_start(self.request)
+    time.sleep(ms / 1000)
+    tally_end(self.request)
+    if retry_once and self.request.retries == 0:
+        raise self.retry(countdown=1, exc=ConnectionError("retry once"))
+    return ms
+
+
+@app.task(name="t.chaos_sum", bind=True)
+def chaos_sum(self, xs):
+    """A recorded chord body."""
+    tally_start(self.request)
+    tally_end(self.request)
+    return sum(xs)

@@ -39,6 +39,7 @@ pub async fn run(rt: Arc<Runtime>) {
                 if !failing.is_zero() {
                     tracing::info!("broker reachable again; consuming resumed");
                     failing = Duration::ZERO;
+                    rt.reconnected.notify_one();
                 }
                 for dead in &fetched.dead_lettered {
                     rt.counters

@@ -161,6 +161,7 @@ pub async fn run(
         started: std::time::Instant::now(),
         reservations_capacity: concurrency + lookahead,
         metrics,
+        reconnected: tokio::sync::Notify::new(),
         settings,
     });
     crate::revoked::load(&rt).await;
@@ -188,6 +189,7 @@ pub async fn run(
         upkeep_stop.clone(),
     ));
     let event_batches = tokio::spawn(crate::events::batch_loop(rt.clone(), upkeep_stop.clone()));
+    let registration = tokio::spawn(crate::registration::run(rt.clone(), upkeep_stop.clone()));
     let fetcher = tokio::spawn(fetch::run(rt.clone()));
 
     tokio::select! {
@@ -212,6 +214,7 @@ pub async fn run(
     upkeep_stop.cancel();
     let _ = refresher.await;
     let _ = control.await;
+    let _ = registration.await;
     let _ = heartbeat.await;
     let _ = event_batches.await;
     crate::events::worker_event(&rt, "worker-offline").await;

@@ -27,6 +27,7 @@ pub mod process;
 pub mod processor;
 pub mod query_tasks;
 pub mod rate_limit;
+pub mod registration;
 pub mod registry;
 pub mod results;
 pub mod retry;

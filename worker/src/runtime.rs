@@ -89,6 +89,9 @@ pub struct Runtime {
     pub reservations_capacity: usize,
     /// Prometheus metrics (served by [`crate::http`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Signalled by the fetch loop when the broker answers again after failing (see
+    /// [`crate::registration`]).
+    pub reconnected: tokio::sync::Notify,
 }
 
 impl Runtime {

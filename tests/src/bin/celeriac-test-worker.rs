@@ -28,6 +28,13 @@ fn main() -> anyhow::Result<()> {
     let canvas_redis = marks.clone();
     let stamps = marks.clone();
     let rejects = marks.clone();
+    // `t.chaos` and `t.chaos_sum` count executions in the Redis of `CELERIAC_TEST_TALLY_URL` (the
+    // chaos run keeps it away from the fault proxy), default the broker's.
+    let tally = match std::env::var("CELERIAC_TEST_TALLY_URL") {
+        Ok(url) => redis::Client::open(url)?,
+        Err(_) => marks.clone(),
+    };
+    let tally_sum = tally.clone();
     let builder = Worker::builder()
         .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
             Ok::<_, TaskError>(a + b)
@@ -252,10 +259,75 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(&path, b"crashed once").map_err(anyhow::Error::from)?;
             std::process::abort()
         })
+        // Chaos: `t.chaos(ms, retry_once)` records its run (see `tally`), sleeps, and asks for one
+        // retry on its first run when `retry_once`; `t.chaos_sum` is a recorded chord body.
+        .task(
+            "t.chaos",
+            move |ctx: TaskContext, (ms, retry_once): (u64, bool)| {
+                let tally = tally.clone();
+                async move {
+                    let mut conn = tally
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    tally_start(&mut conn, &ctx).await?;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    tally_end(&mut conn, &ctx).await?;
+                    if retry_once && ctx.retries == 0 {
+                        return Err(TaskError::retry_in(Duration::from_secs(1))
+                            .because(PyException::new("ConnectionError", "retry once")));
+                    }
+                    Ok::<_, TaskError>(ms)
+                }
+            },
+        )
+        .task("t.chaos_sum", move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
+            let tally = tally_sum.clone();
+            async move {
+                let mut conn = tally
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                tally_start(&mut conn, &ctx).await?;
+                tally_end(&mut conn, &ctx).await?;
+                Ok::<_, TaskError>(xs.iter().sum::<i64>())
+            }
+        })
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,
             }))
         });
     celeriac_worker::cli::worker::run(builder, &args.worker)
+}
+
+/// A chaos task starts: count the execution in `execs` and list the id in `running:<node>`.
+async fn tally_start(
+    conn: &mut redis::aio::MultiplexedConnection,
+    ctx: &TaskContext,
+) -> anyhow::Result<()> {
+    redis::pipe()
+        .atomic()
+        .hincr("execs", &ctx.id, 1)
+        .ignore()
+        .sadd(format!("running:{}", ctx.hostname), &ctx.id)
+        .ignore()
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+/// A chaos task's body is done: move its id to `finished:<node>` (its message may still be
+/// unacked; the chaos run checks that after a kill).
+async fn tally_end(
+    conn: &mut redis::aio::MultiplexedConnection,
+    ctx: &TaskContext,
+) -> anyhow::Result<()> {
+    redis::cmd("SMOVE")
+        .arg(format!("running:{}", ctx.hostname))
+        .arg(format!("finished:{}", ctx.hostname))
+        .arg(&ctx.id)
+        .query_async::<i64>(conn)
+        .await?;
+    Ok(())
 }

@@ -60,6 +60,26 @@ impl World {
         }
     }
 
+    /// A world over a Redis the test started itself (AOF on, a replica...), reached at
+    /// `broker_url` (directly or through a fault proxy) by workers and producers;
+    /// [`World::redis`] still connects to `redis` directly.
+    pub fn over(redis: RedisServer, broker_url: &str, extra_env: &[(&str, &str)]) -> World {
+        let mut env = vec![
+            ("CELERY_BROKER_URL".to_string(), broker_url.to_string()),
+            ("CELERY_RESULT_BACKEND".to_string(), broker_url.to_string()),
+        ];
+        for (k, v) in extra_env {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        World {
+            url: redis.url(0),
+            redis,
+            env,
+            logs: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
     /// A redis connection to the private server (over TLS when it is a TLS server).
     pub fn redis(&self) -> redis::Connection {
         celeriac_worker::launcher::install_crypto_provider();

@@ -1,0 +1,292 @@
+//! What the chaos run knows about every task: what was sent (the producers' manifests), which
+//! ids were in flight on a worker when it was killed, and the final audit against Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use redis::Commands;
+use serde_json::Value;
+
+/// The kind of a task in the mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `t.chaos`, no ETA.
+    Plain,
+    /// `t.chaos` with a countdown of 1–6 s.
+    Eta,
+    /// `t.chaos` that asks for one retry (two executions expected).
+    Retry,
+    /// A chord header member (`t.chaos`).
+    Part,
+    /// A chord body (`t.chaos_sum`).
+    Body,
+    /// The declarative query task `chaos.get_item` on Postgres.
+    Query,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "plain" => Kind::Plain,
+            "eta" => Kind::Eta,
+            "retry" => Kind::Retry,
+            "part" => Kind::Part,
+            "body" => Kind::Body,
+            "query" => Kind::Query,
+            _ => return None,
+        })
+    }
+
+    /// Executions recorded in the tally for one successful run (query tasks record none).
+    pub fn expected_executions(self) -> u64 {
+        match self {
+            Kind::Retry => 2,
+            Kind::Query => 0,
+            _ => 1,
+        }
+    }
+
+    /// The name used in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain",
+            Kind::Eta => "eta",
+            Kind::Retry => "retry",
+            Kind::Part => "chord part",
+            Kind::Body => "chord body",
+            Kind::Query => "query",
+        }
+    }
+}
+
+/// One task sent.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Its kind.
+    pub kind: Kind,
+    /// The result it must end with.
+    pub expected: Value,
+}
+
+/// Every task sent, by id.
+pub fn read_manifests(paths: &[impl AsRef<Path>]) -> Result<HashMap<String, Sent>> {
+    let mut out = HashMap::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path.as_ref())
+            .with_context(|| format!("read {}", path.as_ref().display()))?;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(id), Some(kind), Some(expected)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Some(kind), Ok(expected)) = (Kind::parse(kind), serde_json::from_str(expected))
+            else {
+                continue;
+            };
+            out.insert(id.to_string(), Sent { kind, expected });
+        }
+    }
+    Ok(out)
+}
+
+/// The task id of a kombu envelope (Celery's protocol 2 keeps it in `headers.id`).
+fn envelope_task_id(envelope: &Value) -> Option<String> {
+    envelope["headers"]["id"].as_str().map(String::from)
+}
+
+/// Task ids held in `unacked` right now.
+pub fn unacked_ids(broker: &mut redis::Connection) -> Result<HashSet<String>> {
+    let raw: Vec<String> = broker.hvals("unacked")?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| {
+            // kombu stores `[envelope, exchange, routing_key]`.
+            let v: Value = serde_json::from_str(r).ok()?;
+            envelope_task_id(&v[0])
+        })
+        .collect())
+}
+
+/// Task ids anywhere in the broker: every list of `queues` (with kombu's priority suffixes) and
+/// `unacked`.
+pub fn ids_in_broker(broker: &mut redis::Connection, queues: &[&str]) -> Result<HashSet<String>> {
+    let mut ids = unacked_ids(broker)?;
+    for q in queues {
+        for suffix in ["", "\x06\x163", "\x06\x166", "\x06\x169"] {
+            let items: Vec<String> = broker.lrange(format!("{q}{suffix}"), 0, -1)?;
+            ids.extend(
+                items
+                    .iter()
+                    .filter_map(|r| envelope_task_id(&serde_json::from_str::<Value>(r).ok()?)),
+            );
+        }
+    }
+    Ok(ids)
+}
+
+/// The ids a killed worker may have been running: started and not finished, or finished with
+/// their message still unacked (killed between the task's end and its ack). The tally sets of
+/// that worker are deleted afterwards.
+pub fn in_flight_at_kill(
+    tally: &mut redis::Connection,
+    broker: &mut redis::Connection,
+    node: &str,
+) -> Result<HashSet<String>> {
+    let running: HashSet<String> = tally.smembers(format!("running:{node}"))?;
+    let finished: HashSet<String> = tally.smembers(format!("finished:{node}"))?;
+    let unacked = unacked_ids(broker)?;
+    let _: () = tally.del(&[format!("running:{node}"), format!("finished:{node}")])?;
+    Ok(running
+        .into_iter()
+        .chain(finished.into_iter().filter(|id| unacked.contains(id)))
+        .collect())
+}
+
+/// The outcome of the final audit.
+#[derive(Debug, Default, Clone)]
+pub struct Audit {
+    /// Tasks sent.
+    pub sent: usize,
+    /// Sent, by kind.
+    pub sent_by_kind: Vec<(Kind, usize)>,
+    /// Final state SUCCESS with the expected result.
+    pub succeeded: usize,
+    /// SUCCESS with another result than expected.
+    pub wrong_result: usize,
+    /// FAILURE, by kind and exception type (e.g. `query ConnectionError` while Postgres
+    /// restarted).
+    pub failed: Vec<(String, usize)>,
+    /// No final state, but the message is still in a queue or unacked (not finished in time).
+    pub unfinished: usize,
+    /// No final state and no message anywhere: lost.
+    pub lost: usize,
+    /// Executions beyond the expected, explained by a kill while the id was in flight.
+    pub duplicates_at_kills: u64,
+    /// Executions beyond the expected with no kill to explain them.
+    pub duplicates_unexplained: u64,
+    /// Of which ETA tasks.
+    pub eta_duplicates_unexplained: u64,
+    /// Ids whose successful result was stored with fewer recorded executions than expected.
+    pub missing_executions: usize,
+    /// Elements in the dead-letter list.
+    pub dead_lettered: u64,
+    /// A few example ids of each problem, for the log.
+    pub examples: Vec<String>,
+}
+
+impl Audit {
+    /// Whether every invariant held (unfinished tasks break "every id has a final result").
+    pub fn ok(&self) -> bool {
+        self.lost == 0
+            && self.unfinished == 0
+            && self.wrong_result == 0
+            && self.duplicates_unexplained == 0
+            && self.eta_duplicates_unexplained == 0
+            && self.missing_executions == 0
+            && self.dead_lettered == 0
+            && self
+                .failed
+                .iter()
+                .all(|(what, _)| what == "query ConnectionError")
+    }
+}
+
+/// Compare what was sent with the stored results, the executions and the kills.
+pub fn audit(
+    sent: &HashMap<String, Sent>,
+    broker: &mut redis::Connection,
+    tally: &mut redis::Connection,
+    killed_in_flight: &HashMap<String, u64>,
+    queues: &[&str],
+) -> Result<Audit> {
+    let mut a = Audit {
+        sent: sent.len(),
+        ..Audit::default()
+    };
+    let mut by_kind: HashMap<Kind, usize> = HashMap::new();
+    for s in sent.values() {
+        *by_kind.entry(s.kind).or_default() += 1;
+    }
+    a.sent_by_kind = by_kind.into_iter().collect();
+    a.sent_by_kind.sort();
+    let execs: HashMap<String, u64> = tally.hgetall("execs")?;
+    let still_there = ids_in_broker(broker, queues)?;
+    let ids: Vec<&String> = sent.keys().collect();
+    let mut failed: HashMap<String, usize> = HashMap::new();
+    for chunk in ids.chunks(1000) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("celery-task-meta-{id}"))
+            .collect();
+        let metas: Vec<Option<String>> = broker.mget(&keys)?;
+        for (id, meta) in chunk.iter().zip(metas) {
+            let task = &sent[*id];
+            let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(&m).ok());
+            let status = meta
+                .as_ref()
+                .and_then(|m| m["status"].as_str())
+                .unwrap_or("");
+            match status {
+                "SUCCESS" => {
+                    let meta = meta.as_ref().expect("status read from it");
+                    if meta["result"] == task.expected {
+                        a.succeeded += 1;
+                    } else {
+                        a.wrong_result += 1;
+                        note(&mut a.examples, format!("wrong result {id}: {meta}"));
+                    }
+                }
+                "FAILURE" => {
+                    let exc = meta
+                        .as_ref()
+                        .and_then(|m| m["result"]["exc_type"].as_str())
+                        .unwrap_or("?")
+                        .to_string();
+                    *failed
+                        .entry(format!("{} {exc}", task.kind.name()))
+                        .or_default() += 1;
+                }
+                _ if still_there.contains(*id) => a.unfinished += 1,
+                _ => {
+                    a.lost += 1;
+                    note(&mut a.examples, format!("lost {id} ({status:?})"));
+                }
+            }
+            let ran = execs.get(*id).copied().unwrap_or(0);
+            let expected = task.kind.expected_executions();
+            if status == "SUCCESS" && ran < expected {
+                a.missing_executions += 1;
+                note(
+                    &mut a.examples,
+                    format!("{id} succeeded with {ran} executions recorded"),
+                );
+            }
+            let extra = ran.saturating_sub(expected);
+            let explained = extra.min(killed_in_flight.get(*id).copied().unwrap_or(0));
+            a.duplicates_at_kills += explained;
+            let unexplained = extra - explained;
+            if unexplained > 0 {
+                a.duplicates_unexplained += unexplained;
+                if task.kind == Kind::Eta {
+                    a.eta_duplicates_unexplained += unexplained;
+                }
+                note(
+                    &mut a.examples,
+                    format!("{id} ({}) ran {ran} times", task.kind.name()),
+                );
+            }
+        }
+    }
+    a.failed = failed.into_iter().collect();
+    a.failed.sort();
+    a.dead_lettered = broker.llen("celeriac.dead_letter")?;
+    Ok(a)
+}
+
+fn note(examples: &mut Vec<String>, line: String) {
+    if examples.len() < 20 {
+        examples.push(line);
+    }
+}
