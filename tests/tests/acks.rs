@@ -87,39 +87,57 @@ fn failed_and_timed_out_runs_are_rejected_when_acks_on_failure_or_timeout_is_off
 bad = app.send_task("t.fail", args=("boom",))
 slow = app.send_task("t.sleep", args=(60000,), time_limit=1)
 ok = app.send_task("t.add", args=(1, 2))
+tired = app.send_task("t.always_retry")
 print(outcome(bad))
 print(outcome(slow))
 print(outcome(ok))
-print("ids", bad.id, slow.id, ok.id)
+print(outcome(tired))
+print("ids", bad.id, slow.id, ok.id, tired.id)
 "#
     ));
     assert!(
-        out.starts_with("FAILURE ValueError\nFAILURE TimeLimitExceeded\nSUCCESS 3\n"),
+        out.starts_with(
+            "FAILURE ValueError\nFAILURE TimeLimitExceeded\nSUCCESS 3\nFAILURE KeyError\n"
+        ),
         "{out}"
     );
     let ids = split_ids(&out);
-    let (bad, slow, ok) = (&ids[0], &ids[1], &ids[2]);
+    let (bad, slow, ok, tired) = (&ids[0], &ids[1], &ids[2], &ids[3]);
     wait_settled(&world);
     // Celery rejects them without requeue (kombu's Redis transport would drop them); celeriac
     // keeps them intact in the dead-letter list with the reason.
     let mut dead = dead_lettered_ids(&world);
     dead.sort();
-    let mut want = vec![bad.clone(), slow.clone()];
+    // The last attempt of `t.always_retry` failed too (retries exhausted): rejected as well,
+    // while its earlier attempts were retried and acked.
+    let mut want = vec![bad.clone(), slow.clone(), tired.clone()];
     want.sort();
     assert_eq!(dead, want);
     let reasons = dead_letter_reasons(&world);
     assert!(reasons.contains("ValueError: boom"), "{reasons}");
     assert!(reasons.contains("TimeLimitExceeded"), "{reasons}");
+    assert!(reasons.contains("KeyError: gone"), "{reasons}");
     let waiting: usize = world.redis().llen("celery").unwrap();
     assert_eq!(waiting, 0, "nothing was requeued");
 
-    let events = wait_rejected_events(&receiver, &[bad, slow]);
+    let events = wait_rejected_events(&receiver, &[bad, slow, tired]);
     receiver.kill9();
-    for id in [bad, slow] {
+    for id in [bad, slow, tired] {
         let rejected = find_event(&events, "task-rejected", Some(id)).unwrap();
         assert_eq!(rejected["event"]["requeue"], false, "{rejected}");
         assert!(find_event(&events, "task-failed", Some(id)).is_some());
     }
+    let retried = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"]["type"] == kind && e["event"]["uuid"] == tired.as_str())
+            .count()
+    };
+    assert_eq!(
+        (retried("task-retried"), retried("task-failed")),
+        (2, 1),
+        "two retries, then the failure"
+    );
     assert!(find_event(&events, "task-rejected", Some(ok)).is_none());
     assert!(find_event(&events, "task-succeeded", Some(ok)).is_some());
 }

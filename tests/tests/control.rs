@@ -103,6 +103,11 @@ print(r1.id, r2.id)
     assert_eq!(queues[host][0]["name"], "celery", "{queues}");
     let conf = inspect(&world, "conf");
     assert!(conf[host]["broker_url"].is_string(), "{conf}");
+    assert_eq!(
+        conf[host]["task_acks_on_failure_or_timeout"], true,
+        "{conf}"
+    );
+    assert_eq!(conf[host]["task_reject_on_worker_lost"], false, "{conf}");
 
     // Unknown commands get an error reply, not silence.
     let out = world.py(r#"

@@ -214,3 +214,34 @@ fn a_killed_worker_leaves_no_task_process_behind() {
         children[0]
     );
 }
+
+#[test]
+fn an_idle_task_process_that_died_is_replaced_without_failing_a_run() {
+    let world = World::new(&[]);
+    let w = world.celeriac("w1", &["-c", "1"]);
+    let pid = |world: &World| -> u32 {
+        world
+            .py("from celery_app import app\nprint(app.send_task('t.pid').get(timeout=60))")
+            .trim()
+            .parse()
+            .expect("a pid")
+    };
+    let first = pid(&world);
+    // The idle child dies (as if OOM-killed) while no run uses it.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let dead = eventually(Duration::from_secs(20), || {
+        (!process_exists(first)).then_some(())
+    });
+    assert!(dead.is_some());
+    let second = pid(&world);
+    assert_ne!(second, first);
+    assert!(
+        w.log().contains("idle task process had exited"),
+        "{}",
+        w.log()
+    );
+}

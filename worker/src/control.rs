@@ -359,6 +359,8 @@ fn conf(rt: &Runtime) -> Value {
         "result_expires": secs(s.result_expires),
         "result_extended": s.result_extended,
         "task_acks_late": s.task_acks_late,
+        "task_acks_on_failure_or_timeout": s.task_acks_on_failure_or_timeout,
+        "task_reject_on_worker_lost": s.task_reject_on_worker_lost,
         "task_track_started": s.task_track_started,
         "task_ignore_result": s.task_ignore_result,
         "task_default_queue": s.task_default_queue,

@@ -252,9 +252,15 @@ async fn execute(
             Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
         },
         Err(TaskError::Retry(request)) => {
-            events::task_retried_request(&rt, &msg, &request).await;
-            retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await;
-            Settle::Ack
+            let retried = request.clone();
+            match retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await {
+                Ok(()) => {
+                    events::task_retried_request(&rt, &msg, &retried).await;
+                    Settle::Ack
+                }
+                // Retries exhausted (or the retry could not be sent): the run failed.
+                Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
+            }
         }
         // Celery's `Reject`: nothing stored; an early-acked message is already gone.
         Err(TaskError::Reject { reason, requeue }) => {

@@ -13,7 +13,10 @@ use crate::results;
 use crate::runtime::Runtime;
 use crate::task::{PyException, RetryRequest};
 
-/// Handle a task's retry request (the message itself is acked by the caller as usual).
+/// Handle a task's retry request (the message itself is settled by the caller as usual).
+/// `Err(exc)`: no retry happens — retries are exhausted, or the retry could not be published —
+/// and the run failed with `exc` (as in Celery, where `self.retry()` then raises); the caller
+/// stores and reports that failure.
 pub async fn retry(
     rt: &Runtime,
     delivery: &Delivery,
@@ -21,7 +24,7 @@ pub async fn retry(
     task: &RegisteredTask,
     request: RetryRequest,
     ignore_result: bool,
-) {
+) -> Result<(), PyException> {
     let store_errors = !ignore_result || rt.settings.task_store_errors_even_if_ignored;
     let max_retries = request.max_retries.or(task.options.max_retries);
     if max_retries.is_some_and(|max| msg.retries >= i64::from(max)) {
@@ -38,12 +41,8 @@ pub async fn retry(
                 ),
             )
         });
-        tracing::warn!(retries = msg.retries, exception = %exc, "retries exhausted; task failed");
-        if store_errors {
-            results::store_failure(rt, &msg.id, Some(msg), &exc, Some(&rt.hostname)).await;
-        }
-        crate::canvas::on_failure(rt, msg, &exc).await;
-        return;
+        tracing::warn!(retries = msg.retries, exception = %exc, "retries exhausted");
+        return Err(exc);
     }
     let delay = request
         .countdown
@@ -62,12 +61,11 @@ pub async fn retry(
         .publish(&envelope, &delivery.exchange, &delivery.routing_key)
         .await
     {
-        let exc = PyException::new("RuntimeError", format!("could not publish the retry: {e}"));
-        tracing::error!(error = %e, "could not publish the retry; task failed");
-        if store_errors {
-            results::store_failure(rt, &msg.id, Some(msg), &exc, Some(&rt.hostname)).await;
-        }
-        return;
+        tracing::error!(error = %e, "could not publish the retry");
+        return Err(PyException::new(
+            "RuntimeError",
+            format!("could not publish the retry: {e}"),
+        ));
     }
     rt.counters.retried.fetch_add(1, Ordering::Relaxed);
     let exc = request.exc.unwrap_or_else(|| {
@@ -81,6 +79,7 @@ pub async fn retry(
     if store_errors {
         results::store_retry(rt, msg, &exc).await;
     }
+    Ok(())
 }
 
 /// The message of the next attempt: same id, args and options; `retries + 1`; the new ETA;

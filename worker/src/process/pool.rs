@@ -108,12 +108,24 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Take an idle child, or start one, for run `run_id`.
+    /// Take an idle child that is still alive, or start one, for run `run_id`. (An idle child
+    /// may have died meanwhile, e.g. killed by the OOM killer; it is reaped and replaced, so the
+    /// run does not fail for it.)
     pub fn checkout(self: &Arc<Self>, run_id: &str) -> std::io::Result<Lease> {
-        let idle = self.idle.lock().expect("pool lock").pop();
-        let process = match idle {
-            Some(p) => p,
-            None => TaskProcess::spawn()?,
+        let process = loop {
+            let idle = self.idle.lock().expect("pool lock").pop();
+            match idle {
+                Some(mut p) => match p.child.try_wait() {
+                    Ok(None) => break p,
+                    Ok(Some(status)) => {
+                        tracing::warn!(pid = p.pid, status = %human_status(status), "idle task process had exited; replaced");
+                    }
+                    Err(e) => {
+                        tracing::warn!(pid = p.pid, error = %e, "idle task process cannot be checked; replaced");
+                    }
+                },
+                None => break TaskProcess::spawn()?,
+            }
         };
         Ok(Lease {
             process: Some(process),
