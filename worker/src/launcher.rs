@@ -79,6 +79,7 @@ pub async fn run(
     ))
     .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
     transport.dead_letter_key = settings.dead_letter_key.clone();
+    transport.max_message_bytes = usize::try_from(settings.max_message_bytes).ok();
     let sweep_period = transport.restore_interval;
     let metrics = Arc::new(crate::metrics::Metrics::new(&settings.worker_hostname));
     if let Some(data) = registry.data() {

@@ -34,24 +34,24 @@ pub fn decompress(method: &str, data: &[u8], limit: usize) -> Result<Vec<u8>, De
                 ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| fail(e.to_string()))?;
             read_capped(decoder, limit)
         }
-        LZMA => {
-            let mut sink = CappedWriter {
-                out: Vec::new(),
-                limit,
-            };
-            let mut input = data;
-            match lzma_rs::xz_decompress(&mut input, &mut sink) {
-                Ok(()) => Ok(sink.out),
-                Err(_) if sink.out.len() > limit => Err(Capped::TooLarge),
-                Err(e) => return Err(fail(e.to_string())),
-            }
-        }
+        LZMA => read_capped(
+            lzma_rust2::XzReader::new_mem_limit(data, true, xz_memory_limit_kib(limit)),
+            limit,
+        ),
         other => return Err(DecodeErrorKind::UnknownCompression(other.to_string())),
     };
     out.map_err(|e| match e {
         Capped::TooLarge => too_large(limit + 1, limit),
         Capped::Io(e) => fail(e.to_string()),
     })
+}
+
+/// The memory an xz stream's dictionary may take, in KiB: enough for the output limit (a larger
+/// dictionary is never needed) and for Python's default preset (8 MiB), never what a hostile
+/// header asks for.
+fn xz_memory_limit_kib(limit: usize) -> u32 {
+    let bytes = limit.clamp(16 << 20, 1 << 30) + (1 << 20);
+    u32::try_from(bytes / 1024).unwrap_or(u32::MAX)
 }
 
 fn too_large(size: usize, limit: usize) -> DecodeErrorKind {
@@ -65,28 +65,6 @@ fn too_large(size: usize, limit: usize) -> DecodeErrorKind {
 enum Capped {
     TooLarge,
     Io(std::io::Error),
-}
-
-/// A `Write` that fails once more than `limit` bytes are written.
-struct CappedWriter {
-    out: Vec<u8>,
-    limit: usize,
-}
-
-impl std::io::Write for CappedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.out.len().saturating_add(buf.len()) > self.limit {
-            self.out
-                .extend_from_slice(&buf[..(self.limit + 1 - self.out.len()).min(buf.len())]);
-            return Err(std::io::Error::other("output limit reached"));
-        }
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn read_capped(reader: impl Read, limit: usize) -> Result<Vec<u8>, Capped> {

@@ -18,7 +18,7 @@ pub enum DecodeErrorKind {
     },
     /// The raw element is larger than [`DecodeOptions::max_bytes`](super::DecodeOptions::max_bytes),
     /// or its decompressed body is.
-    #[error("{what} is {size} bytes or more, over the limit of {limit}")]
+    #[error("too large: {what} is {size} bytes or more, over the limit of {limit}")]
     TooLarge {
         /// `message` or `decompressed body`.
         what: &'static str,

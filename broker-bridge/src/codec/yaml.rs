@@ -3,7 +3,9 @@
 //!
 //! Only the safe tags are honoured (`str`, `int`, `float`, `bool`, `null`, `binary`, `timestamp`,
 //! `seq`, `map`); any other tag (e.g. `!!python/object`) is an error, never a constructor call.
-//! Integers of any size stay exact. Aliases are expanded under a node budget (no "billion laughs").
+//! Integers of any size stay exact. Aliases are expanded under a node budget (no "billion laughs"):
+//! a document may expand to at most as many nodes as it has bytes (at least [`MIN_NODE_BUDGET`]),
+//! which no document without aliases can exceed, so memory stays proportional to the body.
 
 use std::collections::HashMap;
 
@@ -15,8 +17,8 @@ use yaml_rust2::scanner::TScalarStyle;
 use super::content::{bytes_tag, float, json_key, MAX_DEPTH, YAML};
 use super::error::DecodeErrorKind;
 
-/// Most nodes a document may expand to, aliases included.
-const MAX_NODES: usize = 1_000_000;
+/// The node budget of a short document: most nodes it may expand to, aliases included.
+pub const MIN_NODE_BUDGET: usize = 10_000;
 
 fn err(reason: impl Into<String>) -> DecodeErrorKind {
     DecodeErrorKind::Deserialize {
@@ -33,6 +35,7 @@ enum Frame {
 /// Parse one YAML document (an empty stream is `null`, as `safe_load` gives `None`).
 pub fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let budget = text.len().max(MIN_NODE_BUDGET);
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Value> = HashMap::new();
@@ -91,9 +94,9 @@ pub fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
             continue;
         };
         nodes += 1;
-        if nodes > MAX_NODES {
+        if nodes > budget {
             return Err(err(format!(
-                "document expands to more than {MAX_NODES} nodes"
+                "document expands to more than {budget} nodes (aliases)"
             )));
         }
         if anchor != 0 {

@@ -16,7 +16,9 @@ impl Broker {
     /// `unacked_index` in the same Lua script that pops it, exactly as a Python worker records
     /// it, so a crash at any instant leaves it either in its list or restorable from `unacked`.
     /// Elements that are not kombu envelopes are moved to the dead-letter list in that same
-    /// script and reported in [`Fetched::dead_lettered`]; they count towards `max`.
+    /// script and reported in [`Fetched::dead_lettered`]; they count towards `max`. So are
+    /// elements longer than [`TransportOptions::max_message_bytes`](super::TransportOptions),
+    /// checked before anything parses them.
     pub async fn fetch(&self, queues: &[String], max: usize) -> Result<Fetched> {
         let order = self.queue_order(queues);
         if order.is_empty() || max == 0 {
@@ -34,7 +36,9 @@ impl Broker {
                 inv.key(keys.queue_list(q, *s));
             }
         }
-        inv.arg(max).arg(steps.len());
+        inv.arg(max)
+            .arg(steps.len())
+            .arg(self.inner.opts.max_message_bytes.unwrap_or(0));
         for q in &order {
             inv.arg(q);
         }

@@ -41,6 +41,11 @@ pub struct TransportOptions {
     /// celeriac only: the list that receives messages no worker can handle (with a reasons hash
     /// at `<key>.reasons`; see the README). Default `celeriac.dead_letter`; prefixed like every key.
     pub dead_letter_key: String,
+    /// celeriac only: elements longer than this many bytes are moved to the dead-letter list by
+    /// the fetch script itself, unparsed and unchanged (reason `too large: …`), so neither Redis's
+    /// JSON parser nor the worker's memory ever sees them. `None` = no limit. Set by the worker
+    /// from `max_message_bytes`, not read from `broker_transport_options`.
+    pub max_message_bytes: Option<usize>,
     /// kombu's `fanout_prefix`: `None` when disabled (`false`), else the text put before the
     /// exchange of PUB/SUB channels, `{db}` standing for the database number (kombu: `/{db}.`).
     pub fanout_prefix: Option<String>,
@@ -75,6 +80,7 @@ impl Default for TransportOptions {
             deadletter_queue: None,
             queue_order_strategy: QueueOrder::RoundRobin,
             dead_letter_key: "celeriac.dead_letter".into(),
+            max_message_bytes: None,
             fanout_prefix: Some("/{db}.".into()),
             fanout_patterns: true,
         }

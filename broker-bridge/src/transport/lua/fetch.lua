@@ -4,14 +4,16 @@
 --
 -- KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] dead-letter list, KEYS[4] dead-letter reasons,
 -- KEYS[5..] the queue lists, queue-major: queue i (1-based), step j -> KEYS[4 + (i-1)*nsteps + j].
--- ARGV[1] max elements, ARGV[2] nsteps, ARGV[3..] logical queue names in the same order.
+-- ARGV[1] max elements, ARGV[2] nsteps, ARGV[3] max element length in bytes (0: no limit),
+-- ARGV[4..] logical queue names in the same order.
 --
 -- Returns a flat array of strings, six per element taken:
 --   delivered:     1, queue index, raw, delivery_tag, exchange, routing_key
 --   dead-lettered: 0, queue index, reason, '', '', ''
 local max = tonumber(ARGV[1])
 local nsteps = tonumber(ARGV[2])
-local nqueues = #ARGV - 2
+local max_bytes = tonumber(ARGV[3])
+local nqueues = #ARGV - 3
 local order = {}
 for i = 1, nqueues do order[i] = i end
 local empty = {}
@@ -28,21 +30,26 @@ local function str(v)
 end
 
 local function handle(qi, raw)
-  local queue = ARGV[2 + qi]
-  local ok, msg = pcall(cjson.decode, raw)
+  local queue = ARGV[3 + qi]
   local reason, props, headers
-  if not ok then
-    reason = 'not JSON'
-  elseif type(msg) ~= 'table' then
-    reason = 'not a JSON object'
+  if max_bytes > 0 and #raw > max_bytes then
+    -- Never parsed: Redis's JSON parser and the worker's memory are spared.
+    reason = 'too large: message is ' .. #raw .. ' bytes, over the limit of ' .. max_bytes
   else
-    props = msg['properties']
-    headers = msg['headers']
-    if type(headers) ~= 'table' then headers = {} end
-    if type(props) ~= 'table' then
-      reason = 'no properties object'
-    elseif type(props['delivery_tag']) ~= 'string' or props['delivery_tag'] == '' then
-      reason = 'no delivery_tag'
+    local ok, msg = pcall(cjson.decode, raw)
+    if not ok then
+      reason = 'not JSON'
+    elseif type(msg) ~= 'table' then
+      reason = 'not a JSON object'
+    else
+      props = msg['properties']
+      headers = msg['headers']
+      if type(headers) ~= 'table' then headers = {} end
+      if type(props) ~= 'table' then
+        reason = 'no properties object'
+      elseif type(props['delivery_tag']) ~= 'string' or props['delivery_tag'] == '' then
+        reason = 'no delivery_tag'
+      end
     end
   end
   if reason then
