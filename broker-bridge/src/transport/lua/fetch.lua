@@ -27,22 +27,49 @@ local function str(v)
   return nil
 end
 
+-- The properties of an envelope whose last member is "properties" (kombu writes it last), decoded
+-- alone instead of the whole envelope with its body and headers: the text from the last
+-- '"properties":' to just before the closing '}' must be exactly one JSON object. A key of that
+-- name inside a string is escaped, and one nested deeper leaves unbalanced braces, so neither
+-- passes; then (or when anything is missing) the caller decodes the whole envelope.
+local function trailing_properties(raw)
+  if string.byte(raw, 1) ~= 123 or string.byte(raw, -1) ~= 125 then return nil end
+  local at, from = nil, 1
+  while true do
+    local i = string.find(raw, '"properties":', from, true)
+    if not i then break end
+    at, from = i, i + 1
+  end
+  if not at then return nil end
+  local open = string.find(raw, '{', at + 13, true)
+  if not open or string.find(string.sub(raw, at + 13, open - 1), '%S') then return nil end
+  local ok, props = pcall(cjson.decode, string.sub(raw, open, -2))
+  if ok and type(props) == 'table' and type(props['delivery_tag']) == 'string'
+      and props['delivery_tag'] ~= '' then
+    return props
+  end
+  return nil
+end
+
 local function handle(qi, raw)
   local queue = ARGV[2 + qi]
-  local ok, msg = pcall(cjson.decode, raw)
-  local reason, props, headers
-  if not ok then
-    reason = 'not JSON'
-  elseif type(msg) ~= 'table' then
-    reason = 'not a JSON object'
-  else
-    props = msg['properties']
-    headers = msg['headers']
-    if type(headers) ~= 'table' then headers = {} end
-    if type(props) ~= 'table' then
-      reason = 'no properties object'
-    elseif type(props['delivery_tag']) ~= 'string' or props['delivery_tag'] == '' then
-      reason = 'no delivery_tag'
+  local props = trailing_properties(raw)
+  local reason, headers
+  if not props then
+    local ok, msg = pcall(cjson.decode, raw)
+    if not ok then
+      reason = 'not JSON'
+    elseif type(msg) ~= 'table' then
+      reason = 'not a JSON object'
+    else
+      props = msg['properties']
+      headers = msg['headers']
+      if type(headers) ~= 'table' then headers = {} end
+      if type(props) ~= 'table' then
+        reason = 'no properties object'
+      elseif type(props['delivery_tag']) ~= 'string' or props['delivery_tag'] == '' then
+        reason = 'no delivery_tag'
+      end
     end
   end
   if reason then
@@ -65,7 +92,26 @@ local function handle(qi, raw)
   table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
 end
 
-while taken < max do
+-- One queue (the usual case): whole runs per priority step with one RPOP <count> each, which
+-- takes the same elements in the same order as popping them one by one. Redis before 6.2 has no
+-- count argument; then the general loop below pops one at a time.
+local counted = nqueues == 1
+if counted then
+  for s = 1, nsteps do
+    if taken >= max then break end
+    local got = redis.pcall('RPOP', KEYS[4 + s], max - taken)
+    if type(got) == 'table' and got['err'] then
+      counted = false
+      break
+    end
+    if got then
+      for _, raw in ipairs(got) do handle(1, raw) end
+      taken = taken + #got
+    end
+  end
+end
+
+while not counted and taken < max do
   local got = false
   for s = 1, nsteps do
     for pos = 1, #order do
