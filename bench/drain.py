@@ -3,8 +3,9 @@ and by a Python Celery prefork worker (-c 2) on the same private Redis, one afte
 
 Figures per worker: tasks/s (N / spread of the results' date_done, so start-up time does not
 count), peak RSS (VmHWM; for prefork the sum over the parent and its children), idle RSS (VmRSS
-one second after start on an empty queue) and Redis commands per task (INFO commandstats delta
-over the drain, divided by N). Prints a Markdown table.
+two seconds after start on an empty queue) and Redis commands per task (INFO commandstats delta
+over the drain, divided by N). Prints a Markdown table and a one-line summary with the ratio.
+Defaults: N = 50 000, celeriac -c 512 (`--celeriac-concurrency`); Python is prefork -c 2.
 """
 import argparse
 import datetime
@@ -114,10 +115,10 @@ def run_one(name, cmd, env, r, app, n, log):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("-n", type=int, default=50000)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     ap.add_argument("--celeriac", default=os.path.join(target, "release/examples/demo"))
-    ap.add_argument("--celeriac-concurrency", type=int, default=2,
+    ap.add_argument("--celeriac-concurrency", type=int, default=512,
                     help="celeriac's -c (async tasks); the Python prefork worker always runs -c 2")
     args = ap.parse_args()
 
@@ -153,7 +154,12 @@ def main():
         for row in rows:
             print(f"| {row['name']} | {row['tasks_per_s']:.0f} | {row['seconds']:.2f} | {row['peak_rss_mb']:.1f} | "
                   f"{row['idle_rss_mb']:.1f} | {row['cmds_per_task']:.1f} |")
-        print(f"\nceleriac / Python throughput: {rows[0]['tasks_per_s'] / rows[1]['tasks_per_s']:.1f}x")
+        c, py = rows
+        print(f"\nSummary: celeriac {c['tasks_per_s']:.0f} tasks/s, Python prefork {py['tasks_per_s']:.0f} tasks/s, "
+              f"ratio {c['tasks_per_s'] / py['tasks_per_s']:.1f}x (target >= 30x); celeriac peak RSS "
+              f"{c['peak_rss_mb']:.1f} MB, idle RSS {c['idle_rss_mb']:.1f} MB (target <= 15 MB); Redis commands/task "
+              f"celeriac {c['cmds_per_task']:.1f}, Python {py['cmds_per_task']:.1f}; load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         server.terminate()
         server.wait()

@@ -329,3 +329,53 @@ async fn depths_sum_priority_lists_and_count_unacked_in_one_call() -> anyhow::Re
     assert_eq!(d.unacked, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn fetch_takes_the_delivery_tag_of_the_top_level_properties_only() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let info = r#""delivery_info": {"exchange": "", "routing_key": "q"}"#;
+    let elements = [
+        // A `properties` object nested in the headers, after the real one.
+        format!(
+            r#"{{"body": "x", "properties": {{"delivery_tag": "real-1", {info}}}, "headers": {{"properties": {{"delivery_tag": "fake"}}}}}}"#
+        ),
+        // The text `"properties": {...}` inside a header string.
+        format!(
+            r#"{{"headers": {{"note": "\"properties\": {{\"delivery_tag\": \"fake\"}}"}}, "body": "x", "properties": {{"delivery_tag": "real-2", {info}}}}}"#
+        ),
+        // A nested `properties` as the last member of the envelope.
+        format!(
+            r#"{{"body": "x", "properties": {{"delivery_tag": "real-3", {info}}}, "extra": {{"properties": {{"delivery_tag": "fake"}}}}}}"#
+        ),
+        // Compact JSON, properties last (as kombu writes it, without spaces).
+        format!(
+            r#"{{"body":"x","headers":{{}},"properties":{{"priority":0,"delivery_tag":"real-4",{info}}}}}"#
+        ),
+    ];
+    for e in &elements {
+        env.cmd::<()>(&[b"LPUSH", b"q", e.as_bytes()]).await?;
+    }
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    assert!(f.dead_lettered.is_empty(), "{:?}", f.dead_lettered);
+    let tags: Vec<&str> = f
+        .deliveries
+        .iter()
+        .map(|d| d.delivery_tag.as_str())
+        .collect();
+    assert_eq!(tags, ["real-1", "real-2", "real-3", "real-4"]);
+    for (d, e) in f.deliveries.iter().zip(&elements) {
+        assert_eq!(d.raw, e.as_bytes(), "delivered intact");
+        assert_eq!((d.exchange.as_str(), d.routing_key.as_str()), ("", "q"));
+        let stored: Vec<u8> = env
+            .cmd(&[b"HGET", b"unacked", d.delivery_tag.as_bytes()])
+            .await?;
+        assert_eq!(stored, format!(r#"[{e}, "", "q"]"#).into_bytes());
+        let score: Option<f64> = env
+            .cmd(&[b"ZSCORE", b"unacked_index", d.delivery_tag.as_bytes()])
+            .await?;
+        assert!(score.is_some(), "indexed");
+    }
+    let fake: bool = env.cmd(&[b"HEXISTS", b"unacked", b"fake"]).await?;
+    assert!(!fake);
+    Ok(())
+}

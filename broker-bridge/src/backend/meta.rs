@@ -1,7 +1,7 @@
 //! The task meta stored in `celery-task-meta-<id>`: fields, order and formats as Celery 5.7
 //! writes them (`celery/backends/base.py` `_get_result_meta` and `_store_result`).
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::{json, Map, Value};
 
 use super::exception::ExceptionInfo;
@@ -194,9 +194,13 @@ impl TaskMeta {
 /// and `+00:00`.
 pub fn python_isoformat(d: DateTime<Utc>) -> String {
     let micros = d.nanosecond() / 1_000 % 1_000_000;
-    let base = d.format("%Y-%m-%dT%H:%M:%S");
+    // A leap second (nanoseconds past 1e9) shows as :60, as chrono's `%S` writes it.
+    let second = d.second() + u32::from(d.nanosecond() >= 1_000_000_000);
+    let (year, month, day) = (d.year(), d.month(), d.day());
+    let (hour, minute) = (d.hour(), d.minute());
+    let base = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
     if micros == 0 {
-        format!("{base}+00:00")
+        base + "+00:00"
     } else {
         format!("{base}.{micros:06}+00:00")
     }

@@ -91,56 +91,42 @@ pub enum StoreOutcome {
     KeptSuccess,
 }
 
-/// Atomically: leave a stored SUCCESS alone, else SET (with EX when ARGV[2] > 0) and PUBLISH the
-/// same bytes on the channel named as the key. Returns 1 stored, 0 kept SUCCESS, -1 when the
-/// stored value is not a JSON object.
-/// [`STORE_SCRIPT`] for KEYS[i] with value ARGV[2i-1] and TTL ARGV[2i]; returns one code per key.
-const STORE_MANY_SCRIPT: &str = r#"
+/// For each KEYS[i] with value ARGV[2i-1] and TTL ARGV[2i] (seconds, 0 = none), atomically:
+/// leave a stored SUCCESS alone, else SET (with EX when the TTL is > 0) and PUBLISH the same bytes
+/// on the channel named as the key. Returns one code per key: 1 stored, 0 kept SUCCESS, -1 when
+/// the stored value is not a JSON object.
+///
+/// The usual case, no meta yet, costs one `SET NX` and one `PUBLISH`; only when a meta exists
+/// (STARTED, RETRY, a redelivery) is it read and checked before being replaced.
+const STORE_SCRIPT: &str = r#"
 local out = {}
 for i = 1, #KEYS do
   local key, value, ttl = KEYS[i], ARGV[2 * i - 1], tonumber(ARGV[2 * i])
   local code = 1
-  local current = redis.call('GET', key)
-  if current then
-    local ok, meta = pcall(cjson.decode, current)
+  local written
+  if ttl > 0 then
+    written = redis.call('SET', key, value, 'NX', 'EX', ttl)
+  else
+    written = redis.call('SET', key, value, 'NX')
+  end
+  if not written then
+    local ok, meta = pcall(cjson.decode, redis.call('GET', key))
     if not ok or type(meta) ~= 'table' then
       code = -1
     elseif meta['status'] == 'SUCCESS' then
       code = 0
-    end
-  end
-  if code == 1 then
-    if ttl > 0 then
+    elseif ttl > 0 then
       redis.call('SET', key, value, 'EX', ttl)
     else
       redis.call('SET', key, value)
     end
+  end
+  if code == 1 then
     redis.call('PUBLISH', key, value)
   end
   out[i] = code
 end
 return out
-"#;
-
-const STORE_SCRIPT: &str = r#"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, meta = pcall(cjson.decode, current)
-  if not ok or type(meta) ~= 'table' then
-    return -1
-  end
-  if meta['status'] == 'SUCCESS' then
-    return 0
-  end
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
 "#;
 
 /// Celery's Redis result backend, write side (plus reads of single metas).
@@ -152,7 +138,6 @@ pub struct ResultBackend {
     keys: BackendKeys,
     opts: BackendOptions,
     store_script: redis::Script,
-    store_many_script: redis::Script,
 }
 
 impl std::fmt::Debug for ResultBackend {
@@ -178,7 +163,6 @@ impl ResultBackend {
             keys: BackendKeys::new(&opts.global_keyprefix),
             opts,
             store_script: redis::Script::new(STORE_SCRIPT),
-            store_many_script: redis::Script::new(STORE_MANY_SCRIPT),
         })
     }
 
@@ -216,14 +200,14 @@ impl ResultBackend {
         let key = self.key_for(&meta.task_id);
         let ttl = self.ttl_seconds(meta.status);
         let mut conn = self.conn.clone();
-        let code: i64 = self
+        let codes: Vec<i64> = self
             .store_script
             .key(&key)
             .arg(bytes)
             .arg(ttl)
             .invoke_async(&mut conn)
             .await?;
-        match code {
+        match codes.first().copied().unwrap_or(-1) {
             1 => Ok(StoreOutcome::Stored),
             0 => Ok(StoreOutcome::KeptSuccess),
             _ => Err(BackendError::UnreadableMeta {
@@ -239,7 +223,7 @@ impl ResultBackend {
         &self,
         metas: &[TaskMeta],
     ) -> Result<Vec<Result<StoreOutcome, BackendError>>, BackendError> {
-        let mut inv = self.store_many_script.prepare_invoke();
+        let mut inv = self.store_script.prepare_invoke();
         let mut keys = Vec::with_capacity(metas.len());
         let mut outcomes: Vec<Option<Result<StoreOutcome, BackendError>>> = Vec::new();
         for meta in metas {

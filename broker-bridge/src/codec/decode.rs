@@ -326,7 +326,7 @@ fn from_fields(
     args_path: &str,
     kwargs_path: &str,
 ) -> Result<TaskMessage, DecodeErrorKind> {
-    let path = |k: &str| format!("{where_}.{k}");
+    let path = |k: &'static str| FieldPath(where_, k);
     let args = match args {
         Value::Array(a) => a,
         Value::Null => Vec::new(),
@@ -338,8 +338,8 @@ fn from_fields(
         _ => return Err(bad(kwargs_path, "(kwargs) should be an object")),
     };
     let task =
-        get_str(h, "task", &path("task"))?.ok_or_else(|| bad(&path("task"), "is missing"))?;
-    let id = get_str(h, "id", &path("id"))?.ok_or_else(|| bad(&path("id"), "is missing"))?;
+        get_str(h, "task", &path("task"))?.ok_or_else(|| bad(&path("task").to_string(), "is missing"))?;
+    let id = get_str(h, "id", &path("id"))?.ok_or_else(|| bad(&path("id").to_string(), "is missing"))?;
     let mut msg = TaskMessage::new(id, task, args, kwargs);
     msg.root_id = get_str(h, "root_id", &path("root_id"))?;
     msg.parent_id = get_str(h, "parent_id", &path("parent_id"))?;
@@ -359,7 +359,7 @@ fn from_fields(
     msg.stamps = match h.get("stamps") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(bad(&path("stamps"), "should be an object or null")),
+        Some(_) => return Err(bad(&path("stamps").to_string(), "should be an object or null")),
     };
     msg.stamped_headers = match h.get("stamped_headers") {
         None | Some(Value::Null) => None,
@@ -368,17 +368,26 @@ fn from_fields(
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(&path("stamped_headers"), "should be a list of strings"))?,
+                .ok_or_else(|| bad(&path("stamped_headers").to_string(), "should be a list of strings"))?,
         ),
-        Some(_) => return Err(bad(&path("stamped_headers"), "should be a list or null")),
+        Some(_) => return Err(bad(&path("stamped_headers").to_string(), "should be a list or null")),
     };
     Ok(msg)
+}
+
+/// `<where>.<key>`, formatted only when an error names it.
+struct FieldPath<'a>(&'a str, &'static str);
+
+impl std::fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
 }
 
 fn time(
     h: &Map<String, Value>,
     key: &'static str,
-    path: &str,
+    path: impl std::fmt::Display,
 ) -> Result<Option<WireTime>, DecodeErrorKind> {
     match h.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -391,20 +400,20 @@ fn time(
                     value: s.clone(),
                 })
         }
-        Some(_) => Err(bad(path, "should be an ISO-8601 string or null")),
+        Some(_) => Err(bad(&path.to_string(), "should be an ISO-8601 string or null")),
     }
 }
 
 fn timelimit(
     value: Option<&Value>,
-    path: &str,
+    path: impl std::fmt::Display,
 ) -> Result<(Option<f64>, Option<f64>), DecodeErrorKind> {
     match value {
         None | Some(Value::Null) => Ok((None, None)),
         Some(Value::Array(items)) if items.len() == 2 => Ok((
-            as_seconds(&items[0], &format!("{path}[0]"))?,
-            as_seconds(&items[1], &format!("{path}[1]"))?,
+            as_seconds(&items[0], format_args!("{path}[0]"))?,
+            as_seconds(&items[1], format_args!("{path}[1]"))?,
         )),
-        Some(_) => Err(bad(path, "should be [hard, soft]")),
+        Some(_) => Err(bad(&path.to_string(), "should be [hard, soft]")),
     }
 }

@@ -1,4 +1,7 @@
-//! Typed reads of JSON fields, with errors that name the field.
+//! Typed reads of JSON fields, with errors that name the field. The field's path is only
+//! formatted when there is an error (decoding is on every message's path).
+
+use std::fmt::Display;
 
 use serde_json::{Map, Value};
 
@@ -15,12 +18,12 @@ pub(crate) fn bad(field: &str, problem: &str) -> DecodeErrorKind {
 pub(crate) fn get_str(
     obj: &Map<String, Value>,
     key: &str,
-    path: &str,
+    path: impl Display,
 ) -> Result<Option<String>, DecodeErrorKind> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(bad(path, "should be a string or null")),
+        Some(_) => Err(bad(&path.to_string(), "should be a string or null")),
     }
 }
 
@@ -28,12 +31,12 @@ pub(crate) fn get_str(
 pub(crate) fn get_bool(
     obj: &Map<String, Value>,
     key: &str,
-    path: &str,
+    path: impl Display,
 ) -> Result<Option<bool>, DecodeErrorKind> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(bad(path, "should be a boolean or null")),
+        Some(_) => Err(bad(&path.to_string(), "should be a boolean or null")),
     }
 }
 
@@ -41,26 +44,26 @@ pub(crate) fn get_bool(
 pub(crate) fn get_int(
     obj: &Map<String, Value>,
     key: &str,
-    path: &str,
+    path: impl Display,
 ) -> Result<Option<i64>, DecodeErrorKind> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_i64()
             .map(Some)
-            .ok_or_else(|| bad(path, "should be an integer (64-bit) or null")),
+            .ok_or_else(|| bad(&path.to_string(), "should be an integer (64-bit) or null")),
     }
 }
 
 /// A number (int or float) as f64, or null.
-pub(crate) fn as_seconds(value: &Value, path: &str) -> Result<Option<f64>, DecodeErrorKind> {
+pub(crate) fn as_seconds(value: &Value, path: impl Display) -> Result<Option<f64>, DecodeErrorKind> {
     match value {
         Value::Null => Ok(None),
         Value::Number(n) => n
             .as_f64()
             .filter(|f| f.is_finite())
             .map(Some)
-            .ok_or_else(|| bad(path, "should be a finite number")),
-        _ => Err(bad(path, "should be a number or null")),
+            .ok_or_else(|| bad(&path.to_string(), "should be a finite number")),
+        _ => Err(bad(&path.to_string(), "should be a number or null")),
     }
 }

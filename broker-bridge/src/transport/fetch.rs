@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::error::{Result, TransportError};
-use super::keys::envelope_priority;
+use super::keys::message_priority;
 use super::options::QueueOrder;
 use super::{Broker, DeadLettered, Delivery, Fetched};
 
@@ -123,9 +123,7 @@ fn parse_reply(reply: Vec<Vec<u8>>, order: &[String]) -> Result<Fetched> {
             .cloned()
             .ok_or_else(|| TransportError::Reply("fetch script: bad queue index".into()))?;
         if kind == b"1" {
-            let priority = serde_json::from_slice::<serde_json::Value>(&a)
-                .map(|v| envelope_priority(&v))
-                .unwrap_or(0);
+            let priority = priority_of(&a);
             fetched.deliveries.push(Delivery {
                 raw: a,
                 queue,
@@ -142,4 +140,38 @@ fn parse_reply(reply: Vec<Vec<u8>>, order: &[String]) -> Result<Fetched> {
         }
     }
     Ok(fetched)
+}
+
+/// Only `properties.priority` of an envelope, read without building the whole JSON tree (the
+/// worker parses the message fully once, later). Unreadable → 0, as kombu.
+fn priority_of(raw: &[u8]) -> u8 {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        properties: Option<Properties>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Properties {
+        priority: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Envelope>(raw)
+        .ok()
+        .and_then(|e| e.properties)
+        .map_or(0, |p| message_priority(p.priority.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_as_kombu_reads_it() {
+        let p = |raw: &str| priority_of(raw.as_bytes());
+        assert_eq!(p(r#"{"body": "x", "properties": {"priority": 3}}"#), 3);
+        assert_eq!(p(r#"{"properties": {"priority": "7", "x": [1, {"a": 2}]}}"#), 7);
+        assert_eq!(p(r#"{"properties": {"priority": 42}}"#), 9);
+        assert_eq!(p(r#"{"properties": {"priority": null}}"#), 0);
+        assert_eq!(p(r#"{"properties": {}}"#), 0);
+        assert_eq!(p(r#"{"properties": "x"}"#), 0);
+        assert_eq!(p("not json"), 0);
+    }
 }

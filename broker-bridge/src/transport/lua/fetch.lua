@@ -29,6 +29,30 @@ local function str(v)
   return nil
 end
 
+-- The properties of an envelope whose last member is "properties" (kombu writes it last), decoded
+-- alone instead of the whole envelope with its body and headers: the text from the last
+-- '"properties":' to just before the closing '}' must be exactly one JSON object. A key of that
+-- name inside a string is escaped, and one nested deeper leaves unbalanced braces, so neither
+-- passes; then (or when anything is missing) the caller decodes the whole envelope.
+local function trailing_properties(raw)
+  if string.byte(raw, 1) ~= 123 or string.byte(raw, -1) ~= 125 then return nil end
+  local at, from = nil, 1
+  while true do
+    local i = string.find(raw, '"properties":', from, true)
+    if not i then break end
+    at, from = i, i + 1
+  end
+  if not at then return nil end
+  local open = string.find(raw, '{', at + 13, true)
+  if not open or string.find(string.sub(raw, at + 13, open - 1), '%S') then return nil end
+  local ok, props = pcall(cjson.decode, string.sub(raw, open, -2))
+  if ok and type(props) == 'table' and type(props['delivery_tag']) == 'string'
+      and props['delivery_tag'] ~= '' then
+    return props
+  end
+  return nil
+end
+
 local function handle(qi, raw)
   local queue = ARGV[3 + qi]
   local reason, props, headers
@@ -36,6 +60,9 @@ local function handle(qi, raw)
     -- Never parsed: Redis's JSON parser and the worker's memory are spared.
     reason = 'too large: message is ' .. #raw .. ' bytes, over the limit of ' .. max_bytes
   else
+    props = trailing_properties(raw)
+  end
+  if not reason and not props then
     local ok, msg = pcall(cjson.decode, raw)
     if not ok then
       reason = 'not JSON'
@@ -72,7 +99,26 @@ local function handle(qi, raw)
   table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
 end
 
-while taken < max do
+-- One queue (the usual case): whole runs per priority step with one RPOP <count> each, which
+-- takes the same elements in the same order as popping them one by one. Redis before 6.2 has no
+-- count argument; then the general loop below pops one at a time.
+local counted = nqueues == 1
+if counted then
+  for s = 1, nsteps do
+    if taken >= max then break end
+    local got = redis.pcall('RPOP', KEYS[4 + s], max - taken)
+    if type(got) == 'table' and got['err'] then
+      counted = false
+      break
+    end
+    if got then
+      for _, raw in ipairs(got) do handle(1, raw) end
+      taken = taken + #got
+    end
+  end
+end
+
+while not counted and taken < max do
   local got = false
   for s = 1, nsteps do
     for pos = 1, #order do
