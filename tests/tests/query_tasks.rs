@@ -190,6 +190,11 @@ out = {
     "no_args": call("q.get_ticket"),
     "extra_kw": call("q.get_ticket", 1, color="red"),
     "list_arg": call("q.get_ticket", [1]),
+    "drop_status": call("q.tickets_by_status", "'; DROP TABLE tickets; --"),
+    "or_status": call("q.tickets_by_status", "open' OR '1'='1"),
+    "drop_id": call("q.get_ticket", "'; DROP TABLE tickets; --"),
+    "or_id": call("q.get_ticket", "1 OR 1=1"),
+    "closed_after": call("q.tickets_by_status", "closed"),
 }
 print(json.dumps(out))
 "#;
@@ -227,6 +232,26 @@ fn run_against(kind: &str) {
         .contains("missing 1 required argument(s): 'ticket_id'"));
     assert_eq!(out["extra_kw"]["raised"], json!("TypeError"));
     assert_eq!(out["list_arg"]["raised"], json!("ValueError"));
+
+    // Hostile strings are parameters, never SQL: no rows for them, and the table is intact (the
+    // `closed` key was never cached, so it is read from the database after them). Compared with
+    // the integer id, Postgres refuses text (a failed task), MariaDB casts the numeric prefix
+    // ('1 OR 1=1' → 1: that one ticket), SQLite and SQL Server compare text (no row).
+    assert_eq!(out["drop_status"], json!([]), "{kind}");
+    assert_eq!(out["or_status"], json!([]), "{kind}");
+    for case in ["drop_id", "or_id"] {
+        let v = &out[case];
+        let one = json!({"id": 1, "title": "printer on fire", "price": price, "status": "open"});
+        assert!(
+            v.is_null() || v.get("raised").is_some() || (kind == "mariadb" && *v == one),
+            "{kind}: {case} gave {v}"
+        );
+    }
+    assert_eq!(
+        out["closed_after"],
+        json!([{"id": 3, "title": "done"}]),
+        "{kind}"
+    );
 
     // The value is cached: a change in the database is not seen until the key is invalidated,
     // and the invalidation (sent from this process) reaches the worker process's L1.

@@ -5,7 +5,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{Number, Value};
 use tiberius::{ColumnData, ColumnType, FromSql};
 
-use crate::source::Row;
+use crate::source::{convert, Row};
 
 /// One row: column name → value (a later column of the same name wins).
 pub fn to_json(row: &tiberius::Row) -> tiberius::Result<Row> {
@@ -37,11 +37,11 @@ pub fn decimal_text(value: i128, scale: u8) -> String {
     }
 }
 
-fn text<T>(data: &ColumnData<'static>, format: impl Fn(T) -> String) -> tiberius::Result<Value>
+fn text<T>(data: &ColumnData<'static>, format: impl Fn(T) -> Value) -> tiberius::Result<Value>
 where
     T: for<'a> FromSql<'a>,
 {
-    Ok(T::from_sql(data)?.map_or(Value::Null, |v| Value::String(format(v))))
+    Ok(T::from_sql(data)?.map_or(Value::Null, format))
 }
 
 fn value(column_type: ColumnType, data: &ColumnData<'static>) -> tiberius::Result<Value> {
@@ -75,15 +75,13 @@ fn value(column_type: ColumnType, data: &ColumnData<'static>) -> tiberius::Resul
             .as_ref()
             .map_or(Value::Null, |x| Value::String(x.to_string())),
         ColumnData::DateTime(_) | ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_) => {
-            text(data, |dt: NaiveDateTime| {
-                dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
-            })?
+            text(data, |dt: NaiveDateTime| convert::timestamp(&dt))?
         }
-        ColumnData::DateTimeOffset(_) => text(data, |dt: DateTime<FixedOffset>| {
-            dt.format("%Y-%m-%dT%H:%M:%S%.f%:z").to_string()
-        })?,
-        ColumnData::Date(_) => text(data, |d: NaiveDate| d.format("%Y-%m-%d").to_string())?,
-        ColumnData::Time(_) => text(data, |t: NaiveTime| t.format("%H:%M:%S%.f").to_string())?,
+        ColumnData::DateTimeOffset(_) => {
+            text(data, |dt: DateTime<FixedOffset>| convert::timestamp_tz(&dt))?
+        }
+        ColumnData::Date(_) => text(data, |d: NaiveDate| convert::date(&d))?,
+        ColumnData::Time(_) => text(data, |t: NaiveTime| convert::time(&t))?,
     })
 }
 
