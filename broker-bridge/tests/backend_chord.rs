@@ -99,3 +99,32 @@ async fn saved_group_reads_back_in_python() -> Result<()> {
     assert_eq!(out.trim(), "gid ['x', 'y']");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_part_return_repeated_with_its_token_keeps_the_claim_it_took() -> Result<()> {
+    let env = Env::start(BackendOptions::default()).await?;
+    let b = env.backend.clone();
+    b.set_chord_size("r", 2).await?;
+    assert_eq!(
+        b.chord_part_return(&part("r", "a", 0, json!(1)), 3.0)
+            .await?,
+        PartReturn::Pending
+    );
+    let token = celeriac_broker_bridge::backend::ResultBackend::new_claim_token();
+    let last = part("r", "b", 1, json!(2));
+    // The first call completes the chord and takes the claim; say its reply was lost.
+    assert!(matches!(
+        b.chord_part_return_with_token(&last, 3.0, &token).await?,
+        PartReturn::Complete(_)
+    ));
+    // The caller's retry with the same token gets the claim back...
+    let PartReturn::Complete(claim) = b.chord_part_return_with_token(&last, 3.0, &token).await?
+    else {
+        panic!("the repeated call should get its claim");
+    };
+    assert_eq!(claim.token, token);
+    assert_eq!(claim.parts.len(), 2);
+    // ...while a redelivery of the same part elsewhere (another token) does not.
+    assert_eq!(b.chord_part_return(&last, 3.0).await?, PartReturn::Pending);
+    Ok(())
+}

@@ -261,6 +261,31 @@ async fn what_we_publish_is_consumed_by_real_kombu() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn publish_once_pushes_a_task_id_and_retries_once_and_kombu_reads_it() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    celery_send(&env.url, &json!({}), &json!([["t.pub", "src", 7, 99]]))?;
+    let f = env.broker.fetch(&s(&["src"]), 1).await?;
+    let d = &f.deliveries[0];
+    let envelope = celeriac_broker_bridge::envelope::Envelope::parse(&d.raw)?;
+    // The same publication repeated (say its first reply was lost): one copy queued.
+    env.broker.publish_once(&envelope, "", "pq").await?;
+    env.broker.publish_once(&envelope, "", "pq").await?;
+    env.broker.ack(&d.delivery_tag).await?;
+    let in_list: i64 = env.cmd(&[b"LLEN", b"pq\x06\x166"]).await?;
+    assert_eq!(in_list, 1, "published once");
+    let marker: i64 = env
+        .cmd(&[
+            b"EXISTS",
+            format!("celeriac.published.{}.0", task_id(&d.raw)).as_bytes(),
+        ])
+        .await?;
+    assert_eq!(marker, 1);
+    let got: Value = serde_json::from_str(py(&env.url, &json!({}), KOMBU_SIMPLE_GET)?.trim())?;
+    assert_eq!(got, json!(["t.pub", [99], 7, "pq", ""]));
+    Ok(())
+}
+
 /// A Celery producer publishing through the named direct exchange `ex` with routing key `rk`
 /// (no queue given, so it declares nothing itself).
 const CELERY_NAMED_EXCHANGE: &str = r#"

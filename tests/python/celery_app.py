@@ -95,6 +95,7 @@ def tally():
 def tally_start(request):
     pipe = tally().pipeline()
     pipe.hincrby("execs", request.id, 1)
+    pipe.rpush(f"runs:{request.id}", request.hostname)
     pipe.sadd(f"running:{request.hostname}", request.id)
     pipe.execute()
 

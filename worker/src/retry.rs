@@ -56,11 +56,11 @@ pub async fn retry(
         routing_key: delivery.routing_key.clone(),
         now: Utc::now(),
     });
-    if let Err(e) = rt
-        .broker
-        .publish(&envelope, &delivery.exchange, &delivery.routing_key)
-        .await
-    {
+    let publish = || {
+        rt.broker
+            .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)
+    };
+    if let Err(e) = crate::retrying::retrying("publishing a retry", publish).await {
         tracing::error!(error = %e, "could not publish the retry");
         return Err(PyException::new(
             "RuntimeError",

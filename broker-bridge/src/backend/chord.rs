@@ -18,6 +18,8 @@ use super::store::{BackendError, ResultBackend};
 
 /// Celery 5.7's `CHORD_PART_RETURN_LUA` behaviour: skip when `.c` is `done`; add the part unless
 /// `task_id:index` is in `.d`; count; refresh TTLs; claim `.c` when the count reaches the size.
+/// A claim already holding the caller's token counts as won: a call repeated because its reply
+/// was lost (connection cut) still gets the claim it took.
 const PART_RETURN_SCRIPT: &str = r#"
 local jkey, tkey, skey, dkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local tid, value, score = ARGV[1], ARGV[2], ARGV[3]
@@ -44,7 +46,9 @@ local diff = tonumber(redis.call('GET', tkey) or '0') or 0
 local size = redis.call('GET', skey)
 local claimed = 0
 if size and count == (tonumber(size) or -1) + diff then
-  if redis.call('SET', ckey, token, 'NX', 'EX', claim_expires) then
+  if redis.call('GET', ckey) == token then
+    claimed = 1
+  elseif redis.call('SET', ckey, token, 'NX', 'EX', claim_expires) then
     claimed = 1
   end
 end
@@ -179,9 +183,27 @@ impl ResultBackend {
         part: &ChordPart,
         join_timeout_s: f64,
     ) -> Result<PartReturn, BackendError> {
+        let token = Self::new_claim_token();
+        self.chord_part_return_with_token(part, join_timeout_s, &token)
+            .await
+    }
+
+    /// A fresh claim token for [`ResultBackend::chord_part_return_with_token`].
+    pub fn new_claim_token() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    /// [`ResultBackend::chord_part_return`] with the caller's claim token: when a call is
+    /// repeated with the same token after an error (its reply lost, the script maybe run), the
+    /// claim it took is still recognised as the caller's.
+    pub async fn chord_part_return_with_token(
+        &self,
+        part: &ChordPart,
+        join_timeout_s: f64,
+        token: &str,
+    ) -> Result<PartReturn, BackendError> {
         let gid = &part.group_id;
         let claim_expires = claim_expires(join_timeout_s);
-        let token = uuid::Uuid::new_v4().simple().to_string();
         let score = part
             .group_index
             .map_or_else(|| "+inf".to_string(), |i| i.to_string());
@@ -201,7 +223,7 @@ impl ResultBackend {
                 .arg(expires)
                 .arg(expires)
                 .arg(claim_expires)
-                .arg(&token)
+                .arg(token)
                 .invoke_async(&mut conn)
                 .await?;
         if count == -1 {
@@ -222,7 +244,7 @@ impl ResultBackend {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PartReturn::Complete(ChordClaim {
             group_id: gid.clone(),
-            token,
+            token: token.to_string(),
             claim_expires,
             parts,
         }))

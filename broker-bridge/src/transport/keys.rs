@@ -66,6 +66,12 @@ impl Keys {
         }
     }
 
+    /// The marker of a [`crate::transport::Broker::publish_once`] publication:
+    /// `celeriac.published.<marker>`.
+    pub fn publish_marker(&self, marker: &str) -> String {
+        format!("{}celeriac.published.{marker}", self.prefix)
+    }
+
     /// The list a message of priority `priority` goes to.
     pub fn queue_list_for_priority(&self, queue: &str, priority: u8) -> String {
         self.queue_list(queue, self.step_for(priority))

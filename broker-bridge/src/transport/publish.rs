@@ -7,6 +7,9 @@ use super::keys::envelope_priority;
 use super::Broker;
 use crate::envelope::Envelope;
 
+/// How long [`Broker::publish_once`] remembers a publication.
+pub const PUBLISH_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What [`Broker::publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -27,6 +30,17 @@ impl Broker {
         envelope: &Envelope,
         exchange: &str,
         routing_key: &str,
+    ) -> Result<Published> {
+        self.publish_with(envelope, exchange, routing_key, None)
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        envelope: &Envelope,
+        exchange: &str,
+        routing_key: &str,
+        once: Option<String>,
     ) -> Result<Published> {
         if exchange.is_empty()
             && routing_key.is_empty()
@@ -63,6 +77,16 @@ impl Broker {
                 routing_key,
                 "no queue bound for this routing key: message dropped, as kombu does"
             );
+        } else if let Some(marker) = once {
+            let mut script = self.inner.scripts.publish_once.prepare_invoke();
+            script
+                .key(self.inner.keys.publish_marker(&marker))
+                .arg(PUBLISH_MARKER_TTL.as_secs())
+                .arg(&payload);
+            for q in &queues {
+                script.key(self.inner.keys.queue_list_for_priority(q, priority));
+            }
+            script.invoke_async::<i64>(&mut self.conn()).await?;
         } else {
             let mut pipe = redis::pipe();
             pipe.atomic();
@@ -79,6 +103,27 @@ impl Broker {
             delivery_tag,
             queues,
         })
+    }
+
+    /// [`Broker::publish`] at most once per task id and `retries`: the push happens together
+    /// with setting a marker key (`celeriac.published.<id>.<retries>`, kept
+    /// [`PUBLISH_MARKER_TTL`]), and not at all when the marker exists. A worker repeating a
+    /// publish whose reply was lost (connection cut after Redis ran it) therefore does not
+    /// queue a second copy, nor does a redelivered task publish its retry twice. A message
+    /// without `headers.id` is published normally.
+    pub async fn publish_once(
+        &self,
+        envelope: &Envelope,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<Published> {
+        let marker = envelope.headers().and_then(|h| {
+            let id = h.get("id")?.as_str()?;
+            let retries = h.get("retries").and_then(Value::as_i64).unwrap_or(0);
+            Some(format!("{id}.{retries}"))
+        });
+        self.publish_with(envelope, exchange, routing_key, marker)
+            .await
     }
 
     /// Messages waiting in each queue (all priority lists summed), in one round trip.

@@ -21,6 +21,8 @@ pub struct Scripts {
     pub release_lock: Script,
     /// The server clock.
     pub server_time: Script,
+    /// Push unless a marker says it was pushed already.
+    pub publish_once: Script,
 }
 
 impl Scripts {
@@ -32,6 +34,7 @@ impl Scripts {
             refresh: with_common(include_str!("lua/refresh.lua")),
             release_lock: Script::new(include_str!("lua/release_lock.lua")),
             server_time: with_common(include_str!("lua/server_time.lua")),
+            publish_once: Script::new(include_str!("lua/publish_once.lua")),
         }
     }
 }

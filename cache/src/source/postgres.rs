@@ -53,17 +53,43 @@ impl Source for PostgresSource {
         SourceKind::Postgres
     }
 
+    /// Runs the query; when the connection breaks or the server is restarting (a failover),
+    /// tries again on a fresh connection with a growing pause, within `query_timeout`.
     #[tracing::instrument(name = "db.query", skip_all, fields(db.system = "postgresql", db.query.text = %sql, otel.kind = "client"))]
     async fn fetch(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SourceError> {
-        let mut query = sqlx::query(sql);
-        for (index, param) in params.iter().enumerate() {
-            query = bind(query, index, param)?;
+        let deadline = tokio::time::Instant::now() + self.query_timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut query = sqlx::query(sql);
+            for (index, param) in params.iter().enumerate() {
+                query = bind(query, index, param)?;
+            }
+            let outcome = tokio::time::timeout_at(deadline, query.fetch_all(&self.pool))
+                .await
+                .map_err(|_| SourceError::Timeout(self.query_timeout))?;
+            match outcome {
+                Ok(rows) => return rows.iter().map(to_json).collect(),
+                Err(e) if is_transient(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, "Postgres connection lost; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(SourceError::Query(e.to_string())),
+            }
         }
-        let rows = tokio::time::timeout(self.query_timeout, query.fetch_all(&self.pool))
-            .await
-            .map_err(|_| SourceError::Timeout(self.query_timeout))?
-            .map_err(|e| SourceError::Query(e.to_string()))?;
-        rows.iter().map(to_json).collect()
+    }
+}
+
+/// Errors a retry on another connection can cure: I/O (connection reset or refused), an
+/// exhausted pool, and the server shutting down, starting up or dropping the connection
+/// (SQLSTATE classes 57P and 08).
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
     }
 }
 

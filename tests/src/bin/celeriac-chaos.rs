@@ -31,6 +31,10 @@ struct Args {
     /// Skip the private Postgres and the query task.
     #[arg(long)]
     no_postgres: bool,
+    /// Put the Python worker behind the fault proxy too (kombu then loses and duplicates
+    /// messages itself).
+    #[arg(long)]
+    python_through_proxy: bool,
     /// Seed of the task mix and of the fault timings.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         producers: args.producers.max(1),
         postgres: !args.no_postgres,
+        python_through_proxy: args.python_through_proxy,
         seed: args.seed,
         worker_bin: args.worker_bin,
         python: args.python,

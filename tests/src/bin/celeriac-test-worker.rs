@@ -301,7 +301,8 @@ fn main() -> anyhow::Result<()> {
     celeriac_worker::cli::worker::run(builder, &args.worker)
 }
 
-/// A chaos task starts: count the execution in `execs` and list the id in `running:<node>`.
+/// A chaos task starts: count the execution in `execs`, append the node to `runs:<id>` and list
+/// the id in `running:<node>`.
 async fn tally_start(
     conn: &mut redis::aio::MultiplexedConnection,
     ctx: &TaskContext,
@@ -309,6 +310,8 @@ async fn tally_start(
     redis::pipe()
         .atomic()
         .hincr("execs", &ctx.id, 1)
+        .ignore()
+        .rpush(format!("runs:{}", ctx.id), &ctx.hostname)
         .ignore()
         .sadd(format!("running:{}", ctx.hostname), &ctx.id)
         .ignore()

@@ -107,6 +107,8 @@ pub struct Launcher {
     pub logs: PathBuf,
     /// Environment of the workers (broker through the fault proxy).
     pub worker_env: Vec<(String, String)>,
+    /// Environment of the Python worker.
+    pub python_worker_env: Vec<(String, String)>,
     /// Environment of the producers (broker directly).
     pub producer_env: Vec<(String, String)>,
     /// Concurrency of each celeriac worker.
@@ -145,7 +147,7 @@ impl Launcher {
         .args(["--without-mingle", "--without-gossip"])
         .current_dir(&self.python_dir)
         .env("PYTHONPATH", &self.python_dir)
-        .envs(self.worker_env.iter().map(|(k, v)| (k, v)));
+        .envs(self.python_worker_env.iter().map(|(k, v)| (k, v)));
         Proc::spawn("py@chaos", cmd, &self.logs.join("python-worker.log"))
     }
 

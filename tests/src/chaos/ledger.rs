@@ -168,6 +168,8 @@ pub struct Audit {
     pub duplicates_unexplained: u64,
     /// Of which ETA tasks.
     pub eta_duplicates_unexplained: u64,
+    /// Of the unexplained, those where the Python worker ran the id at least once.
+    pub duplicates_unexplained_with_python: u64,
     /// Ids whose successful result was stored with fewer recorded executions than expected.
     pub missing_executions: usize,
     /// Elements in the dead-letter list.
@@ -239,11 +241,21 @@ pub fn audit(
                     }
                 }
                 "FAILURE" => {
-                    let exc = meta
-                        .as_ref()
-                        .and_then(|m| m["result"]["exc_type"].as_str())
+                    let result = meta.as_ref().map(|m| &m["result"]);
+                    let exc = result
+                        .and_then(|r| r["exc_type"].as_str())
                         .unwrap_or("?")
                         .to_string();
+                    note(
+                        &mut a.examples,
+                        format!(
+                            "FAILURE {id} ({}): {exc} {}",
+                            task.kind.name(),
+                            result
+                                .map(|r| r["exc_message"].to_string())
+                                .unwrap_or_default()
+                        ),
+                    );
                     *failed
                         .entry(format!("{} {exc}", task.kind.name()))
                         .or_default() += 1;
@@ -264,17 +276,27 @@ pub fn audit(
                 );
             }
             let extra = ran.saturating_sub(expected);
-            let explained = extra.min(killed_in_flight.get(*id).copied().unwrap_or(0));
+            // A run cut short by a kill is run again in full (a retry task: both runs again).
+            let explained =
+                extra.min(killed_in_flight.get(*id).copied().unwrap_or(0) * expected.max(1));
             a.duplicates_at_kills += explained;
             let unexplained = extra - explained;
             if unexplained > 0 {
+                let runs: Vec<String> = tally.lrange(format!("runs:{id}"), 0, -1)?;
+                if runs.iter().any(|node| node.starts_with("py@")) {
+                    a.duplicates_unexplained_with_python += unexplained;
+                }
                 a.duplicates_unexplained += unexplained;
                 if task.kind == Kind::Eta {
                     a.eta_duplicates_unexplained += unexplained;
                 }
                 note(
                     &mut a.examples,
-                    format!("{id} ({}) ran {ran} times", task.kind.name()),
+                    format!(
+                        "{id} ({}) ran {ran} times, on {}",
+                        task.kind.name(),
+                        runs.join(" ")
+                    ),
                 );
             }
         }

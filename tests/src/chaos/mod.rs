@@ -44,6 +44,10 @@ pub struct Options {
     pub producers: usize,
     /// Whether to run the private Postgres and the query task.
     pub postgres: bool,
+    /// Whether the Python worker also goes through the fault proxy (by default it connects to
+    /// Redis directly: under cut connections kombu itself loses and duplicates messages, which
+    /// would hide what celeriac does).
+    pub python_through_proxy: bool,
     /// Seed of the task mix and of the fault timings.
     pub seed: u64,
     /// The celeriac test worker binary.
@@ -132,8 +136,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "duplicate executions: {} explained by a kill while in flight, {} unexplained (ETA: {}); results with missing executions: {}",
-            a.duplicates_at_kills, a.duplicates_unexplained, a.eta_duplicates_unexplained, a.missing_executions
+            "duplicate executions: {} explained by a kill while in flight, {} unexplained (ETA: {}; the Python worker ran {} of them); results with missing executions: {}",
+            a.duplicates_at_kills,
+            a.duplicates_unexplained,
+            a.eta_duplicates_unexplained,
+            a.duplicates_unexplained_with_python,
+            a.missing_executions
         )?;
         for e in &a.examples {
             writeln!(f, "  e.g. {e}")?;
@@ -234,7 +242,13 @@ pub fn run(opts: &Options) -> Result<Report> {
         ..Report::default()
     };
     std::fs::create_dir_all(&opts.logs)?;
-    let broker = RedisServer::start_with_args(&["--appendonly", "yes"])?;
+    let redis_log = opts.logs.join("redis.log");
+    let broker = RedisServer::start_with_args(&[
+        "--appendonly",
+        "yes",
+        "--logfile",
+        redis_log.to_str().context("utf-8 log path")?,
+    ])?;
     let tally = RedisServer::start()?;
     let proxy = Arc::new(FaultProxy::start(SocketAddr::from((
         [127, 0, 0, 1],
@@ -278,18 +292,30 @@ pub fn run(opts: &Options) -> Result<Report> {
         python_dir: opts.root.join("tests/python"),
         logs: opts.logs.clone(),
         worker_env: common(&proxy.url(0)),
+        python_worker_env: common(&if opts.python_through_proxy {
+            proxy.url(0)
+        } else {
+            broker.url(0)
+        }),
         producer_env: common(&broker.url(0)),
         concurrency: opts.concurrency,
         config,
     };
     report.setup = format!(
-        "{} tasks, {} celeriac workers ({}, -c {}) + 1 Python Celery worker (threads, -c 4), {} producers, a SIGKILL every {:?}, acks_late, visibility_timeout 20 s, Redis with AOF behind the fault proxy, seed {}, limit {:?}",
+        "{} tasks, {} celeriac workers ({}, -c {}) + 1 Python Celery worker (threads, -c 4, {}), {} producers, a SIGKILL every {:?}, acks_late, visibility_timeout 20 s, Redis with AOF (port {}) behind the fault proxy (port {}), seed {}, limit {:?}",
         opts.tasks,
         opts.workers,
         opts.worker_bin.display(),
         opts.concurrency,
+        if opts.python_through_proxy {
+            "through the fault proxy"
+        } else {
+            "connected to Redis directly"
+        },
         opts.producers,
         opts.kill_every,
+        broker.port(),
+        proxy.port(),
         opts.seed,
         opts.time_limit
     );

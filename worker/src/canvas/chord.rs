@@ -59,8 +59,11 @@ pub async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, res
         state,
         result,
     };
+    // One token for every attempt: if a reply is lost after the claim was taken, the next
+    // attempt still gets the claim.
+    let token = celeriac_broker_bridge::backend::ResultBackend::new_claim_token();
     let outcome = retrying("returning a chord part", || {
-        backend.chord_part_return(&part, JOIN_TIMEOUT_S)
+        backend.chord_part_return_with_token(&part, JOIN_TIMEOUT_S, &token)
     })
     .await;
     let claim = match outcome {
@@ -91,7 +94,11 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
             return;
         }
     };
-    match backend.chord_extend_claim(&claim).await {
+    match retrying("extending the chord claim", || {
+        backend.chord_extend_claim(&claim)
+    })
+    .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(group_id = %claim.group_id, "chord body not published: the claim is no longer ours");
@@ -118,7 +125,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
     } else {
         tracing::info!(group_id = %claim.group_id, "chord body published");
     }
-    match backend.chord_finish(&claim).await {
+    match retrying("cleaning up the chord", || backend.chord_finish(&claim)).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(group_id = %claim.group_id, "chord claim lost before cleanup; keys left to expire")

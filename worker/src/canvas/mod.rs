@@ -79,8 +79,13 @@ pub fn errback_plan(
 }
 
 /// Store the chord sizes, then publish the messages (to `options.queue` or
-/// `task_default_queue`, through the default exchange).
+/// `task_default_queue`, through the default exchange), each at most once per id and retries
+/// (see `Broker::publish_once`), so a publish repeated after a lost reply queues no copy.
 pub async fn publish(rt: &Runtime, plan: Plan) -> Result<(), String> {
+    publish_messages(rt, plan, true).await
+}
+
+async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), String> {
     for (gid, size) in &plan.chord_sizes {
         let backend = rt
             .backend
@@ -99,8 +104,12 @@ pub async fn publish(rt: &Runtime, plan: Plan) -> Result<(), String> {
             .unwrap_or_else(|| rt.settings.task_default_queue.clone());
         msg.routing_key = Some(queue.clone());
         let envelope = msg.to_envelope(&EncodeOptions::queue(queue.clone()));
-        retrying("publishing a canvas message", || {
-            rt.broker.publish(&envelope, "", &queue)
+        retrying("publishing a canvas message", || async {
+            if once {
+                rt.broker.publish_once(&envelope, "", &queue).await
+            } else {
+                rt.broker.publish(&envelope, "", &queue).await
+            }
         })
         .await
         .map_err(|e| format!("could not publish {}[{}]: {e}", msg.task, msg.id))?;
@@ -257,7 +266,9 @@ pub async fn replace(rt: &Runtime, msg: &TaskMessage, sig: &Signature) -> Result
         messages: vec![new],
         ..Plan::default()
     };
-    publish(rt, plan)
+    // A replacement keeps the task's id, and a task may replace itself again and again: not
+    // deduplicated by id.
+    publish_messages(rt, plan, false)
         .await
         .map_err(|e| PyException::in_module("kombu.exceptions", "OperationalError", e))
 }
