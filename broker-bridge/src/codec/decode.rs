@@ -337,9 +337,10 @@ fn from_fields(
         Value::Null => Map::new(),
         _ => return Err(bad(kwargs_path, "(kwargs) should be an object")),
     };
-    let task =
-        get_str(h, "task", &path("task"))?.ok_or_else(|| bad(&path("task").to_string(), "is missing"))?;
-    let id = get_str(h, "id", &path("id"))?.ok_or_else(|| bad(&path("id").to_string(), "is missing"))?;
+    let task = get_str(h, "task", &path("task"))?
+        .ok_or_else(|| bad(&path("task").to_string(), "is missing"))?;
+    let id =
+        get_str(h, "id", &path("id"))?.ok_or_else(|| bad(&path("id").to_string(), "is missing"))?;
     let mut msg = TaskMessage::new(id, task, args, kwargs);
     msg.root_id = get_str(h, "root_id", &path("root_id"))?;
     msg.parent_id = get_str(h, "parent_id", &path("parent_id"))?;
@@ -359,7 +360,12 @@ fn from_fields(
     msg.stamps = match h.get("stamps") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(bad(&path("stamps").to_string(), "should be an object or null")),
+        Some(_) => {
+            return Err(bad(
+                &path("stamps").to_string(),
+                "should be an object or null",
+            ))
+        }
     };
     msg.stamped_headers = match h.get("stamped_headers") {
         None | Some(Value::Null) => None,
@@ -368,9 +374,19 @@ fn from_fields(
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(&path("stamped_headers").to_string(), "should be a list of strings"))?,
+                .ok_or_else(|| {
+                    bad(
+                        &path("stamped_headers").to_string(),
+                        "should be a list of strings",
+                    )
+                })?,
         ),
-        Some(_) => return Err(bad(&path("stamped_headers").to_string(), "should be a list or null")),
+        Some(_) => {
+            return Err(bad(
+                &path("stamped_headers").to_string(),
+                "should be a list or null",
+            ))
+        }
     };
     Ok(msg)
 }
@@ -400,7 +416,10 @@ fn time(
                     value: s.clone(),
                 })
         }
-        Some(_) => Err(bad(&path.to_string(), "should be an ISO-8601 string or null")),
+        Some(_) => Err(bad(
+            &path.to_string(),
+            "should be an ISO-8601 string or null",
+        )),
     }
 }
 
