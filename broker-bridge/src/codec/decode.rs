@@ -337,29 +337,35 @@ fn from_fields(
         Value::Null => Map::new(),
         _ => return Err(bad(kwargs_path, "(kwargs) should be an object")),
     };
-    let task =
-        get_str(h, "task", &path("task"))?.ok_or_else(|| bad(&path("task").to_string(), "is missing"))?;
-    let id = get_str(h, "id", &path("id"))?.ok_or_else(|| bad(&path("id").to_string(), "is missing"))?;
+    let task = get_str(h, "task", path("task"))?
+        .ok_or_else(|| bad(&path("task").to_string(), "is missing"))?;
+    let id =
+        get_str(h, "id", path("id"))?.ok_or_else(|| bad(&path("id").to_string(), "is missing"))?;
     let mut msg = TaskMessage::new(id, task, args, kwargs);
-    msg.root_id = get_str(h, "root_id", &path("root_id"))?;
-    msg.parent_id = get_str(h, "parent_id", &path("parent_id"))?;
-    msg.group = get_str(h, "group", &path("group"))?;
-    msg.group_index = get_int(h, "group_index", &path("group_index"))?;
-    msg.retries = get_int(h, "retries", &path("retries"))?.unwrap_or(0);
-    msg.eta = time(h, "eta", &path("eta"))?;
-    msg.expires = time(h, "expires", &path("expires"))?;
-    msg.timelimit = timelimit(h.get("timelimit"), &path("timelimit"))?;
-    msg.shadow = get_str(h, "shadow", &path("shadow"))?;
-    msg.ignore_result = get_bool(h, "ignore_result", &path("ignore_result"))?;
-    msg.origin = get_str(h, "origin", &path("origin"))?;
-    msg.argsrepr = get_str(h, "argsrepr", &path("argsrepr"))?;
-    msg.kwargsrepr = get_str(h, "kwargsrepr", &path("kwargsrepr"))?;
+    msg.root_id = get_str(h, "root_id", path("root_id"))?;
+    msg.parent_id = get_str(h, "parent_id", path("parent_id"))?;
+    msg.group = get_str(h, "group", path("group"))?;
+    msg.group_index = get_int(h, "group_index", path("group_index"))?;
+    msg.retries = get_int(h, "retries", path("retries"))?.unwrap_or(0);
+    msg.eta = time(h, "eta", path("eta"))?;
+    msg.expires = time(h, "expires", path("expires"))?;
+    msg.timelimit = timelimit(h.get("timelimit"), path("timelimit"))?;
+    msg.shadow = get_str(h, "shadow", path("shadow"))?;
+    msg.ignore_result = get_bool(h, "ignore_result", path("ignore_result"))?;
+    msg.origin = get_str(h, "origin", path("origin"))?;
+    msg.argsrepr = get_str(h, "argsrepr", path("argsrepr"))?;
+    msg.kwargsrepr = get_str(h, "kwargsrepr", path("kwargsrepr"))?;
     msg.replaced_task_nesting =
-        get_int(h, "replaced_task_nesting", &path("replaced_task_nesting"))?.unwrap_or(0);
+        get_int(h, "replaced_task_nesting", path("replaced_task_nesting"))?.unwrap_or(0);
     msg.stamps = match h.get("stamps") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(bad(&path("stamps").to_string(), "should be an object or null")),
+        Some(_) => {
+            return Err(bad(
+                &path("stamps").to_string(),
+                "should be an object or null",
+            ))
+        }
     };
     msg.stamped_headers = match h.get("stamped_headers") {
         None | Some(Value::Null) => None,
@@ -368,9 +374,19 @@ fn from_fields(
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(&path("stamped_headers").to_string(), "should be a list of strings"))?,
+                .ok_or_else(|| {
+                    bad(
+                        &path("stamped_headers").to_string(),
+                        "should be a list of strings",
+                    )
+                })?,
         ),
-        Some(_) => return Err(bad(&path("stamped_headers").to_string(), "should be a list or null")),
+        Some(_) => {
+            return Err(bad(
+                &path("stamped_headers").to_string(),
+                "should be a list or null",
+            ))
+        }
     };
     Ok(msg)
 }
@@ -400,7 +416,10 @@ fn time(
                     value: s.clone(),
                 })
         }
-        Some(_) => Err(bad(&path.to_string(), "should be an ISO-8601 string or null")),
+        Some(_) => Err(bad(
+            &path.to_string(),
+            "should be an ISO-8601 string or null",
+        )),
     }
 }
 

@@ -211,7 +211,7 @@ impl TaskMessage {
         msg.reply_to = get_str(o, "reply_to", "options.reply_to")?;
         msg.routing_key = get_str(o, "queue", "options.queue")?;
         for (key, slot) in [("eta", &mut msg.eta), ("expires", &mut msg.expires)] {
-            if let Some(s) = get_str(o, key, &format!("options.{key}"))? {
+            if let Some(s) = get_str(o, key, format_args!("options.{key}"))? {
                 *slot = Some(WireTime::parse(&s).ok_or(DecodeErrorKind::BadTimestamp {
                     field: if key == "eta" { "eta" } else { "expires" },
                     value: s,

@@ -56,7 +56,10 @@ pub(crate) fn get_int(
 }
 
 /// A number (int or float) as f64, or null.
-pub(crate) fn as_seconds(value: &Value, path: impl Display) -> Result<Option<f64>, DecodeErrorKind> {
+pub(crate) fn as_seconds(
+    value: &Value,
+    path: impl Display,
+) -> Result<Option<f64>, DecodeErrorKind> {
     match value {
         Value::Null => Ok(None),
         Value::Number(n) => n

@@ -56,7 +56,7 @@ impl Signature {
             .as_object()
             .ok_or_else(|| bad(path, "should be a signature object"))?;
         let field = |k: &str| format!("{path}.{k}");
-        let task = get_str(obj, "task", &field("task"))?
+        let task = get_str(obj, "task", field("task"))?
             .ok_or_else(|| bad(&field("task"), "is missing"))?;
         let args = match obj.get("args") {
             None | Some(Value::Null) => Vec::new(),
@@ -75,8 +75,8 @@ impl Signature {
             args,
             kwargs: map("kwargs")?,
             options: map("options")?,
-            subtask_type: get_str(obj, "subtask_type", &field("subtask_type"))?,
-            immutable: get_bool(obj, "immutable", &field("immutable"))?.unwrap_or(false),
+            subtask_type: get_str(obj, "subtask_type", field("subtask_type"))?,
+            immutable: get_bool(obj, "immutable", field("immutable"))?.unwrap_or(false),
             extra: obj
                 .iter()
                 .filter(|(k, _)| !KNOWN.contains(&k.as_str()))

@@ -167,7 +167,10 @@ mod tests {
     fn priority_as_kombu_reads_it() {
         let p = |raw: &str| priority_of(raw.as_bytes());
         assert_eq!(p(r#"{"body": "x", "properties": {"priority": 3}}"#), 3);
-        assert_eq!(p(r#"{"properties": {"priority": "7", "x": [1, {"a": 2}]}}"#), 7);
+        assert_eq!(
+            p(r#"{"properties": {"priority": "7", "x": [1, {"a": 2}]}}"#),
+            7
+        );
         assert_eq!(p(r#"{"properties": {"priority": 42}}"#), 9);
         assert_eq!(p(r#"{"properties": {"priority": null}}"#), 0);
         assert_eq!(p(r#"{"properties": {}}"#), 0);
