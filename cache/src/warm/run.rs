@@ -169,6 +169,53 @@ fn int(v: &Value) -> Option<i128> {
         .or_else(|| v.to_string().parse().ok())
 }
 
+/// One page read from the source, and how long the read took.
+struct Page {
+    rows: Vec<crate::Row>,
+    fetch_ms: u64,
+}
+
+async fn fetch_page(
+    job: &WarmJob,
+    sql: String,
+    values: Map<String, Value>,
+) -> Result<Page, WarmError> {
+    let t0 = Instant::now();
+    let rows = fetch(job, &sql, &values).await?;
+    Ok(Page {
+        rows,
+        fetch_ms: t0.elapsed().as_millis() as u64,
+    })
+}
+
+/// Write (or, in a dry run, count) one page's keys, then save `state` under the lock.
+#[allow(clippy::too_many_arguments)]
+async fn write_page(
+    job: &WarmJob,
+    sink: Option<&mut Sink<'_>>,
+    store: &mut StateStore,
+    state: &WarmState,
+    writes: Vec<(String, Value)>,
+    deletes: Vec<String>,
+    delta_ms: u64,
+    summary: &mut WarmSummary,
+) -> Result<(), WarmError> {
+    let Some(sink) = sink else {
+        summary.keys_written += writes.len() as u64;
+        summary.keys_deleted += deletes.len() as u64;
+        return Ok(());
+    };
+    sink.lock.check()?;
+    let counts = sink.writer.write(writes, delta_ms, &job.policy).await?;
+    summary.keys_written += counts.written;
+    summary.keys_skipped_leased += counts.skipped_leased;
+    summary.keys_deleted += sink.writer.delete(&deletes).await?;
+    if !store.save(state, sink.lock.token()).await? {
+        return Err(LockLost(sink.lock.key().to_owned()).into());
+    }
+    Ok(())
+}
+
 /// Run `job` once. `sink: None` is a dry run. `on_progress` is called after every page.
 pub async fn run(
     job: &WarmJob,
@@ -237,6 +284,7 @@ pub async fn run(
         ..Progress::default()
     };
     summary.last_success_ms = state.last_success_ms;
+    let mut prefetched: Option<Page> = None;
     loop {
         if job
             .time_budget
@@ -245,11 +293,15 @@ pub async fn run(
             summary.elapsed = started.elapsed();
             return Ok(summary);
         }
-        let (sql, values) = page(job, &state, &pass, &upper);
-        let t0 = Instant::now();
-        let rows = fetch(job, &sql, &values).await?;
+        let Page { rows, fetch_ms } = match prefetched.take() {
+            Some(page) => page,
+            None => {
+                let (sql, values) = page(job, &state, &pass, &upper);
+                fetch_page(job, sql, values).await?
+            }
+        };
         let n = rows.len();
-        let delta_ms = (t0.elapsed().as_millis() as u64) / (n.max(1) as u64);
+        let delta_ms = fetch_ms / (n.max(1) as u64);
         let mut writes = Vec::with_capacity(n);
         let mut deletes = Vec::new();
         let mut last_key = Value::Null;
@@ -271,16 +323,6 @@ pub async fn run(
             last_wm = wm;
         }
         summary.rows_read += n as u64;
-        if let Some(sink) = sink.as_mut() {
-            sink.lock.check()?;
-            let counts = sink.writer.write(writes, delta_ms, &job.policy).await?;
-            summary.keys_written += counts.written;
-            summary.keys_skipped_leased += counts.skipped_leased;
-            summary.keys_deleted += sink.writer.delete(&deletes).await?;
-        } else {
-            summary.keys_written += writes.len() as u64;
-            summary.keys_deleted += deletes.len() as u64;
-        }
         let done = n < job.scan.limit as usize;
         if n > 0 {
             advance(job, &mut state, &pass, last_key, last_wm);
@@ -288,10 +330,26 @@ pub async fn run(
         if done {
             finish(job, &mut state, &pass, &upper);
         }
-        if let Some(sink) = sink.as_ref() {
-            if !store.save(&state, sink.lock.token()).await? {
-                return Err(LockLost(sink.lock.key().to_owned()).into());
-            }
+        // Write this page and save the state it reached while the next page is read (the
+        // next statement depends only on the state); without a throttle, whose pace decides
+        // when the next read starts.
+        let write = write_page(
+            job,
+            sink.as_mut(),
+            store,
+            &state,
+            writes,
+            deletes,
+            delta_ms,
+            &mut summary,
+        );
+        if done || job.rows_per_second.is_some_and(|r| r > 0.0) {
+            write.await?;
+        } else {
+            let (sql, values) = page(job, &state, &pass, &upper);
+            let (written, next) = tokio::join!(write, fetch_page(job, sql, values));
+            written?;
+            prefetched = Some(next?);
         }
         progress.rows = summary.rows_read;
         progress.written = summary.keys_written;
