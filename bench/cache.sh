@@ -20,4 +20,4 @@ cargo bench -q -p celeriac-cache --bench read_path
 echo
 echo "#### Stampede: 1000 concurrent reads of one cold key, 4 processes × 250 tasks"
 echo
-target/release/examples/stampede "$rounds"
+"${CARGO_TARGET_DIR:-target}/release/examples/stampede" "$rounds"

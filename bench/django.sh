@@ -20,7 +20,7 @@ command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
 read -r -a celeriac <<<"${CELERIAC_WORKER:-}"
 if [ ${#celeriac[@]} -eq 0 ]; then
   cargo build --release -q -p celeriac-worker --bin celeriac
-  celeriac=("$root/target/release/celeriac" worker)
+  celeriac=("${CARGO_TARGET_DIR:-$root/target}/release/celeriac" worker)
 fi
 py=$CELERIAC_TEST_PYTHON
 app="$root/examples/django-app"
@@ -75,3 +75,33 @@ run /tickets/1/ "celeriac (-c 8), declarative task + its cache"
 run /tickets-py/1/ "Python Celery prefork (-c 2), Django cache (django-redis) + ORM"
 echo
 echo "wrk -t2 -c$conns -d${secs}s; Django runserver (threaded) in front of both; celeriac: ${celeriac[*]}; $(nproc) cores; $(date -u +%Y-%m-%d)"
+
+# Task throughput without Django's view in the way: one producer sends TASKS calls of each task
+# (warm cache: ticket 1 was read above) and waits until every result is in the backend.
+tasks=${TASKS:-2000}
+echo
+echo "| task | served by | tasks | seconds (send → last result) | tasks/s |"
+echo "|---|---|---:|---:|---:|"
+(cd "$app" && "$py" - "$tasks" <<'PY'
+import sys, time
+import django
+django.setup()
+import redis
+from proj.celery import app
+
+n = int(sys.argv[1])
+backend = redis.Redis.from_url(app.conf.result_backend)
+rows = [
+    ("tickets.get_ticket", "celeriac", "celeriac (-c 8), declarative task + its cache"),
+    ("tickets.get_ticket_py", "celery", "Python Celery prefork (-c 2), Django cache + ORM"),
+]
+for name, queue, who in rows:
+    started = time.perf_counter()
+    ids = [app.send_task(name, args=(1,), queue=queue).id for _ in range(n)]
+    keys = [f"celery-task-meta-{i}" for i in ids]
+    while backend.exists(*keys) < n:
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    print(f"| `{name}` | {who} | {n} | {elapsed:.2f} | {n / elapsed:.0f} |")
+PY
+)
