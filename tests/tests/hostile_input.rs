@@ -100,7 +100,7 @@ fn a_thousand_hostile_messages_are_dead_lettered_and_the_worker_survives() {
     assert_eq!(out.trim(), "42");
     let peak = peak_rss_kb(worker.pid());
     let mut tally: Vec<_> = tally.into_iter().collect();
-    tally.sort_by(|a, b| b.1.cmp(&a.1));
+    tally.sort_by_key(|t| std::cmp::Reverse(t.1));
     eprintln!(
         "hostile input: sent {}; 1000 dead-lettered in {:.1} s; peak RSS {} kB before, {} kB after; reasons: {:?}",
         sent.trim(),
@@ -113,4 +113,35 @@ fn a_thousand_hostile_messages_are_dead_lettered_and_the_worker_survives() {
         peak < MAX_PEAK_RSS_KB,
         "peak RSS {peak} kB over {MAX_PEAK_RSS_KB} kB"
     );
+}
+
+#[test]
+fn sql_injection_through_task_arguments_is_inert() {
+    let world = World::new(&[]);
+    let config = support::query_task_config(&world, "");
+    let _w = world.celeriac("w1", &["-c", "2", "--config", config.to_str().unwrap()]);
+    let db = world.dir().join("tickets.db");
+    let out = world.py(&format!(
+        r#"
+import json, sqlite3
+from celery_app import app
+
+attacks = ["1 OR 1=1", "1; DROP TABLE tickets; --", "' OR '1'='1", "1) UNION SELECT 1, sqlite_version() --",
+           "0 UNION SELECT id, title FROM tickets", "1'; DELETE FROM tickets; --", "1\x00 OR 1=1"]
+results = []
+for a in attacks:
+    results.append(app.send_task("q.get_ticket", args=(a,)).get(timeout=30))
+    results.append(app.send_task("q.get_ticket", kwargs={{"ticket_id": a}}).get(timeout=30))
+rows = sqlite3.connect({db:?}).execute("SELECT id, title FROM tickets").fetchall()
+print(json.dumps({{"results": results, "rows": rows,
+                  "normal": app.send_task("q.get_ticket", args=(1,)).get(timeout=30)}}))
+"#,
+        db = db.display().to_string()
+    ));
+    let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for r in out["results"].as_array().unwrap() {
+        assert!(r.is_null(), "an injected argument matched rows: {out}");
+    }
+    assert_eq!(out["rows"], serde_json::json!([[1, "printer on fire"]]));
+    assert_eq!(out["normal"]["title"], "printer on fire");
 }

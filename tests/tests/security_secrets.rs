@@ -223,6 +223,9 @@ fn run_briefly(broker: &str, env: &[(&str, &str)], args: &[&str], until: &str) -
     read()
 }
 
+/// What the error must say, the environment, the flags.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
 #[test]
 fn unreachable_brokers_and_configuration_errors_hide_passwords() {
     let closed = free_port();
@@ -267,8 +270,7 @@ fn unreachable_brokers_and_configuration_errors_hide_passwords() {
         format!("broker_url = \"redis://:{REDIS_PW}@h/0\n"),
     )
     .unwrap();
-    // (what the error must say, environment, flags)
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("notaport", vec![("CELERY_BROKER_URL", &bad_port)], vec![]),
         ("amqp", vec![("CELERY_BROKER_URL", &bad_scheme)], vec![]),
         (

@@ -12,14 +12,13 @@ use super::settings::Settings;
 use super::value::Raw;
 use super::ConfigError;
 
-/// Reads and parses the file at `path`.
-pub(crate) fn read(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// Reads the file at `path`.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         what: "config file".into(),
         path: path.to_owned(),
         source,
-    })?;
-    parse(&text, path)
+    })
 }
 
 /// Parses TOML text; errors give line and column but not the offending line, which may hold a secret.

@@ -15,7 +15,7 @@ mod settings;
 mod value;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use celeriac_secrets::redact as redacted;
 pub use cli::WorkerArgs;
@@ -48,14 +48,31 @@ impl Settings {
         host: &str,
     ) -> Result<Settings, ConfigError> {
         let vars: HashMap<String, String> = env.into_iter().collect();
-        let mut settings = Settings::default();
         let config_path = match &args.config {
             Some(path) => Some(path.clone()),
             None => env::lookup(&vars, CONFIG_ENV)?.map(|found| PathBuf::from(found.value)),
         };
-        if let Some(path) = config_path {
-            let table = file::read(&path)?;
-            file::apply_table(&mut settings, table, &path)?;
+        let text = match &config_path {
+            Some(path) => Some(file::read_text(path)?),
+            None => None,
+        };
+        let file = text.as_deref().zip(config_path.as_deref());
+        Self::from_parts(file, vars, args, host)
+    }
+
+    /// [`Settings::load_with_host`] with the config file given as its text and path (the path
+    /// only names it in errors) instead of being found and read.
+    pub fn from_parts(
+        file: Option<(&str, &Path)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        args: &WorkerArgs,
+        host: &str,
+    ) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = env.into_iter().collect();
+        let mut settings = Settings::default();
+        if let Some((text, path)) = file {
+            let table = file::parse(text, path)?;
+            file::apply_table(&mut settings, table, path)?;
         }
         env::apply_env(&mut settings, &vars)?;
         cli::apply_args(&mut settings, args)?;

@@ -44,8 +44,44 @@ fn type_error(message: String) -> TaskError {
     TaskError::Fail(PyException::new("TypeError", message))
 }
 
+/// A call of a query task bound to its declaration: what the cache and the source receive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundCall {
+    /// The argument of each declared parameter, by name (scalars only).
+    pub values: Map<String, Value>,
+    /// The rendered cache key (before the cache's prefix and version).
+    pub key: String,
+    /// The SQL parameters in placeholder order; the SQL text itself never changes.
+    pub params: Vec<Value>,
+}
+
+/// Bind a call's `args`/`kwargs` to a query task's parameters as Python would bind
+/// `def task(p1, p2, ...)`, render its cache key and order its SQL parameters. Errors are the
+/// `TypeError`/`ValueError` failures the caller receives.
+pub fn bind_call(
+    config: &QueryTaskConfig,
+    sql: &NamedSql,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> Result<BoundCall, TaskError> {
+    let task = config.name.as_str();
+    let values = bind_arguments(task, &config.params, args, kwargs)?;
+    let key = config
+        .key
+        .render(&values)
+        .map_err(|e| TaskError::fail("ValueError", format!("{task}: {e}")))?;
+    let params = sql
+        .bind(|name| values.get(name))
+        .map_err(|e| TaskError::fail("ValueError", format!("{task}: {e}")))?;
+    Ok(BoundCall {
+        values,
+        key,
+        params,
+    })
+}
+
 /// Python's rules for `def task(p1, p2, ...)`: positional in order, keywords by name.
-pub(crate) fn bind_arguments(
+fn bind_arguments(
     task: &str,
     params: &[String],
     args: &[Value],
@@ -118,14 +154,7 @@ impl Handler for QueryTask {
         let data = self.data.clone();
         Box::pin(async move {
             let task = config.name.as_str();
-            let values = bind_arguments(task, &config.params, &ctx.args, &ctx.kwargs)?;
-            let key = config
-                .key
-                .render(&values)
-                .map_err(|e| TaskError::fail("ValueError", format!("{task}: {e}")))?;
-            let params = sql
-                .bind(|name| values.get(name))
-                .map_err(|e| TaskError::fail("ValueError", format!("{task}: {e}")))?;
+            let BoundCall { key, params, .. } = bind_call(&config, &sql, &ctx.args, &ctx.kwargs)?;
             let shape = config.result;
             let load = || async move {
                 let rows = source.fetch(&sql.sql, &params).await?;

@@ -31,7 +31,7 @@ use anyhow::Context;
 use celeriac_cache::{Cache, NamedSql, Sources};
 
 pub use config::{QueryConfig, QueryTaskConfig, ResultShape};
-pub use handler::QueryTask;
+pub use handler::{bind_call, BoundCall, QueryTask};
 
 use crate::config::Settings;
 use crate::registry::Registry;
