@@ -84,7 +84,7 @@ def record(*args):
 _tally = None
 
 
-def tally():
+def _tally_client():
     global _tally
     if _tally is None:
         url = os.environ.get("CELERIAC_TEST_TALLY_URL")
@@ -92,24 +92,24 @@ def tally():
     return _tally
 
 
-def tally_start(request):
-    pipe = tally().pipeline()
+def _tally_start(request):
+    pipe = _tally_client().pipeline()
     pipe.hincrby("execs", request.id, 1)
     pipe.rpush(f"runs:{request.id}", request.hostname)
     pipe.sadd(f"running:{request.hostname}", request.id)
     pipe.execute()
 
 
-def tally_end(request):
-    tally().smove(f"running:{request.hostname}", f"finished:{request.hostname}", request.id)
+def _tally_end(request):
+    _tally_client().smove(f"running:{request.hostname}", f"finished:{request.hostname}", request.id)
 
 
 @app.task(name="t.chaos", bind=True)
 def chaos(self, ms, retry_once):
     """Record the run, sleep, and ask for one retry on the first run when `retry_once`."""
-    tally_start(self.request)
+    _tally_start(self.request)
     time.sleep(ms / 1000)
-    tally_end(self.request)
+    _tally_end(self.request)
     if retry_once and self.request.retries == 0:
         raise self.retry(countdown=1, exc=ConnectionError("retry once"))
     return ms
@@ -118,6 +118,6 @@ def chaos(self, ms, retry_once):
 @app.task(name="t.chaos_sum", bind=True)
 def chaos_sum(self, xs):
     """A recorded chord body."""
-    tally_start(self.request)
-    tally_end(self.request)
+    _tally_start(self.request)
+    _tally_end(self.request)
     return sum(xs)

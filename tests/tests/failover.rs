@@ -160,9 +160,11 @@ fn redis_restarted_with_aof_mid_run_loses_nothing_and_every_worker_resumes() {
         .expect("redis with AOF");
     let url = redis.url(0);
     let mut world = World::over(redis, &url, ENV);
+    // Sent before the workers start, so a slow producer on a loaded machine cannot let them
+    // finish everything before the restart.
+    let ids = send_sleeps(&world, 1500, 50);
     let _w1 = world.celeriac("w1", &["-c", "4"]);
     let _w2 = world.celeriac("w2", &["-c", "4"]);
-    let ids = send_sleeps(&world, 1000, 50);
     let mut conn = connect(&url);
     eventually(DRAIN, || (succeeded(&mut conn, &ids) >= 40).then_some(()))
         .expect("some tasks done before the restart");
@@ -225,9 +227,9 @@ fn a_promoted_replica_takes_over_and_every_worker_resumes() {
     })
     .expect("the replica is in sync");
     let mut world = World::over(primary, &proxied, ENV);
+    let ids = send_sleeps(&world, 1500, 50);
     let _w1 = world.celeriac("w1", &["-c", "4"]);
     let _w2 = world.celeriac("w2", &["-c", "4"]);
-    let ids = send_sleeps(&world, 1000, 50);
     let mut conn = connect(&proxied);
     eventually(DRAIN, || (succeeded(&mut conn, &ids) >= 40).then_some(()))
         .expect("some tasks done before the failover");

@@ -28,9 +28,11 @@ const WORKER_ACL: &[&str] = &[
     "~unacked_mutex",
     // Remote-control replies (the caller's reply queue) and mingle's own reply queue.
     "~*.reply.celery.pidbox*",
-    // celeriac: dead letters and their reasons, fleet rate limits, the cache and its leases.
+    // celeriac: dead letters and their reasons, fleet rate limits, markers of retries and
+    // canvas messages published once, the cache and its leases.
     "~celeriac.dead_letter*",
     "~celeriac.ratelimit.*",
+    "~celeriac.published.*",
     "~celeriac:cache:*",
     "~lease:celeriac:cache:*",
     // Channels: results, remote control, events, cache invalidation.

@@ -266,10 +266,7 @@ fn main() -> anyhow::Result<()> {
             move |ctx: TaskContext, (ms, retry_once): (u64, bool)| {
                 let tally = tally.clone();
                 async move {
-                    let mut conn = tally
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(anyhow::Error::from)?;
+                    let mut conn = tally_connection(&tally).await?;
                     tally_start(&mut conn, &ctx).await?;
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     tally_end(&mut conn, &ctx).await?;
@@ -284,10 +281,7 @@ fn main() -> anyhow::Result<()> {
         .task("t.chaos_sum", move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
             let tally = tally_sum.clone();
             async move {
-                let mut conn = tally
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(anyhow::Error::from)?;
+                let mut conn = tally_connection(&tally).await?;
                 tally_start(&mut conn, &ctx).await?;
                 tally_end(&mut conn, &ctx).await?;
                 Ok::<_, TaskError>(xs.iter().sum::<i64>())
@@ -299,6 +293,19 @@ fn main() -> anyhow::Result<()> {
             }))
         });
     celeriac_worker::cli::worker::run(builder, &args.worker)
+}
+
+/// A connection to the tally Redis with timeouts meant for an overloaded test machine
+/// (redis-rs's defaults, 1 s to connect and 500 ms per reply, fail the task there).
+async fn tally_connection(
+    tally: &redis::Client,
+) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(30)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    Ok(tally
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
 }
 
 /// A chaos task starts: count the execution in `execs`, append the node to `runs:<id>` and list

@@ -224,7 +224,7 @@ fn cut_connections(proxy: Arc<FaultProxy>, stop: Arc<AtomicBool>, seed: u64) {
             break;
         }
         proxy.cut_all();
-        proxy.set_delay(if rng.next() % 2 == 0 {
+        proxy.set_delay(if rng.next().is_multiple_of(2) {
             rng.millis(0, 20)
         } else {
             Duration::ZERO
