@@ -63,7 +63,11 @@ measure() { # source rows
   redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null # the private Redis only
   local load
   load=$(cut -d' ' -f1-3 /proc/loadavg)
-  /usr/bin/time -v "$CELERIAC" warm --config "$DIR/warm.toml" >"$DIR/out.txt" 2>"$DIR/time.txt"
+  if ! /usr/bin/time -v "$CELERIAC" warm --config "$DIR/warm.toml" >"$DIR/out.txt" 2>"$DIR/time.txt"; then
+    echo "$1 $2: celeriac warm failed:" >&2
+    tail -n 5 "$DIR/out.txt" "$DIR/time.txt" >&2
+    return 1
+  fi
   local summary secs rss wall keys cpu
   summary=$(grep 'rows read' "$DIR/out.txt")
   secs=$(sed -E 's/.*, ([0-9.]+)s$/\1/' <<<"$summary")
@@ -90,7 +94,7 @@ for n in "${SIZES[@]}"; do
     WHERE x < $n) INSERT INTO tickets SELECT x, 'ticket ' || x, x % 1000 FROM g;"
   "$TDS" --listen "127.0.0.1:$TDS_PORT" --database "$DIR/tds.db" >/dev/null 2>&1 &
   TDS_PID=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$TDS_PORT") 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$TDS_PORT") 2>/dev/null && break; sleep 0.1; done
   config "server=tcp:127.0.0.1,$TDS_PORT;user=bench;password=bench;database=bench;encrypt=DANGER_PLAINTEXT"
   measure tds "$n"
   kill "$TDS_PID"

@@ -181,14 +181,24 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
     code
 }
 
+/// How long one Redis reply may take. redis-rs's default (500 ms) is too short for a page's
+/// write script (thousands of keys) on a busy Redis; a timed-out write fails the whole run.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn connect(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
     crate::launcher::install_crypto_provider();
     let client = celeriac_broker_bridge::redis_url::parse(url)
         .and_then(|u| u.client())
         .context("[cache] redis_url")?;
-    let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
-        .await
-        .context("connect timed out")??;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    .context("connect timed out")??;
     Ok(conn)
 }
 
