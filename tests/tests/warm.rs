@@ -185,6 +185,15 @@ fn warm(world: &World, config: &std::path::Path, extra: &[&str]) -> (i32, String
     )
 }
 
+/// One run of `celeriac warm` with no extra flags that must exit 0 and print `expected`; its
+/// output.
+fn warm_ok(world: &World, config: &std::path::Path, expected: &str) -> String {
+    let (code, out) = warm(world, config, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(expected), "{out}");
+    out
+}
+
 /// `celeriac warm` in the background, its output in `dir/<name>.log`.
 fn spawn_warm(world: &World, config: &std::path::Path, dir: &std::path::Path, name: &str) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeriac-test-warm"));
@@ -321,9 +330,7 @@ fn full_then_incremental(kind: &str) {
     db.exec(&format!(
         "UPDATE tickets SET updated_at = {later} WHERE id = 7"
     ));
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("incremental pass"), "{out}");
+    let out = warm_ok(&world, &cfg, "incremental pass");
     assert_eq!(
         cached(&mut r, 7).unwrap()["value"]["title"],
         json!("changed")
@@ -547,9 +554,7 @@ fn sigkill_mid_run_then_rerun_finishes_with_the_right_data() {
         cached(&mut r, 5).unwrap()["value"]["title"],
         json!("ticket 5")
     );
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("incremental pass:"), "{out}");
+    warm_ok(&world, &cfg, "incremental pass:");
     assert_eq!(
         cached(&mut r, 5).unwrap()["value"]["title"],
         json!("after kill")
@@ -707,25 +712,17 @@ fn sql_server_change_tracking_follows_changes_and_reloads_when_behind() {
     let cfg = config(dir.path(), &db.url, "change_tracking");
     let mut r = world.redis();
 
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("full pass: 250 rows read, 250 keys written"),
-        "{out}"
-    );
+    warm_ok(&world, &cfg, "full pass: 250 rows read, 250 keys written");
     assert_cache_matches(&mut r, &db.rows());
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+    warm_ok(&world, &cfg, "incremental pass: 0 rows read");
 
     db.exec("INSERT INTO tickets (id, title, price) VALUES (1000, N'new one', 3.00)");
     db.exec("UPDATE tickets SET title = N'changed' WHERE id = 7");
     db.exec("DELETE FROM tickets WHERE id = 9");
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("incremental pass: 3 rows read, 2 keys written, 1 deleted"),
-        "{out}"
+    warm_ok(
+        &world,
+        &cfg,
+        "incremental pass: 3 rows read, 2 keys written, 1 deleted",
     );
     assert_eq!(cached(&mut r, 9), None);
     assert_eq!(
@@ -737,12 +734,7 @@ fn sql_server_change_tracking_follows_changes_and_reloads_when_behind() {
     // The change history is cleaned up past the last synced version: a full reload.
     db.exec("UPDATE tickets SET title = N'while away' WHERE id = 8");
     db.exec("EXEC sys.sp_flush_CT_internal_table_on_demand @TableToClean = N'tickets'");
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("change tracking history is gone; full reload"),
-        "{out}"
-    );
+    let out = warm_ok(&world, &cfg, "change tracking history is gone; full reload");
     assert!(
         out.contains("full pass: 250 rows read, 250 keys written"),
         "{out}"
@@ -752,9 +744,7 @@ fn sql_server_change_tracking_follows_changes_and_reloads_when_behind() {
         json!("while away")
     );
     assert_cache_matches(&mut r, &db.rows());
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+    warm_ok(&world, &cfg, "incremental pass: 0 rows read");
 }
 
 #[test]
@@ -771,25 +761,17 @@ fn sql_server_rowversion_follows_changes_and_reloads_a_restored_database() {
     );
     let mut r = world.redis();
 
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("full pass: 250 rows read, 250 keys written"),
-        "{out}"
-    );
+    warm_ok(&world, &cfg, "full pass: 250 rows read, 250 keys written");
     assert_cache_matches(&mut r, &db.rows());
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+    warm_ok(&world, &cfg, "incremental pass: 0 rows read");
 
     db.exec("INSERT INTO tickets (id, title, price) VALUES (1000, N'new one', 3.00)");
     db.exec("UPDATE tickets SET title = N'changed' WHERE id = 7");
     db.exec("UPDATE tickets SET deleted_at = '2026-01-02 03:04:05' WHERE id = 9");
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("incremental pass: 3 rows read, 2 keys written, 1 deleted"),
-        "{out}"
+    warm_ok(
+        &world,
+        &cfg,
+        "incremental pass: 3 rows read, 2 keys written, 1 deleted",
     );
     assert_eq!(cached(&mut r, 9), None);
     assert_cache_matches(&mut r, &db.rows());
@@ -805,12 +787,7 @@ fn sql_server_rowversion_follows_changes_and_reloads_a_restored_database() {
         40,
         "watermark_column = \"rv\"",
     );
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("the watermark is ahead of the database"),
-        "{out}"
-    );
+    let out = warm_ok(&world, &cfg, "the watermark is ahead of the database");
     assert!(
         out.contains("full pass: 250 rows read, 250 keys written"),
         "{out}"
@@ -823,7 +800,5 @@ fn sql_server_rowversion_follows_changes_and_reloads_a_restored_database() {
         cached(&mut r, 9).unwrap()["value"]["title"],
         json!("ticket 9")
     );
-    let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("incremental pass: 0 rows read"), "{out}");
+    warm_ok(&world, &cfg, "incremental pass: 0 rows read");
 }
