@@ -107,7 +107,7 @@ impl Broker {
 
     /// [`Broker::publish`] at most once per task id and `retries`: the push happens together
     /// with setting a marker key (`celeriac.published.<id>.<retries>`, kept
-    /// [`PUBLISH_MARKER_TTL`]), and not at all when the marker exists. A worker repeating a
+    /// an hour), and not at all when the marker exists. A worker repeating a
     /// publish whose reply was lost (connection cut after Redis ran it) therefore does not
     /// queue a second copy, nor does a redelivered task publish its retry twice. A message
     /// without `headers.id` is published normally.

@@ -67,7 +67,7 @@ impl Broker {
     }
 
     /// kombu's visibility-timeout sweep, interoperable with Python workers: take
-    /// `unacked_mutex` (`SET NX PX`, for at most [`SWEEP_LOCK_MAX`]), restore (front of queue, `redelivered`) every entry whose
+    /// `unacked_mutex` (`SET NX PX`, for at most 10 s), restore (front of queue, `redelivered`) every entry whose
     /// delivery time is older than `visibility_timeout` (newest first, at most
     /// `unacked_restore_limit`), then release the mutex by compare-and-delete. Returns how
     /// many were restored; 0 when another worker holds the mutex.

@@ -42,7 +42,7 @@ pub struct TaskContext {
 
 impl TaskContext {
     /// Resolves when the run's soft time limit passes (never if it has none). A task that stops
-    /// because of it returns [`soft_time_limit_exceeded`](crate::time_limits::soft_time_limit_exceeded)
+    /// because of it returns [`soft_time_limit_exceeded`]
     /// (stored as Celery's `SoftTimeLimitExceeded`) or any value of its own.
     pub async fn soft_time_limit(&self) {
         self.time_limits.soft().await
