@@ -19,6 +19,27 @@ pub fn redact(text: &str) -> String {
     redact_pairs(&redact_userinfo(text))
 }
 
+/// A value that is meant to be one or several `;`-separated URLs (a setting's value, perhaps
+/// malformed or quoted): in each malformed one, everything before its last `@` is replaced by
+/// `***`; then the whole goes through [`redact`]. Unlike [`redact`] it
+/// needs no `://` to find a password, so `redis//:pw@host` or `redis:pw@host` are hidden too
+/// (with the user name); well-formed URLs keep their user name.
+pub fn hide_userinfo(value: &str) -> String {
+    let masked: Vec<String> = value
+        .split(';')
+        .map(|part| match (part.find("://"), part.rfind('@')) {
+            // A well-formed URL: [`redact`] keeps its user name and hides its password.
+            (Some(scheme_end), Some(at)) if scheme_end + 3 <= at => part.to_owned(),
+            (_, Some(at)) => {
+                let start = usize::from(part.starts_with('"'));
+                format!("{}{MASK}{}", &part[..start], &part[at..])
+            }
+            (_, None) => part.to_owned(),
+        })
+        .collect();
+    redact(&masked.join(";"))
+}
+
 /// Characters that end a URL embedded in a longer text.
 fn ends_url(c: char) -> bool {
     c.is_whitespace() || matches!(c, ';' | '"' | '\'' | '<' | '>' | '`')
@@ -199,5 +220,27 @@ mod tests {
             assert!(is_secret_key(k), "{k}");
         }
         assert!(!is_secret_key("visibility_timeout"));
+    }
+}
+
+#[cfg(test)]
+mod hide_userinfo_tests {
+    use super::hide_userinfo;
+
+    #[test]
+    fn hides_passwords_of_malformed_urls() {
+        assert_eq!(hide_userinfo("\"redisz//:pw@h/0\""), "\"***@h/0\"");
+        assert_eq!(hide_userinfo("redis:pw@h"), "***@h");
+        assert_eq!(hide_userinfo("redis://u:pw@h/0"), "redis://u:***@h/0");
+        assert_eq!(
+            hide_userinfo("redis://:a@h;sentinel//:b@s:26379"),
+            "redis://:***@h;***@s:26379"
+        );
+    }
+
+    #[test]
+    fn leaves_urls_without_userinfo_alone() {
+        assert_eq!(hide_userinfo("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(hide_userinfo("\"not a url\""), "\"not a url\"");
     }
 }

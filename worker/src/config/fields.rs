@@ -340,6 +340,7 @@ pub(crate) fn apply(
 fn redact_reason(secrecy: Secrecy, reason: String) -> String {
     match secrecy {
         Secrecy::Plain => reason,
-        Secrecy::Url | Secrecy::Hidden => celeriac_secrets::redact(&reason),
+        Secrecy::Url => celeriac_secrets::hide_userinfo(&reason),
+        Secrecy::Hidden => celeriac_secrets::redact(&reason),
     }
 }

@@ -25,6 +25,15 @@ impl SecretUrl {
                 return Err("expected a URL such as redis://host:6379/0".into());
             }
             if !REDIS_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+                if !scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                {
+                    return Err(format!(
+                        "expected a URL such as redis://host:6379/0 (schemes: {})",
+                        REDIS_SCHEMES.join(", ")
+                    ));
+                }
                 return Err(format!(
                     "unsupported scheme `{scheme}`: celeriac speaks Redis only ({})",
                     REDIS_SCHEMES.join(", ")

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use celeriac_secrets::redact as redacted;
-
 /// A setting value as a source gave it.
 #[derive(Clone, Copy)]
 pub(crate) enum Raw<'a> {
@@ -34,7 +32,7 @@ impl Raw<'_> {
         };
         match secrecy {
             Secrecy::Plain => shown,
-            Secrecy::Url => redacted(&shown),
+            Secrecy::Url => celeriac_secrets::hide_userinfo(&shown),
             Secrecy::Hidden => "(value hidden: it may hold secrets)".into(),
         }
     }
