@@ -32,9 +32,24 @@ impl Raw<'_> {
         };
         match secrecy {
             Secrecy::Plain => shown,
-            Secrecy::Url => celeriac_secrets::hide_userinfo(&shown),
+            Secrecy::Url if self.looks_like_url() => celeriac_secrets::hide_userinfo(&shown),
+            Secrecy::Url => "(value hidden: not a URL, and it may hold secrets)".into(),
             Secrecy::Hidden => "(value hidden: it may hold secrets)".into(),
         }
+    }
+
+    /// A single token with a scheme (`x://...`): safe to show once its password is hidden.
+    /// Anything else given for a URL setting (prose, JSON, several words) is not echoed.
+    fn looks_like_url(self) -> bool {
+        let text = match self {
+            Raw::Text(s) => s,
+            Raw::Toml(toml::Value::String(s)) => s.as_str(),
+            Raw::Toml(_) => return false,
+        };
+        text.contains("://")
+            && !text
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '{' | '}'))
     }
 
     pub(crate) fn string(self) -> Result<String, String> {
