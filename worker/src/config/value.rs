@@ -31,7 +31,8 @@ impl Raw<'_> {
             Raw::Toml(v) => v.to_string(),
         };
         match secrecy {
-            Secrecy::Plain => shown,
+            // A value given to the wrong setting may be someone's URL with its password.
+            Secrecy::Plain => celeriac_secrets::hide_userinfo(&shown),
             Secrecy::Url if self.looks_like_url() => celeriac_secrets::hide_userinfo(&shown),
             Secrecy::Url => "(value hidden: not a URL, and it may hold secrets)".into(),
             Secrecy::Hidden => "(value hidden: it may hold secrets)".into(),
