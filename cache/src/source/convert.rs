@@ -107,3 +107,28 @@ pub fn unsupported_column(column: &str, type_name: &str) -> SourceError {
 pub fn decode_error(column: &str, e: impl std::fmt::Display) -> SourceError {
     SourceError::Query(format!("cannot read column `{column}`: {e}"))
 }
+
+/// A sqlx row as a JSON object: NULL as `null`, every other column through `value(row, index,
+/// name, type name)` (each source's own type mapping).
+pub fn row_object<R>(
+    row: &R,
+    value: impl Fn(&R, usize, &str, &str) -> Result<Value, SourceError>,
+) -> Result<super::Row, SourceError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+{
+    use sqlx::{Column, TypeInfo, ValueRef};
+    let mut out = super::Row::new();
+    for (i, column) in row.columns().iter().enumerate() {
+        let name = column.name();
+        let raw = row.try_get_raw(i).map_err(|e| decode_error(name, e))?;
+        let v = if raw.is_null() {
+            Value::Null
+        } else {
+            value(row, i, name, column.type_info().name())?
+        };
+        out.insert(name.to_owned(), v);
+    }
+    Ok(out)
+}

@@ -10,7 +10,7 @@ use sqlx::mysql::{
     MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlSslMode,
 };
 use sqlx::query::Query;
-use sqlx::{Column, MySql, Row as _, TypeInfo, ValueRef};
+use sqlx::{MySql, Row as _};
 
 use super::config::{SourceConfig, TlsMode};
 use super::convert::{self, decode_error, unsupported_column, unsupported_param};
@@ -101,18 +101,7 @@ fn bind<'q>(query: MyQuery<'q>, index: usize, param: &Value) -> Result<MyQuery<'
 }
 
 fn to_json(row: &MySqlRow) -> Result<Row, SourceError> {
-    let mut out = Row::new();
-    for (i, column) in row.columns().iter().enumerate() {
-        let name = column.name();
-        let raw = row.try_get_raw(i).map_err(|e| decode_error(name, e))?;
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            column_value(row, i, name, column.type_info().name())?
-        };
-        out.insert(name.to_owned(), value);
-    }
-    Ok(out)
+    convert::row_object(row, column_value)
 }
 
 fn column_value(

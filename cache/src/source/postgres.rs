@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::query::Query;
-use sqlx::{Column, Postgres, Row as _, TypeInfo, ValueRef};
+use sqlx::{Postgres, Row as _};
 
 use super::config::{SourceConfig, TlsMode};
 use super::convert::{self, decode_error, unsupported_column, unsupported_param};
@@ -120,18 +120,7 @@ fn bind<'q>(query: PgQuery<'q>, index: usize, param: &Value) -> Result<PgQuery<'
 }
 
 fn to_json(row: &PgRow) -> Result<Row, SourceError> {
-    let mut out = Row::new();
-    for (i, column) in row.columns().iter().enumerate() {
-        let name = column.name();
-        let raw = row.try_get_raw(i).map_err(|e| decode_error(name, e))?;
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            column_value(row, i, name, column.type_info().name())?
-        };
-        out.insert(name.to_owned(), value);
-    }
-    Ok(out)
+    convert::row_object(row, column_value)
 }
 
 fn column_value(row: &PgRow, i: usize, name: &str, type_name: &str) -> Result<Value, SourceError> {
