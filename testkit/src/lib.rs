@@ -4,6 +4,8 @@
 //!   so tests run in parallel and never touch a server they did not start.
 //! * [`RedisServer::start_tls`] starts one that speaks only TLS, with certificates from
 //!   [`TestPki`] (made at test time), optionally requiring client certificates.
+//! * [`PostgresServer`] and [`MariaDbServer`] run private database servers on free ports (as the
+//!   `postgres`/`mysql` user when root), optionally TLS-only, stopped on drop.
 //! * [`python`] finds the interpreter of the test venv that `scripts/test` creates with real Celery;
 //!   [`python_celery536`] the one of its Celery 5.3.6 venv.
 //! * [`workspace_root`] and [`fixtures_dir`] locate committed data.
@@ -15,7 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+mod mariadb;
+mod postgres;
+mod server_user;
 mod tls;
+pub use mariadb::MariaDbServer;
+pub use postgres::PostgresServer;
 pub use tls::TestPki;
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).

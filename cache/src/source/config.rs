@@ -18,6 +18,8 @@ pub enum TlsMode {
     /// TLS required, certificate not verified.
     Require,
     /// TLS required, certificate verified against the CA (`tls_ca_file` or the system roots).
+    /// Postgres and MySQL check the host name here too for now (sqlx 0.8.6 with rustls 0.23.24+,
+    /// launchbadge/sqlx#3793; `cache/tests/db_tls.rs` notices when that changes).
     VerifyCa,
     /// As `VerifyCa`, and the host name must match the certificate.
     VerifyFull,

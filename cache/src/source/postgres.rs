@@ -82,10 +82,12 @@ impl Source for PostgresSource {
 
 /// Errors a retry on another connection can cure: I/O (connection reset or refused), an
 /// exhausted pool, and the server shutting down, starting up or dropping the connection
-/// (SQLSTATE classes 57P and 08).
+/// (SQLSTATE classes 57P and 08). A refused TLS handshake (rustls reports it as I/O of kind
+/// `InvalidData`, e.g. an untrusted certificate) fails the same way every time: not retried.
 fn is_transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(db) => db
             .code()
             .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),

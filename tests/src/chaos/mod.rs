@@ -254,9 +254,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         [127, 0, 0, 1],
         broker.port(),
     )))?);
-    let pg_dir = tempfile::tempdir()?;
     let pg = if opts.postgres {
-        match PrivatePostgres::start(pg_dir.path()) {
+        match PrivatePostgres::start() {
             Ok(pg) => Some(pg),
             Err(e) => {
                 report.postgres = format!("not run ({e:#})");
