@@ -28,8 +28,14 @@ pub fn hide_userinfo(value: &str) -> String {
     let masked: Vec<String> = value
         .split(';')
         .map(|part| match (part.find("://"), part.rfind('@')) {
-            // A well-formed URL: [`redact`] keeps its user name and hides its password.
-            (Some(scheme_end), Some(at)) if scheme_end + 3 <= at => part.to_owned(),
+            // A well-formed URL (a scheme, then `://`, then user info): [`redact`] keeps its
+            // user name and hides its password.
+            (Some(scheme_end), Some(at))
+                if scheme_end + 3 <= at
+                    && is_scheme(part[..scheme_end].trim_start_matches('"')) =>
+            {
+                part.to_owned()
+            }
             (_, Some(at)) => {
                 let start = usize::from(part.starts_with('"'));
                 format!("{}{MASK}{}", &part[..start], &part[at..])
@@ -38,6 +44,13 @@ pub fn hide_userinfo(value: &str) -> String {
         })
         .collect();
     redact(&masked.join(";"))
+}
+
+/// An RFC 3986 scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Characters that end a URL embedded in a longer text.
@@ -80,8 +93,12 @@ fn redact_pairs(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let starts_key = i == 0 || matches!(bytes[i - 1], b'?' | b'&' | b';' | b' ' | b',' | b'{');
-        if !starts_key || !bytes[i].is_ascii_alphabetic() {
+        // A key starts after anything that cannot be part of one (`?`, `&`, `;`, a space, `+`,
+        // `/`, a quote, ...), so `x+PASSWORD=pw` or `"token=pw` are found too.
+        let starts_key = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric()
+                || matches!(bytes[i - 1], b'_' | b'-' | b'.'));
+        if !starts_key || !(bytes[i].is_ascii_alphabetic() || bytes[i] == b'_') {
             i += 1;
             continue;
         }
@@ -143,6 +160,24 @@ fn value_end(bytes: &[u8], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_before_a_later_scheme_is_hidden() {
+        let shown = hide_userinfo("//:redis//:pw1@redis[tt://:pw2@redis:6379/0");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+        assert_eq!(hide_userinfo("redis://u:pw@h/0"), "redis://u:***@h/0");
+    }
+
+    #[test]
+    fn keys_are_found_after_any_separator() {
+        assert_eq!(
+            redact("/k.pem+CELERY_SECURITY_KEY_PASSWORD=pw1 (token=pw2)"),
+            "/k.pem+CELERY_SECURITY_KEY_PASSWORD=*** (token=***"
+        );
+        assert_eq!(redact("mypassword=x"), "mypassword=***");
+        assert_eq!(redact("a-password=x"), "a-password=***");
+        assert_eq!(redact("[_KEY_PASSWORD=x"), "[_KEY_PASSWORD=***");
+    }
 
     #[test]
     fn url_passwords_are_hidden_and_the_rest_kept() {
