@@ -9,6 +9,7 @@
 //! * [`redis_url`] — Redis URLs as Celery accepts them, for the broker and the backend.
 //! * [`pidbox`] — remote control requests and replies.
 //! * [`events`] — monitoring events (single and `task.multi` batches).
+//! * [`signing`] — Celery's `auth` serializer: signed bodies, keys and certificate stores.
 
 pub mod backend;
 pub mod codec;
@@ -16,4 +17,5 @@ pub mod envelope;
 pub mod events;
 pub mod pidbox;
 pub mod redis_url;
+pub mod signing;
 pub mod transport;

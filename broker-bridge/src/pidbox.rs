@@ -8,9 +8,10 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::codec::content::deserialize;
+use crate::codec::content::{deserialize, JSON};
 use crate::envelope::Envelope;
-use crate::transport::{Broker, Result as TransportResult};
+use crate::signing::{BodySerializer, Signatures, SigningError, Verifier, AUTH};
+use crate::transport::{Broker, Result as TransportResult, TransportError};
 
 /// Why a pidbox message could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,20 @@ pub enum PidboxError {
     /// The body is not a request object.
     #[error("not a control request: {0}")]
     Shape(&'static str),
+    /// Unsigned while signatures are required, or signed and failing the check.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Why a control message or an event could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Redis failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The body could not be signed.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
 }
 
 /// The fanout exchange of requests for a control namespace (`celery` → `celery.pidbox`).
@@ -63,16 +78,50 @@ pub struct ControlRequest {
 
 /// Decode an envelope body (base64 when `body_encoding` says so) by its content type.
 pub fn decode_body(envelope: &Envelope) -> Result<Value, PidboxError> {
+    let content_type = envelope.content_type().unwrap_or("application/json");
+    deserialize(content_type, &body_bytes(envelope)?).map_err(|e| PidboxError::Body(e.to_string()))
+}
+
+/// The body's bytes: base64-decoded when `body_encoding` says so.
+fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, PidboxError> {
     let body = envelope.body();
-    let bytes = if envelope.body_encoding() == Some("base64") {
+    if envelope.body_encoding() == Some("base64") {
         base64::engine::general_purpose::STANDARD
             .decode(body)
-            .map_err(|e| PidboxError::Body(e.to_string()))?
+            .map_err(|e| PidboxError::Body(e.to_string()))
     } else {
-        body.as_bytes().to_vec()
-    };
-    let content_type = envelope.content_type().unwrap_or("application/json");
-    deserialize(content_type, &bytes).map_err(|e| PidboxError::Body(e.to_string()))
+        Ok(body.as_bytes().to_vec())
+    }
+}
+
+/// Decode an envelope body, checking signatures as kombu's `Mailbox` with an `accept` list
+/// does: a signed (`auth`) body must pass `verifier` (refused without one); an unsigned one is
+/// decoded by [`decode_body`] only when `allow_unsigned` (the accept list has a plain type).
+pub fn decode_body_checked(
+    envelope: &Envelope,
+    verifier: Option<&Verifier>,
+    allow_unsigned: bool,
+) -> Result<Value, PidboxError> {
+    if envelope.content_type() != Some(AUTH) {
+        if allow_unsigned {
+            return decode_body(envelope);
+        }
+        return Err(PidboxError::Refused(format!(
+            "unsigned ({}) while only signed messages are accepted",
+            envelope.content_type().unwrap_or("no content type")
+        )));
+    }
+    let verifier = verifier.ok_or_else(|| {
+        PidboxError::Refused("signed, but no certificate store is configured".into())
+    })?;
+    let bytes = body_bytes(envelope)?;
+    let opened = verifier
+        .open(&bytes)
+        .map_err(|e| PidboxError::Refused(e.to_string()))?;
+    if opened.content_type == crate::codec::content::PICKLE {
+        return Err(PidboxError::Refused("pickle is never deserialized".into()));
+    }
+    deserialize(&opened.content_type, &opened.body).map_err(|e| PidboxError::Body(e.to_string()))
 }
 
 fn opt_string(v: Option<&Value>) -> Option<String> {
@@ -80,15 +129,25 @@ fn opt_string(v: Option<&Value>) -> Option<String> {
 }
 
 impl ControlRequest {
-    /// Parse a message received on the pidbox channel.
+    /// Parse a message received on the pidbox channel (unsigned only).
     pub fn parse(raw: &[u8]) -> Result<Self, PidboxError> {
+        Self::parse_checked(raw, None, true)
+    }
+
+    /// Parse a message received on the pidbox channel, signed or not as
+    /// [`decode_body_checked`] allows.
+    pub fn parse_checked(
+        raw: &[u8],
+        verifier: Option<&Verifier>,
+        allow_unsigned: bool,
+    ) -> Result<Self, PidboxError> {
         let envelope = Envelope::parse(raw)?;
         let clock = envelope
             .headers()
             .and_then(|h| h.get("clock"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        let body = decode_body(&envelope)?;
+        let body = decode_body_checked(&envelope, verifier, allow_unsigned)?;
         let Value::Object(body) = body else {
             return Err(PidboxError::Shape("the body is not an object"));
         };
@@ -180,6 +239,31 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// A JSON envelope as kombu's producer writes it: base64 body, `utf-8`, priority 0.
 pub fn json_envelope(body: &Value, headers: Map<String, Value>, delivery_mode: u8) -> Envelope {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
+    envelope_around(JSON, &bytes, headers, delivery_mode)
+}
+
+/// As [`json_envelope`], the body written by `serializer` (JSON, or signed).
+pub fn body_envelope(
+    body: &Value,
+    headers: Map<String, Value>,
+    delivery_mode: u8,
+    serializer: &BodySerializer,
+) -> Result<Envelope, SigningError> {
+    let body = serializer.serialize(serde_json::to_vec(body).unwrap_or_default())?;
+    Ok(envelope_around(
+        body.content_type,
+        &body.body,
+        headers,
+        delivery_mode,
+    ))
+}
+
+fn envelope_around(
+    content_type: &str,
+    bytes: &[u8],
+    headers: Map<String, Value>,
+    delivery_mode: u8,
+) -> Envelope {
     let mut props = Map::new();
     props.insert("delivery_mode".into(), delivery_mode.into());
     props.insert("delivery_info".into(), Value::Object(Map::new()));
@@ -197,20 +281,26 @@ pub fn json_envelope(body: &Value, headers: Map<String, Value>, delivery_mode: u
             .into(),
     );
     env.insert("content-encoding".into(), "utf-8".into());
-    env.insert("content-type".into(), "application/json".into());
+    env.insert("content-type".into(), content_type.into());
     env.insert("headers".into(), Value::Object(headers));
     env.insert("properties".into(), Value::Object(props));
     Envelope::from_value(Value::Object(env)).expect("built with a string body and properties")
 }
 
 /// The reply envelope: body `{hostname: reply}`, headers `{ticket, clock}`, transient.
-pub fn reply_envelope(hostname: &str, reply: Value, ticket: &str, clock: u64) -> Envelope {
+pub fn reply_envelope(
+    hostname: &str,
+    reply: Value,
+    ticket: &str,
+    clock: u64,
+    serializer: &BodySerializer,
+) -> Result<Envelope, SigningError> {
     let mut body = Map::new();
     body.insert(hostname.into(), reply);
     let mut headers = Map::new();
     headers.insert("ticket".into(), ticket.into());
     headers.insert("clock".into(), clock.into());
-    json_envelope(&Value::Object(body), headers, 1)
+    body_envelope(&Value::Object(body), headers, 1, serializer)
 }
 
 /// Send `reply` to the caller of `request` (nothing when it asked for no reply). A caller that
@@ -221,11 +311,12 @@ pub async fn send_reply(
     hostname: &str,
     reply: Value,
     clock: u64,
-) -> TransportResult<()> {
+    serializer: &BodySerializer,
+) -> Result<(), SendError> {
     let (Some(reply_to), Some(ticket)) = (&request.reply_to, &request.ticket) else {
         return Ok(());
     };
-    let envelope = reply_envelope(hostname, reply, ticket, clock);
+    let envelope = reply_envelope(hostname, reply, ticket, clock, serializer)?;
     broker
         .publish(&envelope, &reply_to.exchange, &reply_to.routing_key)
         .await?;
@@ -241,7 +332,8 @@ pub fn reply_exchange(namespace: &str) -> String {
 /// collect the replies that arrive within `timeout`: a temporary reply queue
 /// `<oid>.reply.<namespace>.pidbox` is bound, the request published on the pidbox channel, the
 /// queue drained until the deadline, then the queue and its binding removed. Each reply is the
-/// `{hostname: value}` object a node sent.
+/// `{hostname: value}` object a node sent. The request is written by `signatures.serializer`;
+/// replies are read as [`decode_body_checked`] allows, the others ignored.
 pub async fn broadcast_and_collect(
     broker: &Broker,
     namespace: &str,
@@ -249,7 +341,8 @@ pub async fn broadcast_and_collect(
     arguments: Map<String, Value>,
     clock: u64,
     timeout: std::time::Duration,
-) -> TransportResult<Vec<Map<String, Value>>> {
+    signatures: Signatures<'_>,
+) -> Result<Vec<Map<String, Value>>, SendError> {
     let oid = uuid::Uuid::new_v4().to_string();
     let ticket = uuid::Uuid::new_v4().to_string();
     let reply_exchange = reply_exchange(namespace);
@@ -268,7 +361,7 @@ pub async fn broadcast_and_collect(
     let mut headers = Map::new();
     headers.insert("clock".into(), clock.into());
     headers.insert("expires".into(), 0.into());
-    let request = json_envelope(&body, headers, 2);
+    let request = body_envelope(&body, headers, 2, signatures.serializer)?;
     let collected: TransportResult<Vec<Map<String, Value>>> = async {
         broker
             .publish_fanout(&request, &exchange(namespace), "")
@@ -291,7 +384,10 @@ pub async fn broadcast_and_collect(
                 .and_then(|h| h.get("ticket"))
                 .and_then(Value::as_str)
                 == Some(ticket.as_str());
-            if let (true, Ok(Value::Object(reply))) = (ours, decode_body(&envelope)) {
+            if let (true, Ok(Value::Object(reply))) = (
+                ours,
+                decode_body_checked(&envelope, signatures.verifier, signatures.allow_unsigned),
+            ) {
                 replies.push(reply);
             }
         }
@@ -312,6 +408,28 @@ mod tests {
         let mut headers = Map::new();
         headers.insert("clock".into(), 7.into());
         json_envelope(&body, headers, 2).to_json().into_bytes()
+    }
+
+    #[test]
+    fn signatures_are_required_when_a_store_is_set() {
+        use crate::signing::test_keys::{signer, verifier};
+        let body = serde_json::json!({"method": "ping", "arguments": {}});
+        let auth = BodySerializer::Auth(std::sync::Arc::new(signer()));
+        let signed = body_envelope(&body, Map::new(), 2, &auth)
+            .unwrap()
+            .to_json()
+            .into_bytes();
+        let ping = ControlRequest::parse_checked(&signed, Some(&verifier()), false).unwrap();
+        assert_eq!(ping.method, "ping");
+        assert!(matches!(
+            ControlRequest::parse(&signed),
+            Err(PidboxError::Refused(_))
+        ));
+        let unsigned = request(body);
+        let refused =
+            ControlRequest::parse_checked(&unsigned, Some(&verifier()), false).unwrap_err();
+        assert!(refused.to_string().contains("unsigned"), "{refused}");
+        assert!(ControlRequest::parse_checked(&unsigned, Some(&verifier()), true).is_ok());
     }
 
     #[test]
@@ -354,7 +472,14 @@ mod tests {
 
     #[test]
     fn reply_envelope_carries_ticket_and_body() {
-        let env = reply_envelope("a@h", serde_json::json!({"ok": "pong"}), "t-1", 3);
+        let env = reply_envelope(
+            "a@h",
+            serde_json::json!({"ok": "pong"}),
+            "t-1",
+            3,
+            &BodySerializer::Json,
+        )
+        .unwrap();
         assert_eq!(
             env.headers().and_then(|h| h.get("ticket")),
             Some(&"t-1".into())

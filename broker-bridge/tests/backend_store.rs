@@ -277,3 +277,89 @@ async fn store_many_writes_each_meta_as_store_would() -> Result<()> {
     assert_eq!(out["b"]["info_type"], "KeyError");
     Ok(())
 }
+
+/// Python reading with Celery's `setup_security()` (`result_serializer = "auth"`, only signed
+/// results accepted): what it sees of each task id.
+const SIGNED_READER: &str = r#"
+import json, sys
+from celery import Celery
+url, keys = sys.argv[1], sys.argv[2]
+app = Celery("reader", broker=url, backend=url)
+app.conf.update(
+    task_serializer="auth", result_serializer="auth", accept_content=["auth"],
+    result_accept_content=["auth"], security_key=keys + "/key.pem",
+    security_certificate=keys + "/cert.pem", security_cert_store=keys + "/store/*.pem",
+)
+app.setup_security()
+out = {}
+for tid in sys.argv[3:]:
+    try:
+        r = app.AsyncResult(tid)
+        out[tid] = {"state": r.state, "result": repr(r.result)}
+    except Exception as e:
+        out[tid] = {"error": type(e).__name__}
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn signed_results_are_read_by_celery_with_setup_security() -> Result<()> {
+    use celeriac_broker_bridge::signing::{BodySerializer, CertStore, Digest, Signer, Verifier};
+    use std::sync::Arc;
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../proto-fixtures/fixtures/signed")
+        .canonicalize()?;
+    let signer = Signer::from_files(
+        &keys.join("key.pem"),
+        None,
+        &keys.join("cert.pem"),
+        Digest::Sha256,
+    )?;
+    let store = CertStore::load(&keys.join("store").to_string_lossy())?;
+    let env = Env::start(BackendOptions {
+        serializer: BodySerializer::Auth(Arc::new(signer)),
+        verifier: Some(Arc::new(Verifier::new(store, Digest::Sha256))),
+        require_signed: true,
+        ..BackendOptions::default()
+    })
+    .await?;
+    let b = &env.backend;
+    // A signed STARTED is read (through its body) and replaced; a signed SUCCESS is kept.
+    b.store(&TaskMeta::started("t", "celery@rust", 1)).await?;
+    assert_eq!(
+        b.store(&TaskMeta::success(
+            "t",
+            serde_json::from_str("1267650600228229401496703205376")?
+        ))
+        .await?,
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        b.store(&TaskMeta::retry("t", None, None)).await?,
+        StoreOutcome::KeptSuccess
+    );
+    assert_eq!(b.get("t").await?.unwrap()["status"], "SUCCESS");
+    // An unsigned meta planted by someone else is refused on read.
+    let mut conn = redis::Client::open(env.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = redis::cmd("SET")
+        .arg(b.key_for("forged"))
+        .arg(r#"{"status": "SUCCESS", "result": 666, "task_id": "forged"}"#)
+        .query_async(&mut conn)
+        .await?;
+    assert!(matches!(
+        b.get("forged").await,
+        Err(BackendError::UnreadableMeta { .. })
+    ));
+
+    let out: Value = serde_json::from_str(&run_python(
+        SIGNED_READER,
+        &[&env.url, &keys.to_string_lossy(), "t", "forged"],
+        &[],
+    )?)?;
+    assert_eq!(out["t"]["state"], "SUCCESS");
+    assert_eq!(out["t"]["result"], "1267650600228229401496703205376");
+    // Python decodes every stored value with `result_serializer`, so the plain JSON fails too.
+    assert_eq!(out["forged"]["error"], "DecodeError");
+    Ok(())
+}

@@ -21,6 +21,29 @@ app.conf.update(
 )
 
 
+def _env_or_file(name):
+    """An environment variable, or the content of the file its `_FILE` form names."""
+    if os.environ.get(name + "_FILE"):
+        with open(os.environ[name + "_FILE"]) as f:
+            return f.read().strip()
+    return os.environ.get(name)
+
+
+# Message signing (Celery's auth serializer) from the same CELERY_* variables as celeriac.
+if os.environ.get("CELERY_SECURITY_KEY"):
+    app.conf.update(
+        task_serializer=os.environ.get("CELERY_TASK_SERIALIZER", "auth"),
+        result_serializer=os.environ.get("CELERY_RESULT_SERIALIZER", "json"),
+        event_serializer=os.environ.get("CELERY_EVENT_SERIALIZER", "json"),
+        accept_content=os.environ.get("CELERY_ACCEPT_CONTENT", "auth").split(","),
+        security_key=os.environ["CELERY_SECURITY_KEY"],
+        security_key_password=_env_or_file("CELERY_SECURITY_KEY_PASSWORD"),
+        security_certificate=os.environ["CELERY_SECURITY_CERTIFICATE"],
+        security_cert_store=os.environ["CELERY_SECURITY_CERT_STORE"],
+    )
+    app.setup_security()
+
+
 @app.task(name="t.add")
 def add(a, b):
     return a + b

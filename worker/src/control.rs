@@ -97,6 +97,7 @@ pub async fn mingle(rt: Arc<Runtime>) {
         args,
         rt.events.forward(),
         MINGLE_TIMEOUT,
+        rt.signing.for_tasks(),
     )
     .await;
     let replies = match replies {
@@ -133,7 +134,11 @@ pub async fn mingle(rt: Arc<Runtime>) {
 pub const MINGLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn handle_message(rt: &Arc<Runtime>, payload: &[u8]) {
-    let request = match ControlRequest::parse(payload) {
+    let request = match ControlRequest::parse_checked(
+        payload,
+        rt.signing.verifier(),
+        rt.signing.unsigned_tasks,
+    ) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "ignored a bad remote control message");
@@ -149,7 +154,16 @@ async fn handle_message(rt: &Arc<Runtime>, payload: &[u8]) {
         return;
     };
     let clock = rt.events.forward();
-    if let Err(e) = pidbox::send_reply(&rt.broker, &request, &rt.hostname, reply, clock).await {
+    let sent = pidbox::send_reply(
+        &rt.broker,
+        &request,
+        &rt.hostname,
+        reply,
+        clock,
+        &rt.signing.tasks,
+    )
+    .await;
+    if let Err(e) = sent {
         tracing::warn!(error = %e, method = %request.method, "could not send a control reply");
     }
 }

@@ -126,7 +126,7 @@ fn float(f: f64) -> Value {
 }
 
 async fn send(rt: &Runtime, event: Map<String, Value>) {
-    if let Err(e) = publish_event(&rt.broker, &event, &rt.hostname).await {
+    if let Err(e) = publish_event(&rt.broker, &event, &rt.hostname, &rt.signing.events).await {
         tracing::debug!(error = %e, "could not send an event");
     }
 }
@@ -189,7 +189,7 @@ pub async fn batch_loop(rt: std::sync::Arc<Runtime>, stop: CancellationToken) {
 }
 
 async fn publish_batch_logged(rt: &Runtime, events: &[Map<String, Value>]) {
-    if let Err(e) = publish_batch(&rt.broker, events, &rt.hostname).await {
+    if let Err(e) = publish_batch(&rt.broker, events, &rt.hostname, &rt.signing.events).await {
         tracing::debug!(error = %e, events = events.len(), "could not send a batch of events");
     }
 }

@@ -81,6 +81,7 @@ pub async fn run(
     transport.dead_letter_key = settings.dead_letter_key.clone();
     transport.max_message_bytes = usize::try_from(settings.max_message_bytes).ok();
     let sweep_period = transport.restore_interval;
+    let signing = crate::signing::Signing::from_settings(&settings)?;
     let metrics = Arc::new(crate::metrics::Metrics::new(&settings.worker_hostname));
     if let Some(data) = registry.data() {
         metrics
@@ -97,7 +98,7 @@ pub async fn run(
     };
     let backend = match &settings.result_backend {
         Some(url) => Some(
-            ResultBackend::connect(url.expose(), backend_options(&settings)?)
+            ResultBackend::connect(url.expose(), backend_options(&settings, &signing)?)
                 .await
                 .context("connect to the result backend")?,
         ),
@@ -163,6 +164,7 @@ pub async fn run(
         reservations_capacity: concurrency + lookahead,
         metrics,
         reconnected: tokio::sync::Notify::new(),
+        signing,
         settings,
     });
     crate::revoked::load(&rt).await;
@@ -243,7 +245,10 @@ async fn connect_broker(url: &str, opts: TransportOptions) -> Broker {
     }
 }
 
-fn backend_options(settings: &Settings) -> anyhow::Result<BackendOptions> {
+fn backend_options(
+    settings: &Settings,
+    signing: &crate::signing::Signing,
+) -> anyhow::Result<BackendOptions> {
     let prefix = settings
         .result_backend_transport_options
         .get("global_keyprefix")
@@ -254,6 +259,9 @@ fn backend_options(settings: &Settings) -> anyhow::Result<BackendOptions> {
         result_expires: settings.result_expires,
         global_keyprefix: prefix,
         result_extended: settings.result_extended,
+        serializer: signing.results.clone(),
+        verifier: signing.verifier.clone(),
+        require_signed: !signing.unsigned_results,
         ..BackendOptions::default()
     })
 }

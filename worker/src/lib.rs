@@ -6,7 +6,7 @@
 //! finished run's message, [`dead_letter`] disposes of what cannot run, [`keepalive`] keeps held
 //! messages from being restored by sweeps, [`launcher`] starts and stops it all; [`control`]
 //! answers remote control, [`revoked`] keeps revoked ids, [`events`] sends monitoring events,
-//! [`tracked`] lists held requests; [`builder`] is the Rust API and [`task`] what a task sees.
+//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`task`] what a task sees.
 
 pub mod batch;
 pub mod builder;
@@ -36,6 +36,7 @@ pub mod revoked;
 pub mod runtime;
 pub mod scheduled;
 pub mod settle;
+pub mod signing;
 pub mod task;
 pub mod telemetry;
 pub mod time_limits;

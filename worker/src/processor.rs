@@ -96,12 +96,17 @@ fn decode_options(rt: &Runtime) -> DecodeOptions {
     DecodeOptions {
         accept: results::accepted_content_types(&rt.settings.accept_content),
         max_bytes: usize::try_from(rt.settings.max_message_bytes).unwrap_or(usize::MAX),
+        verifier: rt.signing.verifier.clone(),
     }
 }
 
 async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
     let reason = err.to_string();
-    if let (true, Some(id), Some(_)) = (err.is_refused(), err.id(), &rt.backend) {
+    // When only signed messages are accepted, a refused message's headers are nobody's word:
+    // no result is written for its id, or anyone could fail anyone's task.
+    let trusted_ids = rt.signing.unsigned_tasks;
+    if let (true, true, Some(id), Some(_)) = (trusted_ids, err.is_refused(), err.id(), &rt.backend)
+    {
         let exc = PyException::in_module("kombu.exceptions", "ContentDisallowed", reason.clone());
         results::store_failure(rt, id, None, &exc, None).await;
     }

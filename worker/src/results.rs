@@ -23,6 +23,7 @@ pub fn accepted_content_types(accept: &[String]) -> Vec<String> {
             "msgpack" => "application/x-msgpack".to_string(),
             "yaml" => "application/x-yaml".to_string(),
             "pickle" => "application/x-python-serialize".to_string(),
+            "auth" => "application/data".to_string(),
             other => other.to_string(),
         })
         .collect()

@@ -51,11 +51,14 @@ pub async fn retry(
         Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
     });
     let next = next_attempt(msg, eta);
-    let envelope = next.to_envelope(&EncodeOptions {
+    let opts = EncodeOptions {
         exchange: delivery.exchange.clone(),
         routing_key: delivery.routing_key.clone(),
         now: Utc::now(),
-    });
+    };
+    let envelope = next
+        .to_envelope_as(&opts, &rt.signing.tasks)
+        .map_err(|e| PyException::new("RuntimeError", format!("could not sign the retry: {e}")))?;
     let publish = || {
         rt.broker
             .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)

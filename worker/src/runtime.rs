@@ -41,6 +41,8 @@ pub struct Counters {
 pub struct Runtime {
     /// Effective settings.
     pub settings: Settings,
+    /// Message signing: serializers for what the worker writes, the verifier for what it reads.
+    pub signing: crate::signing::Signing,
     /// Registered tasks.
     pub registry: Registry,
     /// The broker connection.

@@ -158,3 +158,34 @@ fn reads_a_file_argument() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn signed_messages_need_the_cert_store() {
+    let dir = celeriac_testkit::fixtures_dir().join("signed");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("task.json")).unwrap()).unwrap();
+    let raw = doc["raw"].as_str().unwrap().as_bytes();
+
+    let refused = run(raw, &[]);
+    assert_eq!(refused.status.code(), Some(3));
+    let err = String::from_utf8(refused.stderr).unwrap();
+    assert!(err.contains("application/data"), "{err}");
+
+    let store = dir.join("store");
+    let out = run(raw, &["--cert-store", store.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(msg["task"], "tasks.echo");
+    assert_eq!(msg["args"], serde_json::json!([2, 3]));
+
+    let other = dir.join("store/other-cert.pem");
+    let untrusted = run(raw, &["--cert-store", other.to_str().unwrap()]);
+    assert_eq!(untrusted.status.code(), Some(2));
+    let err = String::from_utf8(untrusted.stderr).unwrap();
+    assert!(err.contains("unknown signer"), "{err}");
+}

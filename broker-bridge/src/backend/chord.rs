@@ -218,7 +218,7 @@ impl ResultBackend {
                 .key(self.keys().group(gid))
                 .key(self.chord_key(gid, ".c"))
                 .arg(&part.task_id)
-                .arg(part.encode())
+                .arg(self.encode_value(part.encode())?)
                 .arg(score)
                 .arg(expires)
                 .arg(expires)
@@ -240,7 +240,10 @@ impl ResultBackend {
             .await?;
         let parts = raw
             .iter()
-            .map(|r| decode_part(r, &self.chord_key(gid, ".j")))
+            .map(|r| {
+                let key = self.chord_key(gid, ".j");
+                decode_part(self.decode_value(r, &key)?, &key)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PartReturn::Complete(ChordClaim {
             group_id: gid.clone(),
@@ -305,12 +308,11 @@ pub fn claim_expires(join_timeout_s: f64) -> u64 {
     ((t * 2.0) as u64).max(5)
 }
 
-fn decode_part(raw: &[u8], key: &str) -> Result<PartResult, BackendError> {
+fn decode_part(v: Value, key: &str) -> Result<PartResult, BackendError> {
     let unreadable = |reason: &str| BackendError::UnreadableMeta {
         key: key.to_string(),
         reason: reason.to_string(),
     };
-    let v: Value = serde_json::from_slice(raw).map_err(|e| unreadable(&e.to_string()))?;
     match v {
         Value::Array(mut items) if items.len() == 4 => {
             let result = items.pop().unwrap_or(Value::Null);
@@ -349,11 +351,15 @@ mod tests {
 
     #[test]
     fn decodes_parts_and_refuses_junk() {
-        let p = decode_part(br#"[1, "t", "FAILURE", {"exc_type": "ValueError"}]"#, "k").unwrap();
+        let p = decode_part(
+            serde_json::json!([1, "t", "FAILURE", {"exc_type": "ValueError"}]),
+            "k",
+        )
+        .unwrap();
         assert!(p.propagates());
         assert_eq!(p.task_id, "t");
-        assert!(decode_part(b"[1, 2]", "k").is_err());
-        assert!(decode_part(b"nope", "k").is_err());
+        assert!(decode_part(serde_json::json!([1, 2]), "k").is_err());
+        assert!(decode_part(serde_json::json!("nope"), "k").is_err());
     }
 
     #[test]

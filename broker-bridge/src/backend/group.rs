@@ -61,7 +61,7 @@ impl ResultBackend {
     ) -> Result<(), BackendError> {
         let mut meta = Map::new();
         meta.insert("result".into(), group_tuple(group_id, members));
-        let bytes = python_json::to_vec(&Value::Object(meta));
+        let bytes = self.encode_value(python_json::to_vec(&Value::Object(meta)))?;
         let key = self.keys().group(group_id);
         let ttl = self
             .options()
@@ -89,7 +89,7 @@ impl ResultBackend {
             key: key.clone(),
             reason: reason.to_string(),
         };
-        let v: Value = serde_json::from_slice(&raw).map_err(|e| unreadable(&e.to_string()))?;
+        let v = self.decode_value(&raw, &key)?;
         let tree = v
             .get("result")
             .and_then(ResultTree::from_tuple)

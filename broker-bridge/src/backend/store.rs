@@ -1,5 +1,6 @@
 //! Writing and reading task metas in Redis, as Celery's Redis result backend does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -9,6 +10,7 @@ use super::keys::BackendKeys;
 use super::meta::TaskMeta;
 use super::states::TaskState;
 use crate::redis_url::{self, UrlError};
+use crate::signing::{BodySerializer, SigningError, Verifier};
 
 /// Largest value Celery's Redis backend stores (512 MiB, Redis's string limit).
 pub const MAX_VALUE_SIZE: usize = 512 * 1024 * 1024;
@@ -33,6 +35,9 @@ pub enum BackendError {
         /// Encoded size in bytes.
         size: usize,
     },
+    /// A value could not be signed (`result_serializer = "auth"`).
+    #[error("cannot sign the result: {0}")]
+    Sign(#[from] SigningError),
     /// The key holds something that is not a JSON task meta (e.g. a compressed or pickled
     /// result), so it cannot be checked or returned.
     #[error("stored meta at {key} is not a JSON object: {reason}")]
@@ -51,7 +56,7 @@ impl From<UrlError> for BackendError {
 }
 
 /// Backend settings, named after Celery's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BackendOptions {
     /// `result_expires`: TTL of stored metas; `None` or zero = never expire. Celery sends whole
     /// seconds; a fraction is rounded up so a short TTL never becomes "no TTL".
@@ -67,6 +72,13 @@ pub struct BackendOptions {
     pub socket_connect_timeout: Duration,
     /// Per-command response timeout (Celery: `redis_socket_timeout`, default 120 s).
     pub socket_timeout: Duration,
+    /// `result_serializer`: how metas, chord parts and saved groups are written (JSON, or
+    /// signed with `auth`).
+    pub serializer: BodySerializer,
+    /// Checks signed values read back (chord parts, saved groups, metas).
+    pub verifier: Option<Arc<Verifier>>,
+    /// Refuse unsigned values read back (`result_accept_content` is `auth` only).
+    pub require_signed: bool,
 }
 
 impl Default for BackendOptions {
@@ -78,6 +90,9 @@ impl Default for BackendOptions {
             result_extended: false,
             socket_connect_timeout: Duration::from_secs(10),
             socket_timeout: Duration::from_secs(120),
+            serializer: BodySerializer::Json,
+            verifier: None,
+            require_signed: false,
         }
     }
 }
@@ -97,8 +112,44 @@ pub enum StoreOutcome {
 /// the stored value is not a JSON object.
 ///
 /// The usual case, no meta yet, costs one `SET NX` and one `PUBLISH`; only when a meta exists
-/// (STARTED, RETRY, a redelivery) is it read and checked before being replaced.
+/// (STARTED, RETRY, a redelivery) is it read and checked before being replaced. A stored meta
+/// signed by the `auth` serializer (base64 of `signer\0\1signature\0\1type\0\1encoding\0\1body`)
+/// is read through its JSON body; the signature is not checked here, it only guards a SUCCESS.
 const STORE_SCRIPT: &str = r#"
+local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local SEXTET = {}
+for i = 1, 64 do SEXTET[string.byte(B64, i)] = i - 1 end
+
+local function unbase64(text)
+  local out, acc, bits = {}, 0, 0
+  for i = 1, #text do
+    local v = SEXTET[string.byte(text, i)]
+    if v then
+      acc = acc * 64 + v
+      bits = bits + 6
+      if bits >= 8 then
+        bits = bits - 8
+        local byte = math.floor(acc / 2 ^ bits)
+        out[#out + 1] = string.char(byte)
+        acc = acc - byte * 2 ^ bits
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+local function decode_meta(stored)
+  local ok, meta = pcall(cjson.decode, stored)
+  if ok then return ok, meta end
+  local raw, pos = unbase64(stored), 1
+  for _ = 1, 4 do
+    local from, to = string.find(raw, '\0\1', pos, true)
+    if not from then return false, nil end
+    pos = to + 1
+  end
+  return pcall(cjson.decode, string.sub(raw, pos))
+end
+
 local out = {}
 for i = 1, #KEYS do
   local key, value, ttl = KEYS[i], ARGV[2 * i - 1], tonumber(ARGV[2 * i])
@@ -110,7 +161,7 @@ for i = 1, #KEYS do
     written = redis.call('SET', key, value, 'NX')
   end
   if not written then
-    local ok, meta = pcall(cjson.decode, redis.call('GET', key))
+    local ok, meta = decode_meta(redis.call('GET', key))
     if not ok or type(meta) ~= 'table' then
       code = -1
     elseif meta['status'] == 'SUCCESS' then
@@ -190,7 +241,7 @@ impl ResultBackend {
     /// PUBLISH the same bytes on the channel named as the key (waiting `AsyncResult.get()`
     /// callers are woken by it). Check and write are one atomic script.
     pub async fn store(&self, meta: &TaskMeta) -> Result<StoreOutcome, BackendError> {
-        let bytes = meta.encode(self.opts.result_extended);
+        let bytes = self.encode_value(meta.encode(self.opts.result_extended))?;
         if bytes.len() > MAX_VALUE_SIZE {
             return Err(BackendError::TooLarge {
                 task_id: meta.task_id.clone(),
@@ -227,7 +278,13 @@ impl ResultBackend {
         let mut keys = Vec::with_capacity(metas.len());
         let mut outcomes: Vec<Option<Result<StoreOutcome, BackendError>>> = Vec::new();
         for meta in metas {
-            let bytes = meta.encode(self.opts.result_extended);
+            let bytes = match self.encode_value(meta.encode(self.opts.result_extended)) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    outcomes.push(Some(Err(e)));
+                    continue;
+                }
+            };
             if bytes.len() > MAX_VALUE_SIZE {
                 outcomes.push(Some(Err(BackendError::TooLarge {
                     task_id: meta.task_id.clone(),
@@ -273,16 +330,41 @@ impl ResultBackend {
         let mut conn = self.conn.clone();
         let raw: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
         let Some(raw) = raw else { return Ok(None) };
-        match serde_json::from_slice::<Value>(&raw) {
-            Ok(v @ Value::Object(_)) => Ok(Some(v)),
-            Ok(_) => Err(BackendError::UnreadableMeta {
+        match self.decode_value(&raw, &key)? {
+            v @ Value::Object(_) => Ok(Some(v)),
+            _ => Err(BackendError::UnreadableMeta {
                 key,
                 reason: "JSON but not an object".into(),
             }),
-            Err(e) => Err(BackendError::UnreadableMeta {
-                key,
-                reason: e.to_string(),
-            }),
+        }
+    }
+
+    /// The bytes stored for a JSON text: as is, or signed (`result_serializer`).
+    pub(super) fn encode_value(&self, json: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+        Ok(self.opts.serializer.serialize(json)?.body)
+    }
+
+    /// A stored value as JSON: plain JSON (unless signatures are required), or a signed value
+    /// that the verifier accepts, opened and deserialized.
+    pub(super) fn decode_value(&self, raw: &[u8], key: &str) -> Result<Value, BackendError> {
+        let unreadable = |reason: String| BackendError::UnreadableMeta {
+            key: key.to_string(),
+            reason,
+        };
+        let json = serde_json::from_slice::<Value>(raw);
+        match (json, &self.opts.verifier) {
+            (Ok(_), _) if self.opts.require_signed => Err(unreadable(
+                "unsigned while result_accept_content accepts only signed (auth) values".into(),
+            )),
+            (Ok(v), _) => Ok(v),
+            (Err(e), None) => Err(unreadable(e.to_string())),
+            (Err(_), Some(verifier)) => {
+                let opened = verifier
+                    .open(raw)
+                    .map_err(|e| unreadable(format!("signed value refused: {e}")))?;
+                crate::codec::content::deserialize(&opened.content_type, &opened.body)
+                    .map_err(|e| unreadable(e.to_string()))
+            }
         }
     }
 

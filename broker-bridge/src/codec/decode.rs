@@ -5,6 +5,8 @@
 //! protocol detection (`headers.task` ⇒ 2, hybrid when the body is nevertheless an object with
 //! `args`; else a body object with `task` ⇒ 1).
 
+use std::sync::Arc;
+
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -16,15 +18,18 @@ use super::message::TaskMessage;
 use super::signature::{self, Signature};
 use super::timestamp::WireTime;
 use crate::envelope::Envelope;
+use crate::signing::{Verifier, AUTH};
 
-/// Limits and the accept list for [`decode`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Limits, the accept list and the signature check for [`decode`].
+#[derive(Debug, Clone)]
 pub struct DecodeOptions {
     /// Accepted content types (`application/json`, …) or serializer names (`json`, `msgpack`,
-    /// `yaml`). Empty means json, msgpack and yaml. Pickle is refused whatever this says.
+    /// `yaml`, `auth`). Empty means json, msgpack and yaml. Pickle is refused whatever this says.
     pub accept: Vec<String>,
     /// Largest raw element, and largest decompressed body, in bytes.
     pub max_bytes: usize,
+    /// Checks signed (`auth`) bodies; without it they are refused.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 impl Default for DecodeOptions {
@@ -33,6 +38,7 @@ impl Default for DecodeOptions {
         DecodeOptions {
             accept: Vec::new(),
             max_bytes: 64 << 20,
+            verifier: None,
         }
     }
 }
@@ -55,6 +61,7 @@ fn serializer_content_type(name: &str) -> Option<&'static str> {
         "msgpack" => Some(MSGPACK),
         "yaml" => Some(YAML),
         "pickle" => Some(PICKLE),
+        "auth" => Some(AUTH),
         _ => None,
     }
 }
@@ -146,7 +153,11 @@ pub fn decode_envelope(
         }
         Some(_) => return Err(bad("headers.compression", "should be a string")),
     }
-    let body = content::deserialize(&content_type, &body)?;
+    let body = if content_type == AUTH {
+        open_signed(&body, opts)?
+    } else {
+        content::deserialize(&content_type, &body)?
+    };
     let mut msg = to_task_message(headers, body)?;
     msg.content_type = content_type;
     msg.priority = envelope.priority();
@@ -164,6 +175,23 @@ pub fn decode_envelope(
     msg.correlation_id = prop("correlation_id");
     msg.redelivered = envelope.redelivered();
     Ok(msg)
+}
+
+/// Check a signed body and deserialize what it wraps (any type but pickle, as Celery's
+/// `SecureSerializer` does).
+fn open_signed(body: &[u8], opts: &DecodeOptions) -> Result<Value, DecodeErrorKind> {
+    let verifier = opts.verifier.as_ref().ok_or(DecodeErrorKind::Refused {
+        content_type: AUTH.to_string(),
+        reason: "signed, but no certificate store is configured",
+    })?;
+    let opened = verifier.open(body).map_err(DecodeErrorKind::Signature)?;
+    if opened.content_type == PICKLE {
+        return Err(DecodeErrorKind::Refused {
+            content_type: PICKLE.to_string(),
+            reason: "never deserialized, even when signed",
+        });
+    }
+    content::deserialize(&opened.content_type, &opened.body)
 }
 
 fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, DecodeErrorKind> {

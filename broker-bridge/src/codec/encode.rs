@@ -12,6 +12,7 @@ use super::message::TaskMessage;
 use super::signature::{self, Signature};
 use super::timestamp::WireTime;
 use crate::envelope::Envelope;
+use crate::signing::{BodySerializer, SigningError};
 
 /// Where and how to publish an encoded message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +140,22 @@ impl TaskMessage {
     /// `properties.expiration` is set when `expires` is (milliseconds from `opts.now`, ≥ 0).
     pub fn to_envelope(&self, opts: &EncodeOptions) -> Envelope {
         let body_json = serde_json::to_vec(&self.body()).unwrap_or_default();
+        self.envelope_around(opts, JSON, &body_json)
+    }
+
+    /// As [`to_envelope`](Self::to_envelope), with the body written by `serializer`: plain
+    /// JSON, or signed (`task_serializer = "auth"`, content type `application/data`).
+    pub fn to_envelope_as(
+        &self,
+        opts: &EncodeOptions,
+        serializer: &BodySerializer,
+    ) -> Result<Envelope, SigningError> {
+        let body_json = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let body = serializer.serialize(body_json)?;
+        Ok(self.envelope_around(opts, body.content_type, &body.body))
+    }
+
+    fn envelope_around(&self, opts: &EncodeOptions, content_type: &str, body: &[u8]) -> Envelope {
         let mut info = Map::new();
         info.insert("exchange".into(), opts.exchange.clone().into());
         info.insert("routing_key".into(), opts.routing_key.clone().into());
@@ -164,11 +181,11 @@ impl TaskMessage {
         env.insert(
             "body".into(),
             base64::engine::general_purpose::STANDARD
-                .encode(body_json)
+                .encode(body)
                 .into(),
         );
         env.insert("content-encoding".into(), "utf-8".into());
-        env.insert("content-type".into(), JSON.into());
+        env.insert("content-type".into(), content_type.into());
         env.insert("headers".into(), Value::Object(self.headers()));
         env.insert("properties".into(), Value::Object(props));
         Envelope::from_value(Value::Object(env))

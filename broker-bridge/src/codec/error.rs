@@ -72,6 +72,10 @@ pub enum DecodeErrorKind {
         /// What is wrong, e.g. `should be an integer`.
         problem: String,
     },
+    /// A signed (`auth`) body whose signature does not check out: unknown signer, bad
+    /// signature or not in the signed format.
+    #[error("signature check failed: {0}")]
+    Signature(crate::signing::SigningError),
     /// `eta` or `expires` is not an ISO-8601 time (Celery rejects such a message as invalid).
     #[error("`{field}` is not an ISO-8601 time: {value:?}")]
     BadTimestamp {

@@ -25,7 +25,11 @@ pub fn all_messages() -> Vec<Captured> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("read {}: {e}", root.display()))
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("celery-"))
+        })
         .collect();
     versions.sort();
     assert!(

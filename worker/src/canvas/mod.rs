@@ -103,7 +103,9 @@ async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), St
             .clone()
             .unwrap_or_else(|| rt.settings.task_default_queue.clone());
         msg.routing_key = Some(queue.clone());
-        let envelope = msg.to_envelope(&EncodeOptions::queue(queue.clone()));
+        let envelope = msg
+            .to_envelope_as(&EncodeOptions::queue(queue.clone()), &rt.signing.tasks)
+            .map_err(|e| format!("could not sign {}[{}]: {e}", msg.task, msg.id))?;
         retrying("publishing a canvas message", || async {
             if once {
                 rt.broker.publish_once(&envelope, "", &queue).await

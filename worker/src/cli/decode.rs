@@ -1,13 +1,15 @@
 //! `celeriac decode [FILE|-]`: decode one raw Redis list element and print it as one JSON object.
 //!
-//! Exit codes: 0 decoded; 2 malformed input (or unreadable file); 3 refused content type (pickle,
-//! or not in `--accept`). The reason goes to stderr on one line.
+//! Exit codes: 0 decoded; 2 malformed input (or unreadable file, or a signature that does not
+//! check out); 3 refused content type (pickle, not in `--accept`, or signed without
+//! `--cert-store`). The reason goes to stderr on one line.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use celeriac_broker_bridge::codec::{decode, DecodeOptions, Signature, TaskMessage, WireTime};
+use celeriac_broker_bridge::signing::{CertStore, Digest, Verifier};
 use serde_json::{Map, Value};
 
 /// Arguments of `celeriac decode`.
@@ -21,6 +23,13 @@ pub struct DecodeArgs {
     /// Largest input (and decompressed body) in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_bytes: usize,
+    /// Check signed (`auth`) messages against these certificates (a directory, file or glob,
+    /// as `security_cert_store`); signed messages are then accepted.
+    #[arg(long, value_name = "PATH")]
+    pub cert_store: Option<String>,
+    /// The signatures' hash (`security_digest`).
+    #[arg(long, default_value = "sha256")]
+    pub digest: String,
 }
 
 /// Exit code for malformed input.
@@ -37,9 +46,28 @@ pub fn run(args: &DecodeArgs) -> ExitCode {
             return ExitCode::from(EXIT_MALFORMED);
         }
     };
+    let verifier = match &args.cert_store {
+        None => None,
+        Some(store) => match verifier(store, &args.digest) {
+            Ok(v) => Some(std::sync::Arc::new(v)),
+            Err(e) => {
+                eprintln!("celeriac decode: {e}");
+                return ExitCode::from(EXIT_MALFORMED);
+            }
+        },
+    };
+    let mut accept = args.accept.clone();
+    if verifier.is_some() && !accept.is_empty() && !accept.iter().any(|a| a == "auth") {
+        accept.push("auth".into());
+    } else if verifier.is_some() && accept.is_empty() {
+        accept = ["json", "msgpack", "yaml", "auth"]
+            .map(String::from)
+            .to_vec();
+    }
     let opts = DecodeOptions {
-        accept: args.accept.clone(),
+        accept,
         max_bytes: args.max_bytes,
+        verifier,
     };
     match decode(&raw, &opts) {
         Ok(msg) => {
@@ -55,6 +83,12 @@ pub fn run(args: &DecodeArgs) -> ExitCode {
             ExitCode::from(EXIT_MALFORMED)
         }
     }
+}
+
+fn verifier(store: &str, digest: &str) -> Result<Verifier, String> {
+    let digest: Digest = digest.parse().map_err(|e| format!("--digest: {e}"))?;
+    let store = CertStore::load(store).map_err(|e| format!("--cert-store: {e}"))?;
+    Ok(Verifier::new(store, digest))
 }
 
 fn read_input(path: Option<&std::path::Path>) -> std::io::Result<Vec<u8>> {

@@ -1,6 +1,6 @@
 //! The table of settings: each one's TOML key, environment variable and how to apply a value.
 
-use super::settings::{SecretUrl, Settings};
+use super::settings::{Password, SecretUrl, Settings};
 use super::value::{Raw, Secrecy};
 
 /// One setting celeriac honours.
@@ -198,6 +198,73 @@ pub(crate) static FIELDS: &[Field] = &[
         |s, r| {
             let list = r.list()?;
             s.result_accept_content = (!list.is_empty()).then_some(list);
+            Ok(())
+        },
+    ),
+    celery(
+        "task_serializer",
+        "CELERY_TASK_SERIALIZER",
+        Plain,
+        |s, r| {
+            s.task_serializer = r.non_empty_string()?.parse()?;
+            Ok(())
+        },
+    ),
+    celery(
+        "result_serializer",
+        "CELERY_RESULT_SERIALIZER",
+        Plain,
+        |s, r| {
+            s.result_serializer = r.non_empty_string()?.parse()?;
+            Ok(())
+        },
+    ),
+    celery(
+        "event_serializer",
+        "CELERY_EVENT_SERIALIZER",
+        Plain,
+        |s, r| {
+            s.event_serializer = r.non_empty_string()?.parse()?;
+            Ok(())
+        },
+    ),
+    celery("security_key", "CELERY_SECURITY_KEY", Plain, |s, r| {
+        s.security_key = r.optional_string()?.map(Into::into);
+        Ok(())
+    }),
+    celery(
+        "security_key_password",
+        "CELERY_SECURITY_KEY_PASSWORD",
+        Hidden,
+        |s, r| {
+            s.security_key_password = r.optional_string()?.map(Password::new);
+            Ok(())
+        },
+    ),
+    celery(
+        "security_certificate",
+        "CELERY_SECURITY_CERTIFICATE",
+        Plain,
+        |s, r| {
+            s.security_certificate = r.optional_string()?.map(Into::into);
+            Ok(())
+        },
+    ),
+    celery(
+        "security_cert_store",
+        "CELERY_SECURITY_CERT_STORE",
+        Plain,
+        |s, r| {
+            s.security_cert_store = r.optional_string()?;
+            Ok(())
+        },
+    ),
+    celery(
+        "security_digest",
+        "CELERY_SECURITY_DIGEST",
+        Plain,
+        |s, r| {
+            s.security_digest = r.non_empty_string()?.parse()?;
             Ok(())
         },
     ),

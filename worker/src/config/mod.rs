@@ -24,8 +24,8 @@ pub use error::ConfigError;
 pub use hostname::{expand_hostname, system_hostname};
 pub use redact::redacted_json;
 pub use settings::{
-    DeadLetterPolicy, LogFormat, LogLevel, RateLimit, SecretUrl, Settings,
-    DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,
+    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, SecretUrl, SerializerName,
+    Settings, DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,
 };
 
 /// The environment variable naming the TOML configuration file.

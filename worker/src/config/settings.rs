@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use celeriac_broker_bridge::signing::Digest;
 
 use super::redact::redacted_json;
 use celeriac_secrets::redact as redacted;
@@ -19,6 +22,13 @@ impl SecretUrl {
     /// Checks that every `;`-separated URL uses a Redis scheme (see [`REDIS_SCHEMES`]).
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
+        // A space or a quote ends a URL for the redaction of logs and errors, so a password
+        // after one would show: no URL has one.
+        if url.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`')
+        }) {
+            return Err("a URL cannot contain spaces, quotes or control characters".into());
+        }
         for part in url.split(';') {
             let scheme = part.split_once("://").map(|(s, _)| s).unwrap_or("");
             if scheme.is_empty() {
@@ -212,6 +222,23 @@ pub struct Settings {
     pub accept_content: Vec<String>,
     /// `result_accept_content`: serializers accepted in results; `None` means `accept_content`.
     pub result_accept_content: Option<Vec<String>>,
+    /// `task_serializer`: how retries and canvas messages celeriac publishes are written, and
+    /// remote-control requests and replies (`json` or `auth`).
+    pub task_serializer: SerializerName,
+    /// `result_serializer`: how results, chord parts and saved groups are written.
+    pub result_serializer: SerializerName,
+    /// `event_serializer`: how events are written.
+    pub event_serializer: SerializerName,
+    /// `security_key`: PEM file of the RSA key that signs (`auth`).
+    pub security_key: Option<PathBuf>,
+    /// `security_key_password`: the key's password, when it is encrypted. Secret.
+    pub security_key_password: Option<Password>,
+    /// `security_certificate`: PEM file of the certificate of `security_key`.
+    pub security_certificate: Option<PathBuf>,
+    /// `security_cert_store`: certificates of trusted signers (a directory, file or glob).
+    pub security_cert_store: Option<String>,
+    /// `security_digest`: the signature's hash (default `sha256`).
+    pub security_digest: Digest,
     /// `timezone`: the app's time zone name (default `UTC`).
     pub timezone: String,
     /// `worker_concurrency`: tasks run at once (default: the number of CPUs).
@@ -253,6 +280,50 @@ pub struct Settings {
     pub extra: BTreeMap<String, toml::Value>,
 }
 
+/// How celeriac writes what it sends or stores (`task_serializer`, `result_serializer`,
+/// `event_serializer`): JSON, or JSON signed with Celery's `auth` serializer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SerializerName {
+    /// `json` (Celery's default).
+    #[default]
+    Json,
+    /// `auth`: signed with `security_key` (see [`crate::signing`]).
+    Auth,
+}
+
+impl std::str::FromStr for SerializerName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" | "application/json" => Ok(Self::Json),
+            "auth" | "application/data" => Ok(Self::Auth),
+            _ => Err("celeriac writes `json` or `auth` (signed)".into()),
+        }
+    }
+}
+
+/// A password: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wrap a password.
+    pub fn new(p: String) -> Self {
+        Self(p)
+    }
+
+    /// The real password. Only hand this to what needs it, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(celeriac_secrets::MASK)
+    }
+}
+
 /// Celeriac's default `max_message_bytes`: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -283,6 +354,14 @@ impl Default for Settings {
             task_default_rate_limit: None,
             accept_content: vec!["json".into()],
             result_accept_content: None,
+            task_serializer: SerializerName::Json,
+            result_serializer: SerializerName::Json,
+            event_serializer: SerializerName::Json,
+            security_key: None,
+            security_key_password: None,
+            security_certificate: None,
+            security_cert_store: None,
+            security_digest: Digest::Sha256,
             timezone: "UTC".into(),
             worker_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             worker_prefetch_multiplier: 4,
@@ -318,6 +397,22 @@ impl Settings {
     }
 }
 
+/// A plain setting's value for `Debug`: a password pasted into it by mistake (a URL, or
+/// `user:password@host` without a scheme) is masked as in config errors; anything else shows as
+/// it is (a node name keeps its `@`).
+fn shown(value: &str) -> String {
+    let credential_like = value.rfind('@').is_some_and(|at| value[..at].contains(':'));
+    if credential_like {
+        celeriac_secrets::hide_userinfo(value)
+    } else {
+        redacted(value)
+    }
+}
+
+fn shown_all(values: &[String]) -> Vec<String> {
+    values.iter().map(|v| shown(v)).collect()
+}
+
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opts = |m: &serde_json::Map<String, serde_json::Value>| {
@@ -351,14 +446,40 @@ impl fmt::Debug for Settings {
                 "task_store_errors_even_if_ignored",
                 &self.task_store_errors_even_if_ignored,
             )
-            .field("task_default_queue", &self.task_default_queue)
+            .field("task_default_queue", &shown(&self.task_default_queue))
             .field("task_default_retry_delay", &self.task_default_retry_delay)
             .field("task_time_limit", &self.task_time_limit)
             .field("task_soft_time_limit", &self.task_soft_time_limit)
             .field("task_default_rate_limit", &self.task_default_rate_limit)
-            .field("accept_content", &self.accept_content)
-            .field("result_accept_content", &self.result_accept_content)
-            .field("timezone", &self.timezone)
+            .field("accept_content", &shown_all(&self.accept_content))
+            .field(
+                "result_accept_content",
+                &self.result_accept_content.as_deref().map(shown_all),
+            )
+            .field("task_serializer", &self.task_serializer)
+            .field("result_serializer", &self.result_serializer)
+            .field("event_serializer", &self.event_serializer)
+            .field(
+                "security_key",
+                &self
+                    .security_key
+                    .as_ref()
+                    .map(|p| shown(&p.to_string_lossy())),
+            )
+            .field("security_key_password", &self.security_key_password)
+            .field(
+                "security_certificate",
+                &self
+                    .security_certificate
+                    .as_ref()
+                    .map(|p| shown(&p.to_string_lossy())),
+            )
+            .field(
+                "security_cert_store",
+                &self.security_cert_store.as_deref().map(shown),
+            )
+            .field("security_digest", &self.security_digest)
+            .field("timezone", &shown(&self.timezone))
             .field("worker_concurrency", &self.worker_concurrency)
             .field(
                 "worker_prefetch_multiplier",
@@ -369,18 +490,21 @@ impl fmt::Debug for Settings {
                 "worker_soft_shutdown_timeout",
                 &self.worker_soft_shutdown_timeout,
             )
-            .field("worker_hostname", &self.worker_hostname)
-            .field("queues", &self.queues)
+            .field("worker_hostname", &shown(&self.worker_hostname))
+            .field("queues", &shown_all(&self.queues))
             .field("loglevel", &self.loglevel)
             .field("dead_letter_policy", &self.dead_letter_policy)
-            .field("dead_letter_key", &self.dead_letter_key)
-            .field("revoked_key", &self.revoked_key)
+            .field("dead_letter_key", &shown(&self.dead_letter_key))
+            .field("revoked_key", &self.revoked_key.as_deref().map(shown))
             .field("max_message_bytes", &self.max_message_bytes)
             .field("metrics_port", &self.metrics_port)
             .field("log_format", &self.log_format)
             .field("rate_limit_scope", &self.rate_limit_scope)
             .field("events_batch", &self.events_batch)
-            .field("extra", &self.extra.keys().collect::<Vec<_>>())
+            .field(
+                "extra",
+                &self.extra.keys().map(|k| shown(k)).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
