@@ -1,4 +1,5 @@
-"""Write the fixtures' raw messages as the fuzz corpus seed (corpus/decode/, not committed)."""
+"""Write the fixtures' raw messages (and the signed one) as the fuzz corpus seed (corpus/decode/,
+not committed)."""
 import hashlib
 import json
 import pathlib
@@ -15,4 +16,7 @@ for path in sorted(fixtures.glob("celery-*/*.json")):
         raw = message["raw"].encode()
         (out / hashlib.sha1(raw).hexdigest()).write_bytes(raw)
         n += 1
+signed = json.loads((fixtures / "signed" / "task.json").read_text())["raw"].encode()
+(out / hashlib.sha1(signed).hexdigest()).write_bytes(signed)
+n += 1
 print(f"wrote {n} seeds to {out}")

@@ -16,6 +16,9 @@ env_sets = [
     "CELERY_RESULT_BACKEND=rediss://u:fuzz-s3cret@h:6380/1?ssl_cert_reqs=required\n"
     "CELERY_BROKER_TRANSPORT_OPTIONS={\"visibility_timeout\": 60, \"password\": \"fuzz-s3cret\"}\n"
     "CELERY_WORKER_CONCURRENCY=4\nCELERY_ACCEPT_CONTENT=json,msgpack\n",
+    "CELERY_TASK_SERIALIZER=auth\nCELERY_ACCEPT_CONTENT=auth\nCELERY_SECURITY_KEY=/k.pem\n"
+    "CELERY_SECURITY_KEY_PASSWORD=fuzz-s3cret\nCELERY_SECURITY_CERT_STORE=/certs/*.pem\n"
+    "CELERY_SECURITY_DIGEST=sha512\n",
     "CELERIAC_SOURCE_MAIN_URL=postgres://app:fuzz-s3cret@db/app?sslmode=verify-full\n"
     "CELERIAC_MAX_MESSAGE_BYTES=1048576\nCELERY_TASK_DEFAULT_RATE_LIMIT=10/s\n",
 ]

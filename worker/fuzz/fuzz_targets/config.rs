@@ -1,5 +1,9 @@
 //! The configuration parser: any TOML text plus any environment → settings (and the query-task
-//! tables) or an error; never a panic, and an error never shows a password given in the input.
+//! tables) or an error; never a panic. Neither an error nor `Settings`' `Debug` shows the seeds'
+//! password in a credential's form, whatever setting it was given to: in a URL or
+//! `user:password@host`, or as the value of a secret-named key (`password=…`,
+//! `"token": "…"`); nor `security_key_password`. A plain setting's bad value is otherwise
+//! echoed (a word given to a boolean is not known to be a secret).
 #![no_main]
 
 use std::path::Path;
@@ -9,6 +13,26 @@ use libfuzzer_sys::fuzz_target;
 
 /// A password the seeds put in URLs; errors must not show it.
 const SECRET: &str = "fuzz-s3cret";
+
+/// Whether `text` shows [`SECRET`] as a credential: after `:` and before `@` (a URL's
+/// password), or as the value of a key whose name says secret.
+fn shows_credential(text: &str) -> bool {
+    text.match_indices(SECRET).any(|(i, _)| {
+        let before = &text[..i];
+        let after = &text[i + SECRET.len()..];
+        if before.ends_with(':') && after.starts_with('@') {
+            return true;
+        }
+        let key_end = before.trim_end_matches([' ', '"', '\'', '=', ':']);
+        if key_end.len() == before.len() {
+            return false;
+        }
+        let key_start = key_end
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map_or(0, |p| p + 1);
+        celeriac_secrets::is_secret_key(&key_end[key_start..])
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -32,17 +56,24 @@ fuzz_target!(|data: &[u8]| {
         "host",
     ) {
         Ok(settings) => {
-            assert!(!format!("{settings:?}").contains(SECRET), "secret in Debug");
+            let debug = format!("{settings:?}");
+            assert!(!shows_credential(&debug), "password in Debug: {debug}");
+            if let Some(p) = &settings.security_key_password {
+                assert!(
+                    !debug.contains(&format!("{:?}", p.expose())),
+                    "key password in Debug: {debug}"
+                );
+            }
             if let Err(e) = celeriac_worker::query_tasks::config::parse(&settings.extra, &lookup) {
                 assert!(
-                    !e.contains(SECRET),
+                    !shows_credential(&e),
                     "secret in a query-task config error: {e}"
                 );
             }
         }
         Err(e) => {
             assert!(
-                !e.to_string().contains(SECRET),
+                !shows_credential(&e.to_string()),
                 "secret in a config error: {e}"
             );
         }
