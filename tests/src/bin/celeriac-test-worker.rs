@@ -80,10 +80,7 @@ fn main() -> anyhow::Result<()> {
         .task("t.mark", move |ctx: TaskContext, (ms,): (u64,)| {
             let marks = marks.clone();
             async move {
-                let mut conn = marks
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(anyhow::Error::from)?;
+                let mut conn = connection(&marks).await?;
                 redis::cmd("HINCRBY")
                     .arg("marks")
                     .arg(&ctx.id)
@@ -109,10 +106,7 @@ fn main() -> anyhow::Result<()> {
             move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
                 let marks = marks.clone();
                 async move {
-                    let mut conn = marks
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(anyhow::Error::from)?;
+                    let mut conn = connection(&marks).await?;
                     redis::cmd("HINCRBY")
                         .arg("marks")
                         .arg(&ctx.id)
@@ -129,10 +123,7 @@ fn main() -> anyhow::Result<()> {
             move |ctx: TaskContext, _: celeriac_worker::task::CallArgs| {
                 let marks = marks.clone();
                 async move {
-                    let mut conn = marks
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(anyhow::Error::from)?;
+                    let mut conn = connection(&marks).await?;
                     redis::cmd("RPUSH")
                         .arg("records")
                         .arg(Value::Array(ctx.args.clone()).to_string())
@@ -160,10 +151,7 @@ fn main() -> anyhow::Result<()> {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_err(anyhow::Error::from)?;
-                let mut conn = stamps
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(anyhow::Error::from)?;
+                let mut conn = connection(&stamps).await?;
                 redis::cmd("RPUSH")
                     .arg("stamps")
                     .arg(now.as_secs_f64() * 1000.0)
@@ -211,10 +199,7 @@ fn main() -> anyhow::Result<()> {
         .task("t.reject_once", move |ctx: TaskContext, (): ()| {
             let marks = rejects.clone();
             async move {
-                let mut conn = marks
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(anyhow::Error::from)?;
+                let mut conn = connection(&marks).await?;
                 let runs: i64 = redis::cmd("HINCRBY")
                     .arg("marks")
                     .arg(&ctx.id)
@@ -266,7 +251,7 @@ fn main() -> anyhow::Result<()> {
             move |ctx: TaskContext, (ms, retry_once): (u64, bool)| {
                 let tally = tally.clone();
                 async move {
-                    let mut conn = tally_connection(&tally).await?;
+                    let mut conn = connection(&tally).await?;
                     tally_start(&mut conn, &ctx).await?;
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     tally_end(&mut conn, &ctx).await?;
@@ -281,7 +266,7 @@ fn main() -> anyhow::Result<()> {
         .task("t.chaos_sum", move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
             let tally = tally_sum.clone();
             async move {
-                let mut conn = tally_connection(&tally).await?;
+                let mut conn = connection(&tally).await?;
                 tally_start(&mut conn, &ctx).await?;
                 tally_end(&mut conn, &ctx).await?;
                 Ok::<_, TaskError>(xs.iter().sum::<i64>())
@@ -295,15 +280,13 @@ fn main() -> anyhow::Result<()> {
     celeriac_worker::cli::worker::run(builder, &args.worker)
 }
 
-/// A connection to the tally Redis with timeouts meant for an overloaded test machine
-/// (redis-rs's defaults, 1 s to connect and 500 ms per reply, fail the task there).
-async fn tally_connection(
-    tally: &redis::Client,
-) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+/// A connection for a test task's bookkeeping, with timeouts meant for an overloaded test
+/// machine (redis-rs's defaults, 1 s to connect and 500 ms per reply, fail the task there).
+async fn connection(client: &redis::Client) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(30)))
         .set_response_timeout(Some(Duration::from_secs(30)));
-    Ok(tally
+    Ok(client
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
 }
