@@ -466,6 +466,67 @@ print([app.send_task("q.echo", args=(7,)).get(timeout=20) for _ in range(2)])
     );
 }
 
+/// The outcome counters count what became of each run: a run lost with its process and given back
+/// to the queue is not a failure; each published retry is a retry and the exhausted last one a
+/// failure.
+#[test]
+fn outcome_counters_follow_what_became_of_each_run() {
+    let world = World::new(&[
+        ("CELERY_TASK_ACKS_LATE", "true"),
+        ("CELERY_TASK_REJECT_ON_WORKER_LOST", "true"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("crashed");
+    let w = world.celeriac("w1", &["-c", "2", "--metrics-port", "0"]);
+    let port = metrics_port(&w);
+    let out = world.py(&format!(
+        r#"
+from celery_app import app
+print(app.send_task("t.crash_once", args=({marker:?},)).get(timeout=60))
+r = app.send_task("t.always_retry")
+r.get(timeout=60, propagate=False)
+print(r.state)
+"#,
+        marker = marker.to_str().unwrap()
+    ));
+    assert_eq!(out.trim(), "survived\nFAILURE", "{}", w.log());
+    let (_, text) = http_get(port, "/metrics").unwrap();
+    let value = |name: &str, task: &str| {
+        let series = format!(r#"{name}{{name="{task}",queue_name="celery",hostname="w1@test"}}"#);
+        sample(&text, &series)
+    };
+    assert_eq!(
+        value("celery_task_started_total", "t.crash_once"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celery_task_succeeded_total", "t.crash_once"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celery_task_failed_total", "t.crash_once"),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        value("celery_task_started_total", "t.always_retry"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celery_task_retried_total", "t.always_retry"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("celery_task_failed_total", "t.always_retry"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 #[test]
 fn task_span_continues_the_producers_trace_over_otlp() {
     let receiver = OtlpReceiver::start();

@@ -17,7 +17,6 @@ use prometheus::{
 use tokio::sync::Mutex;
 
 use crate::runtime::Runtime;
-use crate::task::TaskError;
 
 /// How long one read of the queue depth is reused.
 pub const DEPTH_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -121,7 +120,7 @@ impl Metrics {
             failed: task("celery_task_failed_total", "Tasks that failed."),
             retried: task(
                 "celery_task_retried_total",
-                "Tasks that asked to be retried.",
+                "Task retries published by this worker.",
             ),
             revoked: task(
                 "celery_task_revoked_total",
@@ -212,27 +211,26 @@ impl Metrics {
         self.started.with_label_values(&[name, queue]).inc();
     }
 
-    /// A task run ended with `outcome` after `elapsed`.
-    pub fn task_finished<T>(
-        &self,
-        name: &str,
-        queue: &str,
-        outcome: &Result<T, TaskError>,
-        elapsed: Duration,
-    ) {
-        let labels = [name, queue];
-        let counter = match outcome {
-            Ok(_) => Some(&self.succeeded),
-            Err(TaskError::Fail(_)) => Some(&self.failed),
-            Err(TaskError::Retry(_)) => Some(&self.retried),
-            // Replaced by another task (Celery records it as `Ignore`) or rejected: neither outcome.
-            Err(TaskError::Replace(_) | TaskError::Reject { .. }) => None,
-        };
-        if let Some(counter) = counter {
-            counter.with_label_values(&labels).inc();
-        }
+    /// A task succeeded (its result and follow-ups were handled).
+    pub fn task_succeeded(&self, name: &str, queue: &str) {
+        self.succeeded.with_label_values(&[name, queue]).inc();
+    }
+
+    /// A task failed for good: FAILURE stored, `task-failed` sent. A lost run given back to the
+    /// queue is not a failure, nor is a retry request.
+    pub fn task_failed(&self, name: &str, queue: &str) {
+        self.failed.with_label_values(&[name, queue]).inc();
+    }
+
+    /// A task's retry was published (an exhausted retry is a failure instead).
+    pub fn task_retried(&self, name: &str, queue: &str) {
+        self.retried.with_label_values(&[name, queue]).inc();
+    }
+
+    /// A task run ended after `elapsed`, whatever its outcome.
+    pub fn task_runtime(&self, name: &str, queue: &str, elapsed: Duration) {
         self.runtime
-            .with_label_values(&labels)
+            .with_label_values(&[name, queue])
             .observe(elapsed.as_secs_f64());
     }
 
@@ -340,7 +338,6 @@ pub fn desired_replicas(work: u64, per_replica: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::PyException;
 
     #[test]
     fn desired_replicas_rounds_up() {
@@ -356,13 +353,10 @@ mod tests {
         let m = Metrics::new("w1@host");
         m.task_received("t.add", "celery");
         m.task_started("t.add", "celery");
-        m.task_finished::<()>("t.add", "celery", &Ok(()), Duration::from_millis(20));
-        m.task_finished::<()>(
-            "t.add",
-            "celery",
-            &Err(TaskError::Fail(PyException::new("ValueError", "x"))),
-            Duration::from_millis(2),
-        );
+        m.task_succeeded("t.add", "celery");
+        m.task_runtime("t.add", "celery", Duration::from_millis(20));
+        m.task_failed("t.add", "celery");
+        m.task_runtime("t.add", "celery", Duration::from_millis(2));
         m.broker_reachable(false);
         m.broker_reachable(true);
         let text = block_on(m.render(None));

@@ -231,12 +231,13 @@ async fn execute(
     };
     let runtime_s = started.elapsed().as_secs_f64();
     rt.metrics
-        .task_finished(&msg.task, &delivery.queue, &outcome, started.elapsed());
+        .task_runtime(&msg.task, &delivery.queue, started.elapsed());
     let settle = match outcome {
         // Canvas: callbacks and the next chain step are published before the result is stored.
         Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
             Ok(children) => {
                 tracing::info!(runtime_s, "task succeeded");
+                rt.metrics.task_succeeded(&msg.task, &delivery.queue);
                 events::task_succeeded(&rt, &msg.id, &value, runtime_s).await;
                 if !ignore_result {
                     results::store_success_with_children(&rt, &msg, value.clone(), children).await;
@@ -244,27 +245,70 @@ async fn execute(
                 canvas::after_success(&rt, &msg, &value).await;
                 Settle::Ack
             }
-            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
+            Err(exc) => {
+                failed(
+                    &rt,
+                    &msg,
+                    &delivery.queue,
+                    &exc,
+                    ignore_result,
+                    runtime_s,
+                    &policy,
+                )
+                .await
+            }
         },
         Err(TaskError::Fail(exc)) => {
-            failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await
+            failed(
+                &rt,
+                &msg,
+                &delivery.queue,
+                &exc,
+                ignore_result,
+                runtime_s,
+                &policy,
+            )
+            .await
         }
         Err(TaskError::Replace(sig)) => match canvas::replace(&rt, &msg, &sig).await {
             Ok(()) => {
                 tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced");
                 Settle::Ack
             }
-            Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
+            Err(exc) => {
+                failed(
+                    &rt,
+                    &msg,
+                    &delivery.queue,
+                    &exc,
+                    ignore_result,
+                    runtime_s,
+                    &policy,
+                )
+                .await
+            }
         },
         Err(TaskError::Retry(request)) => {
             let retried = request.clone();
             match retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await {
                 Ok(()) => {
+                    rt.metrics.task_retried(&msg.task, &delivery.queue);
                     events::task_retried_request(&rt, &msg, &retried).await;
                     Settle::Ack
                 }
                 // Retries exhausted (or the retry could not be sent): the run failed.
-                Err(exc) => failed(&rt, &msg, &exc, ignore_result, runtime_s, &policy).await,
+                Err(exc) => {
+                    failed(
+                        &rt,
+                        &msg,
+                        &delivery.queue,
+                        &exc,
+                        ignore_result,
+                        runtime_s,
+                        &policy,
+                    )
+                    .await
+                }
             }
         }
         // Celery's `Reject`: nothing stored; an early-acked message is already gone.
@@ -288,6 +332,7 @@ async fn execute(
 async fn failed(
     rt: &Runtime,
     msg: &TaskMessage,
+    queue: &str,
     exc: &PyException,
     ignore_result: bool,
     runtime_s: f64,
@@ -299,6 +344,7 @@ async fn failed(
         return settle;
     }
     tracing::warn!(runtime_s, exception = %exc, "task failed");
+    rt.metrics.task_failed(&msg.task, queue);
     crate::telemetry::task_failed(&exc.to_string());
     let tb = results::traceback(msg, &rt.hostname, exc);
     events::task_failed(rt, &msg.id, events::exception_repr(exc), tb).await;
