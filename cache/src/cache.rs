@@ -72,6 +72,7 @@ impl Cache {
     /// A cache with L2 in the Redis at `redis` (`None`: L1 and source only). Must be called
     /// inside a Tokio runtime: it starts the invalidation subscriber.
     pub fn new(config: CacheConfig, redis: Option<redis::Client>) -> Cache {
+        crate::tls::install_crypto_provider();
         let per_entry = (config.l1_max_bytes / config.l1_max_entries.max(1)).max(1);
         let floor = u32::try_from(per_entry).unwrap_or(u32::MAX);
         // Weight = max(size, bytes/entries): at most l1_max_entries fit, and at most l1_max_bytes.

@@ -13,6 +13,7 @@ mod redis_conn;
 pub mod source;
 pub mod sql;
 pub mod stats;
+pub mod tls;
 pub mod warm;
 
 pub use cache::{Cache, CacheError};

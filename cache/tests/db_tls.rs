@@ -1,7 +1,8 @@
 //! The Postgres and MariaDB sources over TLS against private TLS-only servers (testkit), built
 //! from `SourceConfig` as the worker builds them: `verify-full` with `tls_ca_file` reads the right
 //! row over an encrypted session; an untrusted CA, a host name the certificate does not name and
-//! TLS turned off are each refused.
+//! TLS turned off are each refused. The test installs no rustls crypto provider: the cache crate
+//! must choose one itself (it once panicked inside sqlx without the worker's).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +14,6 @@ use serde_json::{json, Value};
 
 /// A source as the worker makes it (`[sources.<name>]` with `tls` and `tls_ca_file`).
 fn source(url: String, tls: TlsMode, ca: Option<&Path>) -> Arc<dyn Source> {
-    // What the worker does at start-up (`launcher::install_crypto_provider`): two rustls
-    // providers are linked, and sqlx's verify-ca verifier needs the process default.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = SourceConfig::new("db", url);
     config.tls = tls;
     config.tls_ca_file = ca.map(Path::to_path_buf);

@@ -56,11 +56,10 @@ pub fn stop_requests_from(fut: impl Future<Output = ()> + Send + 'static) -> Sto
     rx
 }
 
-/// Choose rustls's crypto provider for the process. Two are linked (ring through sqlx and
-/// redis, aws-lc-rs through tiberius), and rustls refuses to guess, which would make every TLS
-/// connection (`rediss://`) fail; an application that installed one already keeps its own.
+/// Choose rustls's crypto provider for the process before the broker's first `rediss://`
+/// connection (see [`celeriac_cache::tls::install_crypto_provider`]).
 pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    celeriac_cache::tls::install_crypto_provider();
 }
 
 /// Run a worker until stopped. In a task process (see [`crate::process`]) it serves the child

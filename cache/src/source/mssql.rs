@@ -38,6 +38,7 @@ impl std::fmt::Debug for MsSqlSource {
 impl MsSqlSource {
     /// Checks the options and sets up the pool; connections are made when first needed.
     pub fn new(name: &str, options: &MsSqlOptions) -> Result<Self, SourceError> {
+        crate::tls::install_crypto_provider();
         let config = options.tiberius_config(name)?;
         let pool = pool::build(name, config, options)?;
         Ok(MsSqlSource {

@@ -25,6 +25,7 @@ pub struct MySqlSource {
 impl MySqlSource {
     /// A pool for `config` (`mysql://` or `mariadb://`) that connects on first use.
     pub fn connect_lazy(config: &SourceConfig) -> Result<Self, SourceError> {
+        crate::tls::install_crypto_provider();
         let url = match config.url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
             None => config.url.clone(),

@@ -23,6 +23,7 @@ pub struct PostgresSource {
 impl PostgresSource {
     /// A pool for `config` that connects on first use (the worker starts while the database is down).
     pub fn connect_lazy(config: &SourceConfig) -> Result<Self, SourceError> {
+        crate::tls::install_crypto_provider();
         let mut options =
             PgConnectOptions::from_str(&config.url).map_err(|e| config.connect_error(e))?;
         options = match config.tls {
