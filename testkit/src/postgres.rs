@@ -184,7 +184,7 @@ fn find_bin_dir() -> Result<PathBuf> {
         .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     versions.retain(|p| tools(p));
-    versions.sort();
+    versions.sort_by_key(|bin| version_of(bin));
     if let Some(dir) = versions.pop() {
         return Ok(dir);
     }
@@ -194,9 +194,29 @@ fn find_bin_dir() -> Result<PathBuf> {
         .context("initdb/pg_ctl/psql not found (install PostgreSQL; scripts/test does)")
 }
 
+/// The version numbers of `/usr/lib/postgresql/<v>/bin` (`9.6` → `[9, 6]`), so 15 sorts after 9.6.
+fn version_of(bin: &Path) -> Vec<u32> {
+    bin.parent()
+        .and_then(Path::file_name)
+        .and_then(|v| v.to_str())
+        .map(|v| v.split('.').map(|n| n.parse().unwrap_or(0)).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_sort_as_numbers() {
+        let mut bins: Vec<PathBuf> = ["15", "9.6", "10"]
+            .iter()
+            .map(|v| Path::new("/usr/lib/postgresql").join(v).join("bin"))
+            .collect();
+        bins.sort_by_key(|bin| version_of(bin));
+        let order: Vec<Vec<u32>> = bins.iter().map(|b| version_of(b)).collect();
+        assert_eq!(order, vec![vec![9, 6], vec![10], vec![15]]);
+    }
 
     #[test]
     fn plain_cluster_answers_and_survives_a_restart() {
