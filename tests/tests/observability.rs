@@ -684,17 +684,27 @@ print(r.get(timeout=30))
     assert_eq!(query.kind, 3, "SPAN_KIND_CLIENT");
 }
 
+/// Readiness follows the broker; a result finished while Redis is away is stored once it is back,
+/// and the retried write is counted.
 #[test]
 fn readiness_follows_the_broker_connection() {
     let mut world = World::new(&[]);
-    let w = world.celeriac("w1", &["--metrics-port", "0"]);
+    let mut w = world.celeriac("w1", &["--metrics-port", "0"]);
     let port = metrics_port(&w);
     let host = r#"hostname="w1@test""#;
     let readyz = || http_get(port, "/readyz").map(|r| r.0);
     eventually(Duration::from_secs(10), || (readyz()? == 200).then_some(()))
         .expect("ready once consuming");
+    let id = world
+        .py("from celery_app import app\nprint(app.send_task('t.sleep', args=(3000,)).id)")
+        .trim()
+        .to_string();
+    w.wait_for_log("task received", Duration::from_secs(20))
+        .expect("the task runs");
 
     world.redis.kill();
+    w.wait_for_log("Redis write failed; retrying", Duration::from_secs(20))
+        .expect("the result write fails while Redis is down");
     eventually(Duration::from_secs(30), || (readyz()? == 503).then_some(()))
         .unwrap_or_else(|| panic!("not ready while Redis is down\n{}", w.log()));
     assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
@@ -720,4 +730,20 @@ fn readiness_follows_the_broker_connection() {
     assert!(gauge(port, &reconnects) >= Some(1.0));
     let length = format!(r#"celery_queue_length{{queue_name="celery",{host}}}"#);
     assert_eq!(gauge(port, &length), Some(0.0));
+
+    let mut redis = world.redis();
+    let stored = eventually(Duration::from_secs(30), || {
+        let meta: Option<String> = redis::cmd("GET")
+            .arg(format!("celery-task-meta-{id}"))
+            .query(&mut redis)
+            .ok()?;
+        meta
+    })
+    .unwrap_or_else(|| panic!("the result was not stored after the outage\n{}", w.log()));
+    let meta: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(meta["status"], "SUCCESS", "{meta}");
+    let retries = format!(r#"celeriac_redis_write_retries_total{{operation="result",{host}}}"#);
+    assert!(gauge(port, &retries) >= Some(1.0));
+    let failures = format!(r#"celeriac_redis_write_failures_total{{operation="result",{host}}}"#);
+    assert_eq!(gauge(port, &failures), Some(0.0));
 }

@@ -16,6 +16,7 @@ use prometheus::{
 };
 use tokio::sync::Mutex;
 
+use crate::retrying::Write;
 use crate::runtime::Runtime;
 
 /// How long one read of the queue depth is reused.
@@ -39,6 +40,8 @@ pub struct Metrics {
     runtime: HistogramVec,
     dead_lettered: IntCounter,
     reconnects: IntCounter,
+    write_retries: IntCounterVec,
+    write_failures: IntCounterVec,
     depth_errors: IntCounter,
     worker_up: IntGauge,
     queue_length: IntGaugeVec,
@@ -82,6 +85,17 @@ impl Metrics {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric name");
+            c
+        };
+        let write = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["operation"])
+                .expect("valid metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
+            for w in Write::ALL {
+                c.with_label_values(&[w.label()]);
+            }
             c
         };
         let runtime = HistogramVec::new(
@@ -134,6 +148,12 @@ impl Metrics {
             reconnects: counter(
                 "celeriac_broker_reconnects_total",
                 "Times the broker became reachable again after failing.",
+            ),
+            write_retries: write("celeriac_redis_write_retries_total",
+                "Redis writes (results, acks, canvas and retry messages) that failed and were tried again.",
+            ),
+            write_failures: write("celeriac_redis_write_failures_total",
+                "Redis writes given up after the retry budget (30 s): a result not stored, an ack not done (the message comes back), a canvas or retry message not sent.",
             ),
             depth_errors: counter(
                 "celeriac_queue_depth_errors_total",
@@ -232,6 +252,18 @@ impl Metrics {
         self.runtime
             .with_label_values(&[name, queue])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A Redis write failed and is tried again.
+    pub fn redis_write_retried(&self, write: Write) {
+        self.write_retries.with_label_values(&[write.label()]).inc();
+    }
+
+    /// A Redis write was given up after the retry budget.
+    pub fn redis_write_failed(&self, write: Write) {
+        self.write_failures
+            .with_label_values(&[write.label()])
+            .inc();
     }
 
     /// The fetch loop reached the broker (`true`) or failed to (`false`).

@@ -4,7 +4,7 @@ use celeriac_broker_bridge::backend::{ExceptionInfo, ExtendedMeta, TaskMeta};
 use celeriac_broker_bridge::codec::TaskMessage;
 use serde_json::Value;
 
-use crate::retrying::retrying;
+use crate::retrying::{retrying, Write};
 use crate::runtime::Runtime;
 use crate::task::PyException;
 
@@ -67,7 +67,7 @@ async fn store(rt: &Runtime, meta: TaskMeta) {
             .await
             .unwrap_or_else(|| Err("the result writer stopped".into()))
     };
-    if let Err(e) = retrying("storing a task state", write).await {
+    if let Err(e) = retrying(&rt.metrics, Write::Result, write).await {
         tracing::error!(task_id = %meta.task_id, state = meta.status.as_str(), error = %e, "could not store the task state");
     }
 }

@@ -63,7 +63,9 @@ pub async fn retry(
         rt.broker
             .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)
     };
-    if let Err(e) = crate::retrying::retrying("publishing a retry", publish).await {
+    if let Err(e) =
+        crate::retrying::retrying(&rt.metrics, crate::retrying::Write::Retry, publish).await
+    {
         tracing::error!(error = %e, "could not publish the retry");
         return Err(PyException::new(
             "RuntimeError",

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch::Batcher;
 use crate::config::Settings;
 use crate::registry::Registry;
-use crate::retrying::retrying;
+use crate::retrying::{retrying, Write};
 
 /// A task being executed right now.
 pub struct Running {
@@ -132,7 +132,7 @@ impl Runtime {
                 .await
                 .unwrap_or_else(|| Err("the ack writer stopped".into()))
         };
-        if let Err(e) = retrying("ack", ack).await {
+        if let Err(e) = retrying(&self.metrics, Write::Ack, ack).await {
             tracing::error!(delivery_tag = %delivery.delivery_tag, error = %e, "ack failed; the message will be redelivered after the visibility timeout");
         }
         self.release(&delivery.delivery_tag);

@@ -11,7 +11,7 @@ use celeriac_broker_bridge::codec::{args_repr, Signature, TaskMessage};
 use serde_json::{Map, Value};
 
 use super::expand::{Parent, Plan};
-use crate::retrying::retrying;
+use crate::retrying::{retrying, Write};
 use crate::runtime::Runtime;
 
 /// Celery's `result_chord_join_timeout` default, which sets the claim's lifetime.
@@ -62,7 +62,7 @@ pub async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, res
     // One token for every attempt: if a reply is lost after the claim was taken, the next
     // attempt still gets the claim.
     let token = celeriac_broker_bridge::backend::ResultBackend::new_claim_token();
-    let outcome = retrying("returning a chord part", || {
+    let outcome = retrying(&rt.metrics, Write::ChordPart, || {
         backend.chord_part_return_with_token(&part, JOIN_TIMEOUT_S, &token)
     })
     .await;
@@ -94,7 +94,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
             return;
         }
     };
-    match retrying("extending the chord claim", || {
+    match retrying(&rt.metrics, Write::ChordClaim, || {
         backend.chord_extend_claim(&claim)
     })
     .await
@@ -125,7 +125,11 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
     } else {
         tracing::info!(group_id = %claim.group_id, "chord body published");
     }
-    match retrying("cleaning up the chord", || backend.chord_finish(&claim)).await {
+    match retrying(&rt.metrics, Write::ChordCleanup, || {
+        backend.chord_finish(&claim)
+    })
+    .await
+    {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(group_id = %claim.group_id, "chord claim lost before cleanup; keys left to expire")
@@ -252,7 +256,7 @@ async fn chord_error(rt: &Runtime, body: &Signature, exc: &ExceptionInfo) {
     super::call_errbacks(rt, &errbacks, &body_id, &parent).await;
     if let Some(backend) = &rt.backend {
         let meta = TaskMeta::failure(body_id.clone(), exc, None);
-        if let Err(e) = retrying("failing a chord body", || backend.store(&meta)).await {
+        if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
             tracing::error!(task_id = %body_id, error = %e, "could not store the chord error");
         }
     }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 pub use expand::{CanvasError, Parent, Plan};
 
-use crate::retrying::retrying;
+use crate::retrying::{retrying, Write};
 use crate::runtime::Runtime;
 use crate::task::PyException;
 
@@ -91,7 +91,7 @@ async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), St
             .backend
             .as_ref()
             .ok_or("chords need a result backend (result_backend is not set)")?;
-        retrying("storing a chord size", || {
+        retrying(&rt.metrics, Write::ChordSize, || {
             backend.set_chord_size(gid, *size)
         })
         .await
@@ -106,7 +106,7 @@ async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), St
         let envelope = msg
             .to_envelope_as(&EncodeOptions::queue(queue.clone()), &rt.signing.tasks)
             .map_err(|e| format!("could not sign {}[{}]: {e}", msg.task, msg.id))?;
-        retrying("publishing a canvas message", || async {
+        retrying(&rt.metrics, Write::CanvasMessage, || async {
             if once {
                 rt.broker.publish_once(&envelope, "", &queue).await
             } else {
@@ -189,7 +189,7 @@ pub async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) 
                     .and_then(Value::as_str)
                     .map(str::to_string),
             );
-            if let Err(e) = retrying("failing a chain step", || backend.store(&meta)).await {
+            if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
                 tracing::error!(task_id = %id, error = %e, "could not store FAILURE for a chain step");
             }
         }
