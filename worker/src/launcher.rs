@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use celeriac_broker_bridge::backend::{BackendOptions, ResultBackend, TaskMeta};
+use celeriac_broker_bridge::backend::{BackendOptions, EncodedMeta, ResultBackend};
 use celeriac_broker_bridge::envelope::Envelope;
 use celeriac_broker_bridge::transport::{Broker, Delivery, TransportOptions};
 use tokio::sync::{mpsc, Semaphore};
@@ -124,10 +124,10 @@ pub async fn run(
         })
     };
     let writer = backend.clone().map(|backend| {
-        Batcher::spawn(move |metas: Vec<TaskMeta>| {
+        Batcher::spawn(move |metas: Vec<EncodedMeta>| {
             let backend = backend.clone();
             async move {
-                match backend.store_many(&metas).await {
+                match backend.store_encoded(&metas).await {
                     Ok(outcomes) => outcomes
                         .into_iter()
                         .map(|o| o.map_err(|e| e.to_string()))

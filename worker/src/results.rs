@@ -60,10 +60,20 @@ fn with_request(rt: &Runtime, meta: TaskMeta, msg: Option<&TaskMessage>) -> Task
 }
 
 async fn store(rt: &Runtime, meta: TaskMeta) {
-    let Some(writer) = &rt.writer else { return };
+    let (Some(writer), Some(backend)) = (&rt.writer, &rt.backend) else {
+        return;
+    };
+    // Encoded (and signed) here, by each task in parallel, not in the one batch writer.
+    let encoded = match backend.encode_meta(&meta) {
+        Ok(encoded) => encoded,
+        Err(e) => {
+            tracing::error!(task_id = %meta.task_id, state = meta.status.as_str(), error = %e, "could not store the task state");
+            return;
+        }
+    };
     let write = || async {
         writer
-            .submit(meta.clone())
+            .submit(encoded.clone())
             .await
             .unwrap_or_else(|| Err("the result writer stopped".into()))
     };

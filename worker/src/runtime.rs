@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
-use celeriac_broker_bridge::backend::{ResultBackend, StoreOutcome, TaskMeta};
+use celeriac_broker_bridge::backend::{EncodedMeta, ResultBackend, StoreOutcome};
 use celeriac_broker_bridge::transport::{Broker, Delivery};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
@@ -51,8 +51,8 @@ pub struct Runtime {
     pub backend: Option<ResultBackend>,
     /// Batched acks (see [`crate::batch`]).
     pub acker: Batcher<String, Result<(), String>>,
-    /// Batched result writes, when there is a backend.
-    pub writer: Option<Batcher<TaskMeta, Result<StoreOutcome, String>>>,
+    /// Batched result writes (metas encoded by their tasks), when there is a backend.
+    pub writer: Option<Batcher<EncodedMeta, Result<StoreOutcome, String>>>,
     /// This worker's node name.
     pub hostname: String,
     /// Execution slots (`concurrency`).

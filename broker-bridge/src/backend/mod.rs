@@ -25,4 +25,4 @@ pub use exception::ExceptionInfo;
 pub use keys::BackendKeys;
 pub use meta::{ExtendedMeta, TaskMeta};
 pub use states::TaskState;
-pub use store::{BackendError, BackendOptions, ResultBackend, StoreOutcome};
+pub use store::{BackendError, BackendOptions, EncodedMeta, ResultBackend, StoreOutcome};

@@ -97,6 +97,15 @@ impl Default for BackendOptions {
     }
 }
 
+/// A meta ready to store: its key, its bytes (signed when `result_serializer` is `auth`) and
+/// its expiry. Made by [`ResultBackend::encode_meta`].
+#[derive(Debug, Clone)]
+pub struct EncodedMeta {
+    key: String,
+    bytes: Vec<u8>,
+    ttl: u64,
+}
+
 /// What [`ResultBackend::store`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
@@ -237,10 +246,10 @@ impl ResultBackend {
         self.keys.task(task_id)
     }
 
-    /// Store a meta as Celery does: never over a stored SUCCESS; SET with the expiry, and
-    /// PUBLISH the same bytes on the channel named as the key (waiting `AsyncResult.get()`
-    /// callers are woken by it). Check and write are one atomic script.
-    pub async fn store(&self, meta: &TaskMeta) -> Result<StoreOutcome, BackendError> {
+    /// Encode `meta` as [`ResultBackend::store`] writes it (signed when `result_serializer` is
+    /// `auth`), checking its size. Callers that batch writes encode first, so each caller pays
+    /// for its own signature, in parallel, and a retried write is not signed again.
+    pub fn encode_meta(&self, meta: &TaskMeta) -> Result<EncodedMeta, BackendError> {
         let bytes = self.encode_value(meta.encode(self.opts.result_extended))?;
         if bytes.len() > MAX_VALUE_SIZE {
             return Err(BackendError::TooLarge {
@@ -248,24 +257,21 @@ impl ResultBackend {
                 size: bytes.len(),
             });
         }
-        let key = self.key_for(&meta.task_id);
-        let ttl = self.ttl_seconds(meta.status);
-        let mut conn = self.conn.clone();
-        let codes: Vec<i64> = self
-            .store_script
-            .key(&key)
-            .arg(bytes)
-            .arg(ttl)
-            .invoke_async(&mut conn)
-            .await?;
-        match codes.first().copied().unwrap_or(-1) {
-            1 => Ok(StoreOutcome::Stored),
-            0 => Ok(StoreOutcome::KeptSuccess),
-            _ => Err(BackendError::UnreadableMeta {
-                key,
-                reason: "not JSON (compressed or pickled results are not supported)".into(),
-            }),
-        }
+        Ok(EncodedMeta {
+            key: self.key_for(&meta.task_id),
+            bytes,
+            ttl: self.ttl_seconds(meta.status),
+        })
+    }
+
+    /// Store a meta as Celery does: never over a stored SUCCESS; SET with the expiry, and
+    /// PUBLISH the same bytes on the channel named as the key (waiting `AsyncResult.get()`
+    /// callers are woken by it). Check and write are one atomic script.
+    pub async fn store(&self, meta: &TaskMeta) -> Result<StoreOutcome, BackendError> {
+        let encoded = self.encode_meta(meta)?;
+        self.store_encoded(std::slice::from_ref(&encoded))
+            .await?
+            .remove(0)
     }
 
     /// Store many metas in one round trip (one script call), each exactly as [`ResultBackend::store`]
@@ -274,51 +280,56 @@ impl ResultBackend {
         &self,
         metas: &[TaskMeta],
     ) -> Result<Vec<Result<StoreOutcome, BackendError>>, BackendError> {
-        let mut inv = self.store_script.prepare_invoke();
-        let mut keys = Vec::with_capacity(metas.len());
-        let mut outcomes: Vec<Option<Result<StoreOutcome, BackendError>>> = Vec::new();
+        let mut ready = Vec::with_capacity(metas.len());
+        let mut refused: Vec<Option<BackendError>> = Vec::with_capacity(metas.len());
         for meta in metas {
-            let bytes = match self.encode_value(meta.encode(self.opts.result_extended)) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    outcomes.push(Some(Err(e)));
-                    continue;
+            match self.encode_meta(meta) {
+                Ok(encoded) => {
+                    ready.push(encoded);
+                    refused.push(None);
                 }
-            };
-            if bytes.len() > MAX_VALUE_SIZE {
-                outcomes.push(Some(Err(BackendError::TooLarge {
-                    task_id: meta.task_id.clone(),
-                    size: bytes.len(),
-                })));
-                continue;
+                Err(e) => refused.push(Some(e)),
             }
-            let key = self.key_for(&meta.task_id);
-            inv.key(&key);
-            inv.arg(bytes).arg(self.ttl_seconds(meta.status));
-            keys.push(key);
-            outcomes.push(None);
         }
-        let codes: Vec<i64> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            inv.invoke_async(&mut self.conn.clone()).await?
-        };
-        let mut codes = codes.into_iter().zip(keys);
-        Ok(outcomes
+        let mut stored = self.store_encoded(&ready).await?.into_iter();
+        Ok(refused
             .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| match codes.next() {
-                    Some((1, _)) => Ok(StoreOutcome::Stored),
-                    Some((0, _)) => Ok(StoreOutcome::KeptSuccess),
-                    Some((_, key)) => Err(BackendError::UnreadableMeta {
-                        key,
-                        reason: "not JSON (compressed or pickled results are not supported)".into(),
-                    }),
-                    None => Err(BackendError::UnreadableMeta {
-                        key: String::new(),
-                        reason: "the store script returned too few outcomes".into(),
-                    }),
-                })
+            .map(|r| match r {
+                Some(e) => Err(e),
+                None => stored.next().expect("store_encoded: one outcome per meta"),
+            })
+            .collect())
+    }
+
+    /// Store metas encoded by [`ResultBackend::encode_meta`] in one round trip (one script
+    /// call), each as [`ResultBackend::store`] would; one outcome per meta, in order.
+    pub async fn store_encoded(
+        &self,
+        metas: &[EncodedMeta],
+    ) -> Result<Vec<Result<StoreOutcome, BackendError>>, BackendError> {
+        if metas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.store_script.prepare_invoke();
+        for meta in metas {
+            inv.key(&meta.key);
+            inv.arg(&meta.bytes[..]).arg(meta.ttl);
+        }
+        let codes: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut codes = codes.into_iter();
+        Ok(metas
+            .iter()
+            .map(|meta| match codes.next() {
+                Some(1) => Ok(StoreOutcome::Stored),
+                Some(0) => Ok(StoreOutcome::KeptSuccess),
+                Some(_) => Err(BackendError::UnreadableMeta {
+                    key: meta.key.clone(),
+                    reason: "not JSON (compressed or pickled results are not supported)".into(),
+                }),
+                None => Err(BackendError::UnreadableMeta {
+                    key: meta.key.clone(),
+                    reason: "the store script returned too few outcomes".into(),
+                }),
             })
             .collect())
     }
