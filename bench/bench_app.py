@@ -10,3 +10,16 @@ app.conf.worker_prefetch_multiplier = 4
 @app.task(name="demo.add")
 def add(a, b):
     return a + b
+
+
+# `drain.py --signed`: Celery's auth serializer, from the same CELERY_* variables as celeriac.
+if os.environ.get("CELERY_SECURITY_KEY"):
+    app.conf.update(
+        task_serializer="auth",
+        result_serializer="auth",
+        accept_content=["auth"],
+        security_key=os.environ["CELERY_SECURITY_KEY"],
+        security_certificate=os.environ["CELERY_SECURITY_CERTIFICATE"],
+        security_cert_store=os.environ["CELERY_SECURITY_CERT_STORE"],
+    )
+    app.setup_security()

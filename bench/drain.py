@@ -6,10 +6,11 @@ count), peak RSS (VmHWM; for prefork the sum over the parent and its children), 
 two seconds after start on an empty queue) and Redis commands per task (INFO commandstats delta
 over the drain, divided by N). Prints a Markdown table and a one-line summary with the ratio.
 Defaults: N = 50 000, celeriac -c 512 (`--celeriac-concurrency`); Python is prefork -c 2.
+`--signed`: every side signs and checks (Celery's `auth` serializer for tasks and results, with
+the key, certificate and store of proto-fixtures/fixtures/signed).
 """
 import argparse
 import datetime
-import json
 import os
 import shutil
 import socket
@@ -72,12 +73,12 @@ def wait_done(r, ids, timeout):
     return False
 
 
-def spread(r, ids):
+def spread(r, ids, app):
     keys = [f"celery-task-meta-{i}" for i in ids]
     dates = []
     for i in range(0, len(keys), 1000):
         for v in r.mget(keys[i:i + 1000]):
-            d = json.loads(v)["date_done"]
+            d = app.backend.decode(v)["date_done"]
             dates.append(datetime.datetime.fromisoformat(d))
     return (max(dates) - min(dates)).total_seconds()
 
@@ -108,7 +109,7 @@ def run_one(name, cmd, env, r, app, n, log):
     p.wait(timeout=60)
     if not done:
         sys.exit(f"{name}: did not drain {n} tasks")
-    secs = spread(r, ids)
+    secs = spread(r, ids, app)
     return {"name": name, "tasks_per_s": n / secs if secs > 0 else float("inf"), "seconds": secs,
             "peak_rss_mb": peak / 1024, "idle_rss_mb": idle / 1024, "cmds_per_task": calls / n}
 
@@ -120,6 +121,8 @@ def main():
     ap.add_argument("--celeriac", default=os.path.join(target, "release/examples/demo"))
     ap.add_argument("--celeriac-concurrency", type=int, default=512,
                     help="celeriac's -c (async tasks); the Python prefork worker always runs -c 2")
+    ap.add_argument("--signed", action="store_true",
+                    help="sign and check tasks and results (Celery's auth serializer) on every side")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp()
@@ -137,7 +140,13 @@ def main():
                 time.sleep(0.05)
         env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url, CELERIAC_LOG_FORMAT="json",
                    CELERY_WORKER_LOGLEVEL="WARNING")
-        os.environ.update(CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url)
+        if args.signed:
+            keys = os.path.join(ROOT, "proto-fixtures", "fixtures", "signed")
+            env.update(CELERY_TASK_SERIALIZER="auth", CELERY_RESULT_SERIALIZER="auth", CELERY_ACCEPT_CONTENT="auth",
+                       CELERY_SECURITY_KEY=os.path.join(keys, "key.pem"),
+                       CELERY_SECURITY_CERTIFICATE=os.path.join(keys, "cert.pem"),
+                       CELERY_SECURITY_CERT_STORE=os.path.join(keys, "store", "*.pem"))
+        os.environ.update(env)
         sys.path.insert(0, HERE)
         from bench_app import app
         log = open(os.path.join(tmp, "workers.log"), "w")
@@ -148,7 +157,8 @@ def main():
                     [sys.executable, "-m", "celery", "-A", "bench_app", "worker", "-P", "prefork", "-c", "2", "-l", "WARNING", "--without-mingle", "--without-gossip"],
                     env, r, app, args.n, log),
         ]
-        print(f"N = {args.n} `demo.add` tasks with results, private Redis, {os.cpu_count()} cores\n")
+        signed = ", signed (auth) tasks and results" if args.signed else ""
+        print(f"N = {args.n} `demo.add` tasks with results{signed}, private Redis, {os.cpu_count()} cores\n")
         print("| worker | tasks/s | drain (s) | peak RSS (MB) | idle RSS (MB) | Redis cmds/task |")
         print("|---|---:|---:|---:|---:|---:|")
         for row in rows:
