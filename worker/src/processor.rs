@@ -232,6 +232,14 @@ async fn execute(
     let runtime_s = started.elapsed().as_secs_f64();
     rt.metrics
         .task_runtime(&msg.task, &delivery.queue, started.elapsed());
+    let ended = Ended {
+        rt: &rt,
+        msg: &msg,
+        queue: &delivery.queue,
+        ignore_result,
+        runtime_s,
+        policy: &policy,
+    };
     let settle = match outcome {
         // Canvas: callbacks and the next chain step are published before the result is stored.
         Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
@@ -245,48 +253,15 @@ async fn execute(
                 canvas::after_success(&rt, &msg, &value).await;
                 Settle::Ack
             }
-            Err(exc) => {
-                failed(
-                    &rt,
-                    &msg,
-                    &delivery.queue,
-                    &exc,
-                    ignore_result,
-                    runtime_s,
-                    &policy,
-                )
-                .await
-            }
+            Err(exc) => ended.failed(&exc).await,
         },
-        Err(TaskError::Fail(exc)) => {
-            failed(
-                &rt,
-                &msg,
-                &delivery.queue,
-                &exc,
-                ignore_result,
-                runtime_s,
-                &policy,
-            )
-            .await
-        }
+        Err(TaskError::Fail(exc)) => ended.failed(&exc).await,
         Err(TaskError::Replace(sig)) => match canvas::replace(&rt, &msg, &sig).await {
             Ok(()) => {
                 tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced");
                 Settle::Ack
             }
-            Err(exc) => {
-                failed(
-                    &rt,
-                    &msg,
-                    &delivery.queue,
-                    &exc,
-                    ignore_result,
-                    runtime_s,
-                    &policy,
-                )
-                .await
-            }
+            Err(exc) => ended.failed(&exc).await,
         },
         Err(TaskError::Retry(request)) => {
             let retried = request.clone();
@@ -297,18 +272,7 @@ async fn execute(
                     Settle::Ack
                 }
                 // Retries exhausted (or the retry could not be sent): the run failed.
-                Err(exc) => {
-                    failed(
-                        &rt,
-                        &msg,
-                        &delivery.queue,
-                        &exc,
-                        ignore_result,
-                        runtime_s,
-                        &policy,
-                    )
-                    .await
-                }
+                Err(exc) => ended.failed(&exc).await,
             }
         }
         // Celery's `Reject`: nothing stored; an early-acked message is already gone.
@@ -326,33 +290,45 @@ async fn execute(
     drop(reservation);
 }
 
-/// FAILURE stored (unless ignored), then the canvas follow-ups: chord part, chain, errbacks.
-/// A run whose process was lost with late acks and `reject_on_worker_lost` is requeued instead:
-/// nothing stored, no `task-failed` (as Celery). Returns what becomes of the message.
-async fn failed(
-    rt: &Runtime,
-    msg: &TaskMessage,
-    queue: &str,
-    exc: &PyException,
+/// A finished run, for recording its failure: the run and how its message is settled.
+struct Ended<'a> {
+    rt: &'a Runtime,
+    msg: &'a TaskMessage,
+    queue: &'a str,
     ignore_result: bool,
     runtime_s: f64,
-    policy: &AckPolicy,
-) -> Settle {
-    let settle = policy.after_failure(exc);
-    if policy.requeues_lost_run(exc) {
-        tracing::warn!(runtime_s, exception = %exc, "task lost its process; requeued");
-        return settle;
+    policy: &'a AckPolicy,
+}
+
+impl Ended<'_> {
+    /// FAILURE stored (unless ignored), then the canvas follow-ups: chord part, chain, errbacks.
+    /// A run whose process was lost with late acks and `reject_on_worker_lost` is requeued
+    /// instead: nothing stored, no `task-failed` (as Celery). Returns what becomes of the message.
+    async fn failed(&self, exc: &PyException) -> Settle {
+        let Ended {
+            rt,
+            msg,
+            queue,
+            ignore_result,
+            runtime_s,
+            policy,
+        } = *self;
+        let settle = policy.after_failure(exc);
+        if policy.requeues_lost_run(exc) {
+            tracing::warn!(runtime_s, exception = %exc, "task lost its process; requeued");
+            return settle;
+        }
+        tracing::warn!(runtime_s, exception = %exc, "task failed");
+        rt.metrics.task_failed(&msg.task, queue);
+        crate::telemetry::task_failed(&exc.to_string());
+        let tb = results::traceback(msg, &rt.hostname, exc);
+        events::task_failed(rt, &msg.id, events::exception_repr(exc), tb).await;
+        if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
+            results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
+        }
+        canvas::on_failure(rt, msg, exc).await;
+        settle
     }
-    tracing::warn!(runtime_s, exception = %exc, "task failed");
-    rt.metrics.task_failed(&msg.task, queue);
-    crate::telemetry::task_failed(&exc.to_string());
-    let tb = results::traceback(msg, &rt.hostname, exc);
-    events::task_failed(rt, &msg.id, events::exception_repr(exc), tb).await;
-    if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
-        results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
-    }
-    canvas::on_failure(rt, msg, exc).await;
-    settle
 }
 
 /// A running task stopped by `revoke(terminate=True)`.
