@@ -114,14 +114,13 @@ pub fn decode_body_checked(
     let verifier = verifier.ok_or_else(|| {
         PidboxError::Refused("signed, but no certificate store is configured".into())
     })?;
-    let bytes = body_bytes(envelope)?;
     let opened = verifier
-        .open(&bytes)
+        .open(&body_bytes(envelope)?)
         .map_err(|e| PidboxError::Refused(e.to_string()))?;
-    if opened.content_type == crate::codec::content::PICKLE {
-        return Err(PidboxError::Refused("pickle is never deserialized".into()));
-    }
-    deserialize(&opened.content_type, &opened.body).map_err(|e| PidboxError::Body(e.to_string()))
+    opened.value().map_err(|e| match e {
+        e @ crate::codec::DecodeErrorKind::Refused { .. } => PidboxError::Refused(e.to_string()),
+        e => PidboxError::Body(e.to_string()),
+    })
 }
 
 fn opt_string(v: Option<&Value>) -> Option<String> {

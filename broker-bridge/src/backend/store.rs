@@ -369,13 +369,11 @@ impl ResultBackend {
             )),
             (Ok(v), _) => Ok(v),
             (Err(e), None) => Err(unreadable(e.to_string())),
-            (Err(_), Some(verifier)) => {
-                let opened = verifier
-                    .open(raw)
-                    .map_err(|e| unreadable(format!("signed value refused: {e}")))?;
-                crate::codec::content::deserialize(&opened.content_type, &opened.body)
-                    .map_err(|e| unreadable(e.to_string()))
-            }
+            (Err(_), Some(verifier)) => verifier
+                .open(raw)
+                .map_err(|e| unreadable(format!("signed value refused: {e}")))?
+                .value()
+                .map_err(|e| unreadable(e.to_string())),
         }
     }
 

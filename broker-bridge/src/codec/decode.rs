@@ -184,14 +184,10 @@ fn open_signed(body: &[u8], opts: &DecodeOptions) -> Result<Value, DecodeErrorKi
         content_type: AUTH.to_string(),
         reason: "signed, but no certificate store is configured",
     })?;
-    let opened = verifier.open(body).map_err(DecodeErrorKind::Signature)?;
-    if opened.content_type == PICKLE {
-        return Err(DecodeErrorKind::Refused {
-            content_type: PICKLE.to_string(),
-            reason: "never deserialized, even when signed",
-        });
-    }
-    content::deserialize(&opened.content_type, &opened.body)
+    verifier
+        .open(body)
+        .map_err(DecodeErrorKind::Signature)?
+        .value()
 }
 
 fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, DecodeErrorKind> {

@@ -57,12 +57,13 @@ pub fn run(args: &DecodeArgs) -> ExitCode {
         },
     };
     let mut accept = args.accept.clone();
-    if verifier.is_some() && !accept.is_empty() && !accept.iter().any(|a| a == "auth") {
-        accept.push("auth".into());
-    } else if verifier.is_some() && accept.is_empty() {
-        accept = ["json", "msgpack", "yaml", "auth"]
-            .map(String::from)
-            .to_vec();
+    if verifier.is_some() {
+        if accept.is_empty() {
+            accept = ["json", "msgpack", "yaml"].map(String::from).to_vec();
+        }
+        if !accept.iter().any(|a| a == "auth") {
+            accept.push("auth".into());
+        }
     }
     let opts = DecodeOptions {
         accept,
