@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::config::{jittered, CacheConfig, Policy};
+use crate::config::{CacheConfig, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::{self, Invalidation};
 use crate::redis_conn::RedisConn;
@@ -292,9 +292,9 @@ impl Inner {
                 }
                 let early = !waited
                     && entry.value.is_some()
-                    && policy
-                        .xfetch_beta
-                        .is_some_and(|b| entry.should_refresh_early(b));
+                    && policy.xfetch_beta.is_some_and(|b| {
+                        entry.should_refresh_early(b, self.config.draws.unit(), now_ms())
+                    });
                 if early && self.take_lease(c, &mut conn, &lease_key, &token).await == Some(true) {
                     bump(&c.early_refreshes);
                     return self
@@ -415,7 +415,7 @@ impl Inner {
             bump(&c.source_errors);
             Arc::new(e)
         })?;
-        let ttl = jittered(if value.is_some() {
+        let ttl = self.config.draws.jittered(if value.is_some() {
             policy.ttl
         } else {
             policy.negative_ttl

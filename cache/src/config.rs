@@ -1,6 +1,10 @@
 //! Settings of a [`crate::Cache`] and of one cached query ([`Policy`]).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 /// How a cache is laid out and bounded. Defaults suit a worker process.
 #[derive(Debug, Clone)]
@@ -24,6 +28,8 @@ pub struct CacheConfig {
     pub lease_poll: Duration,
     /// Connect and response timeout of Redis commands (default 1 s); slower means "Redis down".
     pub redis_timeout: Duration,
+    /// Where TTL jitter and XFetch draw their random numbers (default: the thread RNG).
+    pub draws: Draws,
 }
 
 impl Default for CacheConfig {
@@ -38,6 +44,7 @@ impl Default for CacheConfig {
             lease_wait: Duration::from_secs(3),
             lease_poll: Duration::from_millis(10),
             redis_timeout: Duration::from_secs(1),
+            draws: Draws::default(),
         }
     }
 }
@@ -93,8 +100,96 @@ impl Policy {
 /// The source label of a [`Policy`] that names none.
 pub const UNNAMED_SOURCE: &str = "unnamed";
 
-/// `ttl` scaled by a random factor in [0.9, 1.1], so keys loaded together do not expire together.
-pub fn jittered(ttl: Duration) -> Duration {
-    ttl.mul_f64(rand::random_range(0.9..=1.1))
-        .max(Duration::from_millis(1))
+/// The source of the cache's random draws (TTL jitter, XFetch's early refresh): the thread
+/// RNG by default, or a seeded generator / one fixed value so that tests and reproductions
+/// see the same numbers every run. Clones share one seeded generator.
+#[derive(Clone, Default)]
+pub struct Draws(DrawKind);
+
+#[derive(Clone, Default)]
+enum DrawKind {
+    #[default]
+    Thread,
+    Seeded(Arc<Mutex<StdRng>>),
+    Fixed(f64),
+}
+
+impl Draws {
+    /// Fresh draws from the thread RNG (the default).
+    pub fn thread() -> Self {
+        Draws(DrawKind::Thread)
+    }
+
+    /// A reproducible sequence from `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Draws(DrawKind::Seeded(Arc::new(Mutex::new(
+            StdRng::seed_from_u64(seed),
+        ))))
+    }
+
+    /// Always `u` (clamped to [0, 1]).
+    pub fn fixed(u: f64) -> Self {
+        Draws(DrawKind::Fixed(if u.is_nan() {
+            0.5
+        } else {
+            u.clamp(0.0, 1.0)
+        }))
+    }
+
+    /// One draw, uniform in [0, 1].
+    pub fn unit(&self) -> f64 {
+        match &self.0 {
+            DrawKind::Thread => rand::random_range(0.0..=1.0),
+            DrawKind::Seeded(rng) => rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .random_range(0.0..=1.0),
+            DrawKind::Fixed(u) => *u,
+        }
+    }
+
+    /// `ttl` scaled by a factor in [0.9, 1.1] (0.9 + 0.2 × a draw), so keys loaded together do
+    /// not expire together; at least 1 ms.
+    pub fn jittered(&self, ttl: Duration) -> Duration {
+        ttl.mul_f64(0.9 + 0.2 * self.unit())
+            .max(Duration::from_millis(1))
+    }
+}
+
+impl std::fmt::Debug for Draws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            DrawKind::Thread => f.write_str("Draws::thread()"),
+            DrawKind::Seeded(_) => f.write_str("Draws::seeded(..)"),
+            DrawKind::Fixed(u) => write!(f, "Draws::fixed({u})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_draws_repeat_and_stay_in_range() {
+        let (a, b) = (Draws::seeded(7), Draws::seeded(7));
+        let xs: Vec<f64> = (0..100).map(|_| a.unit()).collect();
+        let ys: Vec<f64> = (0..100).map(|_| b.unit()).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().all(|u| (0.0..=1.0).contains(u)));
+        assert_ne!(xs[0], xs[1]);
+    }
+
+    #[test]
+    fn jitter_maps_draws_onto_ten_percent() {
+        let ttl = Duration::from_secs(100);
+        assert_eq!(Draws::fixed(0.0).jittered(ttl), Duration::from_secs(90));
+        assert_eq!(Draws::fixed(0.5).jittered(ttl), Duration::from_secs(100));
+        assert_eq!(Draws::fixed(1.0).jittered(ttl), Duration::from_secs(110));
+        assert_eq!(Draws::fixed(9.0).jittered(ttl), Duration::from_secs(110));
+        assert_eq!(
+            Draws::fixed(0.0).jittered(Duration::ZERO),
+            Duration::from_millis(1)
+        );
+    }
 }

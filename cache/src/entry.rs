@@ -63,10 +63,41 @@ impl Entry {
         Duration::from_millis(self.expires_at_ms.saturating_sub(now_ms()))
     }
 
-    /// XFetch (Vattani et al.): recompute early when `now - delta * beta * ln(rand) >= expiry`.
-    pub fn should_refresh_early(&self, beta: f64) -> bool {
-        let r: f64 = rand::random_range(f64::MIN_POSITIVE..=1.0);
-        let early = (self.delta_ms as f64) * beta * -r.ln();
-        (now_ms() as f64) + early >= self.expires_at_ms as f64
+    /// XFetch (Vattani et al.): recompute early when `now - delta * beta * ln(u) >= expiry`,
+    /// for a uniform draw `u` in (0, 1] (0 is taken as the smallest positive float).
+    pub fn should_refresh_early(&self, beta: f64, u: f64, now_ms: u64) -> bool {
+        let early = (self.delta_ms as f64) * beta * -u.max(f64::MIN_POSITIVE).ln();
+        (now_ms as f64) + early >= self.expires_at_ms as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(delta_ms: u64, expires_at_ms: u64) -> Entry {
+        Entry {
+            value: Some(Value::Null),
+            delta_ms,
+            expires_at_ms,
+            size: 0,
+            l1_ttl: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn xfetch_refreshes_early_by_delta_beta_ln_u() {
+        // 1 s load, 500 ms before expiry: -ln(u) ≥ 0.5 ⇔ u ≤ e^-0.5 ≈ 0.6065.
+        let e = entry(1_000, 10_500);
+        assert!(e.should_refresh_early(1.0, 0.6, 10_000));
+        assert!(!e.should_refresh_early(1.0, 0.61, 10_000));
+        // u = 1 never refreshes before expiry, always at or after it.
+        assert!(!e.should_refresh_early(1.0, 1.0, 10_499));
+        assert!(e.should_refresh_early(1.0, 1.0, 10_500));
+        // u = 0 is the smallest positive draw: a huge but finite head start.
+        assert!(e.should_refresh_early(1.0, 0.0, 0));
+        // beta scales the head start.
+        assert!(e.should_refresh_early(2.0, 0.7, 10_000));
+        assert!(!e.should_refresh_early(0.5, 0.7, 10_000));
     }
 }

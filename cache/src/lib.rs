@@ -17,7 +17,7 @@ pub mod tls;
 pub mod warm;
 
 pub use cache::{Cache, CacheError};
-pub use config::{CacheConfig, Policy};
+pub use config::{CacheConfig, Draws, Policy};
 pub use key_template::KeyTemplate;
 pub use source::{Row, Source, SourceConfig, SourceError, SourceKind, Sources};
 pub use sql::NamedSql;

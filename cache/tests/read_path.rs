@@ -1,11 +1,12 @@
 //! The read path against a real (private) Redis: layers, TTLs, jitter, negative caching,
 //! invalidation between caches with separate L1s, Redis down, stampedes, stale writes.
+//! Random draws (TTL jitter, XFetch) are injected ([`Draws`]) so no test depends on luck.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_cache::{Cache, CacheConfig, Policy, SourceError};
+use celeriac_cache::{Cache, CacheConfig, Draws, Policy, SourceError};
 use celeriac_testkit::RedisServer;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -23,8 +24,12 @@ fn policy() -> Policy {
 
 /// A cache on `redis`, subscribed to invalidations when Redis is up (as the worker starts it).
 async fn cache(redis: &RedisServer) -> Cache {
+    cache_with(redis, config()).await
+}
+
+async fn cache_with(redis: &RedisServer, config: CacheConfig) -> Cache {
     let client = redis::Client::open(redis.url(0)).unwrap();
-    let cache = Cache::new(config(), Some(client));
+    let cache = Cache::new(config, Some(client));
     cache.wait_subscribed(Duration::from_secs(2)).await;
     cache
 }
@@ -148,7 +153,17 @@ async fn not_found_is_cached_with_its_own_ttl() {
 #[tokio::test]
 async fn ttls_are_jittered_within_ten_percent() {
     let redis = RedisServer::start().unwrap();
-    let a = cache(&redis).await;
+    let seed = 20_261_205;
+    let a = cache_with(
+        &redis,
+        CacheConfig {
+            draws: Draws::seeded(seed),
+            ..config()
+        },
+    )
+    .await;
+    // The same seeded sequence, drawn here: the TTL each key must have been given.
+    let expected = Draws::seeded(seed);
     let src = Counted::new();
     let policy = Policy::new(Duration::from_secs(100), Duration::from_secs(10));
     let mut conn = redis_conn(&redis).await;
@@ -158,14 +173,15 @@ async fn ttls_are_jittered_within_ten_percent() {
         a.get_or_load(&key, &policy, || src.load(Some(json!(i)), Duration::ZERO))
             .await
             .unwrap();
+        let want = expected.jittered(policy.ttl).as_millis() as i64;
+        assert!((90_000..=110_000).contains(&want));
         let pttl: i64 = conn.pttl(format!("t:cache:v1:{key}")).await.unwrap();
-        ttls.push(pttl);
-    }
-    for t in &ttls {
+        // PX is the jittered TTL less the time since the load (under a second here).
         assert!(
-            (89_000..=110_000).contains(t),
-            "ttl {t} ms outside 100 s ±10%"
+            pttl <= want && pttl > want - 1_000,
+            "key {i}: ttl {pttl} ms, jittered {want} ms"
         );
+        ttls.push(want);
     }
     let (min, max) = (ttls.iter().min().unwrap(), ttls.iter().max().unwrap());
     assert!(
@@ -293,13 +309,29 @@ async fn a_thousand_concurrent_cold_reads_on_four_caches_query_once() {
         caches.push(cache(&redis).await);
     }
     let src = Counted::new();
+    // The one load finishes only once the three other caches are waiting on its lease, so
+    // the counts below do not depend on how the 1000 reads happen to be scheduled.
+    let waiting = {
+        let caches = caches.clone();
+        move || {
+            let caches = caches.clone();
+            async move {
+                while caches.iter().map(|c| c.stats().lease_waits).sum::<u64>() < 3 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    };
     let mut tasks = Vec::new();
     for i in 0..1000 {
         let c = caches[i % 4].clone();
         let src = src.clone();
+        let waiting = waiting.clone();
         tasks.push(tokio::spawn(async move {
-            c.get_or_load("hot", &policy(), || {
-                src.load(Some(json!({"id": 1})), Duration::from_millis(300))
+            c.get_or_load("hot", &policy(), || async move {
+                let got = src.load(Some(json!({"id": 1})), Duration::ZERO).await;
+                waiting().await;
+                got
             })
             .await
         }));
@@ -369,21 +401,28 @@ async fn source_errors_are_not_cached() {
     assert_eq!(a.stats().source_errors, 1);
 }
 
-#[tokio::test]
-async fn early_refresh_reloads_before_expiry() {
+/// Two caches reading a hot key that is due for XFetch's early refresh with draw `u`; the
+/// value the second one reads and how many early refreshes it made.
+async fn hot_key_read_with_draw(u: f64) -> (Option<Value>, u64, usize) {
     let redis = RedisServer::start().unwrap();
-    let a = cache(&redis).await;
-    let b = cache(&redis).await;
+    let b = cache_with(
+        &redis,
+        CacheConfig {
+            draws: Draws::fixed(u),
+            ..config()
+        },
+    )
+    .await;
     let src = Counted::new();
-    // A load that took 1 s and expires in ~100 ms is due for an early refresh (beta 1).
     let policy = Policy {
         xfetch_beta: Some(1.0),
         ..Policy::new(Duration::from_millis(300), Duration::from_secs(1))
     };
+    // A load that took 10 s, 60 s before expiry: -ln(u) · 10 s ≥ 60 s ⇔ u ≤ e^-6 ≈ 0.0025.
     let mut conn = redis_conn(&redis).await;
-    let entry = json!({"found": true, "value": "old", "delta_ms": 10_000, "expires_at_ms": celeriac_cache::entry::now_ms() + 100});
+    let entry = json!({"found": true, "value": "old", "delta_ms": 10_000, "expires_at_ms": celeriac_cache::entry::now_ms() + 60_000});
     let _: () = conn
-        .set_ex("t:cache:v1:hot", entry.to_string(), 60)
+        .set_ex("t:cache:v1:hot", entry.to_string(), 120)
         .await
         .unwrap();
     let got = b
@@ -392,7 +431,19 @@ async fn early_refresh_reloads_before_expiry() {
         })
         .await
         .unwrap();
+    (got, b.stats().early_refreshes, src.calls())
+}
+
+#[tokio::test]
+async fn early_refresh_reloads_before_expiry() {
+    let (got, early, calls) = hot_key_read_with_draw(0.001).await;
     assert_eq!(got, Some(json!("new")));
-    assert_eq!(b.stats().early_refreshes, 1);
-    drop(a);
+    assert_eq!((early, calls), (1, 1));
+}
+
+#[tokio::test]
+async fn no_early_refresh_when_the_draw_says_not_yet() {
+    let (got, early, calls) = hot_key_read_with_draw(0.01).await;
+    assert_eq!(got, Some(json!("old")));
+    assert_eq!((early, calls), (0, 0));
 }

@@ -1,14 +1,14 @@
 //! L2 writes of the warmer, in the read path's format and under its lease rule.
 //!
 //! A value is written as the read path writes it ([`Entry::to_l2`], TTL jittered by
-//! [`jittered`]), one Lua script per batch. A key whose lease is held is skipped: a reader is
+//! [`Draws::jittered`]), one Lua script per batch. A key whose lease is held is skipped: a reader is
 //! loading it now and its value is at least as new. Every written or deleted key is announced on
 //! the invalidation channel so other processes drop their L1 copy.
 
 use redis::aio::ConnectionManager;
 use serde_json::Value;
 
-use crate::config::{jittered, CacheConfig, Policy};
+use crate::config::{CacheConfig, Draws, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::Invalidation;
 
@@ -62,10 +62,10 @@ impl WarmWriter {
         }
     }
 
-    /// The L2 text the read path would store for `value`, loaded in `delta_ms`, under `policy`,
-    /// and its TTL in milliseconds.
-    pub fn l2_text(value: Value, delta_ms: u64, policy: &Policy) -> (String, u64) {
-        let ttl_ms = (jittered(policy.ttl).as_millis() as u64).max(1);
+    /// The L2 text the read path would store for `value`, loaded in `delta_ms`, under `policy`
+    /// (TTL jittered by `draws`), and its TTL in milliseconds.
+    pub fn l2_text(value: Value, delta_ms: u64, policy: &Policy, draws: &Draws) -> (String, u64) {
+        let ttl_ms = (draws.jittered(policy.ttl).as_millis() as u64).max(1);
         let entry = Entry {
             value: Some(value),
             delta_ms,
@@ -92,7 +92,7 @@ impl WarmWriter {
         inv.arg(self.config.channel())
             .arg(if self.publish { "1" } else { "0" });
         for (key, value) in entries {
-            let (text, ttl_ms) = Self::l2_text(value, delta_ms, policy);
+            let (text, ttl_ms) = Self::l2_text(value, delta_ms, policy, &self.config.draws);
             inv.key(self.config.redis_key(&key)).arg(text).arg(ttl_ms);
         }
         let written: u64 = inv.invoke_async(&mut self.conn).await?;
@@ -134,8 +134,13 @@ mod tests {
             std::time::Duration::from_secs(100),
             std::time::Duration::from_secs(1),
         );
-        let (text, ttl) = WarmWriter::l2_text(serde_json::json!({"id": 1}), 3, &policy);
-        assert!((90_000..=110_000).contains(&ttl));
+        let (text, ttl) = WarmWriter::l2_text(
+            serde_json::json!({"id": 1}),
+            3,
+            &policy,
+            &Draws::fixed(0.75),
+        );
+        assert_eq!(ttl, 105_000);
         let entry = Entry::from_l2(&text).expect("our envelope");
         assert_eq!(entry.value, Some(serde_json::json!({"id": 1})));
         assert_eq!(entry.delta_ms, 3);
