@@ -1,4 +1,4 @@
-//! The Rust API: `Worker::builder().task("name", f).settings(s).build()?.run().await`.
+//! The Rust API: `Worker::builder().register(add).task("name", f).settings(s).build()?.run().await`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +10,9 @@ use crate::config::Settings;
 use crate::launcher;
 use crate::process::{FnProcess, Pool, ProcessHandler};
 use crate::registry::Registry;
-use crate::task::{BlockingHandler, FnHandler, TaskContext, TaskError, TaskOptions};
+use crate::task::{
+    BlockingHandler, FnHandler, TaskContext, TaskDefinition, TaskError, TaskOptions,
+};
 
 /// A configured worker, ready to run.
 pub struct Worker {
@@ -85,6 +87,22 @@ impl WorkerBuilder {
         Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
     {
         self.task_with_options(name, TaskOptions::default(), f)
+    }
+
+    /// Register a task declared with [`#[celeriac_worker::task]`](macro@crate::task) under its
+    /// name.
+    pub fn register<T: TaskDefinition>(self, task: T) -> Self {
+        self.register_with_options(task, TaskOptions::default())
+    }
+
+    /// [`WorkerBuilder::register`] with per-task options.
+    pub fn register_with_options<T: TaskDefinition>(
+        mut self,
+        task: T,
+        options: TaskOptions,
+    ) -> Self {
+        self.registry.insert(task.name(), Arc::new(task), options);
+        self
     }
 
     /// [`WorkerBuilder::task`] with per-task options.

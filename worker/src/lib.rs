@@ -6,7 +6,10 @@
 //! finished run's message, [`dead_letter`] disposes of what cannot run, [`keepalive`] keeps held
 //! messages from being restored by sweeps, [`launcher`] starts and stops it all; [`control`]
 //! answers remote control, [`revoked`] keeps revoked ids, [`events`] sends monitoring events,
-//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`task`] what a task sees.
+//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`mod@task`] what a task sees.
+
+// The `#[task]` macro's expansion names this crate `::celeriac_worker`, also inside it.
+extern crate self as celeriac_worker;
 
 pub mod batch;
 pub mod builder;
@@ -44,4 +47,11 @@ pub mod tracked;
 pub mod warm;
 
 pub use builder::{Worker, WorkerBuilder};
-pub use task::{CallArgs, PyException, TaskContext, TaskError, TaskOptions};
+/// Declares a task as a Python-style function: `#[celeriac_worker::task(name = "app.add")]` on
+/// `async fn add(a: PyNumber, b: PyNumber) -> Result<PyNumber, PyException>` binds positional,
+/// keyword and mixed calls, defaults (`#[default(..)]`), `*args` (`#[args]`), keyword-only
+/// parameters (`#[kw_only]`) and `**kwargs` (`#[kwargs]`) as CPython binds them, failing with
+/// CPython's `TypeError` messages. Register it with [`WorkerBuilder::register`]. See
+/// [`task::params`].
+pub use celeriac_macros::task;
+pub use task::{CallArgs, PyException, PyNumber, TaskContext, TaskError, TaskOptions};

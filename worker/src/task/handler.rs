@@ -21,6 +21,13 @@ pub trait Handler: Send + Sync + 'static {
     fn call(&self, ctx: TaskContext) -> TaskFuture;
 }
 
+/// A task declared with [`#[celeriac_worker::task]`](macro@crate::task): its own handler, with
+/// its Celery name (registered by [`crate::WorkerBuilder::register`]).
+pub trait TaskDefinition: Handler {
+    /// The name producers send it by (`"demo.add"`).
+    fn name(&self) -> &'static str;
+}
+
 /// Adapts `async fn(TaskContext, A) -> Result<R, TaskError>` into a [`Handler`]: `A` is bound from
 /// the call's args/kwargs (see [`super::args`]), `R` is serialized to JSON as the result.
 pub struct FnHandler<F, A, R, Fut> {

@@ -5,7 +5,9 @@ pub mod blocking;
 pub mod context;
 pub mod error;
 pub mod handler;
+pub mod number;
 pub mod options;
+pub mod params;
 
 pub use args::CallArgs;
 pub use blocking::BlockingHandler;
@@ -13,5 +15,6 @@ pub use blocking::BlockingHandler;
 pub use celeriac_broker_bridge::codec::Signature;
 pub use context::TaskContext;
 pub use error::{PyException, RetryRequest, TaskError};
-pub use handler::{FnHandler, Handler, TaskFuture};
+pub use handler::{FnHandler, Handler, TaskDefinition, TaskFuture};
+pub use number::PyNumber;
 pub use options::TaskOptions;
