@@ -16,12 +16,18 @@ def show(label, value):
 
 print("Python Celery producer -> celeriac:")
 show("demo.add(2, 3)", app.send_task("demo.add", args=(2, 3)).get(timeout=10))
+show("demo.add(a=2**70, b=1)", app.send_task("demo.add", kwargs={"a": 2**70, "b": 1}).get(timeout=10))
+show("demo.add(1.5, b=2.25)", app.send_task("demo.add", args=(1.5,), kwargs={"b": 2.25}).get(timeout=10))
+try:
+    app.send_task("demo.add", args=(1,)).get(timeout=10)
+except TypeError as e:
+    show("demo.add(1) raised", e)
 show("demo.echo({'héllo': [1, 2**70, None]})",
      app.send_task("demo.echo", args=({"héllo": [1, 2**70, None]},)).get(timeout=10))
 try:
-    app.send_task("demo.fail", args=("bad ticket id",)).get(timeout=10)
+    app.send_task("demo.fail", args=("bad ticket id", 42)).get(timeout=10)
 except ValueError as e:
-    show("demo.fail('bad ticket id') raised", e)
+    show("demo.fail('bad ticket id', 42) raised", repr(e))
 start = time.time()
 results = [app.send_task("demo.sleep", args=(500,)) for _ in range(8)]
 values = [r.get(timeout=20) for r in results]

@@ -1,5 +1,9 @@
 //! The worker the end-to-end tests run as a process: test tasks under the `t.` names that
-//! `tests/python/celery_app.py` also defines for Python workers.
+//! `tests/python/celery_app.py` also defines for Python workers, and the demo's `demo.` tasks.
+
+// The demo's tasks (`demo.add`, `demo.fail`, ...), exactly as the demo worker registers them.
+#[path = "../../../worker/examples/demo/tasks.rs"]
+mod demo_tasks;
 
 use std::time::Duration;
 
@@ -35,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         Err(_) => marks.clone(),
     };
     let tally_sum = tally.clone();
-    let builder = Worker::builder()
+    let builder = demo_tasks::register(Worker::builder())
         .task("t.add", |_: TaskContext, (a, b): (i64, i64)| async move {
             Ok::<_, TaskError>(a + b)
         })

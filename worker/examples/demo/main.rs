@@ -5,16 +5,15 @@
 //! `--config worker/examples/demo.toml` it also serves the declarative query tasks
 //! (`demo.get_ticket`, ...) from a SQLite file it creates from `demo-data.sql` on first run.
 
-use std::time::Duration;
+mod tasks;
 
 use celeriac_cache::source::sqlite::SqliteSource;
 use celeriac_cache::source::SourceConfig;
 use celeriac_cache::Source;
 use celeriac_worker::config::{process_env, Settings, WorkerArgs};
 use celeriac_worker::query_tasks::config::parse as parse_query_config;
-use celeriac_worker::{TaskContext, TaskError, Worker};
+use celeriac_worker::{TaskError, Worker};
 use clap::Parser;
-use serde_json::Value;
 
 /// The demo worker (takes `celeriac worker`'s flags).
 #[derive(Parser)]
@@ -27,38 +26,14 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     seed_sqlite_demo_data(&args.worker)?;
-    let builder = Worker::builder()
-        .task(
-            "demo.add",
-            |_ctx: TaskContext, (a, b): (i64, i64)| async move {
-                a.checked_add(b)
-                    .ok_or_else(|| TaskError::fail("OverflowError", "integer overflow"))
-            },
-        )
-        .task(
-            "demo.echo",
-            |_ctx: TaskContext, (value,): (Value,)| async move { Ok::<_, TaskError>(value) },
-        )
-        .task(
-            "demo.fail",
-            |_ctx: TaskContext, (message,): (String,)| async move {
-                Err::<(), _>(TaskError::fail("ValueError", message))
-            },
-        )
+    let builder = tasks::register(Worker::builder())
         // CPU-bound: runs in a task process, killed for sure at its hard time limit.
         .process_task("demo.primes", |(below,): (u64,)| {
             let count = (2..below)
                 .filter(|n| (2..).take_while(|d| d * d <= *n).all(|d| n % d != 0))
                 .count();
             Ok::<_, TaskError>(count)
-        })
-        .task(
-            "demo.sleep",
-            |_ctx: TaskContext, (ms,): (u64,)| async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok::<_, TaskError>(ms)
-            },
-        );
+        });
     celeriac_worker::cli::worker::run(builder, &args.worker)
 }
 
@@ -80,7 +55,7 @@ fn seed_sqlite_demo_data(args: &WorkerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let source = SqliteSource::connect_lazy(&SourceConfig::new("main", main.url.clone()))?;
-        for statement in include_str!("demo-data.sql").split(';') {
+        for statement in include_str!("../demo-data.sql").split(';') {
             let sql: String = statement
                 .lines()
                 .filter(|l| !l.trim_start().starts_with("--"))
