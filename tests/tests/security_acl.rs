@@ -63,6 +63,7 @@ const WORKER_ACL: &[&str] = &[
     "+rpush",
     "+rpop",
     "+brpop",
+    "+blmove",
     "+llen",
     "+hset",
     "+hget",

@@ -240,10 +240,7 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
             let Some(queue) = req.arg_str("queue") else {
                 return Some(nok("missing argument: queue"));
             };
-            rt.queues
-                .lock()
-                .expect("queues lock")
-                .retain(|q| q != queue);
+            rt.remove_queue(queue);
             tracing::info!(queue, "no longer consuming from a queue (remote control)");
             ok(format!("no longer consuming from {queue}"))
         }
@@ -505,12 +502,7 @@ async fn add_consumer(rt: &Runtime, req: &ControlRequest) -> Value {
     if let Err(e) = rt.broker.declare_queues(&[queue.to_string()]).await {
         return nok(format!("cannot declare {queue}: {e}"));
     }
-    {
-        let mut queues = rt.queues.lock().expect("queues lock");
-        if !queues.iter().any(|q| q == queue) {
-            queues.push(queue.to_string());
-        }
-    }
+    rt.add_queue(queue);
     tracing::info!(queue, "consuming from a new queue (remote control)");
     ok(format!("add consumer {queue}"))
 }

@@ -2,25 +2,33 @@
 //! queue length in Redis always shows the real backlog.
 //!
 //! Each fetch is one atomic pop-and-stash script in Redis (see broker-bridge's transport), so a
-//! kill at any instant loses nothing. When the queues are empty the loop polls with a backoff
-//! (10 ms doubling up to `poll_interval_max`); when Redis is unreachable it retries with a
-//! backoff up to 5 s and resumes by itself when Redis is back.
+//! kill at any instant loses nothing. When a fetch leaves free slots (every consumed list was
+//! empty), the loop waits for an arrival with [`ArrivalWait`]: one `BLMOVE list list RIGHT RIGHT`
+//! per consumed list, which returns as soon as the list is non-empty and leaves the message where
+//! it is; then the same atomic fetch runs. While the watchers reconnect, or when Redis refuses
+//! `BLMOVE` (an ACL user without it, Redis before 6.2), the loop polls with a backoff (5 ms
+//! doubling up to [`POLL_INTERVAL_MAX`]). When Redis is unreachable it retries with a backoff up
+//! to 5 s and resumes by itself when Redis is back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use celeriac_broker_bridge::transport::{ArrivalWait, Woken, BLOCK_TIMEOUT};
+
 use crate::processor;
 use crate::runtime::Runtime;
 
-/// Longest pause between two polls of empty queues.
+/// Longest pause between two polls of empty queues, when waiting for arrivals is not possible.
 pub const POLL_INTERVAL_MAX: Duration = Duration::from_millis(100);
 const POLL_INTERVAL_MIN: Duration = Duration::from_millis(5);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Run until the worker starts draining.
 pub async fn run(rt: Arc<Runtime>) {
+    let mut arrivals = rt.broker.arrival_wait();
     let mut idle = POLL_INTERVAL_MIN;
     let mut failing = Duration::ZERO;
+    let mut watchers_lost = false;
     loop {
         if rt.draining.is_cancelled() {
             return;
@@ -39,6 +47,7 @@ pub async fn run(rt: Arc<Runtime>) {
                 if !failing.is_zero() {
                     tracing::info!("broker reachable again; consuming resumed");
                     failing = Duration::ZERO;
+                    arrivals.reset();
                     rt.reconnected.notify_one();
                 }
                 for dead in &fetched.dead_lettered {
@@ -47,12 +56,7 @@ pub async fn run(rt: Arc<Runtime>) {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(queue = %dead.queue, reason = %dead.reason, "moved an element that is not a kombu message to the dead-letter list");
                 }
-                if fetched.deliveries.is_empty() {
-                    pause(&rt, idle).await;
-                    idle = (idle * 2).min(POLL_INTERVAL_MAX);
-                    continue;
-                }
-                idle = POLL_INTERVAL_MIN;
+                let taken = fetched.deliveries.len() + fetched.dead_lettered.len();
                 for delivery in fetched.deliveries {
                     let permit = rt.reservations.clone().try_acquire_owned().expect(
                         "only the fetch loop takes reservations, and it asked for free ones",
@@ -63,6 +67,25 @@ pub async fn run(rt: Arc<Runtime>) {
                         processor::dispatch(rt2, delivery, permit).await;
                     });
                 }
+                if taken >= free {
+                    idle = POLL_INTERVAL_MIN;
+                    continue;
+                }
+                // Fewer than asked: every list was empty when the script ran.
+                match wait_for_arrival(&rt, &mut arrivals, &queues, idle).await {
+                    Waited::Blocked => {
+                        idle = POLL_INTERVAL_MIN;
+                        if std::mem::take(&mut watchers_lost) {
+                            // The watchers' connections broke and work again: the server may
+                            // be a new one (restarted empty, a promoted replica).
+                            rt.reconnected.notify_one();
+                        }
+                    }
+                    Waited::Polled { lost } => {
+                        idle = (idle * 2).min(POLL_INTERVAL_MAX);
+                        watchers_lost |= lost;
+                    }
+                }
             }
             Err(e) => {
                 rt.metrics.broker_reachable(false);
@@ -70,6 +93,45 @@ pub async fn run(rt: Arc<Runtime>) {
                 tracing::warn!(error = %e, retry_in_ms = failing.as_millis() as u64, "fetch failed; retrying");
                 pause(&rt, failing).await;
             }
+        }
+    }
+}
+
+/// How [`wait_for_arrival`] waited.
+enum Waited {
+    /// On the watchers (or cut short by a queue change or draining).
+    Blocked,
+    /// A poll pause instead; `lost` when watchers are reconnecting.
+    Polled { lost: bool },
+}
+
+/// Wait until a message may be there: an arrival, a change of the consumed queues, the
+/// watchers' time limit, or — when waiting is not possible — a poll pause of `idle`.
+async fn wait_for_arrival(
+    rt: &Runtime,
+    arrivals: &mut ArrivalWait,
+    queues: &[String],
+    idle: Duration,
+) -> Waited {
+    let lists = rt.broker.consumed_lists(queues);
+    let woken = tokio::select! {
+        w = arrivals.wait(&lists, BLOCK_TIMEOUT) => w,
+        _ = rt.queues_changed.notified() => return Waited::Blocked,
+        _ = rt.draining.cancelled() => return Waited::Blocked,
+    };
+    match woken {
+        Woken::Arrived => {
+            rt.metrics.fetch_woken();
+            Waited::Blocked
+        }
+        Woken::TimedOut => Waited::Blocked,
+        Woken::Reconnecting => {
+            pause(rt, idle).await;
+            Waited::Polled { lost: true }
+        }
+        Woken::Unavailable(_) => {
+            pause(rt, idle).await;
+            Waited::Polled { lost: false }
         }
     }
 }

@@ -163,6 +163,7 @@ pub async fn run(
         reservations_capacity: concurrency + lookahead,
         metrics,
         reconnected: tokio::sync::Notify::new(),
+        queues_changed: tokio::sync::Notify::new(),
         signing,
         settings,
     });

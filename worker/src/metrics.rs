@@ -40,6 +40,7 @@ pub struct Metrics {
     runtime: HistogramVec,
     dead_lettered: IntCounter,
     reconnects: IntCounter,
+    wakeups: IntCounter,
     write_retries: IntCounterVec,
     write_failures: IntCounterVec,
     depth_errors: IntCounter,
@@ -148,6 +149,10 @@ impl Metrics {
             reconnects: counter(
                 "celeriac_broker_reconnects_total",
                 "Times the broker became reachable again after failing.",
+            ),
+            wakeups: counter(
+                "celeriac_fetch_wakeups_total",
+                "Times the idle fetch loop was woken by a message arriving in a consumed queue.",
             ),
             write_retries: write("celeriac_redis_write_retries_total",
                 "Redis writes (results, acks, canvas and retry messages) that failed and were tried again.",
@@ -272,6 +277,11 @@ impl Metrics {
         if reachable && !was {
             self.reconnects.inc();
         }
+    }
+
+    /// The idle fetch loop was woken by an arrival.
+    pub fn fetch_woken(&self) {
+        self.wakeups.inc();
     }
 
     /// Whether the last fetch reached the broker.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::Runtime;
 
 /// How often the declarations are written again without a known reconnect.
-pub const REDECLARE_PERIOD: Duration = Duration::from_secs(10);
+pub const REDECLARE_PERIOD: Duration = Duration::from_secs(60);
 
 /// Declare the consumed queues now, then on every reconnect and periodically, until `stop`.
 pub async fn run(rt: Arc<Runtime>, stop: CancellationToken) {

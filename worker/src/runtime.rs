@@ -94,12 +94,32 @@ pub struct Runtime {
     /// Signalled by the fetch loop when the broker answers again after failing (see
     /// [`crate::registration`]).
     pub reconnected: tokio::sync::Notify,
+    /// Signalled when the consumed queues change, so the fetch loop stops waiting on the old ones.
+    pub queues_changed: tokio::sync::Notify,
 }
 
 impl Runtime {
     /// The queues consumed now.
     pub fn consumed_queues(&self) -> Vec<String> {
         self.queues.lock().expect("queues lock").clone()
+    }
+
+    /// Consume `queue` too (no-op when consumed already).
+    pub fn add_queue(&self, queue: &str) {
+        let mut queues = self.queues.lock().expect("queues lock");
+        if !queues.iter().any(|q| q == queue) {
+            queues.push(queue.to_string());
+            self.queues_changed.notify_one();
+        }
+    }
+
+    /// Stop consuming `queue`.
+    pub fn remove_queue(&self, queue: &str) {
+        self.queues
+            .lock()
+            .expect("queues lock")
+            .retain(|q| q != queue);
+        self.queues_changed.notify_one();
     }
 
     /// Start holding `tag` (its `unacked_index` score is kept fresh from now on).

@@ -4,7 +4,9 @@
 //!
 //! Everything goes through [`Broker`], a cheap-to-clone handle on one auto-reconnecting
 //! connection. Fetching is non-blocking and atomic (one Lua script pops and records in
-//! `unacked`), so a worker killed at any instant loses nothing; see the crate README.
+//! `unacked`), so a worker killed at any instant loses nothing; see the crate README. An idle
+//! worker waits for arrivals with [`ArrivalWait`] (a `BLMOVE` that leaves the message in place)
+//! and then fetches with the same script.
 
 mod ack;
 mod bindings;
@@ -20,6 +22,7 @@ mod restore;
 mod revoked_store;
 mod scripts;
 mod topic;
+mod wait;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +36,7 @@ pub use fanout::{FanoutMessage, FanoutSubscription};
 pub use keys::{envelope_priority, message_priority, Keys};
 pub use options::{QueueOrder, TransportOptions};
 pub use publish::Published;
+pub use wait::{ArrivalWait, Woken, BLOCK_TIMEOUT};
 
 use scripts::Scripts;
 
