@@ -27,6 +27,7 @@ print(outcome(app.send_task("t.soft_aware", args=(60000,), soft_time_limit=0.3, 
 print(outcome(app.send_task("t.soft_fail", args=(60000,), soft_time_limit=0.3, time_limit=10)))
 print(outcome(app.send_task("t.sleep", args=(60000,), soft_time_limit=0.2, time_limit=1.5)))
 print(outcome(app.send_task("t.soft_aware", args=(10,), soft_time_limit=5, time_limit=10)))
+print(outcome(app.send_task("t.soft_aware", args=(60000,), kwargs={{"cleanup_ms": 60000}}, soft_time_limit=0.2, time_limit=1)))
 print(outcome(app.send_task("t.add", args=(1, 2))))
 "#
     ));
@@ -37,8 +38,9 @@ print(outcome(app.send_task("t.add", args=(1, 2))))
             "FAILURE billiard.exceptions.TimeLimitExceeded (1,)",
             "SUCCESS 'soft'",
             "FAILURE billiard.exceptions.SoftTimeLimitExceeded ()",
-            "FAILURE billiard.exceptions.TimeLimitExceeded (1.5,)",
+            "FAILURE billiard.exceptions.SoftTimeLimitExceeded ()",
             "SUCCESS 'slept'",
+            "FAILURE billiard.exceptions.TimeLimitExceeded (1,)",
             "SUCCESS 3",
         ],
         "{out}"

@@ -134,3 +134,37 @@ print(outcome(app.send_task("demo.echo", kwargs={{"value": [1, 2**70, None]}})))
         "{out}"
     );
 }
+
+#[test]
+fn soft_time_limit_raises_soft_time_limit_exceeded_in_the_task() {
+    let world = World::new(&[]);
+    let _w = world.celeriac("w1", &["-c", "4"]);
+    // `demo.sleep` does not handle its soft limit: it fails with it, as a Python task would;
+    // `t.soft_aware` catches it, cleans up (awaiting 200 ms) and succeeds.
+    let out = world.py(&format!(
+        r#"{OUTCOME}
+from celery.exceptions import SoftTimeLimitExceeded
+r = app.send_task("demo.sleep", args=(4000,), soft_time_limit=1)
+print(outcome(r))
+try:
+    r.get(timeout=30)
+except SoftTimeLimitExceeded as e:
+    print("caught celery.exceptions.SoftTimeLimitExceeded", repr(e))
+print(outcome(app.send_task("demo.sleep", kwargs={{"ms": 4000}}, soft_time_limit=0.5, time_limit=10)))
+print(outcome(app.send_task("t.soft_aware", args=(4000,), kwargs={{"cleanup_ms": 200}}, soft_time_limit=0.5)))
+print(outcome(app.send_task("demo.sleep", args=(10,), soft_time_limit=5)))
+"#
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "FAILURE billiard.exceptions.SoftTimeLimitExceeded ()",
+            "caught celery.exceptions.SoftTimeLimitExceeded SoftTimeLimitExceeded()",
+            "FAILURE billiard.exceptions.SoftTimeLimitExceeded ()",
+            "SUCCESS 'soft'",
+            "SUCCESS 10",
+        ],
+        "{out}"
+    );
+}

@@ -13,6 +13,7 @@ use crate::registry::Registry;
 use crate::task::{
     BlockingHandler, FnHandler, TaskContext, TaskDefinition, TaskError, TaskOptions,
 };
+use crate::time_limits::Polled;
 
 /// A configured worker, ready to run.
 pub struct Worker {
@@ -150,15 +151,14 @@ impl WorkerBuilder {
         R: Serialize + 'static,
     {
         self.registry
-            .insert(name, Arc::new(BlockingHandler::new(f)), options);
+            .insert(name, Arc::new(Polled(BlockingHandler::new(f))), options);
         self
     }
 
     /// Register a CPU-bound or blocking function to run in a **task process** (a child process
     /// of the worker, reused between runs; see [`crate::process`]): at the hard time limit the
     /// child is killed, so the run stops for sure even if the function never checks anything.
-    /// The soft limit is seen with [`crate::process::soft_time_limit_exceeded`] or
-    /// `crate::process::check_soft_time_limit()?`. A child that dies fails the run with
+    /// The soft limit is seen with [`crate::process::check_soft_time_limit`]. A child that dies fails the run with
     /// `WorkerLostError`. The function gets only its arguments (no [`TaskContext`]).
     pub fn process_task<F, A, R>(self, name: impl Into<String>, f: F) -> Self
     where
@@ -183,8 +183,11 @@ impl WorkerBuilder {
     {
         let name = name.into();
         let pool = self.processes.get_or_insert_with(Arc::default).clone();
-        self.registry
-            .insert(name.clone(), Arc::new(ProcessHandler::new(pool)), options);
+        self.registry.insert(
+            name.clone(),
+            Arc::new(Polled(ProcessHandler::new(pool))),
+            options,
+        );
         self.registry
             .insert_process_fn(name, Arc::new(FnProcess::new(f)));
         self

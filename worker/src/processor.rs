@@ -207,6 +207,7 @@ async fn execute(
         time_limits::Supervised::TimedOut(limit) => Ok(Err(TaskError::Fail(
             time_limits::time_limit_exceeded(limit),
         ))),
+        time_limits::Supervised::SoftTimedOut => Ok(Err(time_limits::SoftTimeLimitExceeded.into())),
     };
     // The task's work is done: its slot goes to the next task while this one's outcome is written
     // (still bounded by the reservation, which is held until the end).

@@ -1,25 +1,37 @@
 //! Soft and hard time limits of a task run (Celery's `soft_time_limit` / `time_limit`).
 //!
 //! Each limit comes from the message's `timelimit` header, else the task's option, else the
-//! worker setting (`0` counts as unset, as in Celery). At the soft limit the task's
-//! [`TaskContext::soft_time_limit`](crate::TaskContext::soft_time_limit) signal fires; the task
-//! may stop and fail with [`soft_time_limit_exceeded`] (FAILURE `SoftTimeLimitExceeded`), return a
-//! value, or ignore it. At the hard limit the task is stopped for sure: its future is aborted and
+//! worker setting (`0` counts as unset, as in Celery).
+//!
+//! At the soft limit [`SoftTimeLimitExceeded`] is raised in the task, as Celery raises it: an
+//! async task is stopped at its next `.await` and fails with it (FAILURE
+//! `SoftTimeLimitExceeded`), unless it is inside
+//! [`TaskContext::catch_soft_time_limit`](crate::TaskContext::catch_soft_time_limit) (Python's
+//! `try: ... except SoftTimeLimitExceeded:`), which gets the error and lets the task clean up and
+//! finish. It is raised once per run. Synchronous code cannot be interrupted: blocking and
+//! process tasks see the soft limit when they check it
+//! ([`TaskContext::check_time_limits`](crate::TaskContext::check_time_limits),
+//! [`crate::process::check_soft_time_limit`]), which returns the same error.
+//!
+//! At the hard limit the task is stopped for sure: its future is aborted and
 //! the run fails with `TimeLimitExceeded`. Blocking tasks (see [`crate::task::blocking`]) run on
 //! their own thread, which cannot be killed: the run still fails and frees its slot at the hard
 //! limit, and the thread is abandoned and counted ([`abandoned_threads`]) until it returns.
 //! Process tasks (see [`crate::process`]) run in a child process, which is killed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_broker_bridge::codec::TaskMessage;
 use serde_json::{Number, Value};
+use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::task::{PyException, TaskError, TaskOptions};
+use crate::task::{Handler, PyException, TaskContext, TaskError, TaskFuture, TaskOptions};
 
 /// The limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -49,27 +61,123 @@ impl Limits {
     }
 }
 
-/// The signals a running task can observe (kept in its [`TaskContext`](crate::TaskContext)).
+/// The time-limit state of one run (kept in its [`TaskContext`]).
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
     soft: CancellationToken,
     hard: CancellationToken,
+    /// How many [`TaskContext::catch_soft_time_limit`] are running.
+    catching: Arc<AtomicUsize>,
+    /// Set once the soft limit was raised (in a catch, by the worker, or left to polling code).
+    raised: Arc<AtomicBool>,
+    /// Woken when a catch ends.
+    released: Arc<Notify>,
 }
 
 impl Signals {
     /// Resolves when the soft limit passes (never when there is none).
-    pub async fn soft(&self) {
+    pub(crate) async fn soft(&self) {
         self.soft.cancelled().await
     }
 
     /// Whether the soft limit has passed.
-    pub fn soft_passed(&self) -> bool {
+    pub(crate) fn soft_passed(&self) -> bool {
         self.soft.is_cancelled()
     }
 
     /// Whether the hard limit has passed.
-    pub fn hard_passed(&self) -> bool {
+    pub(crate) fn hard_passed(&self) -> bool {
         self.hard.is_cancelled()
+    }
+
+    /// Takes the one raise of the soft limit; false when it was already raised.
+    fn raise(&self) -> bool {
+        !self.raised.swap(true, Ordering::SeqCst)
+    }
+
+    /// Runs `fut`; if the soft limit passes first (and was not raised yet), `fut` is dropped and
+    /// the result is `Err(SoftTimeLimitExceeded)`.
+    pub(crate) async fn catch<F: Future>(
+        &self,
+        fut: F,
+    ) -> Result<F::Output, SoftTimeLimitExceeded> {
+        self.catching.fetch_add(1, Ordering::SeqCst);
+        let _release = Release(self);
+        let raised = async {
+            self.soft.cancelled().await;
+            if !self.raise() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            out = fut => Ok(out),
+            () = raised => Err(SoftTimeLimitExceeded),
+        }
+    }
+
+    /// After the soft limit passed: resolves when the worker must stop the run (no catch took
+    /// the raise); never when a catch took it.
+    async fn uncaught(&self) {
+        loop {
+            if self.raised.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let released = self.released.notified();
+            if self.catching.load(Ordering::SeqCst) == 0 && self.raise() {
+                return;
+            }
+            released.await;
+        }
+    }
+}
+
+struct Release<'a>(&'a Signals);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.catching.fetch_sub(1, Ordering::SeqCst);
+        self.0.released.notify_one();
+    }
+}
+
+/// A task whose code sees the soft limit by checking it (blocking and process tasks): the worker
+/// never stops it at the soft limit.
+pub(crate) struct Polled<H>(pub(crate) H);
+
+impl<H: Handler> Handler for Polled<H> {
+    fn call(&self, ctx: TaskContext) -> TaskFuture {
+        ctx.time_limits.raised.store(true, Ordering::SeqCst);
+        self.0.call(ctx)
+    }
+}
+
+/// Celery's `billiard.exceptions.SoftTimeLimitExceeded()`, raised in a task at its soft time
+/// limit. As a [`TaskError`] (with `?`) the run fails with it, as in Celery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftTimeLimitExceeded;
+
+impl std::fmt::Display for SoftTimeLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SoftTimeLimitExceeded()")
+    }
+}
+
+impl std::error::Error for SoftTimeLimitExceeded {}
+
+impl From<SoftTimeLimitExceeded> for PyException {
+    fn from(_: SoftTimeLimitExceeded) -> Self {
+        PyException {
+            exc_type: "SoftTimeLimitExceeded".into(),
+            exc_module: "billiard.exceptions".into(),
+            args: vec![],
+        }
+    }
+}
+
+impl From<SoftTimeLimitExceeded> for TaskError {
+    fn from(e: SoftTimeLimitExceeded) -> Self {
+        TaskError::Fail(e.into())
     }
 }
 
@@ -79,9 +187,12 @@ pub enum Supervised<T> {
     Finished(Result<T, JoinError>),
     /// The hard limit passed; the task was aborted.
     TimedOut(Duration),
+    /// The soft limit passed and the task did not catch it; the task was aborted.
+    SoftTimedOut,
 }
 
-/// Wait for `join`, firing the soft signal at the soft limit and aborting at the hard limit.
+/// Wait for `join`, raising [`SoftTimeLimitExceeded`] at the soft limit (aborting the task unless
+/// it catches it) and aborting at the hard limit.
 pub async fn supervise<T>(
     mut join: JoinHandle<T>,
     limits: Limits,
@@ -96,10 +207,10 @@ pub async fn supervise<T>(
                     "soft time limit exceeded"
                 );
                 signals.soft.cancel();
+                signals.uncaught().await;
             }
-            _ => {}
+            _ => std::future::pending().await,
         }
-        std::future::pending::<()>().await
     };
     let hard = async {
         match limits.hard {
@@ -117,7 +228,11 @@ pub async fn supervise<T>(
             tracing::error!(time_limit_s = d.as_secs_f64(), "hard time limit exceeded; task stopped");
             Supervised::TimedOut(d)
         }
-        () = soft => unreachable!("the soft timer never completes"),
+        () = soft => {
+            join.abort();
+            tracing::warn!("soft time limit not handled by the task; task stopped");
+            Supervised::SoftTimedOut
+        }
     }
 }
 
@@ -134,16 +249,6 @@ pub fn time_limit_exceeded(limit: Duration) -> PyException {
         exc_module: "billiard.exceptions".into(),
         args: vec![Value::Number(number)],
     }
-}
-
-/// The error a task returns when it stops because of its soft limit: Celery's
-/// `billiard.exceptions.SoftTimeLimitExceeded()`.
-pub fn soft_time_limit_exceeded() -> TaskError {
-    TaskError::Fail(PyException {
-        exc_type: "SoftTimeLimitExceeded".into(),
-        exc_module: "billiard.exceptions".into(),
-        args: vec![],
-    })
 }
 
 static ABANDONED: AtomicUsize = AtomicUsize::new(0);
@@ -210,7 +315,7 @@ mod tests {
             serde_json::to_string(&time_limit_exceeded(Duration::from_millis(1500)).args).unwrap(),
             "[1.5]"
         );
-        match soft_time_limit_exceeded() {
+        match TaskError::from(SoftTimeLimitExceeded) {
             TaskError::Fail(e) => {
                 assert_eq!(
                     (e.exc_module.as_str(), e.exc_type.as_str()),
@@ -222,27 +327,95 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn hard_limit_aborts_and_soft_fires_first() {
+    const LIMITS: Limits = Limits {
+        hard: Some(Duration::from_millis(200)),
+        soft: Some(Duration::from_millis(50)),
+    };
+
+    async fn run<T: Send + 'static>(
+        task: impl FnOnce(Signals) -> tokio::task::JoinHandle<T>,
+    ) -> (Supervised<T>, Signals) {
         let signals = Signals::default();
-        let s = signals.clone();
-        let join = tokio::spawn(async move {
-            s.soft().await;
-            std::future::pending::<()>().await
-        });
-        let limits = Limits {
-            hard: Some(Duration::from_millis(200)),
-            soft: Some(Duration::from_millis(50)),
-        };
-        match supervise(join, limits, &signals).await {
+        let join = task(signals.clone());
+        (supervise(join, LIMITS, &signals).await, signals)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncaught_soft_limit_stops_the_task() {
+        let (out, signals) = run(|_| tokio::spawn(std::future::pending::<()>())).await;
+        assert!(matches!(out, Supervised::SoftTimedOut));
+        assert!(signals.soft_passed() && !signals.hard_passed());
+        let quick = tokio::spawn(async { 7 });
+        assert!(matches!(
+            supervise(quick, LIMITS, &Signals::default()).await,
+            Supervised::Finished(Ok(7))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caught_soft_limit_lets_the_task_clean_up_and_finish() {
+        let (out, _) = run(|s| {
+            tokio::spawn(async move {
+                let caught = s.catch(std::future::pending::<()>()).await;
+                // Cleanup after the raise, with awaits: not stopped, and not raised again.
+                s.catch(tokio::time::sleep(Duration::from_millis(20)))
+                    .await
+                    .map(|()| caught)
+            })
+        })
+        .await;
+        match out {
+            Supervised::Finished(Ok(Ok(Err(SoftTimeLimitExceeded)))) => {}
+            _ => panic!("should finish after catching"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_innermost_catch_takes_the_raise_once() {
+        let (out, _) = run(|s| {
+            tokio::spawn(async move {
+                let inner = s.clone();
+                s.catch(async move {
+                    let caught = inner.catch(std::future::pending::<()>()).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    caught
+                })
+                .await
+            })
+        })
+        .await;
+        match out {
+            Supervised::Finished(Ok(Ok(Err(SoftTimeLimitExceeded)))) => {}
+            _ => panic!("the inner catch should get it and the outer one finish"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hard_limit_still_stops_a_task_that_caught_the_soft_one() {
+        let (out, signals) = run(|s| {
+            tokio::spawn(async move {
+                let _ = s.catch(std::future::pending::<()>()).await;
+                std::future::pending::<()>().await
+            })
+        })
+        .await;
+        match out {
             Supervised::TimedOut(d) => assert_eq!(d, Duration::from_millis(200)),
-            Supervised::Finished(_) => panic!("should time out"),
+            _ => panic!("should time out"),
         }
         assert!(signals.soft_passed() && signals.hard_passed());
-        let quick = tokio::spawn(async { 7 });
-        match supervise(quick, limits, &Signals::default()).await {
-            Supervised::Finished(Ok(7)) => {}
-            _ => panic!("should finish"),
-        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polled_tasks_are_not_stopped_at_the_soft_limit() {
+        let (out, _) = run(|s| {
+            s.raised.store(true, Ordering::SeqCst);
+            tokio::spawn(async move {
+                s.soft().await;
+                "saw it"
+            })
+        })
+        .await;
+        assert!(matches!(out, Supervised::Finished(Ok("saw it"))));
     }
 }

@@ -19,6 +19,34 @@ struct Args {
     worker: WorkerArgs,
 }
 
+/// Sleeps `ms`; when its soft time limit passes first it catches it, cleans up for `cleanup_ms`
+/// (awaiting, as cleanup code does) and returns "soft" (else "slept").
+#[celeriac_worker::task(name = "t.soft_aware")]
+async fn soft_aware(
+    ctx: TaskContext,
+    ms: u64,
+    #[default(0)] cleanup_ms: u64,
+) -> Result<String, TaskError> {
+    let slept = ctx
+        .catch_soft_time_limit(tokio::time::sleep(Duration::from_millis(ms)))
+        .await;
+    match slept {
+        Ok(()) => Ok("slept".into()),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(cleanup_ms)).await;
+            Ok("soft".into())
+        }
+    }
+}
+
+/// Sleeps `ms`, catching its soft time limit and raising it again (`except: ...; raise`).
+#[celeriac_worker::task(name = "t.soft_fail")]
+async fn soft_fail(ctx: TaskContext, ms: u64) -> Result<u64, TaskError> {
+    ctx.catch_soft_time_limit(tokio::time::sleep(Duration::from_millis(ms)))
+        .await?;
+    Ok(ms)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tracked = TaskOptions {
@@ -146,8 +174,7 @@ fn main() -> anyhow::Result<()> {
             },
         )
         // Limits: `t.stamp` appends its start time (Unix ms) to the list `stamps` (rate limits);
-        // `t.soft_aware` sleeps `ms` unless its soft time limit passes first (then returns
-        // "soft"); `t.soft_fail` fails with SoftTimeLimitExceeded at its soft limit; `t.spin`
+        // `t.soft_aware` and `t.soft_fail` (below) catch their soft time limit; `t.spin`
         // busy-loops `ms` on its own thread checking its limits; `t.spin_blind` never checks.
         .task("t.stamp", move |_: TaskContext, (): ()| {
             let stamps = stamps.clone();
@@ -165,18 +192,8 @@ fn main() -> anyhow::Result<()> {
                 Ok::<_, TaskError>(())
             }
         })
-        .task("t.soft_aware", |ctx: TaskContext, (ms,): (u64,)| async move {
-            tokio::select! {
-                () = ctx.soft_time_limit() => Ok::<_, TaskError>("soft".to_string()),
-                () = tokio::time::sleep(Duration::from_millis(ms)) => Ok("slept".to_string()),
-            }
-        })
-        .task("t.soft_fail", |ctx: TaskContext, (ms,): (u64,)| async move {
-            tokio::select! {
-                () = ctx.soft_time_limit() => Err(celeriac_worker::time_limits::soft_time_limit_exceeded()),
-                () = tokio::time::sleep(Duration::from_millis(ms)) => Ok::<_, TaskError>(ms),
-            }
-        })
+        .register(soft_aware)
+        .register(soft_fail)
         .blocking_task("t.spin", |ctx: TaskContext, (ms,): (u64,)| {
             let start = std::time::Instant::now();
             let mut n: u64 = 0;
@@ -197,9 +214,12 @@ fn main() -> anyhow::Result<()> {
         // Rejection: `t.reject` rejects its message (Celery's `Reject(requeue=...)`);
         // `t.reject_once` counts its runs in `marks`, rejects with requeue on the first and
         // returns the count on the next.
-        .task("t.reject", |_: TaskContext, (requeue,): (bool,)| async move {
-            Err::<(), _>(TaskError::reject("deliberate rejection", requeue))
-        })
+        .task(
+            "t.reject",
+            |_: TaskContext, (requeue,): (bool,)| async move {
+                Err::<(), _>(TaskError::reject("deliberate rejection", requeue))
+            },
+        )
         .task("t.reject_once", move |ctx: TaskContext, (): ()| {
             let marks = rejects.clone();
             async move {
@@ -235,7 +255,7 @@ fn main() -> anyhow::Result<()> {
                 n = std::hint::black_box(n.wrapping_add(1));
                 if fail {
                     celeriac_worker::process::check_soft_time_limit()?;
-                } else if celeriac_worker::process::soft_time_limit_exceeded() {
+                } else if celeriac_worker::process::check_soft_time_limit().is_err() {
                     return Ok::<_, TaskError>("soft");
                 }
             }
@@ -267,15 +287,18 @@ fn main() -> anyhow::Result<()> {
                 }
             },
         )
-        .task("t.chaos_sum", move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
-            let tally = tally_sum.clone();
-            async move {
-                let mut conn = connection(&tally).await?;
-                tally_start(&mut conn, &ctx).await?;
-                tally_end(&mut conn, &ctx).await?;
-                Ok::<_, TaskError>(xs.iter().sum::<i64>())
-            }
-        })
+        .task(
+            "t.chaos_sum",
+            move |ctx: TaskContext, (xs,): (Vec<i64>,)| {
+                let tally = tally_sum.clone();
+                async move {
+                    let mut conn = connection(&tally).await?;
+                    tally_start(&mut conn, &ctx).await?;
+                    tally_end(&mut conn, &ctx).await?;
+                    Ok::<_, TaskError>(xs.iter().sum::<i64>())
+                }
+            },
+        )
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use super::protocol::{reply_line, RunRequest, ToChild};
 use crate::registry::Registry;
 use crate::task::{PyException, TaskError};
+use crate::time_limits::SoftTimeLimitExceeded;
 
 /// Set in a child's environment: the process serves process tasks instead of being a worker.
 pub const CHILD_ENV: &str = "CELERIAC_PROCESS_CHILD";
@@ -21,16 +22,12 @@ pub fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-/// In a process task: whether the run's soft time limit has passed.
-pub fn soft_time_limit_exceeded() -> bool {
-    SOFT_PASSED.load(Ordering::Relaxed)
-}
-
 /// In a process task: `Err(SoftTimeLimitExceeded)` once the soft limit has passed, so
-/// `check_soft_time_limit()?` in a loop stops the run (FAILURE `SoftTimeLimitExceeded`).
-pub fn check_soft_time_limit() -> Result<(), TaskError> {
-    if soft_time_limit_exceeded() {
-        return Err(crate::time_limits::soft_time_limit_exceeded());
+/// `check_soft_time_limit()?` in a loop stops the run (FAILURE `SoftTimeLimitExceeded`), and
+/// matching the error is the cleanup path.
+pub fn check_soft_time_limit() -> Result<(), SoftTimeLimitExceeded> {
+    if SOFT_PASSED.load(Ordering::Relaxed) {
+        return Err(SoftTimeLimitExceeded);
     }
     Ok(())
 }

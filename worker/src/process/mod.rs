@@ -10,8 +10,8 @@
 //!
 //! * Hard limit: the child is SIGKILLed and reaped, the run fails with `TimeLimitExceeded`, the
 //!   next run gets a fresh child.
-//! * Soft limit: the child is told; the function sees it with [`soft_time_limit_exceeded`] or
-//!   stops with `check_soft_time_limit()?` (FAILURE `SoftTimeLimitExceeded`).
+//! * Soft limit: the child is told; the function sees it with [`check_soft_time_limit`]: `?`
+//!   stops the run (FAILURE `SoftTimeLimitExceeded`), matching the error is the cleanup path.
 //! * A child that dies (crash, abort, OOM kill): FAILURE `WorkerLostError` as Celery's prefork
 //!   pool reports it, or, with late acks and `task_reject_on_worker_lost`, the message is requeued.
 //! * `revoke(terminate=True)` and the end of a shutdown's grace kill the child too.
@@ -24,6 +24,6 @@ pub mod handler;
 pub mod pool;
 pub mod protocol;
 
-pub use child::{check_soft_time_limit, is_child, serve, soft_time_limit_exceeded, CHILD_ENV};
+pub use child::{check_soft_time_limit, is_child, serve, CHILD_ENV};
 pub use handler::{FnProcess, ProcessFn, ProcessHandler};
 pub use pool::Pool;

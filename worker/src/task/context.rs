@@ -1,12 +1,12 @@
 //! What a running task knows about its call.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::query_tasks::DataAccess;
-use crate::task::TaskError;
-use crate::time_limits::{soft_time_limit_exceeded, Signals};
+use crate::time_limits::{Signals, SoftTimeLimitExceeded};
 
 /// The request a task is running for (Celery's `self.request`).
 #[derive(Debug, Clone, Default)]
@@ -36,28 +36,29 @@ pub struct TaskContext {
     pub kwargs: Map<String, Value>,
     /// The worker's read-through cache and SQL sources (when `[sources]`/`[[tasks]]` are configured).
     pub data: Option<Arc<DataAccess>>,
-    /// Time-limit signals of this run (see [`TaskContext::soft_time_limit`]).
+    /// Time-limit state of this run (see [`TaskContext::catch_soft_time_limit`]).
     pub time_limits: Signals,
 }
 
 impl TaskContext {
-    /// Resolves when the run's soft time limit passes (never if it has none). A task that stops
-    /// because of it returns [`soft_time_limit_exceeded`]
-    /// (stored as Celery's `SoftTimeLimitExceeded`) or any value of its own.
-    pub async fn soft_time_limit(&self) {
-        self.time_limits.soft().await
+    /// Python's `try: ... except SoftTimeLimitExceeded:` around `fut`: when the run's soft time
+    /// limit passes during `fut`, `fut` is dropped and the result is `Err(SoftTimeLimitExceeded)`;
+    /// the task goes on (its cleanup) and may still succeed. Outside a catch, the soft limit stops
+    /// an async task, which fails with `SoftTimeLimitExceeded` as in Celery. It is raised once
+    /// per run (in the innermost catch running then); the hard limit still applies.
+    pub async fn catch_soft_time_limit<F: Future>(
+        &self,
+        fut: F,
+    ) -> Result<F::Output, SoftTimeLimitExceeded> {
+        self.time_limits.catch(fut).await
     }
 
-    /// Whether the soft time limit has passed.
-    pub fn soft_time_limit_exceeded(&self) -> bool {
-        self.time_limits.soft_passed()
-    }
-
-    /// For loops in blocking tasks: `Err(SoftTimeLimitExceeded)` once the soft limit (or the hard
-    /// one) has passed, so `ctx.check_time_limits()?` stops the loop.
-    pub fn check_time_limits(&self) -> Result<(), TaskError> {
+    /// For loops in blocking tasks (code that cannot be interrupted): `Err(SoftTimeLimitExceeded)`
+    /// once the soft limit (or the hard one) has passed, so `ctx.check_time_limits()?` stops the
+    /// loop and fails the run with it, and matching the error is the cleanup path.
+    pub fn check_time_limits(&self) -> Result<(), SoftTimeLimitExceeded> {
         if self.time_limits.soft_passed() || self.time_limits.hard_passed() {
-            return Err(soft_time_limit_exceeded());
+            return Err(SoftTimeLimitExceeded);
         }
         Ok(())
     }
