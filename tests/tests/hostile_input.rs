@@ -145,3 +145,107 @@ print(json.dumps({{"results": results, "rows": rows,
     assert_eq!(out["rows"], serde_json::json!([[1, "printer on fire"]]));
     assert_eq!(out["normal"]["title"], "printer on fire");
 }
+
+/// Real Celery sending hostile field values: each message is kept — a result, a dead letter with
+/// a reason, or held for its ETA — and the worker keeps serving. Before, a time limit of `1e20`
+/// or `1e300`, a NUL in a blocking task's id or a remote-control clock at `u64::MAX` panicked
+/// after the early ack, and the message was gone.
+#[test]
+fn hostile_fields_from_real_celery_are_kept_and_the_worker_serves_on() {
+    let world = World::new(&[]);
+    let worker = world.celeriac("w1", &["-c", "4"]);
+    let out = world.py(r#"
+import json, redis, os
+from celery_app import app
+
+r = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+out = {}
+# Run, with the hostile value clamped or ignored as Celery would.
+runs = {
+    "time_limit_1e20": app.send_task("t.add", (1, 2), time_limit=1e20),
+    "soft_time_limit_1e300": app.send_task("t.add", (1, 2), soft_time_limit=1e300),
+    "both_huge": app.send_task("t.add", (1, 2), time_limit=1e300, soft_time_limit=1e20),
+    "negative_limits": app.send_task("t.add", (1, 2), time_limit=-5, soft_time_limit=-1e300),
+    "far_expires": app.send_task("t.add", (1, 2), expires=1e11),
+    "priority_300": app.send_task("t.add", (1, 2), priority=300),
+    "nul_in_blocking_task_id": app.send_task("t.spin", (1,), task_id="nul\x00id"),
+    "nul_in_task_id": app.send_task("t.add", (1, 2), task_id="nul\x00id2"),
+    "limit_1e20_blocking": app.send_task("t.spin", (1,), time_limit=1e20, soft_time_limit=1e300),
+}
+for name, res in runs.items():
+    out[name] = res.get(timeout=60)
+# Remote control with a Lamport clock at the top of u64.
+app.control.mailbox.clock.value = 2**64 - 2
+app.clock.value = 2**64 - 2
+out["ping_huge_clock"] = [list(p) for p in app.control.ping(timeout=5)]
+# Held: an ETA three thousand years away.
+far = app.send_task("t.add", (1, 2), countdown=1e11)
+out["far_eta_id"] = far.id
+# Refused: a NaN time limit (kombu writes `NaN`, which is not JSON) and args nested deeper than
+# the decoder's limit; both go to the dead-letter list with a reason.
+nan = app.send_task("t.add", (1, 2), time_limit=float("nan"))
+deep = []
+for _ in range(400):
+    deep = [deep]
+nested = app.send_task("t.echo", (deep,))
+out["dead_ids"] = [nan.id, nested.id]
+out["after"] = app.send_task("t.add", (20, 22)).get(timeout=30)
+out["ping_after"] = [list(p) for p in app.control.ping(timeout=5)]
+print(json.dumps(out))
+"#);
+    let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+        panic!("{e}: {out}\n{}", worker.log());
+    });
+    for name in [
+        "time_limit_1e20",
+        "soft_time_limit_1e300",
+        "both_huge",
+        "negative_limits",
+        "far_expires",
+        "priority_300",
+        "nul_in_task_id",
+    ] {
+        assert_eq!(out[name], 3, "{name}: {out}");
+    }
+    for name in ["nul_in_blocking_task_id", "limit_1e20_blocking"] {
+        assert_eq!(out[name], true, "{name}: {out}");
+    }
+    for ping in ["ping_huge_clock", "ping_after"] {
+        assert!(
+            out[ping].to_string().contains("w1@test"),
+            "{ping}: {out}\n{}",
+            worker.log()
+        );
+    }
+    assert_eq!(out["after"], 42);
+
+    // The far-ETA message is held, unacked; the refused ones are dead letters with a reason.
+    let mut redis = world.redis();
+    let dead: Vec<Vec<u8>> = eventually(Duration::from_secs(30), || {
+        let dead: Vec<Vec<u8>> = redis.lrange("celeriac.dead_letter", 0, -1).unwrap();
+        (dead.len() >= 2).then_some(dead)
+    })
+    .unwrap_or_else(|| panic!("no dead letters:\n{}", worker.log()));
+    assert_eq!(dead.len(), 2);
+    let held: Vec<String> = redis.hvals("unacked").unwrap();
+    let far = out["far_eta_id"].as_str().unwrap();
+    assert_eq!(held.len(), 1, "only the far-ETA message is held: {held:?}");
+    assert!(held[0].contains(far), "{held:?}");
+    for id in out["dead_ids"].as_array().unwrap() {
+        let id = id.as_str().unwrap();
+        assert!(
+            dead.iter().any(|d| String::from_utf8_lossy(d).contains(id)),
+            "{id} is dead-lettered"
+        );
+    }
+    let reasons: HashMap<String, String> = redis.hgetall("celeriac.dead_letter.reasons").unwrap();
+    let all = reasons.values().cloned().collect::<Vec<_>>().join("\n");
+    assert!(all.contains("recursion limit exceeded"), "{all}");
+    assert!(all.contains("envelope is not valid JSON"), "{all}");
+    assert_eq!(reasons.len(), 2, "{all}");
+    assert!(
+        !worker.log().contains("panicked"),
+        "no panic at all:\n{}",
+        worker.log()
+    );
+}

@@ -60,14 +60,25 @@ impl Events {
 
     /// Advance the clock and return the new value.
     pub fn forward(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+        let mut cur = self.clock.load(Ordering::Relaxed);
+        loop {
+            let next = cur.saturating_add(1);
+            match self
+                .clock
+                .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(c) => cur = c,
+            }
+        }
     }
 
-    /// Merge a clock value received from another node (Lamport: max + 1).
+    /// Merge a clock value received from another node (Lamport: max + 1; saturates at
+    /// `u64::MAX`, where a hostile value cannot wrap it back to 0).
     pub fn adjust(&self, other: u64) -> u64 {
         let mut cur = self.clock.load(Ordering::Relaxed);
         loop {
-            let next = cur.max(other) + 1;
+            let next = cur.max(other).saturating_add(1);
             match self
                 .clock
                 .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -329,5 +340,20 @@ pub async fn heartbeat_loop(rt: std::sync::Arc<Runtime>, stop: CancellationToken
             _ = tick.tick() => worker_event(&rt, "worker-heartbeat").await,
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_saturates_instead_of_overflowing() {
+        let events = Events::new(false, 1);
+        assert_eq!(events.adjust(5), 6);
+        assert_eq!(events.forward(), 7);
+        assert_eq!(events.adjust(u64::MAX - 1), u64::MAX);
+        assert_eq!(events.adjust(u64::MAX), u64::MAX);
+        assert_eq!(events.forward(), u64::MAX);
     }
 }

@@ -1,10 +1,18 @@
 //! One message from reservation to ack: decode, check, hold for its ETA, run, store the outcome.
+//!
+//! Everything derived from the message (limits, ETA, expiry, the task's context) is computed
+//! before an early ack, and a panic anywhere in the handling of a message is caught: the message
+//! is dead-lettered with the panic text as reason when it was not acked yet, and a FAILURE is
+//! stored for its id when no outcome was — never an ack with nothing stored.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use celeriac_broker_bridge::codec::{decode, DecodeError, DecodeOptions, TaskMessage};
 use celeriac_broker_bridge::transport::Delivery;
 use chrono::Utc;
+use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -25,35 +33,106 @@ use crate::tracked::{Stage, Tracked};
 /// Handle one fetched message. `reservation` is released when the message leaves this worker's
 /// hands (or when it starts waiting for a far ETA).
 pub async fn dispatch(rt: Arc<Runtime>, delivery: Delivery, reservation: OwnedSemaphorePermit) {
-    let msg = match decode(&delivery.raw, &decode_options(&rt)) {
+    let progress = Progress::default();
+    let handled = AssertUnwindSafe(decode_and_handle(&rt, &delivery, reservation, &progress))
+        .catch_unwind()
+        .await;
+    if let Err(payload) = handled {
+        panicked(&rt, &delivery, &progress, &panic_text(payload.as_ref())).await;
+    }
+}
+
+async fn decode_and_handle(
+    rt: &Arc<Runtime>,
+    delivery: &Delivery,
+    reservation: OwnedSemaphorePermit,
+    progress: &Progress,
+) {
+    let msg = match decode(&delivery.raw, &decode_options(rt)) {
         Ok(msg) => msg,
         Err(err) => {
-            undecodable(&rt, &delivery, &err).await;
+            undecodable(rt, delivery, &err).await;
             return;
         }
     };
+    let _ = progress.id.set(msg.id.clone());
     let span = crate::telemetry::task_span(&msg);
-    handle(rt, delivery, msg, reservation)
+    handle(rt, delivery, msg, reservation, progress)
         .instrument(span)
         .await;
 }
 
+/// What has become of one message so far; read when its handling panics.
+#[derive(Default)]
+struct Progress {
+    /// The task id, once decoded.
+    id: OnceLock<String>,
+    /// The message was acked (early, or settled).
+    acked: AtomicBool,
+    /// The run's outcome is recorded (stored, or deliberately not: an ignored result).
+    recorded: AtomicBool,
+}
+
+/// What to do after a panic, given what had been done.
+#[derive(Debug, PartialEq, Eq)]
+struct AfterPanic {
+    /// Store a FAILURE for the task id.
+    store_failure: bool,
+    /// Move the message, intact, to the dead-letter list.
+    dead_letter: bool,
+}
+
+impl Progress {
+    fn after_panic(&self) -> AfterPanic {
+        let acked = self.acked.load(Ordering::Acquire);
+        let recorded = self.recorded.load(Ordering::Acquire);
+        AfterPanic {
+            store_failure: !recorded && self.id.get().is_some(),
+            dead_letter: !acked,
+        }
+    }
+}
+
+/// A panic while `delivery` was handled: a FAILURE stored when no outcome was, the message
+/// dead-lettered when it was not acked; the worker goes on.
+async fn panicked(rt: &Runtime, delivery: &Delivery, progress: &Progress, text: &str) {
+    let tag = &delivery.delivery_tag;
+    if let Ok(mut running) = rt.running.lock() {
+        running.remove(tag);
+    }
+    let after = progress.after_panic();
+    tracing::error!(delivery_tag = %tag, panic = %text, store_failure = after.store_failure, dead_letter = after.dead_letter, "panic while handling a message");
+    let reason = format!("worker panicked while handling the message: {text}");
+    if after.dead_letter {
+        dead_letter::dispose(rt, delivery, &reason, false).await;
+    }
+    if let (true, Some(id)) = (after.store_failure, progress.id.get()) {
+        let exc = PyException::new("RuntimeError", reason);
+        events::task_failed(rt, id, events::exception_repr(&exc), String::new()).await;
+        results::store_failure(rt, id, None, &exc, Some(&rt.hostname)).await;
+    }
+    if !after.dead_letter {
+        rt.release(tag);
+    }
+}
+
 async fn handle(
-    rt: Arc<Runtime>,
-    delivery: Delivery,
+    rt: &Arc<Runtime>,
+    delivery: &Delivery,
     msg: TaskMessage,
     reservation: OwnedSemaphorePermit,
+    progress: &Progress,
 ) {
     let Some(task) = rt.registry.get(&msg.task).cloned() else {
-        unregistered(&rt, &delivery, &msg).await;
+        unregistered(rt, delivery, &msg).await;
         return;
     };
     tracing::info!(queue = %delivery.queue, "task received");
-    let _tracked = Tracked::received(&rt, &delivery, &msg);
-    events::task_received(&rt, &msg).await;
+    let _tracked = Tracked::received(rt, delivery, &msg);
+    events::task_received(rt, &msg).await;
     rt.metrics.task_received(&msg.task, &delivery.queue);
-    if revoke_if_expired(&rt, &delivery, &msg).await
-        || revoked::reject_if_revoked(&rt, &delivery, &msg).await
+    if revoke_if_expired(rt, delivery, &msg).await
+        || revoked::reject_if_revoked(rt, delivery, &msg).await
     {
         return;
     }
@@ -62,12 +141,12 @@ async fn handle(
         if eta > Utc::now() {
             rt.tracked
                 .set_stage(&delivery.delivery_tag, Stage::Scheduled(eta));
-            match scheduled::wait_for_eta(&rt, eta, &mut reservation).await {
+            match scheduled::wait_for_eta(rt, eta, &mut reservation).await {
                 scheduled::Waited::Due => {
                     rt.tracked
                         .set_stage(&delivery.delivery_tag, Stage::Reserved);
-                    if revoke_if_expired(&rt, &delivery, &msg).await
-                        || revoked::reject_if_revoked(&rt, &delivery, &msg).await
+                    if revoke_if_expired(rt, delivery, &msg).await
+                        || revoked::reject_if_revoked(rt, delivery, &msg).await
                     {
                         return;
                     }
@@ -78,7 +157,7 @@ async fn handle(
         }
     }
     // Rate limit: the message waits reserved, holding no execution slot.
-    if !crate::rate_limit::wait_turn(&rt, &msg.task, &task.options).await {
+    if !crate::rate_limit::wait_turn(rt, &msg.task, &task.options).await {
         return;
     }
     let slot = tokio::select! {
@@ -86,10 +165,10 @@ async fn handle(
         _ = rt.draining.cancelled() => return,
         slot = rt.slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
     };
-    if revoked::reject_if_revoked(&rt, &delivery, &msg).await {
+    if revoked::reject_if_revoked(rt, delivery, &msg).await {
         return;
     }
-    execute(rt, delivery, msg, task, slot, reservation).await;
+    execute(rt, delivery, msg, task, slot, reservation, progress).await;
 }
 
 fn decode_options(rt: &Runtime) -> DecodeOptions {
@@ -146,12 +225,13 @@ async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage)
 }
 
 async fn execute(
-    rt: Arc<Runtime>,
-    delivery: Delivery,
+    rt: &Arc<Runtime>,
+    delivery: &Delivery,
     msg: TaskMessage,
     task: RegisteredTask,
     slot: OwnedSemaphorePermit,
     reservation: Option<OwnedSemaphorePermit>,
+    progress: &Progress,
 ) {
     let settings = &rt.settings;
     let policy = AckPolicy::resolve(&task.options, settings);
@@ -164,16 +244,10 @@ async fn execute(
         .options
         .track_started
         .unwrap_or(settings.task_track_started);
-    if !acks_late {
-        rt.ack(&delivery).await;
-        rt.tracked.set_acked(&delivery.delivery_tag);
+    if ignore_result && !settings.task_store_errors_even_if_ignored {
+        progress.recorded.store(true, Ordering::Release);
     }
-    rt.tracked
-        .set_stage(&delivery.delivery_tag, Stage::Active(events::timestamp()));
-    events::task_started(&rt, &msg.id).await;
-    if track_started && !ignore_result {
-        results::store_started(&rt, &msg).await;
-    }
+    // Everything the run needs from the message, before an early ack.
     let limits = time_limits::Limits::resolve(&msg, &task.options, settings);
     let signals = time_limits::Signals::default();
     let ctx = TaskContext {
@@ -191,9 +265,22 @@ async fn execute(
         data: rt.registry.data().cloned(),
         time_limits: signals.clone(),
     };
+    if !acks_late {
+        rt.ack(delivery).await;
+        progress.acked.store(true, Ordering::Release);
+        rt.tracked.set_acked(&delivery.delivery_tag);
+    }
+    rt.tracked
+        .set_stage(&delivery.delivery_tag, Stage::Active(events::timestamp()));
+    events::task_started(rt, &msg.id).await;
+    if track_started && !ignore_result {
+        results::store_started(rt, &msg).await;
+    }
     let started = std::time::Instant::now();
     rt.metrics.task_started(&msg.task, &delivery.queue);
-    let join = tokio::spawn(task.handler.call(ctx).in_current_span());
+    // The handler is called inside the spawned run: a panic there fails the run (FAILURE stored).
+    let handler = task.handler.clone();
+    let join = tokio::spawn(async move { handler.call(ctx).await }.in_current_span());
     rt.running.lock().expect("running lock").insert(
         delivery.delivery_tag.clone(),
         Running {
@@ -220,7 +307,7 @@ async fn execute(
         Ok(outcome) => outcome,
         // Terminated by `revoke(terminate=True)`: REVOKED, acked, the worker goes on.
         Err(e) if e.is_cancelled() && !rt.draining.is_cancelled() => {
-            terminated(&rt, &delivery, &msg, acks_late).await;
+            terminated(rt, delivery, &msg, acks_late).await;
             return;
         }
         // Stopped by the end of a warm shutdown's grace: the shutdown puts the message back.
@@ -234,7 +321,7 @@ async fn execute(
     rt.metrics
         .task_runtime(&msg.task, &delivery.queue, started.elapsed());
     let ended = Ended {
-        rt: &rt,
+        rt,
         msg: &msg,
         queue: &delivery.queue,
         ignore_result,
@@ -243,21 +330,22 @@ async fn execute(
     };
     let settle = match outcome {
         // Canvas: callbacks and the next chain step are published before the result is stored.
-        Ok(value) => match canvas::on_success(&rt, &msg, &value).await {
+        Ok(value) => match canvas::on_success(rt, &msg, &value).await {
             Ok(children) => {
                 tracing::info!(runtime_s, "task succeeded");
                 rt.metrics.task_succeeded(&msg.task, &delivery.queue);
-                events::task_succeeded(&rt, &msg.id, &value, runtime_s).await;
+                events::task_succeeded(rt, &msg.id, &value, runtime_s).await;
                 if !ignore_result {
-                    results::store_success_with_children(&rt, &msg, value.clone(), children).await;
+                    results::store_success_with_children(rt, &msg, value.clone(), children).await;
                 }
-                canvas::after_success(&rt, &msg, &value).await;
+                progress.recorded.store(true, Ordering::Release);
+                canvas::after_success(rt, &msg, &value).await;
                 Settle::Ack
             }
             Err(exc) => ended.failed(&exc).await,
         },
         Err(TaskError::Fail(exc)) => ended.failed(&exc).await,
-        Err(TaskError::Replace(sig)) => match canvas::replace(&rt, &msg, &sig).await {
+        Err(TaskError::Replace(sig)) => match canvas::replace(rt, &msg, &sig).await {
             Ok(()) => {
                 tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced");
                 Settle::Ack
@@ -266,10 +354,10 @@ async fn execute(
         },
         Err(TaskError::Retry(request)) => {
             let retried = request.clone();
-            match retry::retry(&rt, &delivery, &msg, &task, request, ignore_result).await {
+            match retry::retry(rt, delivery, &msg, &task, request, ignore_result).await {
                 Ok(()) => {
                     rt.metrics.task_retried(&msg.task, &delivery.queue);
-                    events::task_retried_request(&rt, &msg, &retried).await;
+                    events::task_retried_request(rt, &msg, &retried).await;
                     Settle::Ack
                 }
                 // Retries exhausted (or the retry could not be sent): the run failed.
@@ -282,11 +370,11 @@ async fn execute(
             Settle::Reject { requeue, reason }
         }
     };
-    rt.counters
-        .processed
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    progress.recorded.store(true, Ordering::Release);
+    rt.counters.processed.fetch_add(1, Ordering::Relaxed);
     if acks_late {
-        settle::apply(&rt, &delivery, &msg.id, settle).await;
+        settle::apply(rt, delivery, &msg.id, settle).await;
+        progress.acked.store(true, Ordering::Release);
     }
     drop(reservation);
 }
@@ -348,11 +436,72 @@ async fn terminated(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage, acks_l
 
 fn panic_message(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into()),
+        Ok(payload) => panic_text(payload.as_ref()),
         Err(e) => e.to_string(),
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(id: bool, acked: bool, recorded: bool) -> AfterPanic {
+        let p = Progress::default();
+        if id {
+            p.id.set("id".into()).unwrap();
+        }
+        p.acked.store(acked, Ordering::Release);
+        p.recorded.store(recorded, Ordering::Release);
+        p.after_panic()
+    }
+
+    #[test]
+    fn a_panic_never_leaves_an_ack_with_nothing_stored() {
+        let both = AfterPanic {
+            store_failure: true,
+            dead_letter: true,
+        };
+        // Not decoded: kept in the dead-letter list (no id to store under).
+        assert_eq!(
+            after(false, false, false),
+            AfterPanic {
+                store_failure: false,
+                dead_letter: true
+            }
+        );
+        // Before any ack: kept, and the caller gets a FAILURE.
+        assert_eq!(after(true, false, false), both);
+        // Early-acked, the run's outcome not recorded: FAILURE stored.
+        assert_eq!(
+            after(true, true, false),
+            AfterPanic {
+                store_failure: true,
+                dead_letter: false
+            }
+        );
+        // Outcome recorded but not settled (late ack): kept, the outcome left as it is.
+        assert_eq!(
+            after(true, false, true),
+            AfterPanic {
+                store_failure: false,
+                dead_letter: true
+            }
+        );
+        // All done: nothing more.
+        assert_eq!(
+            after(true, true, true),
+            AfterPanic {
+                store_failure: false,
+                dead_letter: false
+            }
+        );
     }
 }

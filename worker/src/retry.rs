@@ -47,9 +47,14 @@ pub async fn retry(
     let delay = request
         .countdown
         .unwrap_or(task.options.default_retry_delay);
-    let eta = request.eta.unwrap_or_else(|| {
-        Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
-    });
+    let eta = match request.eta {
+        Some(eta) => eta,
+        // As Python's `now + timedelta(seconds=countdown)`, a countdown past the calendar fails.
+        None => chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .ok_or_else(|| PyException::new("OverflowError", "date value out of range"))?,
+    };
     let next = next_attempt(msg, eta);
     let opts = EncodeOptions {
         exchange: delivery.exchange.clone(),
@@ -91,7 +96,7 @@ pub async fn retry(
 /// `parent_id` kept, or this task's own id when it had none (as Celery).
 pub fn next_attempt(msg: &TaskMessage, eta: chrono::DateTime<Utc>) -> TaskMessage {
     let mut next = msg.clone();
-    next.retries = msg.retries + 1;
+    next.retries = msg.retries.saturating_add(1);
     next.eta = Some(WireTime::from_utc(eta));
     if next.parent_id.is_none() {
         next.parent_id = Some(msg.id.clone());
@@ -103,4 +108,18 @@ fn humanize(d: chrono::Duration) -> u64 {
     Duration::from_millis(d.num_milliseconds().max(0) as u64)
         .as_secs_f64()
         .round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_attempt_saturates_the_retry_count() {
+        let mut msg = TaskMessage::new("id", "t", vec![], serde_json::Map::new());
+        msg.retries = i64::MAX;
+        let next = next_attempt(&msg, Utc::now());
+        assert_eq!(next.retries, i64::MAX);
+        assert_eq!(next.parent_id.as_deref(), Some("id"));
+    }
 }

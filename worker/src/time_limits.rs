@@ -33,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::task::{Handler, PyException, TaskContext, TaskError, TaskFuture, TaskOptions};
 
+/// The longest limit kept: Celery takes any positive float (`time_limit=1e20` is accepted and
+/// never reached); a longer one is clamped to this, which no run reaches either.
+pub const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {
@@ -44,12 +48,14 @@ pub struct Limits {
 
 impl Limits {
     /// Header `timelimit` (`[hard, soft]`) first, then the task's options, then the settings.
+    /// A header value that is not a positive finite number counts as unset; one longer than
+    /// [`LONGEST`] is clamped to it (never a panic, whatever the message says).
     pub fn resolve(msg: &TaskMessage, options: &TaskOptions, settings: &Settings) -> Limits {
         let header = |v: Option<f64>| {
             v.filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64)
+                .map(|s| Duration::try_from_secs_f64(s).map_or(LONGEST, |d| d.min(LONGEST)))
         };
-        let set = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let set = |d: Option<Duration>| d.filter(|d| !d.is_zero()).map(|d| d.min(LONGEST));
         Limits {
             hard: header(msg.timelimit.0)
                 .or(set(options.time_limit))
@@ -302,6 +308,41 @@ mod tests {
             l.soft,
             Some(Duration::from_secs(20)),
             "0 in the header is unset"
+        );
+    }
+
+    #[test]
+    fn hostile_header_values_are_clamped_or_unset() {
+        let mut msg = TaskMessage::new("id", "t", vec![], serde_json::Map::new());
+        let (opts, settings) = (TaskOptions::default(), Settings::default());
+        for (hard, soft) in [
+            (1e20, 1e300),
+            (f64::MAX, 1e19),
+            (LONGEST.as_secs_f64() * 2.0, 1e20),
+        ] {
+            msg.timelimit = (Some(hard), Some(soft));
+            let l = Limits::resolve(&msg, &opts, &settings);
+            assert_eq!((l.hard, l.soft), (Some(LONGEST), Some(LONGEST)));
+        }
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            -1e300,
+            0.0,
+        ] {
+            msg.timelimit = (Some(bad), Some(bad));
+            assert_eq!(Limits::resolve(&msg, &opts, &settings), Limits::default());
+        }
+        msg.timelimit = (Some(1e-300), None);
+        assert_eq!(
+            Limits::resolve(&msg, &opts, &settings).hard,
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            time_limit_exceeded(LONGEST).args,
+            vec![Value::from(LONGEST.as_secs())]
         );
     }
 

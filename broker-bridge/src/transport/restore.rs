@@ -141,8 +141,11 @@ impl Broker {
         let (task, id) = task_and_id(&d.raw);
         let keys = &self.inner.keys;
         for _ in 0..SETTLE_ATTEMPTS {
-            let entry = match self.read_unacked(&d.delivery_tag).await? {
-                Held::Entry(e) if same_element(&e.raw, &d.raw) => e,
+            let stored = match self.read_unacked(&d.delivery_tag).await? {
+                Held::Entry(e) if same_element(&e.raw, &d.raw) => e.stored,
+                // An element Redis's JSON parser took but serde refuses (`NaN`, a stray byte
+                // before a well-formed `properties`): its record still starts with it.
+                Held::Unreadable(stored) if record_of(&stored, &d.raw) => stored,
                 _ => return Ok(false),
             };
             let action = Action::Dead {
@@ -152,10 +155,7 @@ impl Broker {
                 task: &task,
                 id: &id,
             };
-            if self
-                .settle(&d.delivery_tag, &entry.stored, action, None)
-                .await?
-            {
+            if self.settle(&d.delivery_tag, &stored, action, None).await? {
                 tracing::warn!(tag = %d.delivery_tag, queue = %d.queue, reason, list = %keys.dead_letter, "dead-lettered a message");
                 return Ok(true);
             }
@@ -360,6 +360,15 @@ fn same_element(stored: &[u8], raw: &[u8]) -> bool {
     stored.trim_ascii() == raw.trim_ascii()
 }
 
+/// Whether `record`, an `unacked` value serde cannot read, is the fetch script's
+/// `[<raw>, <exchange>, <routing_key>]` for `raw`.
+fn record_of(record: &[u8], raw: &[u8]) -> bool {
+    record
+        .strip_prefix(b"[")
+        .and_then(|rest| rest.strip_prefix(raw))
+        .is_some_and(|rest| rest.starts_with(b", "))
+}
+
 /// `headers.task` and `headers.id` (protocol 2), empty when absent.
 fn task_and_id(raw: &[u8]) -> (String, String) {
     let v: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
@@ -376,6 +385,18 @@ fn task_and_id(raw: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_record_is_matched_by_its_leading_element() {
+        let raw =
+            br#"{"headers": {"timelimit": [NaN, null]}, "properties": {"delivery_tag": "t"}}"#;
+        let mut record = b"[".to_vec();
+        record.extend_from_slice(raw);
+        record.extend_from_slice(br#", "", "celery"]"#);
+        assert!(record_of(&record, raw));
+        assert!(!record_of(&record, &raw[..raw.len() - 1]));
+        assert!(!record_of(raw, raw));
+    }
 
     #[test]
     fn redelivered_sets_flags_and_keeps_big_numbers() {

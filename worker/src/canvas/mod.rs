@@ -249,7 +249,7 @@ pub fn replacement(msg: &TaskMessage, sig: &Signature) -> Result<TaskMessage, Ca
         .insert("task_id".into(), Value::from(msg.id.as_str()));
     let mut new = TaskMessage::from_signature(&s, msg.root_id.as_deref(), Some(&msg.id))
         .map_err(|e| fail(&e.to_string()))?;
-    new.replaced_task_nesting = msg.replaced_task_nesting + 1;
+    new.replaced_task_nesting = msg.replaced_task_nesting.saturating_add(1);
     new.chord = msg.chord.clone();
     new.group = msg.group.clone();
     new.group_index = msg.group_index;

@@ -59,7 +59,7 @@ where
         let f = self.f.clone();
         let thread_state = state.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("celeriac-task-{}", ctx.id))
+            .name(thread_name(&ctx.id))
             .spawn(move || {
                 let result = match catch_unwind(AssertUnwindSafe(|| f(ctx, input))) {
                     Ok(r) => r.and_then(to_json),
@@ -116,6 +116,12 @@ fn to_json<R: Serialize>(value: R) -> Result<Value, TaskError> {
     })
 }
 
+/// The thread's name: `celeriac-task-<id>`, without the NUL bytes a thread name cannot hold
+/// (a task id is whatever the message says).
+fn thread_name(id: &str) -> String {
+    format!("celeriac-task-{}", id.replace('\0', ""))
+}
+
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -138,6 +144,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(add.call(ctx).await.unwrap(), json!(5));
+        let nul = TaskContext {
+            id: "a\0b".into(),
+            args: vec![json!(1), json!(1)],
+            ..Default::default()
+        };
+        assert_eq!(add.call(nul).await.unwrap(), json!(2), "a NUL in the id");
 
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = std::sync::Mutex::new(release_rx);
