@@ -6,6 +6,7 @@ import os
 import time
 
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 
 app = Celery("demo", broker=os.environ["CELERY_BROKER_URL"], backend=os.environ["CELERY_RESULT_BACKEND"])
 
@@ -32,6 +33,10 @@ start = time.time()
 results = [app.send_task("demo.sleep", args=(500,)) for _ in range(8)]
 values = [r.get(timeout=20) for r in results]
 show("8 x demo.sleep(500) on 4 slots", f"{values} in {time.time() - start:.1f}s")
+try:
+    app.send_task("demo.sleep", args=(4000,), soft_time_limit=1).get(timeout=10)
+except SoftTimeLimitExceeded as e:
+    show("demo.sleep(4000, soft_time_limit=1) raised", e)
 show("demo.primes(20000) (a process task)", app.send_task("demo.primes", args=(20000,)).get(timeout=30))
 try:
     app.send_task("demo.primes", args=(10**12,), time_limit=1).get(timeout=30)

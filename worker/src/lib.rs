@@ -53,5 +53,31 @@ pub use builder::{Worker, WorkerBuilder};
 /// parameters (`#[kw_only]`) and `**kwargs` (`#[kwargs]`) as CPython binds them, failing with
 /// CPython's `TypeError` messages. Register it with [`WorkerBuilder::register`]. See
 /// [`task::params`].
+///
+/// ```no_run
+/// use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError, Worker};
+/// use serde_json::{json, Map, Value};
+///
+/// #[celeriac_worker::task(name = "tickets.add")] // def add(a, b): return a + b
+/// async fn add(a: PyNumber, b: PyNumber) -> Result<PyNumber, PyException> {
+///     a + b
+/// }
+///
+/// #[celeriac_worker::task(name = "tickets.get")] // def get(ticket_id, fresh=False, **opts)
+/// async fn get(
+///     ctx: TaskContext,
+///     ticket_id: i64,
+///     #[default(false)] fresh: bool,
+///     #[kwargs] opts: Map<String, Value>,
+/// ) -> Result<Value, TaskError> {
+///     // Python's `try: ... except SoftTimeLimitExceeded:` around slow work.
+///     let slow = ctx.catch_soft_time_limit(async { ticket_id * 2 }).await;
+///     Ok(json!({"id": ticket_id, "fresh": fresh, "opts": opts, "in_time": slow.is_ok()}))
+/// }
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// Worker::builder().register(add).register(get).build().run().await
+/// # }
+/// ```
 pub use celeriac_macros::task;
 pub use task::{CallArgs, PyException, PyNumber, TaskContext, TaskError, TaskOptions};
