@@ -14,7 +14,11 @@ use syn::{Attribute, Error, Expr, FnArg, ItemFn, LitStr, Meta, Pat, Type};
 /// registered with `WorkerBuilder::register(name)`; the function itself stays callable as
 /// `name::run(...)`.
 ///
-/// * `#[task(name = "app.add")]` sets the Celery task name (default: the function's name).
+/// * `#[task(name = "app.add")]` sets the Celery task name (default: the function's name); the
+///   task options of `TaskOptions` are given the same way, as Celery's `@app.task(...)` takes
+///   them: `max_retries = 5` (`None`: unlimited), `default_retry_delay = 10`, `time_limit = 30`,
+///   `soft_time_limit = 25` (seconds), `acks_late`, `acks_on_failure_or_timeout`,
+///   `reject_on_worker_lost`, `ignore_result`, `track_started` (alone for `true`, or `= false`).
 /// * A parameter of type `TaskContext` receives the request and is not a Python parameter.
 /// * `#[default(expr)]` on a parameter gives its default; `#[args]` collects extra positional
 ///   arguments (`Vec<T>`) and makes the parameters after it keyword-only; `#[kw_only]` makes a
@@ -47,13 +51,55 @@ struct Param {
 
 fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let mut task_name: Option<LitStr> = None;
+    let mut options = Vec::new();
     syn::meta::parser(|meta| {
-        if meta.path.is_ident("name") {
-            task_name = Some(meta.value()?.parse()?);
-            Ok(())
-        } else {
-            Err(meta.error("unknown task option (expected `name = \"...\"`)"))
+        let Some(key) = meta.path.get_ident().map(ToString::to_string) else {
+            return Err(meta.error("expected a task option name"));
+        };
+        let field = format_ident!("{key}");
+        match key.as_str() {
+            "name" => task_name = Some(meta.value()?.parse()?),
+            "acks_late" | "acks_on_failure_or_timeout" | "reject_on_worker_lost"
+            | "ignore_result" | "track_started" => {
+                let value: Expr = if meta.input.peek(syn::Token![=]) {
+                    meta.value()?.parse()?
+                } else {
+                    syn::parse_quote!(true)
+                };
+                options.push(quote!(options.#field = ::core::option::Option::Some(#value);));
+            }
+            "time_limit" | "soft_time_limit" => {
+                let secs: Expr = meta.value()?.parse()?;
+                options.push(quote! {
+                    options.#field = ::core::option::Option::Some(
+                        ::std::time::Duration::from_secs_f64((#secs) as f64),
+                    );
+                });
+            }
+            "default_retry_delay" => {
+                let secs: Expr = meta.value()?.parse()?;
+                options.push(quote! {
+                    options.default_retry_delay = ::std::time::Duration::from_secs_f64((#secs) as f64);
+                });
+            }
+            "max_retries" => {
+                let n: Expr = meta.value()?.parse()?;
+                let is_none = matches!(&n, Expr::Path(p) if p.path.is_ident("None"));
+                options.push(if is_none {
+                    quote!(options.max_retries = ::core::option::Option::None;)
+                } else {
+                    quote!(options.max_retries = ::core::option::Option::Some(#n);)
+                });
+            }
+            _ => {
+                return Err(meta.error(
+                    "unknown task option (expected name, max_retries, default_retry_delay, \
+                     acks_late, acks_on_failure_or_timeout, reject_on_worker_lost, \
+                     ignore_result, track_started, time_limit or soft_time_limit)",
+                ))
+            }
         }
+        Ok(())
     })
     .parse2(attr)?;
 
@@ -219,6 +265,13 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         impl #krate::task::TaskDefinition for #fn_ident {
             fn name(&self) -> &'static str {
                 #task_name
+            }
+
+            fn options(&self) -> #krate::TaskOptions {
+                #[allow(unused_mut)]
+                let mut options = #krate::TaskOptions::default();
+                #(#options)*
+                options
             }
         }
     })

@@ -91,12 +91,13 @@ impl WorkerBuilder {
     }
 
     /// Register a task declared with [`#[celeriac_worker::task]`](macro@crate::task) under its
-    /// name.
+    /// name, with the options of its attribute.
     pub fn register<T: TaskDefinition>(self, task: T) -> Self {
-        self.register_with_options(task, TaskOptions::default())
+        let options = task.options();
+        self.register_with_options(task, options)
     }
 
-    /// [`WorkerBuilder::register`] with per-task options.
+    /// [`WorkerBuilder::register`] with other options than the attribute's.
     pub fn register_with_options<T: TaskDefinition>(
         mut self,
         task: T,

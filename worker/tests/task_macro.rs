@@ -1,7 +1,9 @@
 //! `#[celeriac_worker::task]`: calls bind as CPython binds them to the same `def`.
 
 use celeriac_worker::task::{Handler, TaskDefinition};
-use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError};
+use std::time::Duration;
+
+use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError, TaskOptions};
 use serde_json::{json, Map, Value};
 
 /// `def add(a, b): return a + b`
@@ -38,8 +40,16 @@ async fn shaped(
     }))
 }
 
+/// `@app.task(max_retries=None, acks_late=True, time_limit=1.5, soft_time_limit=1)`
 /// `def greet(name, *, polite=False)`
-#[celeriac_worker::task]
+#[celeriac_worker::task(
+    max_retries = None,
+    acks_late,
+    track_started = false,
+    time_limit = 1.5,
+    soft_time_limit = 1,
+    default_retry_delay = 7
+)]
 async fn greet(
     name: String,
     #[kw_only]
@@ -168,4 +178,20 @@ async fn defaults_variadics_and_keyword_only() {
         "Good day, Bo",
         "the function stays callable"
     );
+}
+
+#[test]
+fn options_as_app_task_takes_them() {
+    assert_eq!(add.options(), TaskOptions::default());
+    let expected = TaskOptions {
+        max_retries: None,
+        acks_late: Some(true),
+        track_started: Some(false),
+        time_limit: Some(Duration::from_millis(1500)),
+        soft_time_limit: Some(Duration::from_secs(1)),
+        default_retry_delay: Duration::from_secs(7),
+        ..TaskOptions::default()
+    };
+    assert_eq!(greet.options(), expected);
+    assert_eq!(greet.name(), "greet", "the function's name by default");
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::args::bind;
 use super::context::TaskContext;
 use super::error::{PyException, TaskError};
+use super::options::TaskOptions;
 
 /// The future a task returns: its JSON result or its error.
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>>;
@@ -26,6 +27,11 @@ pub trait Handler: Send + Sync + 'static {
 pub trait TaskDefinition: Handler {
     /// The name producers send it by (`"demo.add"`).
     fn name(&self) -> &'static str;
+
+    /// Its options (given in the attribute, as `@app.task(...)` takes them).
+    fn options(&self) -> TaskOptions {
+        TaskOptions::default()
+    }
 }
 
 /// Adapts `async fn(TaskContext, A) -> Result<R, TaskError>` into a [`Handler`]: `A` is bound from
