@@ -9,7 +9,8 @@ use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{Attribute, Error, Expr, FnArg, ItemFn, LitStr, Meta, Pat, Type};
 
-/// Turns `async fn name(params) -> Result<R, E>` into a task: a unit struct `name` that
+/// Turns `async fn name(params) -> Result<R, E>` into a task (a plain `fn` becomes a blocking
+/// task: each run on its own thread, as `WorkerBuilder::blocking_task`): a unit struct `name` that
 /// implements `celeriac_worker::task::Handler` and `celeriac_worker::task::TaskDefinition`,
 /// registered with `WorkerBuilder::register(name)`; the function itself stays callable as
 /// `name::run(...)`.
@@ -105,12 +106,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 
     let mut func: ItemFn = syn::parse2(item)?;
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        return Err(Error::new(
-            sig.fn_token.span(),
-            "a task must be an `async fn`",
-        ));
-    }
+    let blocking = sig.asyncness.is_none();
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(Error::new(sig.generics.span(), "a task cannot be generic"));
     }
@@ -217,6 +213,29 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         .map(|p| &p.ty)
         .collect();
 
+    let call_args: Vec<TokenStream2> = call_args.collect();
+    let call_body = if blocking {
+        quote! {
+            #krate::task::BlockingHandler::new(
+                |__celeriac_ctx: #krate::TaskContext, _: #krate::CallArgs| {
+                    let (#(#bound_locals,)*) = #fn_ident::__celeriac_bind(&__celeriac_ctx)?;
+                    #krate::task::params::into_result(#fn_ident::run(#(#call_args),*))
+                },
+            )
+            .call(__celeriac_ctx)
+        }
+    } else {
+        quote! {
+            let (#(#bound_locals,)*) = match #fn_ident::__celeriac_bind(&__celeriac_ctx) {
+                ::core::result::Result::Ok(bound) => bound,
+                ::core::result::Result::Err(e) => return #krate::task::params::failed(e),
+            };
+            ::std::boxed::Box::pin(async move {
+                #krate::task::params::into_result(#fn_ident::run(#(#call_args),*).await)
+            })
+        }
+    };
+
     func.sig.ident = syn::Ident::new("run", Span::call_site());
     func.vis = syn::parse_quote!(pub);
     func.attrs.retain(|a| !a.path().is_ident("doc"));
@@ -252,19 +271,17 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 
         impl #krate::task::Handler for #fn_ident {
             fn call(&self, __celeriac_ctx: #krate::TaskContext) -> #krate::task::TaskFuture {
-                let (#(#bound_locals,)*) = match #fn_ident::__celeriac_bind(&__celeriac_ctx) {
-                    ::core::result::Result::Ok(bound) => bound,
-                    ::core::result::Result::Err(e) => return #krate::task::params::failed(e),
-                };
-                ::std::boxed::Box::pin(async move {
-                    #krate::task::params::into_result(#fn_ident::run(#(#call_args),*).await)
-                })
+                #call_body
             }
         }
 
         impl #krate::task::TaskDefinition for #fn_ident {
             fn name(&self) -> &'static str {
                 #task_name
+            }
+
+            fn blocking(&self) -> bool {
+                #blocking
             }
 
             fn options(&self) -> #krate::TaskOptions {

@@ -103,7 +103,13 @@ impl WorkerBuilder {
         task: T,
         options: TaskOptions,
     ) -> Self {
-        self.registry.insert(task.name(), Arc::new(task), options);
+        let name = task.name();
+        let handler: Arc<dyn crate::task::Handler> = if task.blocking() {
+            Arc::new(Polled(task))
+        } else {
+            Arc::new(task)
+        };
+        self.registry.insert(name, handler, options);
         self
     }
 

@@ -63,6 +63,21 @@ async fn greet(
     })
 }
 
+/// A plain `fn` is a blocking task: `def count(n, *, step=1)`.
+#[celeriac_worker::task(name = "t.count")]
+fn count(
+    ctx: TaskContext,
+    n: u64,
+    #[kw_only]
+    #[default(1)]
+    step: u64,
+) -> Result<Value, TaskError> {
+    ctx.check_time_limits()?;
+    Ok(
+        json!({"n": (0..n).step_by(step as usize).count(), "thread": std::thread::current().name().map(str::to_string)}),
+    )
+}
+
 async fn call(task: &dyn Handler, args: Value, kwargs: Value) -> Result<Value, TaskError> {
     let mut ctx = TaskContext::default();
     ctx.id = "id-1".into();
@@ -194,4 +209,20 @@ fn options_as_app_task_takes_them() {
     };
     assert_eq!(greet.options(), expected);
     assert_eq!(greet.name(), "greet", "the function's name by default");
+}
+
+#[tokio::test]
+async fn a_plain_fn_runs_on_its_own_thread() {
+    assert!(count.blocking() && !add.blocking());
+    let out = call(&count, json!([10]), json!({"step": 3})).await.unwrap();
+    assert_eq!(out["n"], json!(4));
+    assert_ne!(
+        out["thread"],
+        json!(std::thread::current().name()),
+        "not the caller's thread"
+    );
+    assert_eq!(
+        type_error(&count, json!([10, 3]), json!({})).await,
+        "count() takes 1 positional argument but 2 were given"
+    );
 }

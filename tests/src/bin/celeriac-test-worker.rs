@@ -47,6 +47,18 @@ async fn soft_fail(ctx: TaskContext, ms: u64) -> Result<u64, TaskError> {
     Ok(ms)
 }
 
+/// Busy-loops `ms` on its own thread (a plain `fn` task is a blocking one), checking its limits.
+#[celeriac_worker::task(name = "t.spin")]
+fn spin(ctx: TaskContext, ms: u64) -> Result<bool, TaskError> {
+    let start = std::time::Instant::now();
+    let mut n: u64 = 0;
+    while start.elapsed() < Duration::from_millis(ms) {
+        n = n.wrapping_add(1);
+        ctx.check_time_limits()?;
+    }
+    Ok(n > 0)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tracked = TaskOptions {
@@ -194,15 +206,7 @@ fn main() -> anyhow::Result<()> {
         })
         .register(soft_aware)
         .register(soft_fail)
-        .blocking_task("t.spin", |ctx: TaskContext, (ms,): (u64,)| {
-            let start = std::time::Instant::now();
-            let mut n: u64 = 0;
-            while start.elapsed() < Duration::from_millis(ms) {
-                n = n.wrapping_add(1);
-                ctx.check_time_limits()?;
-            }
-            Ok::<_, TaskError>(n > 0)
-        })
+        .register(spin)
         .blocking_task("t.spin_blind", |_: TaskContext, (ms,): (u64,)| {
             let start = std::time::Instant::now();
             let mut n: u64 = 0;

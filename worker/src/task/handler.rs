@@ -28,6 +28,12 @@ pub trait TaskDefinition: Handler {
     /// The name producers send it by (`"demo.add"`).
     fn name(&self) -> &'static str;
 
+    /// Whether it is a plain `fn`, run on its own thread (see [`super::blocking`]); its code sees
+    /// the soft time limit where it checks it.
+    fn blocking(&self) -> bool {
+        false
+    }
+
     /// Its options (given in the attribute, as `@app.task(...)` takes them).
     fn options(&self) -> TaskOptions {
         TaskOptions::default()
