@@ -13,6 +13,25 @@ use crate::envelope::Envelope;
 use crate::signing::{BodySerializer, Signatures, SigningError, Verifier, AUTH};
 use crate::transport::{Broker, Result as TransportResult, TransportError};
 
+/// What a mailbox takes: its content types (`None`: any) and the longest message.
+#[derive(Debug, Clone)]
+pub struct Accept {
+    /// Accepted MIME types (e.g. `application/json`); `None` accepts any.
+    pub content_types: Option<Vec<String>>,
+    /// The longest raw message, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Accept {
+    /// Any content type, any length.
+    fn default() -> Self {
+        Accept {
+            content_types: None,
+            max_bytes: usize::MAX,
+        }
+    }
+}
+
 /// Why a pidbox message could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PidboxError {
@@ -140,7 +159,34 @@ impl ControlRequest {
         verifier: Option<&Verifier>,
         allow_unsigned: bool,
     ) -> Result<Self, PidboxError> {
+        Self::parse_accepted(raw, verifier, allow_unsigned, &Accept::default())
+    }
+
+    /// [`ControlRequest::parse_checked`] for a worker's mailbox: a message longer than
+    /// `accept.max_bytes`, or of a content type not in `accept.content_types`, is refused before
+    /// its body is decoded (kombu's `Mailbox(accept=accept_content)`).
+    pub fn parse_accepted(
+        raw: &[u8],
+        verifier: Option<&Verifier>,
+        allow_unsigned: bool,
+        accept: &Accept,
+    ) -> Result<Self, PidboxError> {
+        if raw.len() > accept.max_bytes {
+            return Err(PidboxError::Refused(format!(
+                "message is {} bytes, over the limit of {}",
+                raw.len(),
+                accept.max_bytes
+            )));
+        }
         let envelope = Envelope::parse(raw)?;
+        if let Some(types) = &accept.content_types {
+            let content_type = envelope.content_type().unwrap_or(JSON);
+            if !types.iter().any(|t| t == content_type) {
+                return Err(PidboxError::Refused(format!(
+                    "content type {content_type} is not in the accept list"
+                )));
+            }
+        }
         let clock = envelope
             .headers()
             .and_then(|h| h.get("clock"))
@@ -402,6 +448,7 @@ pub async fn broadcast_and_collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::content::YAML;
 
     fn request(body: Value) -> Vec<u8> {
         let mut headers = Map::new();
@@ -429,6 +476,32 @@ mod tests {
             ControlRequest::parse_checked(&unsigned, Some(&verifier()), false).unwrap_err();
         assert!(refused.to_string().contains("unsigned"), "{refused}");
         assert!(ControlRequest::parse_checked(&unsigned, Some(&verifier()), true).is_ok());
+    }
+
+    #[test]
+    fn the_accept_list_and_size_cap_are_honoured() {
+        let body = serde_json::json!({"method": "ping", "arguments": {}});
+        let json = request(body.clone());
+        let mut yaml: Value = serde_json::from_slice(&json).unwrap();
+        yaml["content-type"] = YAML.into();
+        yaml["body"] = base64::engine::general_purpose::STANDARD
+            .encode("method: ping\narguments: {}\n")
+            .into();
+        let yaml = serde_json::to_vec(&yaml).unwrap();
+        let accept = Accept {
+            content_types: Some(vec![JSON.to_string()]),
+            max_bytes: 1024,
+        };
+        assert!(ControlRequest::parse_accepted(&json, None, true, &accept).is_ok());
+        let e = ControlRequest::parse_accepted(&yaml, None, true, &accept).unwrap_err();
+        assert!(e.to_string().contains("accept list"), "{e}");
+        assert!(ControlRequest::parse_checked(&yaml, None, true).is_ok());
+        let small = Accept {
+            max_bytes: json.len() - 1,
+            ..accept
+        };
+        let e = ControlRequest::parse_accepted(&json, None, true, &small).unwrap_err();
+        assert!(e.to_string().contains("over the limit"), "{e}");
     }
 
     #[test]

@@ -379,3 +379,64 @@ async fn fetch_takes_the_delivery_tag_of_the_top_level_properties_only() -> anyh
     assert!(!fake);
     Ok(())
 }
+
+/// A command that fails after elements were popped (a wrong type, a missing permission) undoes
+/// the fetch: the script's earlier writes survive a failure in Redis, so without the undo the
+/// popped elements would be in no list and no record.
+#[tokio::test]
+async fn a_fetch_that_fails_after_popping_puts_everything_back() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    celery_send(
+        &env.url,
+        &json!({}),
+        &json!([["t", "q", 0, 1], ["t", "q", 0, 2]]),
+    )?;
+    env.cmd::<()>(&[b"LPUSH", b"q", b"not json"]).await?;
+    celery_send(
+        &env.url,
+        &json!({}),
+        &json!([["t", "q", 0, 3], ["t", "p", 0, 4]]),
+    )?;
+    let before: Vec<Vec<u8>> = env.cmd(&[b"LRANGE", b"q", b"0", b"-1"]).await?;
+    assert_eq!(before.len(), 4);
+    let unchanged = |what: &'static str| {
+        let before = before.clone();
+        let env = &env;
+        async move {
+            let now: Vec<Vec<u8>> = env.cmd(&[b"LRANGE", b"q", b"0", b"-1"]).await?;
+            assert_eq!(now, before, "{what}: the queue is as it was, in order");
+            let held: i64 = env.cmd(&[b"HLEN", b"unacked"]).await.unwrap_or(0);
+            let index: i64 = env.cmd(&[b"ZCARD", b"unacked_index"]).await.unwrap_or(0);
+            assert_eq!((held, index), (0, 0), "{what}: no record left");
+            anyhow::Ok(())
+        }
+    };
+
+    // The unacked hash is of the wrong type: recording fails after the pops.
+    env.cmd::<()>(&[b"SET", b"unacked", b"x"]).await?;
+    let e = env.broker.fetch(&s(&["q"]), 10).await.unwrap_err();
+    assert!(e.to_string().contains("fetch undone"), "{e}");
+    env.cmd::<()>(&[b"DEL", b"unacked"]).await?;
+    unchanged("unacked of a wrong type").await?;
+
+    // The dead-letter list is of the wrong type: the bad element cannot be dead-lettered.
+    env.cmd::<()>(&[b"SET", b"celeriac.dead_letter", b"x"])
+        .await?;
+    let e = env.broker.fetch(&s(&["q"]), 10).await.unwrap_err();
+    assert!(e.to_string().contains("fetch undone"), "{e}");
+    unchanged("dead-letter list of a wrong type").await?;
+    env.cmd::<()>(&[b"DEL", b"celeriac.dead_letter"]).await?;
+
+    // A later queue of the wrong type: popping stops there and the earlier pops are undone.
+    env.cmd::<()>(&[b"SET", b"z", b"x"]).await?;
+    let e = env.broker.fetch(&s(&["q", "z"]), 10).await.unwrap_err();
+    assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+    unchanged("a queue of a wrong type").await?;
+    let p: i64 = env.cmd(&[b"LLEN", b"p"]).await?;
+    assert_eq!(p, 1);
+
+    // Repaired: everything is taken as usual.
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    assert_eq!((f.deliveries.len(), f.dead_lettered.len()), (3, 1));
+    Ok(())
+}

@@ -134,10 +134,17 @@ pub async fn mingle(rt: Arc<Runtime>) {
 pub const MINGLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn handle_message(rt: &Arc<Runtime>, payload: &[u8]) {
-    let request = match ControlRequest::parse_checked(
+    let accept = pidbox::Accept {
+        content_types: Some(crate::results::accepted_content_types(
+            &rt.settings.accept_content,
+        )),
+        max_bytes: usize::try_from(rt.settings.max_message_bytes).unwrap_or(usize::MAX),
+    };
+    let request = match ControlRequest::parse_accepted(
         payload,
         rt.signing.verifier(),
         rt.signing.unsigned_tasks,
+        &accept,
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -364,7 +371,7 @@ fn queue_dict(q: &str) -> Value {
 fn conf(rt: &Runtime) -> Value {
     let s = &rt.settings;
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-    json!({
+    let conf = json!({
         "broker_url": celeriac_secrets::redact(s.broker_url.expose()),
         "result_backend": s.result_backend.as_ref().map(|u| celeriac_secrets::redact(u.expose())),
         "result_expires": secs(s.result_expires),
@@ -383,7 +390,40 @@ fn conf(rt: &Runtime) -> Value {
         "worker_prefetch_multiplier": s.worker_prefetch_multiplier,
         "worker_send_task_events": rt.events.task_events.load(Ordering::Relaxed),
         "broker_transport_options": Value::Object(s.broker_transport_options.clone()),
-    })
+    });
+    censor(conf)
+}
+
+/// Celery's `filter_hidden_settings`: mappings are censored key by key, at any depth; any other
+/// value under a key naming a secret is replaced by `********`.
+fn censor(value: Value) -> Value {
+    const HIDDEN: [&str; 9] = [
+        "API",
+        "TOKEN",
+        "KEY",
+        "SECRET",
+        "PASS",
+        "PROFANITIES_LIST",
+        "SIGNATURE",
+        "DATABASE",
+        "BEAT_DBURI",
+    ];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let upper = k.to_uppercase();
+                    let v = match v {
+                        v @ Value::Object(_) => censor(v),
+                        _ if HIDDEN.iter().any(|h| upper.contains(h)) => "********".into(),
+                        v => v,
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn python_set_repr(ids: &[String]) -> String {
@@ -505,4 +545,41 @@ async fn add_consumer(rt: &Runtime, req: &ControlRequest) -> Value {
     rt.add_queue(queue);
     tracing::info!(queue, "consuming from a new queue (remote control)");
     ok(format!("add consumer {queue}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_is_censored_as_celery_does() {
+        let conf = json!({
+            "broker_url": "redis://:********@h:6379/0",
+            "accept_content": ["json"],
+            "broker_transport_options": {
+                "visibility_timeout": 3600,
+                "sentinel_kwargs": {"password": "s3cret", "socket_timeout": 1},
+                "api_token": "t",
+                "global_keyprefix": "app:",
+                "secret_list": [1, 2],
+            },
+            "task_default_routing_key": "celery",
+        });
+        assert_eq!(
+            censor(conf),
+            json!({
+                "broker_url": "redis://:********@h:6379/0",
+                "accept_content": ["json"],
+                "broker_transport_options": {
+                    "visibility_timeout": 3600,
+                    "sentinel_kwargs": {"password": "********", "socket_timeout": 1},
+                    "api_token": "********",
+                    // As in Celery: the name holds `KEY`.
+                    "global_keyprefix": "********",
+                    "secret_list": "********",
+                },
+                "task_default_routing_key": "********",
+            })
+        );
+    }
 }

@@ -3,9 +3,10 @@
 //!
 //! Only the safe tags are honoured (`str`, `int`, `float`, `bool`, `null`, `binary`, `timestamp`,
 //! `seq`, `map`); any other tag (e.g. `!!python/object`) is an error, never a constructor call.
-//! Integers of any size stay exact. Aliases are expanded under a node budget (no "billion laughs"):
-//! a document may expand to at most as many nodes as it has bytes (at least [`MIN_NODE_BUDGET`]),
-//! which no document without aliases can exceed, so memory stays proportional to the body.
+//! Integers of any size stay exact. Aliases are expanded under a byte budget (no "billion
+//! laughs", no alias of a long string repeated): a document may expand to at most twice its size
+//! (at least [`MIN_BUDGET`]), counting each node as one byte plus its scalar's text, which no
+//! document without aliases can exceed, so memory stays proportional to the body.
 
 use std::collections::HashMap;
 
@@ -17,8 +18,9 @@ use yaml_rust2::scanner::TScalarStyle;
 use super::content::{bytes_tag, float, json_key, MAX_DEPTH, YAML};
 use super::error::DecodeErrorKind;
 
-/// The node budget of a short document: most nodes it may expand to, aliases included.
-pub const MIN_NODE_BUDGET: usize = 10_000;
+/// The budget of a short document: the most it may expand to, aliases included (one byte per
+/// node plus the text of each scalar).
+pub const MIN_BUDGET: usize = 64 * 1024;
 
 fn err(reason: impl Into<String>) -> DecodeErrorKind {
     DecodeErrorKind::Deserialize {
@@ -27,24 +29,29 @@ fn err(reason: impl Into<String>) -> DecodeErrorKind {
     }
 }
 
+/// A collection being built: its items, its anchor and its weight so far.
 enum Frame {
-    Seq(Vec<Value>, usize),
-    Map(Map<String, Value>, Option<String>, usize),
+    Seq(Vec<Value>, usize, usize),
+    Map(Map<String, Value>, Option<String>, usize, usize),
 }
 
 /// Parse one YAML document (an empty stream is `null`, as `safe_load` gives `None`).
 pub fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let budget = text.len().max(MIN_NODE_BUDGET);
+    let budget = text.len().saturating_mul(2).max(MIN_BUDGET);
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Value> = HashMap::new();
-    let mut nodes = 0usize;
+    // Anchored values with their weights.
+    let mut anchors: HashMap<usize, (Value, usize)> = HashMap::new();
+    // The weight of the whole document so far.
+    let mut total = 0usize;
     let mut documents = 0usize;
     let mut result: Option<Value> = None;
     loop {
         let (event, mark) = parser.next_token().map_err(|e| err(e.to_string()))?;
-        let done: Option<(Value, usize)> = match event {
+        // The value, its anchor, its weight and what it adds to the total (a collection's
+        // items were added as they came).
+        let done: Option<(Value, usize, usize, usize)> = match event {
             Event::StreamStart | Event::Nothing | Event::DocumentEnd => None,
             Event::DocumentStart => {
                 documents += 1;
@@ -55,22 +62,25 @@ pub fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
             }
             Event::StreamEnd => break,
             Event::Alias(id) => {
-                let value = anchors
+                let &(_, weight) = anchors
                     .get(&id)
-                    .cloned()
                     .ok_or_else(|| err(format!("unknown alias at line {}", mark.line())))?;
-                nodes = nodes.saturating_add(count_nodes(&value));
-                Some((value, 0))
+                // Checked before the copy is made.
+                if total.saturating_add(weight) > budget {
+                    return Err(over_budget(budget));
+                }
+                Some((anchors[&id].0.clone(), 0, weight, weight))
             }
             Event::Scalar(text, style, anchor, tag) => {
-                Some((scalar(&text, style, tag.as_ref())?, anchor))
+                let weight = text.len().saturating_add(1);
+                Some((scalar(&text, style, tag.as_ref())?, anchor, weight, weight))
             }
             Event::SequenceStart(anchor, tag) => {
                 check_collection_tag(tag.as_ref(), "seq")?;
                 if stack.len() >= MAX_DEPTH {
                     return Err(DecodeErrorKind::TooDeep(MAX_DEPTH));
                 }
-                stack.push(Frame::Seq(Vec::new(), anchor));
+                stack.push(Frame::Seq(Vec::new(), anchor, 1));
                 None
             }
             Event::MappingStart(anchor, tag) => {
@@ -78,50 +88,56 @@ pub fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(DecodeErrorKind::TooDeep(MAX_DEPTH));
                 }
-                stack.push(Frame::Map(Map::new(), None, anchor));
+                stack.push(Frame::Map(Map::new(), None, anchor, 1));
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(items, anchor)) => Some((Value::Array(items), anchor)),
+                Some(Frame::Seq(items, anchor, weight)) => {
+                    Some((Value::Array(items), anchor, weight, 1))
+                }
                 _ => return Err(err("unbalanced sequence end")),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(map, None, anchor)) => Some((Value::Object(map), anchor)),
+                Some(Frame::Map(map, None, anchor, weight)) => {
+                    Some((Value::Object(map), anchor, weight, 1))
+                }
                 _ => return Err(err("unbalanced mapping end")),
             },
         };
-        let Some((value, anchor)) = done else {
+        let Some((value, anchor, weight, added)) = done else {
             continue;
         };
-        nodes += 1;
-        if nodes > budget {
-            return Err(err(format!(
-                "document expands to more than {budget} nodes (aliases)"
-            )));
+        total = total.saturating_add(added);
+        if total > budget {
+            return Err(over_budget(budget));
         }
         if anchor != 0 {
-            anchors.insert(anchor, value.clone());
+            anchors.insert(anchor, (value.clone(), weight));
         }
         match stack.last_mut() {
             None => result = Some(value),
-            Some(Frame::Seq(items, _)) => items.push(value),
-            Some(Frame::Map(map, pending, _)) => match pending.take() {
-                None => *pending = Some(mapping_key(value)?),
-                Some(key) => {
-                    map.insert(key, value);
+            Some(Frame::Seq(items, _, w)) => {
+                *w = w.saturating_add(weight);
+                items.push(value)
+            }
+            Some(Frame::Map(map, pending, _, w)) => {
+                *w = w.saturating_add(weight);
+                match pending.take() {
+                    None => *pending = Some(mapping_key(value)?),
+                    Some(key) => {
+                        map.insert(key, value);
+                    }
                 }
-            },
+            }
         }
     }
     Ok(result.unwrap_or(Value::Null))
 }
 
-fn count_nodes(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Object(map) => 1 + map.values().map(count_nodes).sum::<usize>(),
-        _ => 1,
-    }
+fn over_budget(budget: usize) -> DecodeErrorKind {
+    err(format!(
+        "document expands to more than {budget} bytes (aliases)"
+    ))
 }
 
 fn mapping_key(key: Value) -> Result<String, DecodeErrorKind> {
@@ -541,6 +557,20 @@ mod tests {
         }
         assert!(from_yaml(&doc).is_err());
         assert_eq!(from_yaml("[&x 1, *x]").unwrap(), json!([1, 1]));
+        // One long string repeated by alias: few nodes, many bytes.
+        let long = "y".repeat(100_000);
+        let mut doc = format!("- &s {long}\n");
+        doc.push_str(&"- *s\n".repeat(10_000));
+        let e = from_yaml(&doc).unwrap_err();
+        assert!(e.to_string().contains("bytes (aliases)"), "{e}");
+        // A document without aliases always fits, whatever its shape.
+        let plain = format!("- {long}\n- [a, b, {{c: d, '': ''}}]\n- \"\\U0001F600\"\n");
+        assert_eq!(
+            from_yaml(&plain).unwrap()[1],
+            json!(["a", "b", {"c": "d", "": ""}])
+        );
+        let small: String = (0..30_000).map(|_| "- a\n").collect();
+        assert_eq!(from_yaml(&small).unwrap().as_array().unwrap().len(), 30_000);
     }
 
     #[test]

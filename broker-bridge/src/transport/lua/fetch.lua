@@ -2,6 +2,11 @@
 -- record each good one in the unacked hash/index in the same step (so nothing is ever only in
 -- the caller's memory). Elements that are not kombu envelopes go, intact, to the dead-letter list.
 --
+-- Redis keeps the writes a script made before a command failed, so no call here may fail after a
+-- pop without a remedy: every command runs under pcall; popping stops at the first error, and when
+-- recording what was popped fails (WRONGTYPE, NOPERM, OOM...) the records are taken back and every
+-- popped element is pushed back where it was, then the error is returned. Nothing is lost.
+--
 -- KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] dead-letter list, KEYS[4] dead-letter reasons,
 -- KEYS[5..] the queue lists, queue-major: queue i (1-based), step j -> KEYS[4 + (i-1)*nsteps + j].
 -- ARGV[1] max elements, ARGV[2] nsteps, ARGV[3] max element length in bytes (0: no limit),
@@ -23,6 +28,16 @@ local taken = 0
 -- The unacked records of this call, written together at the end (still inside this script, so
 -- still atomic with the pops): one ZADD and one HSET per chunk instead of two commands a message.
 local zadd, hset = {}, {}
+-- Dead letters of this call, written with the records: {raw, reason, queue, tag, task, id}.
+local dead = {}
+-- Every element popped, in pop order: {key, raw}, to push back if recording fails.
+local popped = {}
+
+local pop_err = nil
+
+local function failed(reply)
+  return type(reply) == 'table' and reply['err'] ~= nil
+end
 
 local function str(v)
   if type(v) == 'string' then return v end
@@ -81,8 +96,8 @@ local function handle(qi, raw)
   end
   if reason then
     local tag = type(props) == 'table' and str(props['delivery_tag']) or nil
-    dead_letter(KEYS[3], KEYS[4], raw, reason, queue, tag, headers and str(headers['task']),
-      headers and str(headers['id']))
+    table.insert(dead, {raw, reason, queue, tag, headers and str(headers['task']),
+      headers and str(headers['id'])})
     table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
     table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
     return
@@ -112,7 +127,10 @@ if counted then
       break
     end
     if got then
-      for _, raw in ipairs(got) do handle(1, raw) end
+      for _, raw in ipairs(got) do
+        table.insert(popped, {KEYS[4 + s], raw})
+        handle(1, raw)
+      end
       taken = taken + #got
     end
   end
@@ -125,8 +143,13 @@ while not counted and taken < max do
       local qi = order[pos]
       local k = 4 + (qi - 1) * nsteps + s
       if not empty[k] then
-        local raw = redis.call('RPOP', KEYS[k])
+        local raw = redis.pcall('RPOP', KEYS[k])
+        if failed(raw) then
+          pop_err = raw['err']
+          break
+        end
         if raw then
+          table.insert(popped, {KEYS[k], raw})
           handle(qi, raw)
           table.remove(order, pos)
           table.insert(order, qi)
@@ -136,14 +159,39 @@ while not counted and taken < max do
         empty[k] = true
       end
     end
-    if got then break end
+    if got or pop_err then break end
   end
   if not got then break end
   taken = taken + 1
 end
+
 local CHUNK = 1000
+local err = pop_err
 for i = 1, #zadd, CHUNK do
-  redis.call('ZADD', KEYS[2], unpack(zadd, i, math.min(i + CHUNK - 1, #zadd)))
-  redis.call('HSET', KEYS[1], unpack(hset, i, math.min(i + CHUNK - 1, #hset)))
+  if err then break end
+  local r = redis.pcall('ZADD', KEYS[2], unpack(zadd, i, math.min(i + CHUNK - 1, #zadd)))
+  if failed(r) then err = r['err'] break end
+  r = redis.pcall('HSET', KEYS[1], unpack(hset, i, math.min(i + CHUNK - 1, #hset)))
+  if failed(r) then err = r['err'] break end
+end
+for _, d in ipairs(dead) do
+  if err then break end
+  local ok, e = pcall(dead_letter, KEYS[3], KEYS[4], d[1], d[2], d[3], d[4], d[5], d[6])
+  if not ok then err = tostring(e) end
+end
+if err then
+  -- Undo: no record of this call stays, and every popped element goes back where it was (the
+  -- last popped first, so the queue's order is unchanged).
+  for i = 2, #zadd, 2 do
+    redis.pcall('ZREM', KEYS[2], zadd[i])
+    redis.pcall('HDEL', KEYS[1], zadd[i])
+  end
+  for _, d in ipairs(dead) do
+    redis.pcall('LREM', KEYS[3], 1, d[1])
+  end
+  for i = #popped, 1, -1 do
+    redis.pcall('RPUSH', popped[i][1], popped[i][2])
+  end
+  return redis.error_reply('ERR fetch undone, nothing taken: ' .. err)
 end
 return out
