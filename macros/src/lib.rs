@@ -67,12 +67,12 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
                 } else {
                     syn::parse_quote!(true)
                 };
-                options.push(quote!(options.#field = ::core::option::Option::Some(#value);));
+                options.push(quote!(__celeriac_options.#field = ::core::option::Option::Some(#value);));
             }
             "time_limit" | "soft_time_limit" => {
                 let secs: Expr = meta.value()?.parse()?;
                 options.push(quote! {
-                    options.#field = ::core::option::Option::Some(
+                    __celeriac_options.#field = ::core::option::Option::Some(
                         ::std::time::Duration::from_secs_f64((#secs) as f64),
                     );
                 });
@@ -80,16 +80,16 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             "default_retry_delay" => {
                 let secs: Expr = meta.value()?.parse()?;
                 options.push(quote! {
-                    options.default_retry_delay = ::std::time::Duration::from_secs_f64((#secs) as f64);
+                    __celeriac_options.default_retry_delay = ::std::time::Duration::from_secs_f64((#secs) as f64);
                 });
             }
             "max_retries" => {
                 let n: Expr = meta.value()?.parse()?;
                 let is_none = matches!(&n, Expr::Path(p) if p.path.is_ident("None"));
                 options.push(if is_none {
-                    quote!(options.max_retries = ::core::option::Option::None;)
+                    quote!(__celeriac_options.max_retries = ::core::option::Option::None;)
                 } else {
-                    quote!(options.max_retries = ::core::option::Option::Some(#n);)
+                    quote!(__celeriac_options.max_retries = ::core::option::Option::Some(#n);)
                 });
             }
             _ => {
@@ -191,7 +191,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         };
         quote! {
             let #local: #ty = match __celeriac_slots.next().flatten() {
-                ::core::option::Option::Some(v) => #krate::task::params::convert(#python_fn, #name, v)?,
+                ::core::option::Option::Some(__celeriac_value) => {
+                    #krate::task::params::convert(#python_fn, #name, __celeriac_value)?
+                }
                 ::core::option::Option::None => #missing,
             };
         }
@@ -227,8 +229,10 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     } else {
         quote! {
             let (#(#bound_locals,)*) = match #fn_ident::__celeriac_bind(&__celeriac_ctx) {
-                ::core::result::Result::Ok(bound) => bound,
-                ::core::result::Result::Err(e) => return #krate::task::params::failed(e),
+                ::core::result::Result::Ok(__celeriac_bound) => __celeriac_bound,
+                ::core::result::Result::Err(__celeriac_error) => {
+                    return #krate::task::params::failed(__celeriac_error)
+                }
             };
             ::std::boxed::Box::pin(async move {
                 #krate::task::params::into_result(#fn_ident::run(#(#call_args),*).await)
@@ -286,9 +290,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 
             fn options(&self) -> #krate::TaskOptions {
                 #[allow(unused_mut)]
-                let mut options = #krate::TaskOptions::default();
+                let mut __celeriac_options = #krate::TaskOptions::default();
                 #(#options)*
-                options
+                __celeriac_options
             }
         }
     })
