@@ -1,6 +1,7 @@
 //! An idle worker waits for arrivals instead of polling: a task sent after seconds of quiet is
 //! taken because a watcher woke the fetch loop (counted on /metrics), on a priority list and on
-//! a queue added by `add_consumer` too; and an idle worker sends few Redis commands.
+//! a queue added by `add_consumer` too; an idle worker sends few Redis commands; and a worker
+//! started without `-c` runs more async tasks at once than it has CPUs.
 
 mod support;
 
@@ -13,6 +14,11 @@ use support::{Proc, World};
 
 /// `celeriac_fetch_wakeups_total` of the worker whose metrics server is on `port`.
 fn wakeups(port: u16) -> f64 {
+    metric(port, "celeriac_fetch_wakeups_total")
+}
+
+/// The sample of the metric `name` (no labels but `hostname`).
+fn metric(port: u16, name: &str) -> f64 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics server");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -20,11 +26,10 @@ fn wakeups(port: u16) -> f64 {
     s.read_to_string(&mut raw).unwrap();
     raw.lines()
         .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            name.starts_with("celeriac_fetch_wakeups_total")
-                .then(|| value.parse().ok())?
+            let (series, value) = l.rsplit_once(' ')?;
+            (series.split('{').next()? == name).then(|| value.parse().ok())?
         })
-        .expect("the wake-up counter is exported")
+        .unwrap_or_else(|| panic!("{name} is exported"))
 }
 
 /// The port the worker's metrics server bound (it is started with port 0).
@@ -130,5 +135,29 @@ fn an_idle_worker_sends_at_most_about_one_command_a_second() {
     assert!(
         total <= window,
         "{total} commands in {window} s from an idle worker: {seen:?}"
+    );
+}
+
+#[test]
+fn without_c_async_tasks_are_not_bound_by_the_cpu_count() {
+    let world = World::new(&[]);
+    let w = world.celeriac("roomy", &["--metrics-port", "0"]);
+    let port = metrics_port(&w);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The test worker has async and blocking tasks: 512 async slots plus one per CPU.
+    assert_eq!(
+        metric(port, "celeriac_worker_concurrency"),
+        (512 + cpus) as f64
+    );
+    let n = 2 * cpus + 4;
+    world.py(&format!(
+        "from celery_app import app\nfor _ in range({n}): app.send_task('t.sleep', args=(15000,))"
+    ));
+    let all_running = support::eventually(Duration::from_secs(60), || {
+        (metric(port, "celeriac_worker_running") >= n as f64).then_some(())
+    });
+    assert!(
+        all_running.is_some(),
+        "{n} async sleeps never ran at once on {cpus} CPUs"
     );
 }

@@ -281,7 +281,7 @@ fn stats(rt: &Runtime) -> Value {
         .into_iter()
         .map(|(k, v)| (k, v.into()))
         .collect();
-    let concurrency = rt.settings.worker_concurrency.max(1);
+    let concurrency = rt.concurrency;
     json!({
         "total": totals,
         "pid": std::process::id(),
@@ -387,6 +387,7 @@ fn conf(rt: &Runtime) -> Value {
         "accept_content": s.accept_content,
         "timezone": s.timezone,
         "worker_concurrency": s.worker_concurrency,
+        "async_concurrency": s.async_concurrency,
         "worker_prefetch_multiplier": s.worker_prefetch_multiplier,
         "worker_send_task_events": rt.events.task_events.load(Ordering::Relaxed),
         "broker_transport_options": Value::Object(s.broker_transport_options.clone()),

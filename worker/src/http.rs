@@ -162,7 +162,7 @@ async fn keda(State(state): State<Arc<Shared>>) -> Response {
             return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
         }
     };
-    let concurrency = rt.settings.worker_concurrency.max(1);
+    let concurrency = rt.concurrency;
     let depth = depths.waiting() + depths.unacked;
     let queues: serde_json::Map<String, serde_json::Value> = depths
         .queues

@@ -110,7 +110,14 @@ pub async fn run(
     if registry.is_empty() {
         tracing::warn!("no task is registered: every message consumed will be dead-lettered");
     }
-    let concurrency = settings.worker_concurrency.max(1);
+    let slots = settings.slots();
+    let concurrency = capacity(&slots, registry.kinds());
+    let thread_slots = Arc::new(Semaphore::new(slots.thread_tasks));
+    let async_slots = if slots.shared {
+        thread_slots.clone()
+    } else {
+        Arc::new(Semaphore::new(slots.async_tasks))
+    };
     let lookahead = (settings.worker_prefetch_multiplier.max(1) as usize - 1).min(concurrency);
     let hostname = settings.worker_hostname.clone();
     let acker = {
@@ -144,7 +151,9 @@ pub async fn run(
         acker,
         writer,
         hostname,
-        slots: Arc::new(Semaphore::new(concurrency)),
+        slots: thread_slots,
+        async_slots,
+        concurrency,
         reservations: Arc::new(Semaphore::new(concurrency + lookahead)),
         held: Mutex::default(),
         running: Mutex::default(),
@@ -175,6 +184,8 @@ pub async fn run(
         hostname = %rt.hostname,
         queues = ?rt.settings.queues,
         concurrency,
+        async_slots = if slots.shared { None } else { Some(slots.async_tasks) },
+        thread_slots = slots.thread_tasks,
         tasks = ?rt.registry.names().collect::<Vec<_>>(),
         "celeriac worker ready"
     );
@@ -229,6 +240,18 @@ pub async fn run(
         "celeriac worker stopped"
     );
     Ok(())
+}
+
+/// Tasks run at once, every kind together: the slots of the kinds of task registered (all of
+/// them when one pool is shared), at least 1. Reservations are sized from it, so a worker with
+/// only blocking tasks does not hold messages for async slots it cannot use.
+fn capacity(slots: &crate::config::Slots, (has_async, has_threads): (bool, bool)) -> usize {
+    let n = if slots.shared {
+        slots.thread_tasks
+    } else {
+        usize::from(has_async) * slots.async_tasks + usize::from(has_threads) * slots.thread_tasks
+    };
+    n.max(1)
 }
 
 async fn connect_broker(url: &str, opts: TransportOptions) -> Broker {

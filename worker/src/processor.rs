@@ -163,7 +163,7 @@ async fn handle(
     let slot = tokio::select! {
         biased;
         _ = rt.draining.cancelled() => return,
-        slot = rt.slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
+        slot = if task.handler.on_threads() { &rt.slots } else { &rt.async_slots }.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
     };
     if revoked::reject_if_revoked(rt, delivery, &msg).await {
         return;

@@ -36,6 +36,17 @@ impl Registry {
             .insert(name.into(), RegisteredTask { handler, options });
     }
 
+    /// Whether some task runs as async code, and whether some runs on a thread or in a task
+    /// process (see [`Handler::on_threads`]).
+    pub fn kinds(&self) -> (bool, bool) {
+        let threads = self
+            .tasks
+            .values()
+            .filter(|t| t.handler.on_threads())
+            .count();
+        (threads < self.tasks.len(), threads > 0)
+    }
+
     /// Register the function a task process runs for `name` (see [`crate::process`]).
     pub fn insert_process_fn(&mut self, name: impl Into<String>, f: Arc<dyn ProcessFn>) {
         self.process_fns.insert(name.into(), f);

@@ -55,8 +55,13 @@ pub struct Runtime {
     pub writer: Option<Batcher<EncodedMeta, Result<StoreOutcome, String>>>,
     /// This worker's node name.
     pub hostname: String,
-    /// Execution slots (`concurrency`).
+    /// Execution slots of tasks on threads or in task processes (`worker_concurrency`).
     pub slots: Arc<Semaphore>,
+    /// Execution slots of async tasks (the same semaphore as `slots` when they are shared; see
+    /// [`crate::config::Settings::slots`]).
+    pub async_slots: Arc<Semaphore>,
+    /// Tasks this worker may run at once, every kind together.
+    pub concurrency: usize,
     /// Reservation slots: messages taken off the queue and not yet finished (ETA-held excluded).
     pub reservations: Arc<Semaphore>,
     /// Delivery tags this worker holds unacked in Redis (waiting, ETA-held, running with late ack).

@@ -22,9 +22,13 @@ pub struct WorkerArgs {
     /// Queues to consume, comma-separated or repeated (default: task_default_queue).
     #[arg(short = 'Q', long, value_name = "QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
-    /// Tasks run at once (worker_concurrency; default: number of CPUs).
+    /// Tasks run at once on threads or in task processes, Celery's pool size (worker_concurrency;
+    /// default: number of CPUs); alone, it bounds async tasks too.
     #[arg(short = 'c', long, value_name = "N")]
     pub concurrency: Option<String>,
+    /// Async tasks run at once (CELERIAC_ASYNC_CONCURRENCY; default 512, or -c when only -c is given).
+    #[arg(long, value_name = "N")]
+    pub async_concurrency: Option<String>,
     /// Unacked messages held per concurrency slot (worker_prefetch_multiplier).
     #[arg(long, value_name = "N")]
     pub prefetch_multiplier: Option<String>,
@@ -52,7 +56,7 @@ pub struct WorkerArgs {
 pub(crate) fn apply_args(settings: &mut Settings, args: &WorkerArgs) -> Result<(), ConfigError> {
     let queues = (!args.queues.is_empty()).then(|| args.queues.join(","));
     let flag = |b: bool| b.then(|| "true".to_owned());
-    let given: [(&str, &str, Option<String>); 11] = [
+    let given: [(&str, &str, Option<String>); 12] = [
         ("--broker", "broker_url", args.broker.clone()),
         (
             "--result-backend",
@@ -64,6 +68,11 @@ pub(crate) fn apply_args(settings: &mut Settings, args: &WorkerArgs) -> Result<(
             "--concurrency",
             "worker_concurrency",
             args.concurrency.clone(),
+        ),
+        (
+            "--async-concurrency",
+            "async_concurrency",
+            args.async_concurrency.clone(),
         ),
         (
             "--prefetch-multiplier",

@@ -282,6 +282,7 @@ pub(crate) static FIELDS: &[Field] = &[
                 return Err("must be at least 1".into());
             }
             s.worker_concurrency = n;
+            s.worker_concurrency_given = true;
             Ok(())
         },
     ),
@@ -366,6 +367,14 @@ pub(crate) static FIELDS: &[Field] = &[
     }),
     celeriac("rate_limit_scope", "CELERIAC_RATE_LIMIT_SCOPE", |s, r| {
         s.rate_limit_scope = r.parsed()?;
+        Ok(())
+    }),
+    celeriac("async_concurrency", "CELERIAC_ASYNC_CONCURRENCY", |s, r| {
+        let n: usize = r.integer()?;
+        if n == 0 {
+            return Err("must be at least 1".into());
+        }
+        s.async_concurrency = Some(n);
         Ok(())
     }),
     celeriac("events_batch", "CELERIAC_EVENTS_BATCH", |s, r| {

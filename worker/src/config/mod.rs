@@ -25,7 +25,7 @@ pub use hostname::{expand_hostname, system_hostname};
 pub use redact::redacted_json;
 pub use settings::{
     DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, SecretUrl, SerializerName,
-    Settings, DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,
+    Settings, Slots, DEFAULT_ASYNC_CONCURRENCY, DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,
 };
 
 /// The environment variable naming the TOML configuration file.

@@ -241,8 +241,14 @@ pub struct Settings {
     pub security_digest: Digest,
     /// `timezone`: the app's time zone name (default `UTC`).
     pub timezone: String,
-    /// `worker_concurrency`: tasks run at once (default: the number of CPUs).
+    /// `worker_concurrency` (`-c`): tasks run at once on threads or in task processes — the size
+    /// of Celery's pool (default: the number of CPUs). Alone, without `async_concurrency`, it
+    /// bounds async tasks too (see [`Settings::slots`]).
     pub worker_concurrency: usize,
+    /// Whether `worker_concurrency` was given (flag, environment or TOML) rather than defaulted.
+    pub worker_concurrency_given: bool,
+    /// celeriac's `async_concurrency`: async tasks run at once (see [`Settings::slots`]).
+    pub async_concurrency: Option<usize>,
     /// `worker_prefetch_multiplier`: unacked messages held per concurrency slot (default 4; 0 = no limit).
     pub worker_prefetch_multiplier: u32,
     /// `worker_send_task_events`: publish task events (`-E`).
@@ -364,6 +370,8 @@ impl Default for Settings {
             security_digest: Digest::Sha256,
             timezone: "UTC".into(),
             worker_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            worker_concurrency_given: false,
+            async_concurrency: None,
             worker_prefetch_multiplier: 4,
             worker_send_task_events: false,
             worker_soft_shutdown_timeout: Duration::ZERO,
@@ -383,7 +391,46 @@ impl Default for Settings {
     }
 }
 
+/// Async tasks run at once when neither `async_concurrency` nor `worker_concurrency` is given.
+pub const DEFAULT_ASYNC_CONCURRENCY: usize = 512;
+
+/// Execution slots: how many tasks run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// Async tasks (`.task`, query tasks).
+    pub async_tasks: usize,
+    /// Tasks on threads (`.blocking_task`) or in task processes (`.process_task`).
+    pub thread_tasks: usize,
+    /// One pool of `thread_tasks` slots for every task (`-c` given without `async_concurrency`).
+    pub shared: bool,
+}
+
 impl Settings {
+    /// The execution slots: with `async_concurrency` set, that many async tasks plus
+    /// `worker_concurrency` tasks on threads or processes; with only `worker_concurrency` given,
+    /// one pool of that size for all tasks (as before `async_concurrency` existed); with neither,
+    /// [`DEFAULT_ASYNC_CONCURRENCY`] async slots plus one thread/process slot per CPU.
+    pub fn slots(&self) -> Slots {
+        let thread_tasks = self.worker_concurrency.max(1);
+        match self.async_concurrency {
+            Some(n) => Slots {
+                async_tasks: n.max(1),
+                thread_tasks,
+                shared: false,
+            },
+            None if self.worker_concurrency_given => Slots {
+                async_tasks: thread_tasks,
+                thread_tasks,
+                shared: true,
+            },
+            None => Slots {
+                async_tasks: DEFAULT_ASYNC_CONCURRENCY,
+                thread_tasks,
+                shared: false,
+            },
+        }
+    }
+
     /// The warm-shutdown grace period: `None` means wait for running tasks without limit.
     pub fn shutdown_grace(&self) -> Option<Duration> {
         (!self.worker_soft_shutdown_timeout.is_zero()).then_some(self.worker_soft_shutdown_timeout)
@@ -481,6 +528,7 @@ impl fmt::Debug for Settings {
             .field("security_digest", &self.security_digest)
             .field("timezone", &shown(&self.timezone))
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("async_concurrency", &self.async_concurrency)
             .field(
                 "worker_prefetch_multiplier",
                 &self.worker_prefetch_multiplier,

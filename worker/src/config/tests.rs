@@ -453,6 +453,7 @@ fn json_list_env_and_every_flag_maps_to_a_setting() {
         result_backend: Some("redis://h/1".into()),
         queues: vec!["q".into()],
         concurrency: Some("1".into()),
+        async_concurrency: Some("1".into()),
         prefetch_multiplier: Some("1".into()),
         loglevel: Some("error".into()),
         hostname: Some("n".into()),
@@ -549,4 +550,80 @@ fn urls_with_spaces_are_refused_without_showing_their_password() {
     .unwrap_err()
     .to_string();
     assert!(!err.contains("pw-after-tick"), "{err}");
+}
+
+#[test]
+fn async_tasks_get_their_own_slots_unless_only_c_is_given() {
+    use crate::config::{Slots, DEFAULT_ASYNC_CONCURRENCY};
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let s = load(&WorkerArgs::default(), &[]).unwrap();
+    assert_eq!(
+        s.slots(),
+        Slots {
+            async_tasks: DEFAULT_ASYNC_CONCURRENCY,
+            thread_tasks: cpus,
+            shared: false
+        }
+    );
+    let only_c = WorkerArgs {
+        concurrency: Some("3".into()),
+        ..WorkerArgs::default()
+    };
+    assert_eq!(
+        load(&only_c, &[]).unwrap().slots(),
+        Slots {
+            async_tasks: 3,
+            thread_tasks: 3,
+            shared: true
+        }
+    );
+    assert_eq!(
+        load(
+            &WorkerArgs::default(),
+            &[("CELERY_WORKER_CONCURRENCY", "5")]
+        )
+        .unwrap()
+        .slots(),
+        Slots {
+            async_tasks: 5,
+            thread_tasks: 5,
+            shared: true
+        }
+    );
+    let both = WorkerArgs {
+        concurrency: Some("3".into()),
+        async_concurrency: Some("100".into()),
+        ..WorkerArgs::default()
+    };
+    assert_eq!(
+        load(&both, &[]).unwrap().slots(),
+        Slots {
+            async_tasks: 100,
+            thread_tasks: 3,
+            shared: false
+        }
+    );
+    let f = toml_file("[celeriac]\nasync_concurrency = 64\n");
+    assert_eq!(
+        load(&args_with_config(&f), &[])
+            .unwrap()
+            .slots()
+            .async_tasks,
+        64
+    );
+    assert_eq!(
+        load(
+            &WorkerArgs::default(),
+            &[("CELERIAC_ASYNC_CONCURRENCY", "7")]
+        )
+        .unwrap()
+        .slots()
+        .async_tasks,
+        7
+    );
+    assert!(load(
+        &WorkerArgs::default(),
+        &[("CELERIAC_ASYNC_CONCURRENCY", "0")]
+    )
+    .is_err());
 }

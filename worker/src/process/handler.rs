@@ -67,6 +67,10 @@ impl ProcessHandler {
 }
 
 impl Handler for ProcessHandler {
+    fn on_threads(&self) -> bool {
+        true
+    }
+
     fn call(&self, ctx: TaskContext) -> TaskFuture {
         let pool = self.pool.clone();
         Box::pin(async move {

@@ -49,6 +49,10 @@ where
     A: DeserializeOwned + Send + 'static,
     R: Serialize + 'static,
 {
+    fn on_threads(&self) -> bool {
+        true
+    }
+
     fn call(&self, ctx: TaskContext) -> TaskFuture {
         let input = match bind::<A>(&ctx.args, &ctx.kwargs) {
             Ok(a) => a,

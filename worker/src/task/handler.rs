@@ -20,6 +20,11 @@ pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Se
 pub trait Handler: Send + Sync + 'static {
     /// Start the task for one call.
     fn call(&self, ctx: TaskContext) -> TaskFuture;
+
+    /// Whether a run occupies a thread or a task process (a `-c` slot) rather than an async slot.
+    fn on_threads(&self) -> bool {
+        false
+    }
 }
 
 /// A task declared with [`#[celeriac_worker::task]`](macro@crate::task): its own handler, with
