@@ -152,6 +152,10 @@ impl Drop for Release<'_> {
 pub(crate) struct Polled<H>(pub(crate) H);
 
 impl<H: Handler> Handler for Polled<H> {
+    fn on_threads(&self) -> bool {
+        true
+    }
+
     fn call(&self, ctx: TaskContext) -> TaskFuture {
         ctx.time_limits.raised.store(true, Ordering::SeqCst);
         self.0.call(ctx)
