@@ -4,6 +4,8 @@ mod support;
 
 use std::time::Duration;
 
+use celeriac_testkit::RedisServer;
+use celeriac_tests::fault_proxy::FaultProxy;
 use redis::Commands;
 use support::{eventually, World};
 
@@ -94,6 +96,53 @@ fn grace_expiry_and_cold_shutdown_give_everything_back() {
     let waiting: u64 = redis2.llen("celery").unwrap();
     assert_eq!(waiting, 3);
     let _ = (early, late);
+}
+
+/// A warm shutdown while an acks-late run is over but its result cannot be written yet (Redis out
+/// of reach): the worker waits for the write and the ack, past the grace, instead of giving the
+/// message back to run a second time.
+#[test]
+fn warm_shutdown_waits_for_an_outcome_being_written() {
+    let redis = RedisServer::start().expect("redis");
+    let proxy = FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], redis.port())))
+        .expect("fault proxy");
+    let world = World::over(
+        redis,
+        &proxy.url(0),
+        &[
+            ("CELERY_TASK_ACKS_LATE", "true"),
+            ("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", "4"),
+        ],
+    );
+    let mut w = world.celeriac("w1", &["-c", "1"]);
+    let id = world.py("from celery_app import app\nprint(app.send_task('t.sleep', (800,)).id)");
+    let id = id.trim();
+    w.wait_for_log("task received", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    proxy.set_refusing(true);
+    proxy.cut_all();
+    w.signal("TERM");
+    // The run ends well within the grace; its result write is retried while Redis is out of
+    // reach, past the grace and the wait for stopped tasks.
+    std::thread::sleep(Duration::from_secs(11));
+    proxy.set_refusing(false);
+    let status = w.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{status}");
+    let mut redis = world.redis();
+    let meta: Option<String> = redis.get(format!("celery-task-meta-{id}")).unwrap();
+    assert!(
+        meta.as_deref().is_some_and(|m| m.contains("SUCCESS")),
+        "{meta:?}\n{}",
+        w.log()
+    );
+    let waiting: u64 = redis.llen("celery").unwrap();
+    let unacked: u64 = redis.hlen("unacked").unwrap();
+    assert_eq!(
+        (waiting, unacked),
+        (0, 0),
+        "acked, not given back:\n{}",
+        w.log()
+    );
 }
 
 #[test]

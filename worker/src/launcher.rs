@@ -159,6 +159,7 @@ pub async fn run(
         running: Mutex::default(),
         eta_held: AtomicUsize::new(0),
         draining: CancellationToken::new(),
+        finishing: Default::default(),
         tracker: TaskTracker::new(),
         counters: Counters::default(),
         revoked: crate::revoked::Revoked::from_env(),
@@ -216,13 +217,20 @@ pub async fn run(
     let _ = sweeper.await;
     rt.tracker.close();
     let grace = rt.settings.shutdown_grace();
+    let mut cold = false;
     let finished = tokio::select! {
         _ = rt.tracker.wait() => true,
         _ = sleep_or_forever(grace) => false,
-        _ = stop.recv() => { tracing::warn!("cold shutdown: stopping running tasks"); false }
+        _ = stop.recv() => { tracing::warn!("cold shutdown: stopping running tasks"); cold = true; false }
     };
     if !finished {
         stop_running(&rt).await;
+        if !cold {
+            tokio::select! {
+                _ = finishing_done(&rt) => {}
+                _ = stop.recv() => tracing::warn!("cold shutdown: not waiting for outcomes being written"),
+            }
+        }
     }
     give_back_held(&rt).await;
     upkeep_stop.cancel();
@@ -340,8 +348,38 @@ async fn republish(rt: &Runtime, d: &Delivery) {
     }
 }
 
+/// The longest a warm shutdown waits for runs that are over to record their outcome: result
+/// writes and acks are retried for 30 s.
+const FINISHING_WAIT: Duration = Duration::from_secs(40);
+
+/// Wait (up to [`FINISHING_WAIT`]) until no run that is over is still recording its outcome.
+async fn finishing_done(rt: &Runtime) {
+    let wait = async {
+        while !rt.finishing.lock().expect("finishing lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(FINISHING_WAIT, wait).await.is_err() {
+        tracing::warn!("runs still writing their outcome at the end of the shutdown");
+    }
+}
+
+/// Give back every held message, except those whose run is over and whose outcome is still being
+/// written: given back, they would run twice; left unacked, they come back only if never acked,
+/// after the visibility timeout.
 async fn give_back_held(rt: &Runtime) {
-    let tags = rt.held_tags();
+    let finishing = rt.finishing.lock().expect("finishing lock").clone();
+    let tags: Vec<String> = rt
+        .held_tags()
+        .into_iter()
+        .filter(|t| !finishing.contains(t))
+        .collect();
+    if !finishing.is_empty() {
+        tracing::warn!(
+            finishing = finishing.len(),
+            "left unacked: runs over whose outcome is still being written"
+        );
+    }
     if tags.is_empty() {
         return;
     }

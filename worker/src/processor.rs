@@ -299,6 +299,7 @@ async fn execute(
     // The task's work is done: its slot goes to the next task while this one's outcome is written
     // (still bounded by the reservation, which is held until the end).
     drop(slot);
+    let _finishing = Finishing::new(rt, &delivery.delivery_tag);
     rt.running
         .lock()
         .expect("running lock")
@@ -377,6 +378,26 @@ async fn execute(
         progress.acked.store(true, Ordering::Release);
     }
     drop(reservation);
+}
+
+/// Marks a message whose run is over as finishing (see [`Runtime::finishing`]) until dropped.
+struct Finishing<'a>(&'a Runtime, &'a str);
+
+impl<'a> Finishing<'a> {
+    fn new(rt: &'a Runtime, tag: &'a str) -> Self {
+        if let Ok(mut f) = rt.finishing.lock() {
+            f.insert(tag.to_string());
+        }
+        Finishing(rt, tag)
+    }
+}
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.0.finishing.lock() {
+            f.remove(self.1);
+        }
+    }
 }
 
 /// A finished run, for recording its failure: the run and how its message is settled.

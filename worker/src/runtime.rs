@@ -68,6 +68,9 @@ pub struct Runtime {
     pub held: Mutex<HashSet<String>>,
     /// Tasks running now, by delivery tag.
     pub running: Mutex<HashMap<String, Running>>,
+    /// Delivery tags whose run is over and whose outcome is being recorded and settled: a warm
+    /// shutdown waits for them and never gives them back (they would run twice).
+    pub finishing: Mutex<HashSet<String>>,
     /// ETA-held messages right now.
     pub eta_held: AtomicUsize,
     /// Cancelled when the worker stops taking new work (warm shutdown begins).
