@@ -8,6 +8,9 @@
 //! * `GET /keda`: JSON for KEDA's `metrics-api` scaler: `queue_depth` (waiting in all priority
 //!   lists of the worker's queues plus unacked), `desired_replicas` and the parts; 503 when the
 //!   depth cannot be read, so KEDA applies its fallback.
+//!
+//! Connections are limited (see [`crate::http_limits`]): 64 at once, each closed after 10 s
+//! without progress or 60 s in all.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,7 +73,7 @@ impl HttpServer {
             .with_state(state.clone());
         tracing::info!(%addr, "metrics server listening");
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(crate::http_limits::Limited::new(listener), app).await {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });

@@ -22,6 +22,7 @@ pub mod dead_letter;
 pub mod events;
 pub mod fetch;
 pub mod http;
+pub mod http_limits;
 pub mod keepalive;
 pub mod launcher;
 pub mod logging;

@@ -25,6 +25,9 @@ pub const DEFAULT_MAX: usize = 50_000;
 /// Celery's default lifetime of an entry.
 pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(10_800);
 
+/// Stale pairs tolerated in the insertion queue beyond twice the live ids.
+const COMPACT_SLACK: usize = 64;
+
 /// The bounded, expiring set of revoked ids.
 pub struct Revoked {
     max: usize,
@@ -36,7 +39,7 @@ pub struct Revoked {
 struct Entries {
     /// id → unix time it was revoked.
     at: HashMap<String, f64>,
-    /// Insertion order (id, time); stale pairs are skipped when their time no longer matches.
+    /// (id, time) in time order; stale pairs are skipped when their time no longer matches.
     order: VecDeque<(String, f64)>,
 }
 
@@ -85,7 +88,10 @@ impl Revoked {
     pub fn insert_at(&self, id: &str, at: f64) {
         let mut e = self.inner.lock().expect("revoked lock");
         e.at.insert(id.to_string(), at);
-        e.order.push_back((id.to_string(), at));
+        // Kept in time order (an older time, merged or loaded, goes before newer ones), so every
+        // expired id is at the front, where the purge drops it.
+        let pos = e.order.partition_point(|(_, t)| *t <= at);
+        e.order.insert(pos, (id.to_string(), at));
         self.purge_locked(&mut e);
     }
 
@@ -132,6 +138,13 @@ impl Revoked {
 
     fn purge_locked(&self, e: &mut Entries) {
         let oldest_kept = now() - self.expires.as_secs_f64();
+        // Pairs superseded by a later revoke of the same id, behind a live one, are dropped
+        // whenever they outnumber the live ids: the queue stays within twice the set (plus a
+        // little), amortized O(1) per insert.
+        if e.order.len() > 2 * e.at.len() + COMPACT_SLACK {
+            let Entries { at, order } = e;
+            order.retain(|(id, t)| at.get(id) == Some(t));
+        }
         while let Some((id, t)) = e.order.front().cloned() {
             let current = e.at.get(&id) == Some(&t);
             if current && t >= oldest_kept && e.at.len() <= self.max {
@@ -216,6 +229,29 @@ mod tests {
         r.insert_at("old", now() - 200.0);
         assert!(!r.contains("old"));
         assert!(!r.ids().contains(&"old".to_string()));
+    }
+
+    #[test]
+    fn stale_pairs_behind_a_live_head_do_not_pile_up() {
+        let r = Revoked::new(1000, Duration::from_secs(100));
+        r.insert("live");
+        for _ in 0..10_000 {
+            r.insert("again");
+        }
+        for i in 0..500 {
+            r.insert_at(&format!("expired-{i}"), now() - 200.0);
+        }
+        let e = r.inner.lock().unwrap();
+        assert!(
+            e.order.len() <= 2 * e.at.len() + COMPACT_SLACK + 1,
+            "{} pairs for {} ids",
+            e.order.len(),
+            e.at.len()
+        );
+        assert_eq!(e.at.len(), 2, "expired ids dropped");
+        drop(e);
+        assert_eq!(r.ids(), vec!["live", "again"]);
+        assert!(r.contains("again") && r.contains("live"));
     }
 
     #[test]
