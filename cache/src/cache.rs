@@ -212,7 +212,7 @@ impl Cache {
 
     /// Forget every key starting with `prefix` (of rendered templates) everywhere.
     pub async fn invalidate_prefix(&self, prefix: &str) {
-        let redis_prefix = self.inner.config.redis_key(prefix);
+        let redis_prefix = self.inner.config.redis_prefix(prefix);
         self.inner
             .invalidate(Invalidation::Prefix(redis_prefix))
             .await;
@@ -274,7 +274,7 @@ impl Inner {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Value>, SourceError>>,
     {
-        let lease_key = CacheConfig::lease_key(redis_key);
+        let lease_key = self.config.lease_key(redis_key);
         let token = uuid::Uuid::new_v4().to_string();
         let deadline = Instant::now() + self.config.lease_wait;
         let mut first = true;
@@ -445,7 +445,7 @@ impl Inner {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Value>, SourceError>>,
     {
-        let lease_key = CacheConfig::lease_key(redis_key);
+        let lease_key = self.config.lease_key(redis_key);
         let lease_key = lease_key.as_str();
         let entry = match self.load(c, policy, load).await {
             Ok(entry) => entry,
@@ -491,12 +491,14 @@ impl Inner {
         };
         let deleted = match &inv {
             Invalidation::Key(key) => {
-                let lease = CacheConfig::lease_key(key);
+                let lease = self.config.lease_key(key);
                 conn.del::<_, i64>(&[key.as_str(), lease.as_str()])
                     .await
                     .map(|_| ())
             }
-            Invalidation::Prefix(prefix) => delete_prefix(&mut conn, prefix).await,
+            Invalidation::Prefix(prefix) => {
+                delete_prefix(&mut conn, prefix, &self.config.lease_key(prefix)).await
+            }
         };
         bump(&self.counters.invalidations_sent);
         let published = conn
@@ -533,11 +535,15 @@ impl Inner {
     }
 }
 
-/// Delete every value and lease under `prefix` (SCAN, never KEYS).
-async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<()> {
+/// Delete every value and lease under `prefix` and `lease_prefix` (SCAN, never KEYS).
+async fn delete_prefix(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    lease_prefix: &str,
+) -> redis::RedisResult<()> {
     for pattern in [
         format!("{}*", glob_escape(prefix)),
-        format!("{}*", glob_escape(&CacheConfig::lease_key(prefix))),
+        format!("{}*", glob_escape(lease_prefix)),
     ] {
         let mut cursor: u64 = 0;
         loop {

@@ -49,15 +49,35 @@ impl Default for CacheConfig {
     }
 }
 
+/// The layout of Redis key names, a segment of every key: changed whenever the way keys are
+/// built changes, so that keys of an older layout are never read (they expire by their TTL).
+/// `k2`: values at `<prefix><version>:k2:{<key>}`, leases at `<prefix><version>:k2:lease:{<key>}`,
+/// keys rendered by [`crate::KeyTemplate`]'s typed encoding.
+pub const KEY_LAYOUT: &str = "k2";
+
 impl CacheConfig {
-    /// The Redis key of a rendered template: `<prefix><version>:<key>`.
-    pub fn redis_key(&self, key: &str) -> String {
-        format!("{}{}:{}", self.prefix, self.version, key)
+    /// `<prefix><version>:<layout>:`, the start of every value and lease key.
+    fn base(&self) -> String {
+        format!("{}{}:{KEY_LAYOUT}:", self.prefix, self.version)
     }
 
-    /// The lease key of a Redis key: `lease:<key>`.
-    pub fn lease_key(redis_key: &str) -> String {
-        format!("lease:{redis_key}")
+    /// The Redis key of a rendered key: `<prefix><version>:k2:{<key>}`. The braces are a Redis
+    /// Cluster hash tag: the value and its lease hash to one slot.
+    pub fn redis_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}", self.base())
+    }
+
+    /// The start of the Redis keys of every rendered key starting with `prefix`.
+    pub fn redis_prefix(&self, prefix: &str) -> String {
+        format!("{}{{{prefix}", self.base())
+    }
+
+    /// The lease key of a Redis key (or prefix) made by [`Self::redis_key`]:
+    /// `<prefix><version>:k2:lease:{<key>}`.
+    pub fn lease_key(&self, redis_key: &str) -> String {
+        let base = self.base();
+        let rest = redis_key.strip_prefix(&base).unwrap_or(redis_key);
+        format!("{base}lease:{rest}")
     }
 
     /// The pub/sub channel invalidations travel on: `<prefix>invalidate`.
@@ -169,6 +189,20 @@ impl std::fmt::Debug for Draws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag_with_their_lease() {
+        let c = CacheConfig::default();
+        let key = c.redis_key("t.get:ticket:(7)");
+        assert_eq!(key, "celeriac:cache:v1:k2:{t.get:ticket:(7)}");
+        assert_eq!(
+            c.lease_key(&key),
+            "celeriac:cache:v1:k2:lease:{t.get:ticket:(7)}"
+        );
+        let prefix = c.redis_prefix("t.get:");
+        assert!(key.starts_with(&prefix));
+        assert!(c.lease_key(&key).starts_with(&c.lease_key(&prefix)));
+    }
 
     #[test]
     fn seeded_draws_repeat_and_stay_in_range() {

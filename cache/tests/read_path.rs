@@ -18,6 +18,11 @@ fn config() -> CacheConfig {
     }
 }
 
+/// The Redis key of `key` in layout k2: `<prefix><version>:k2:{<key>}`.
+fn l2(key: &str) -> String {
+    format!("t:cache:v1:k2:{{{key}}}")
+}
+
 fn policy() -> Policy {
     Policy::new(Duration::from_secs(60), Duration::from_secs(5))
 }
@@ -105,12 +110,8 @@ async fn each_layer_answers_in_turn() {
     assert_eq!((s.l1_misses, s.l2_hits, s.loads), (1, 1, 0));
     assert_eq!(src.calls(), 1);
 
-    // L2 holds readable JSON under prefix + version + key.
-    let raw: String = redis_conn(&redis)
-        .await
-        .get("t:cache:v1:ticket:7")
-        .await
-        .unwrap();
+    // L2 holds readable JSON under prefix + version + layout + {key}.
+    let raw: String = redis_conn(&redis).await.get(l2("ticket:7")).await.unwrap();
     let stored: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(stored["found"], json!(true));
     assert_eq!(stored["value"], v);
@@ -132,7 +133,7 @@ async fn not_found_is_cached_with_its_own_ttl() {
     assert_eq!(a.stats().negative_hits, 2);
     let pttl: i64 = redis_conn(&redis)
         .await
-        .pttl("t:cache:v1:ticket:404")
+        .pttl(l2("ticket:404"))
         .await
         .unwrap();
     assert!(
@@ -175,7 +176,7 @@ async fn ttls_are_jittered_within_ten_percent() {
             .unwrap();
         let want = expected.jittered(policy.ttl).as_millis() as i64;
         assert!((90_000..=110_000).contains(&want));
-        let pttl: i64 = conn.pttl(format!("t:cache:v1:{key}")).await.unwrap();
+        let pttl: i64 = conn.pttl(l2(&key)).await.unwrap();
         // PX is the jittered TTL less the time since the load (under a second here).
         assert!(
             pttl <= want && pttl > want - 1_000,
@@ -369,8 +370,8 @@ async fn a_slow_loader_cannot_write_after_an_invalidation() {
     assert_eq!(slow.await.unwrap().unwrap(), Some(json!("stale")));
     assert_eq!(a.stats().stale_writes_prevented, 1);
     let mut conn = redis_conn(&redis).await;
-    let l2: Option<String> = conn.get("t:cache:v1:doc:1").await.unwrap();
-    assert_eq!(l2, None, "the stale value must not reach L2");
+    let stored: Option<String> = conn.get(l2("doc:1")).await.unwrap();
+    assert_eq!(stored, None, "the stale value must not reach L2");
     let src = Counted::new();
     let fresh = a
         .get_or_load("doc:1", &policy(), || {
@@ -422,7 +423,7 @@ async fn hot_key_read_with_draw(u: f64) -> (Option<Value>, u64, usize) {
     let mut conn = redis_conn(&redis).await;
     let entry = json!({"found": true, "value": "old", "delta_ms": 10_000, "expires_at_ms": celeriac_cache::entry::now_ms() + 60_000});
     let _: () = conn
-        .set_ex("t:cache:v1:hot", entry.to_string(), 120)
+        .set_ex(l2("hot"), entry.to_string(), 120)
         .await
         .unwrap();
     let got = b

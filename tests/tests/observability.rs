@@ -431,7 +431,7 @@ print([app.send_task("q.echo", args=(7,)).get(timeout=20) for _ in range(2)])
     let mut redis = world.redis();
     let _: i64 = redis::cmd("PUBLISH")
         .arg("obs:cache:invalidate")
-        .arg("key:obs:cache:v1:echo:7")
+        .arg("key:obs:cache:v1:k2:{q.echo:echo:(7)}")
         .query(&mut redis)
         .unwrap();
     eventually(Duration::from_secs(10), || {
@@ -671,7 +671,7 @@ print(r.get(timeout=30))
     assert_eq!(load.parent_span_id, read.span_id);
     assert_eq!(query.parent_span_id, load.span_id);
     assert!(
-        attr(read, "cache.key").contains("obs:cache:v1:echo:11"),
+        attr(read, "cache.key").contains("obs:cache:v1:k2:{q.echo:echo:(11)}"),
         "{read:?}"
     );
     assert!(attr(read, "cache.layer").contains("source"), "{read:?}");

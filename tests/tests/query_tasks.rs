@@ -267,7 +267,7 @@ fn run_against(kind: &str) {
             },
             Some(client),
         );
-        cache.invalidate("ticket:1").await;
+        cache.invalidate("q.get_ticket:ticket:(1)").await;
     });
     let fresh = support::eventually(Duration::from_secs(10), || {
         let title = world.py(get1).trim().to_owned();

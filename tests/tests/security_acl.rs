@@ -29,12 +29,11 @@ const WORKER_ACL: &[&str] = &[
     // Remote-control replies (the caller's reply queue) and mingle's own reply queue.
     "~*.reply.celery.pidbox*",
     // celeriac: dead letters and their reasons, fleet rate limits, markers of retries and
-    // canvas messages published once, the cache and its leases.
+    // canvas messages published once, the cache (values, leases and warm state).
     "~celeriac.dead_letter*",
     "~celeriac.ratelimit.*",
     "~celeriac.published.*",
     "~celeriac:cache:*",
-    "~lease:celeriac:cache:*",
     // Channels: results, remote control, events, cache invalidation.
     "&celery-task-meta-*",
     "&/0.celery.pidbox",
@@ -164,7 +163,7 @@ print(sorted(r for reply in app.control.ping(timeout=3) for r in reply))
     let mut redis = world.redis();
     let dead: u64 = redis.llen("celeriac.dead_letter").unwrap();
     assert_eq!(dead, 1);
-    let cached: Vec<String> = redis.keys("celeriac:cache:*ticket:1").unwrap();
+    let cached: Vec<String> = redis.keys("celeriac:cache:v1:k2:{*:ticket:(1)}").unwrap();
     assert_eq!(cached.len(), 1, "{cached:?}");
     // Nothing the worker did was refused: the rule is sufficient.
     let denied: Vec<redis::Value> = redis::cmd("ACL").arg("LOG").query(&mut redis).unwrap();

@@ -245,7 +245,7 @@ fn assert_cache_matches(r: &mut redis::Connection, rows: &[Value]) {
     for chunk in rows.chunks(1000) {
         let names: Vec<String> = chunk
             .iter()
-            .map(|row| format!("w:cache:v1:ticket:{}", row["id"]))
+            .map(|row| format!("w:cache:v1:k2:{{q.get_ticket:ticket:({})}}", row["id"]))
             .collect();
         let texts: Vec<Option<String>> = redis::cmd("MGET").arg(&names).query(r).unwrap();
         for (row, text) in chunk.iter().zip(texts) {
@@ -258,12 +258,14 @@ fn assert_cache_matches(r: &mut redis::Connection, rows: &[Value]) {
 }
 
 fn cached(r: &mut redis::Connection, id: u32) -> Option<Value> {
-    let text: Option<String> = r.get(format!("w:cache:v1:ticket:{id}")).unwrap();
+    let text: Option<String> = r
+        .get(format!("w:cache:v1:k2:{{q.get_ticket:ticket:({id})}}"))
+        .unwrap();
     text.map(|t| serde_json::from_str::<Value>(&t).unwrap())
 }
 
 fn keys(r: &mut redis::Connection) -> usize {
-    let keys: Vec<String> = r.keys("w:cache:v1:ticket:*").unwrap();
+    let keys: Vec<String> = r.keys("w:cache:v1:k2:{q.get_ticket:ticket:*").unwrap();
     keys.len()
 }
 

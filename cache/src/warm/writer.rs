@@ -12,11 +12,13 @@ use crate::config::{CacheConfig, Draws, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::Invalidation;
 
-/// KEYS: redis keys; ARGV[1]: channel, ARGV[2]: publish (1/0), then value, ttl_ms per key.
+/// KEYS: (redis key, lease key) pairs; ARGV[1]: channel, ARGV[2]: publish (1/0), then value,
+/// ttl_ms per key.
 const WRITE_UNLEASED: &str = r"
 local written = 0
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', 'lease:' .. key) == 0 then
+for i = 1, #KEYS / 2 do
+  local key = KEYS[2 * i - 1]
+  if redis.call('EXISTS', KEYS[2 * i]) == 0 then
     redis.call('SET', key, ARGV[1 + 2 * i], 'PX', ARGV[2 + 2 * i])
     written = written + 1
     if ARGV[2] == '1' then redis.call('PUBLISH', ARGV[1], 'key:' .. key) end
@@ -24,12 +26,14 @@ for i, key in ipairs(KEYS) do
 end
 return written";
 
-/// KEYS: redis keys; ARGV[1]: channel. Deletes values and leases, announces each key.
+/// KEYS: (redis key, lease key) pairs; ARGV[1]: channel. Deletes values and leases, announces
+/// each key.
 const DELETE_KEYS: &str = r"
 local deleted = 0
-for _, key in ipairs(KEYS) do
+for i = 1, #KEYS / 2 do
+  local key = KEYS[2 * i - 1]
   deleted = deleted + redis.call('DEL', key)
-  redis.call('DEL', 'lease:' .. key)
+  redis.call('DEL', KEYS[2 * i])
   redis.call('PUBLISH', ARGV[1], 'key:' .. key)
 end
 return deleted";
@@ -93,7 +97,9 @@ impl WarmWriter {
             .arg(if self.publish { "1" } else { "0" });
         for (key, value) in entries {
             let (text, ttl_ms) = Self::l2_text(value, delta_ms, policy, &self.config.draws);
-            inv.key(self.config.redis_key(&key)).arg(text).arg(ttl_ms);
+            let redis_key = self.config.redis_key(&key);
+            let lease_key = self.config.lease_key(&redis_key);
+            inv.key(redis_key).key(lease_key).arg(text).arg(ttl_ms);
         }
         let written: u64 = inv.invoke_async(&mut self.conn).await?;
         Ok(WriteCounts {
@@ -112,7 +118,9 @@ impl WarmWriter {
         let mut inv = script.prepare_invoke();
         inv.arg(self.config.channel());
         for key in keys {
-            inv.key(self.config.redis_key(key));
+            let redis_key = self.config.redis_key(key);
+            let lease_key = self.config.lease_key(&redis_key);
+            inv.key(redis_key).key(lease_key);
         }
         inv.invoke_async(&mut self.conn).await
     }

@@ -16,10 +16,14 @@ log = logging.getLogger(__name__)
 @receiver(post_delete, sender=Ticket)
 def ticket_changed(sender, instance, **kwargs):
     key = f"ticket:{instance.pk}"
+    # The key celeriac's `tickets.get_ticket` task renders for this ticket (celeriac.toml).
+    celeriac_key = celeriac_cache.render(
+        "tickets.get_ticket", "ticket:{ticket_id}", ticket_id=instance.pk
+    )
 
     def invalidate():
         try:
-            celeriac_cache.invalidate(key)
+            celeriac_cache.invalidate(celeriac_key)
             cache.delete(key)
         except Exception:
             # The row is committed; the cached copy stays until its TTL (l1_ttl in memory).

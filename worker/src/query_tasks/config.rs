@@ -28,7 +28,8 @@ pub struct QueryTaskConfig {
     pub sql: String,
     /// Parameter names in positional order (`get_ticket(7)` binds `params[0]`).
     pub params: Vec<String>,
-    /// The cache key template, e.g. `ticket:{ticket_id}`.
+    /// The cache key template, e.g. `ticket:{ticket_id}`, in the task's namespace (its name,
+    /// or `key_namespace` when tasks share entries on purpose).
     pub key: KeyTemplate,
     /// TTLs and early refresh.
     pub policy: Policy,
@@ -74,6 +75,7 @@ const TASK_KEYS: &[&str] = &[
     "sql",
     "params",
     "key",
+    "key_namespace",
     "ttl",
     "negative_ttl",
     "result",
@@ -96,6 +98,13 @@ pub fn parse(
         }
         if let Some(v) = s.string("version")? {
             c.version = v;
+        }
+        for (name, v) in [("prefix", &c.prefix), ("version", &c.version)] {
+            if v.contains(['{', '}']) {
+                return Err(format!(
+                    "[cache]: `{name}` must not contain braces (keys carry a Redis Cluster hash tag)"
+                ));
+            }
         }
         if let Some(v) = s.integer("l1_max_entries")? {
             c.l1_max_entries = v;
@@ -221,7 +230,13 @@ fn task(index: usize, value: &toml::Value) -> Result<QueryTaskConfig, String> {
     let s = Section::new(format!("[[tasks]] `{name}`"), value)?;
     s.only(TASK_KEYS)?;
     let key_text = s.required_string("key")?;
-    let key = KeyTemplate::parse(&key_text).map_err(|e| format!("{}: {e}", s.place))?;
+    let namespace = s.string("key_namespace")?.unwrap_or_else(|| name.clone());
+    if namespace.is_empty() {
+        return Err(format!("{}: `key_namespace` must not be empty", s.place));
+    }
+    let key = KeyTemplate::parse(&key_text)
+        .map_err(|e| format!("{}: {e}", s.place))?
+        .in_namespace(namespace);
     let params = s.strings("params")?.unwrap_or_default();
     let mut unique = BTreeSet::new();
     for p in &params {
@@ -284,4 +299,68 @@ fn task(index: usize, value: &toml::Value) -> Result<QueryTaskConfig, String> {
         result,
         name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_text(text: &str) -> Result<QueryConfig, String> {
+        let table: BTreeMap<String, toml::Value> = toml::from_str(text).unwrap();
+        parse(&table, &|_| None)
+    }
+
+    const TWO_TASKS: &str = r#"
+[sources.main]
+url = "sqlite::memory:"
+
+[[tasks]]
+name = "a.get"
+source = "main"
+sql = "SELECT 1 WHERE :id = 1"
+params = ["id"]
+key = "item:{id}"
+ttl = 60
+
+[[tasks]]
+name = "b.get"
+source = "main"
+sql = "SELECT 2 WHERE :id = 1"
+params = ["id"]
+key = "item:{id}"
+ttl = 60
+"#;
+
+    fn keys(config: &QueryConfig) -> Vec<String> {
+        let values = json!({"id": 7});
+        config
+            .tasks
+            .iter()
+            .map(|t| t.key.render(values.as_object().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn each_task_keys_in_its_own_namespace() {
+        let config = parse_text(TWO_TASKS).unwrap();
+        assert_eq!(keys(&config), ["a.get:item:(7)", "b.get:item:(7)"]);
+    }
+
+    #[test]
+    fn tasks_share_entries_only_through_a_named_namespace() {
+        let shared = TWO_TASKS.replace("ttl = 60", "ttl = 60\nkey_namespace = \"items\"");
+        let config = parse_text(&shared).unwrap();
+        assert_eq!(keys(&config), ["items:item:(7)", "items:item:(7)"]);
+        let empty = TWO_TASKS.replacen("ttl = 60", "ttl = 60\nkey_namespace = \"\"", 1);
+        assert!(parse_text(&empty)
+            .unwrap_err()
+            .contains("`key_namespace` must not be empty"));
+    }
+
+    #[test]
+    fn braces_in_the_prefix_are_refused() {
+        let err = parse_text("[cache]\nprefix = \"app:{x}:\"").unwrap_err();
+        assert!(err.contains("`prefix` must not contain braces"), "{err}");
+    }
 }
