@@ -5,24 +5,42 @@
 
 ensure_system_packages() {
   local need=()
+  base_packages
+  # prometheus + promtool: the observability tests scrape celeriac with a private Prometheus;
+  # prometheus-pushgateway: the warm job's push is tested against a real Pushgateway.
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+  command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
+  install_packages "${need[@]}" || return 1
+  command -v cargo >/dev/null 2>&1 || { echo "cargo is missing (install Rust)" >&2; return 1; }
+  ensure_databases
+}
+
+# Only what scripts/demo uses: Redis, Python with venv, a C toolchain, cargo.
+ensure_demo_packages() {
+  local need=()
+  base_packages
+  install_packages "${need[@]}" || return 1
+  command -v cargo >/dev/null 2>&1 || { echo "cargo is missing (install Rust)" >&2; return 1; }
+}
+
+# Adds to the caller's `need` the packages every script needs.
+base_packages() {
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv python3-pip)
   command -v cc >/dev/null 2>&1 || need+=(build-essential)
   command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-  # prometheus + promtool: the observability tests scrape celeriac with a private Prometheus.
-  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
-  if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-      echo "missing ${need[*]}; run as root or install them" >&2
-      return 1
-    fi
-    echo "installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+}
+
+install_packages() {
+  [ $# -gt 0 ] || return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing $*; run as root or install them" >&2
+    return 1
   fi
-  command -v cargo >/dev/null 2>&1 || { echo "cargo is missing (install Rust)" >&2; return 1; }
-  ensure_databases
+  echo "installing $*"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
 # PostgreSQL (5432, user postgres without password from 127.0.0.1) and MariaDB (3306, root
