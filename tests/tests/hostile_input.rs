@@ -249,3 +249,34 @@ print(json.dumps(out))
         worker.log()
     );
 }
+
+/// ETA messages are held under a byte budget (`CELERIAC_ETA_HELD_BYTES`): past it, an ETA
+/// message keeps its reservation, so the worker stops fetching instead of holding every ETA
+/// message of the queue in memory.
+#[test]
+fn eta_messages_are_held_under_a_byte_budget() {
+    let mut world = World::new(&[("CELERY_WORKER_PREFETCH_MULTIPLIER", "1")]);
+    world.py(
+        "from celery_app import app\nfor _ in range(10): app.send_task('t.echo', ('x' * 1000,), countdown=3600)",
+    );
+    let mut redis = world.redis();
+    let element: Vec<u8> = redis.lindex("celery", 0).unwrap();
+    // Room for two (the elements differ by a few bytes at most).
+    let budget = (element.len() * 5 / 2).to_string();
+    world
+        .env
+        .push(("CELERIAC_ETA_HELD_BYTES".into(), budget.clone()));
+    let worker = world.celeriac("w1", &["-c", "1"]);
+    // Two held within the budget, a third holding the only reservation; the rest stay queued.
+    eventually(Duration::from_secs(30), || {
+        let held: usize = redis.hlen("unacked").unwrap();
+        (held == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("budget {budget}:\n{}", worker.log()));
+    std::thread::sleep(Duration::from_secs(1));
+    let held: usize = redis.hlen("unacked").unwrap();
+    let waiting: usize = redis.llen("celery").unwrap();
+    assert_eq!((held, waiting), (3, 7), "{}", worker.log());
+    let out = world.py("from celery_app import app\nprint(app.control.ping(timeout=5))");
+    assert!(out.contains("w1@test"), "{out}");
+}

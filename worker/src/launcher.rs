@@ -158,6 +158,7 @@ pub async fn run(
         held: Mutex::default(),
         running: Mutex::default(),
         eta_held: AtomicUsize::new(0),
+        eta_held_bytes: AtomicUsize::new(0),
         draining: CancellationToken::new(),
         finishing: Default::default(),
         tracker: TaskTracker::new(),

@@ -141,7 +141,7 @@ async fn handle(
         if eta > Utc::now() {
             rt.tracked
                 .set_stage(&delivery.delivery_tag, Stage::Scheduled(eta));
-            match scheduled::wait_for_eta(rt, eta, &mut reservation).await {
+            match scheduled::wait_for_eta(rt, eta, delivery.raw.len(), &mut reservation).await {
                 scheduled::Waited::Due => {
                     rt.tracked
                         .set_stage(&delivery.delivery_tag, Stage::Reserved);

@@ -73,6 +73,8 @@ pub struct Runtime {
     pub finishing: Mutex<HashSet<String>>,
     /// ETA-held messages right now.
     pub eta_held: AtomicUsize,
+    /// Bytes (as on the wire) of the ETA messages held without a reservation.
+    pub eta_held_bytes: AtomicUsize,
     /// Cancelled when the worker stops taking new work (warm shutdown begins).
     pub draining: CancellationToken,
     /// Tracks every spawned message handler so shutdown can wait for them.

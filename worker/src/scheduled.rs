@@ -2,10 +2,11 @@
 //! restore sweep duplicates them) until they are due, without taking an execution slot.
 //!
 //! A held message gives back its reservation while it waits, so ETA tasks do not stop the worker
-//! from consuming — up to [`MAX_ETA_HELD`] of them; past that, new ETA messages keep their
-//! reservation, which bounds the memory ETA messages can take.
+//! from consuming — up to [`MAX_ETA_HELD`] of them and `eta_held_bytes` (their size on the wire);
+//! past that, new ETA messages keep their reservation, so the worker fetches less, which bounds
+//! the memory ETA messages can take.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,13 +24,17 @@ pub enum Waited {
     Draining,
 }
 
-/// Wait until `eta`; gives back `reservation` (sets it to `None`) while the ETA-held count allows.
+/// Wait until `eta`; gives back `reservation` (sets it to `None`) while the ETA-held count and
+/// byte budget allow (`bytes`: this message's size on the wire).
 pub async fn wait_for_eta(
     rt: &Runtime,
     eta: DateTime<Utc>,
+    bytes: usize,
     reservation: &mut Option<OwnedSemaphorePermit>,
 ) -> Waited {
-    let counted = rt.eta_held.fetch_add(1, Ordering::Relaxed) < MAX_ETA_HELD;
+    let under_count = rt.eta_held.fetch_add(1, Ordering::Relaxed) < MAX_ETA_HELD;
+    let budget = usize::try_from(rt.settings.eta_held_bytes).unwrap_or(usize::MAX);
+    let counted = under_count && take_bytes(&rt.eta_held_bytes, bytes, budget);
     if counted {
         reservation.take();
     }
@@ -40,5 +45,32 @@ pub async fn wait_for_eta(
         _ = rt.draining.cancelled() => Waited::Draining,
     };
     rt.eta_held.fetch_sub(1, Ordering::Relaxed);
+    if counted {
+        rt.eta_held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
     waited
+}
+
+/// Add `bytes` to `held` if the total stays within `budget`; whether it was added.
+fn take_bytes(held: &AtomicUsize, bytes: usize, budget: usize) -> bool {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+        cur.checked_add(bytes).filter(|n| *n <= budget)
+    })
+    .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_budget_is_never_exceeded() {
+        let held = AtomicUsize::new(0);
+        assert!(take_bytes(&held, 600, 1000));
+        assert!(!take_bytes(&held, 600, 1000), "over the budget");
+        assert!(take_bytes(&held, 400, 1000), "exactly the budget");
+        assert!(!take_bytes(&held, 1, 1000));
+        assert!(!take_bytes(&held, usize::MAX, usize::MAX), "no overflow");
+        assert_eq!(held.load(Ordering::Relaxed), 1000);
+    }
 }

@@ -354,6 +354,10 @@ pub(crate) static FIELDS: &[Field] = &[
         s.max_message_bytes = n;
         Ok(())
     }),
+    celeriac("eta_held_bytes", "CELERIAC_ETA_HELD_BYTES", |s, r| {
+        s.eta_held_bytes = r.integer()?;
+        Ok(())
+    }),
     celeriac("metrics_port", "CELERIAC_METRICS_PORT", |s, r| {
         s.metrics_port = match r {
             Raw::Text(t) if t.trim().is_empty() => None,

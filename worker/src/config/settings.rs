@@ -272,6 +272,10 @@ pub struct Settings {
     pub revoked_key: Option<String>,
     /// Celeriac-only `max_message_bytes`: bigger messages are dead-lettered undecoded (default 16 MiB).
     pub max_message_bytes: u64,
+    /// Celeriac-only `eta_held_bytes`: the most bytes (as on the wire) of ETA messages held
+    /// without a reservation; past it, new ETA messages keep theirs, so the worker fetches less
+    /// (default 256 MiB).
+    pub eta_held_bytes: u64,
     /// Celeriac-only `metrics_port`: serve Prometheus metrics on this port (default: no metrics server).
     pub metrics_port: Option<u16>,
     /// Celeriac-only `log_format`: `auto` (default), `json` or `human`.
@@ -330,6 +334,9 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Celeriac's default `eta_held_bytes`: 256 MiB.
+pub const DEFAULT_ETA_HELD_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Celeriac's default `max_message_bytes`: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -382,6 +389,7 @@ impl Default for Settings {
             dead_letter_key: "celeriac.dead_letter".into(),
             revoked_key: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            eta_held_bytes: DEFAULT_ETA_HELD_BYTES,
             metrics_port: None,
             log_format: LogFormat::Auto,
             rate_limit_scope: crate::rate_limit::Scope::Worker,
@@ -545,6 +553,7 @@ impl fmt::Debug for Settings {
             .field("dead_letter_key", &shown(&self.dead_letter_key))
             .field("revoked_key", &self.revoked_key.as_deref().map(shown))
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("eta_held_bytes", &self.eta_held_bytes)
             .field("metrics_port", &self.metrics_port)
             .field("log_format", &self.log_format)
             .field("rate_limit_scope", &self.rate_limit_scope)
