@@ -19,10 +19,12 @@ use anyhow::{bail, Context, Result};
 
 mod mariadb;
 mod postgres;
+mod redis_cluster;
 mod server_user;
 mod tls;
 pub use mariadb::MariaDbServer;
 pub use postgres::PostgresServer;
+pub use redis_cluster::RedisCluster;
 pub use tls::TestPki;
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).
