@@ -134,11 +134,12 @@ fn psql(db: &str, sql: &str) {
     );
 }
 
-/// The cached entry of customer `id` under the configuration's cache prefix (`v1`).
+/// The cached entry of `app.get_customer(id)` under the configuration's cache prefix (`v1`,
+/// key layout `k2`).
 fn cached_customer(world: &World, id: u32) -> serde_json::Value {
     let mut r = world.redis();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("*:v1:customer:{id}"))
+        .arg(format!("*:v1:k2:{{app.get_customer:customer:({id})}}"))
         .query(&mut r)
         .unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
