@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache as Moka;
 use moka::Expiry;
-use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::AsyncCommands;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -18,7 +19,7 @@ use tracing::{Instrument, Span};
 use crate::config::{CacheConfig, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::{self, Invalidation};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{L2Conn, RedisConn};
 use crate::source::SourceError;
 use crate::stats::{bump, CacheStats, Counters, SourceStats};
 
@@ -88,7 +89,7 @@ impl Cache {
         let inner = Arc::new(Inner {
             redis: redis
                 .clone()
-                .map(|client| RedisConn::new(client, config.redis_timeout)),
+                .map(|client| RedisConn::new(client, config.cluster, config.redis_timeout)),
             config,
             l1,
             counters: Counters::default(),
@@ -265,7 +266,7 @@ impl Inner {
     async fn fill_from_l2<F, Fut>(
         &self,
         c: &Counters,
-        mut conn: ConnectionManager,
+        mut conn: L2Conn,
         redis_key: &str,
         policy: &Policy,
         load: F,
@@ -354,7 +355,7 @@ impl Inner {
     async fn take_lease(
         &self,
         c: &Counters,
-        conn: &mut ConnectionManager,
+        conn: &mut L2Conn,
         lease_key: &str,
         token: &str,
     ) -> Option<bool> {
@@ -435,7 +436,7 @@ impl Inner {
     async fn load_and_write<F, Fut>(
         &self,
         c: &Counters,
-        mut conn: ConnectionManager,
+        mut conn: L2Conn,
         redis_key: &str,
         token: &str,
         policy: &Policy,
@@ -535,36 +536,80 @@ impl Inner {
     }
 }
 
-/// Delete every value and lease under `prefix` and `lease_prefix` (SCAN, never KEYS).
+/// Delete every value and lease under `prefix` and `lease_prefix` (SCAN, never KEYS; on a
+/// cluster, SCAN on each primary and one DEL per key).
 async fn delete_prefix(
-    conn: &mut ConnectionManager,
+    conn: &mut L2Conn,
     prefix: &str,
     lease_prefix: &str,
 ) -> redis::RedisResult<()> {
-    for pattern in [
-        format!("{}*", glob_escape(prefix)),
-        format!("{}*", glob_escape(lease_prefix)),
-    ] {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(conn)
-                .await?;
-            if !keys.is_empty() {
-                conn.del::<_, i64>(&keys).await?;
+    let nodes = match conn {
+        L2Conn::Single(_) => vec![None],
+        L2Conn::Cluster(c) => primaries(c).await?.into_iter().map(Some).collect(),
+    };
+    for node in nodes {
+        for pattern in [
+            format!("{}*", glob_escape(prefix)),
+            format!("{}*", glob_escape(lease_prefix)),
+        ] {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500);
+                let (next, keys): (u64, Vec<String>) = match (&mut *conn, &node) {
+                    (L2Conn::Cluster(c), Some((host, port))) => {
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        });
+                        redis::from_redis_value(c.route_command(scan, routing).await?)?
+                    }
+                    (conn, _) => scan.query_async(conn).await?,
+                };
+                match &mut *conn {
+                    L2Conn::Single(c) if !keys.is_empty() => {
+                        c.del::<_, i64>(&keys).await?;
+                    }
+                    conn => {
+                        for key in &keys {
+                            conn.del::<_, i64>(key).await?;
+                        }
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
     }
     Ok(())
+}
+
+/// `(host, port)` of each primary, from `CLUSTER SLOTS`.
+async fn primaries(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut out = Vec::new();
+    for range in slots {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        let Some(redis::Value::Array(primary)) = parts.get(2) else {
+            continue;
+        };
+        if let (Some(host), Some(port)) = (primary.first(), primary.get(1)) {
+            let host: String = redis::from_redis_value_ref(host)?;
+            let port: u16 = redis::from_redis_value_ref(port)?;
+            if !out.contains(&(host.clone(), port)) {
+                out.push((host, port));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn glob_escape(s: &str) -> String {

@@ -30,6 +30,8 @@ pub struct CacheConfig {
     pub redis_timeout: Duration,
     /// Where TTL jitter and XFetch draw their random numbers (default: the thread RNG).
     pub draws: Draws,
+    /// L2 is a Redis Cluster reached through the one node the client names (default false).
+    pub cluster: bool,
 }
 
 impl Default for CacheConfig {
@@ -45,6 +47,7 @@ impl Default for CacheConfig {
             lease_poll: Duration::from_millis(10),
             redis_timeout: Duration::from_secs(1),
             draws: Draws::default(),
+            cluster: false,
         }
     }
 }

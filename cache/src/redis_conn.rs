@@ -3,27 +3,68 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Mutex;
+
+/// A connection to one Redis node, or to a Redis Cluster (slots, MOVED/ASK and topology
+/// changes handled by the redis crate's cluster client).
+#[derive(Clone)]
+pub(crate) enum L2Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for L2Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            L2Conn::Single(c) => c.req_packed_command(cmd),
+            L2Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            L2Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            L2Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            L2Conn::Single(c) => c.get_db(),
+            L2Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// A lazily connected, self-healing Redis connection.
 pub(crate) struct RedisConn {
     client: redis::Client,
+    cluster: bool,
     timeout: Duration,
     state: Mutex<State>,
 }
 
 struct State {
-    conn: Option<ConnectionManager>,
+    conn: Option<L2Conn>,
     retry_after: Option<Instant>,
 }
 
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl RedisConn {
-    pub(crate) fn new(client: redis::Client, timeout: Duration) -> Self {
+    pub(crate) fn new(client: redis::Client, cluster: bool, timeout: Duration) -> Self {
         RedisConn {
             client,
+            cluster,
             timeout,
             state: Mutex::new(State {
                 conn: None,
@@ -33,7 +74,7 @@ impl RedisConn {
     }
 
     /// A connection, or `None` while Redis is unreachable.
-    pub(crate) async fn get(&self) -> Option<ConnectionManager> {
+    pub(crate) async fn get(&self) -> Option<L2Conn> {
         let mut state = self.state.lock().await;
         if let Some(conn) = &state.conn {
             return Some(conn.clone());
@@ -41,15 +82,7 @@ impl RedisConn {
         if state.retry_after.is_some_and(|t| Instant::now() < t) {
             return None;
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let made = tokio::time::timeout(
-            self.timeout * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await;
+        let made = tokio::time::timeout(self.timeout * 2, self.connect()).await;
         match made {
             Ok(Ok(conn)) => {
                 state.conn = Some(conn.clone());
@@ -67,5 +100,25 @@ impl RedisConn {
                 None
             }
         }
+    }
+}
+
+impl RedisConn {
+    async fn connect(&self) -> redis::RedisResult<L2Conn> {
+        if self.cluster {
+            let client = ClusterClientBuilder::new(vec![self.client.get_connection_info().clone()])
+                .connection_timeout(self.timeout)
+                .response_timeout(self.timeout)
+                .retries(2)
+                .build()?;
+            return client.get_async_connection().await.map(L2Conn::Cluster);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map(L2Conn::Single)
     }
 }

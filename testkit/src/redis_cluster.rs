@@ -102,6 +102,13 @@ impl RedisCluster {
         self.nodes[0].url(0)
     }
 
+    /// Kill every node abruptly (the whole cluster down).
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+
     /// The ports of the nodes that are primaries now.
     pub fn primaries(&self) -> Vec<u16> {
         self.ports()

@@ -387,6 +387,25 @@ fn bad_config_exits_2() {
     let (code, out) = warm(&world, &cfg, &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("unknown mode `sideways`"), "{out}");
+
+    // A cache on a Redis Cluster is refused plainly (the warm job writes to one node).
+    let cfg = config(
+        dir.path(),
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        "full",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("[cache]\n", "[cache]\ncluster = true\n", 1),
+    )
+    .unwrap();
+    let (code, out) = warm(&world, &cfg, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("the warm job does not write to a Redis Cluster yet"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -147,6 +147,12 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
         eprintln!("celeriac warm: configuration: no [[warm]] entry for {unknown:?}");
         return EXIT_CONFIG;
     }
+    if config.cache.cluster {
+        eprintln!(
+            "celeriac warm: configuration: [cache] cluster = true: the warm job does not write to a Redis Cluster yet"
+        );
+        return EXIT_CONFIG;
+    }
     let url = redis_url(settings, config.cache_redis_url.as_ref());
     let conn = match connect(&url).await {
         Ok(c) => c,

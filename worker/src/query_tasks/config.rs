@@ -52,6 +52,7 @@ pub struct QueryConfig {
 
 const CACHE_KEYS: &[&str] = &[
     "redis_url",
+    "cluster",
     "prefix",
     "version",
     "l1_max_entries",
@@ -120,6 +121,9 @@ pub fn parse(
         }
         if let Some(v) = s.seconds("lease_wait")? {
             c.lease_wait = v;
+        }
+        if let Some(v) = s.boolean("cluster")? {
+            c.cluster = v;
         }
     }
     if let Some(value) = extra.get("sources") {
@@ -356,6 +360,14 @@ ttl = 60
         assert!(parse_text(&empty)
             .unwrap_err()
             .contains("`key_namespace` must not be empty"));
+    }
+
+    #[test]
+    fn cluster_mode_is_a_boolean() {
+        assert!(parse_text("[cache]\ncluster = true").unwrap().cache.cluster);
+        assert!(!parse_text("").unwrap().cache.cluster);
+        let err = parse_text("[cache]\ncluster = \"yes\"").unwrap_err();
+        assert!(err.contains("`cluster` must be true or false"), "{err}");
     }
 
     #[test]

@@ -65,6 +65,14 @@ impl<'a> Section<'a> {
         }
     }
 
+    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.err(key, "must be true or false")),
+        }
+    }
+
     pub(crate) fn integer(&self, key: &str) -> Result<Option<u64>, String> {
         match self.table.get(key) {
             None => Ok(None),
