@@ -102,6 +102,13 @@ impl RedisCluster {
         self.nodes[0].url(0)
     }
 
+    /// Kill the node on `port` abruptly (its replica takes over after the node timeout, 2 s).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            node.kill();
+        }
+    }
+
     /// Kill every node abruptly (the whole cluster down).
     pub fn kill_all(&mut self) {
         for node in &mut self.nodes {
