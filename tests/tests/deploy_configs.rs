@@ -194,3 +194,96 @@ fn aws_overlay_config_is_a_valid_warm_configuration() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("app.get_customer"), "{out}");
 }
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `http://127.0.0.1:port/path` with a plain HTTP/1.0 request; the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+#[test]
+fn two_warm_jobs_push_to_a_real_pushgateway() {
+    let port = free_port();
+    let world = World::new(&[(
+        "CELERIAC_WARM_PUSHGATEWAY_URL",
+        &format!("http://127.0.0.1:{port}/"),
+    )]);
+    let mut gateway = Command::new("prometheus-pushgateway");
+    gateway
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--persistence.file=");
+    let _gateway =
+        support::Proc::spawn("pushgateway", gateway, world.dir().join("pushgateway.log"));
+    support::eventually(std::time::Duration::from_secs(20), || {
+        http_get(port, "/-/ready")
+    })
+    .expect("the Pushgateway is ready");
+
+    let db = demo_db(&world);
+    let config = world.dir().join("two-jobs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sources.main]
+url = "sqlite://{}"
+
+[[tasks]]
+name = "demo.get_customer"
+source = "main"
+sql = "SELECT id, name FROM customers WHERE id = :customer_id"
+params = ["customer_id"]
+key = "customer:{{customer_id}}"
+ttl = "1h"
+
+[[tasks]]
+name = "demo.get_ticket_row"
+source = "main"
+sql = "SELECT id, title FROM tickets WHERE id = :ticket_id"
+params = ["ticket_id"]
+key = "ticket:{{ticket_id}}"
+ttl = "1h"
+
+[[warm]]
+task = "demo.get_customer"
+table = "customers"
+key_column = "id"
+columns = ["id", "name"]
+
+[[warm]]
+task = "demo.get_ticket_row"
+table = "tickets"
+key_column = "id"
+columns = ["id", "title"]
+"#,
+            db.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = warm(&world, &config);
+    assert_eq!(code, 0, "{out}");
+    let metrics = http_get(port, "/metrics").unwrap();
+    for (job, rows) in [("demo.get_customer", 2), ("demo.get_ticket_row", 3)] {
+        let line = format!(
+            "celeriac_warm_rows_total{{instance=\"\",job=\"celeriac_warm\",warm_job=\"{job}\"}} {rows}"
+        );
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+        let success = format!(
+            "celeriac_warm_last_success_timestamp_seconds{{instance=\"\",job=\"celeriac_warm\",warm_job=\"{job}\"}} "
+        );
+        assert!(metrics.contains(&success), "{success} not in:\n{metrics}");
+    }
+}

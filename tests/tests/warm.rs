@@ -233,7 +233,7 @@ fn rows_read(out: &str) -> u64 {
 
 /// A series of the job in a Prometheus textfile.
 fn metric(prom: &str, name: &str) -> Option<f64> {
-    let prefix = format!("{name}{{job=\"q.get_ticket\"}} ");
+    let prefix = format!("{name}{{warm_job=\"q.get_ticket\"}} ");
     prom.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map(|v| v.parse().unwrap())
@@ -303,10 +303,12 @@ fn full_then_incremental(kind: &str) {
     );
     let prom = std::fs::read_to_string(dir.path().join("m.prom")).unwrap();
     assert!(
-        prom.contains("celeriac_warm_rows_total{job=\"q.get_ticket\"} 250"),
+        prom.contains("celeriac_warm_rows_total{warm_job=\"q.get_ticket\"} 250"),
         "{prom}"
     );
-    assert!(prom.contains("celeriac_warm_last_success_timestamp_seconds{job=\"q.get_ticket\"}"));
+    assert!(
+        prom.contains("celeriac_warm_last_success_timestamp_seconds{warm_job=\"q.get_ticket\"}")
+    );
 
     // The read path is served from the warmed L2: change the row behind the cache's back and a
     // real Celery call still returns the warmed value (no source query was made).

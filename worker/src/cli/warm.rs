@@ -178,13 +178,29 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
             }
         }
         if let Ok(gateway) = std::env::var("CELERIAC_WARM_PUSHGATEWAY_URL") {
-            if let Err(e) = metrics.push(&gateway).await {
+            if let Err(e) = push(&metrics, &gateway).await {
                 tracing::error!(error = %e, "warm: Pushgateway push failed");
                 code = worse(code, EXIT_ERROR);
             }
         }
     }
     code
+}
+
+/// Push to the Pushgateway with the bearer token of `CELERIAC_WARM_PUSHGATEWAY_BEARER_TOKEN_FILE`
+/// (read now, so a rotated token is used) and the CA of `CELERIAC_WARM_PUSHGATEWAY_CA_FILE`.
+async fn push(metrics: &crate::warm::metrics::WarmMetrics, url: &str) -> anyhow::Result<()> {
+    let token = match std::env::var_os("CELERIAC_WARM_PUSHGATEWAY_BEARER_TOKEN_FILE") {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", PathBuf::from(&path).display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let ca = std::env::var_os("CELERIAC_WARM_PUSHGATEWAY_CA_FILE").map(PathBuf::from);
+    metrics.push(url, token.as_deref(), ca.as_deref()).await
 }
 
 /// How long one Redis reply may take. redis-rs's default (500 ms) is too short for a page's

@@ -1,7 +1,8 @@
 //! Metrics of `celeriac warm` for a CronJob: `celeriac_warm_last_success_timestamp_seconds`,
 //! `celeriac_warm_last_run_complete`, `celeriac_warm_rows_total`,
-//! `celeriac_warm_duration_seconds` (label `job`), written to a Prometheus textfile and/or pushed
-//! to a Pushgateway (`PUT <url>/metrics/job/celeriac_warm`).
+//! `celeriac_warm_duration_seconds` (label `warm_job`: the `[[warm]]` entry's task name; not `job`,
+//! which the Pushgateway's grouping key and the scrape job own), written to a Prometheus textfile
+//! and/or pushed to a Pushgateway (`PUT <url>/metrics/job/celeriac_warm`).
 //!
 //! The last-success timestamp is the job's stored one (the state in Redis), so a run that did not
 //! complete (time budget, error) re-exposes the previous success instead of claiming one or
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The label naming the `[[warm]]` entry.
+pub const LABEL: &str = "warm_job";
 
 /// The run's metrics.
 pub struct WarmMetrics {
@@ -38,7 +41,7 @@ impl WarmMetrics {
                 "celeriac_warm_last_success_timestamp_seconds",
                 "Unix time of the last complete warm run of the job.",
             ),
-            &["job"],
+            &[LABEL],
         )
         .expect("valid metric");
         let complete = GaugeVec::new(
@@ -46,12 +49,12 @@ impl WarmMetrics {
                 "celeriac_warm_last_run_complete",
                 "1 when the job's last run completed, 0 when it stopped early (time budget, error).",
             ),
-            &["job"],
+            &[LABEL],
         )
         .expect("valid metric");
         let rows = IntCounterVec::new(
             Opts::new("celeriac_warm_rows_total", "Rows read by the warm run."),
-            &["job"],
+            &[LABEL],
         )
         .expect("valid metric");
         let duration = GaugeVec::new(
@@ -59,7 +62,7 @@ impl WarmMetrics {
                 "celeriac_warm_duration_seconds",
                 "Duration of the warm run.",
             ),
-            &["job"],
+            &[LABEL],
         )
         .expect("valid metric");
         for c in [
@@ -127,50 +130,89 @@ impl WarmMetrics {
         std::fs::rename(&tmp, path)
     }
 
-    /// `PUT` to a Pushgateway at `url` (`http://host:port`; plain HTTP).
-    pub async fn push(&self, url: &str) -> anyhow::Result<()> {
-        let rest = url
-            .strip_prefix("http://")
-            .context("CELERIAC_WARM_PUSHGATEWAY_URL must be an http:// URL")?;
-        let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
-        let base = base.trim_end_matches('/');
-        let path = if base.is_empty() {
-            "/metrics/job/celeriac_warm".to_owned()
-        } else {
-            format!("/{base}/metrics/job/celeriac_warm")
-        };
-        let addr = if authority.contains(':') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let body = self.text();
-        let request = format!(
-            "PUT {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-            stream.write_all(request.as_bytes()).await?;
-            let mut reply = Vec::new();
-            stream.read_to_end(&mut reply).await?;
-            Ok::<_, std::io::Error>(reply)
-        };
-        let reply = tokio::time::timeout(Duration::from_secs(10), exchange)
+    /// `PUT` the exposition to the Pushgateway at `url` (`http://` or `https://`, a path prefix
+    /// allowed), replacing the group `job="celeriac_warm"` (the grouping key is in the URL path,
+    /// `/metrics/job/celeriac_warm`). Credentials in the URL (`https://user:pass@host`) are sent
+    /// as basic auth; `bearer_token` as `Authorization: Bearer`; `ca_file` (PEM) is trusted
+    /// besides the system's roots.
+    pub async fn push(
+        &self,
+        url: &str,
+        bearer_token: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        let mut target = reqwest::Url::parse(url)
+            .with_context(|| "CELERIAC_WARM_PUSHGATEWAY_URL is not a URL".to_owned())?;
+        if !matches!(target.scheme(), "http" | "https") {
+            anyhow::bail!("CELERIAC_WARM_PUSHGATEWAY_URL must be an http:// or https:// URL");
+        }
+        let user = target.username().to_owned();
+        let password = target.password().map(str::to_owned);
+        let _ = target.set_username("");
+        let _ = target.set_password(None);
+        let base = target.path().trim_end_matches('/').to_owned();
+        target.set_path(&format!("{base}/metrics/job/{PUSH_JOB}"));
+        crate::launcher::install_crypto_provider();
+        let mut client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("celeriac/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the Pushgateway CA {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?
+            {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let mut request = client
+            .build()
+            .context("Pushgateway client")?
+            .put(target.clone())
+            .header("Content-Type", "text/plain; version=0.0.4")
+            .body(self.text());
+        if !user.is_empty() || password.is_some() {
+            let decode = |s: &str| {
+                percent_decode(s).with_context(|| "bad percent-encoding in the URL's credentials")
+            };
+            request =
+                request.basic_auth(decode(&user)?, password.as_deref().map(decode).transpose()?);
+        }
+        if let Some(token) = bearer_token {
+            request = request.bearer_auth(token);
+        }
+        let reply = request
+            .send()
             .await
-            .context("Pushgateway timed out")??;
-        let status = String::from_utf8_lossy(&reply);
-        let line = status.lines().next().unwrap_or_default();
-        if line
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|c| c.starts_with('2'))
-        {
+            .with_context(|| format!("Pushgateway {}", target.origin().ascii_serialization()))?;
+        let status = reply.status();
+        if status.is_success() {
             Ok(())
         } else {
-            anyhow::bail!("Pushgateway answered `{line}`")
+            let body = reply.text().await.unwrap_or_default();
+            anyhow::bail!("Pushgateway answered {status}: {}", body.trim())
         }
     }
+}
+
+/// The Pushgateway group (`job` label) the warm run replaces at each push.
+pub const PUSH_JOB: &str = "celeriac_warm";
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -190,18 +232,20 @@ mod tests {
         m.record("q.never", 1, Duration::from_secs(1), false, None);
         let text = m.text();
         assert!(
-            text.contains("celeriac_warm_rows_total{job=\"q.get\"} 42"),
+            text.contains("celeriac_warm_rows_total{warm_job=\"q.get\"} 42"),
             "{text}"
         );
-        assert!(text.contains("celeriac_warm_duration_seconds{job=\"q.get\"} 1.5"));
+        assert!(text.contains("celeriac_warm_duration_seconds{warm_job=\"q.get\"} 1.5"));
         assert!(
             text.contains(
-                "celeriac_warm_last_success_timestamp_seconds{job=\"q.get\"} 1700000000.5"
+                "celeriac_warm_last_success_timestamp_seconds{warm_job=\"q.get\"} 1700000000.5"
             ),
             "{text}"
         );
-        assert!(text.contains("celeriac_warm_last_run_complete{job=\"q.get\"} 1"));
-        assert!(text.contains("celeriac_warm_last_run_complete{job=\"q.never\"} 0"));
-        assert!(!text.contains("celeriac_warm_last_success_timestamp_seconds{job=\"q.never\"}"));
+        assert!(text.contains("celeriac_warm_last_run_complete{warm_job=\"q.get\"} 1"));
+        assert!(text.contains("celeriac_warm_last_run_complete{warm_job=\"q.never\"} 0"));
+        assert!(
+            !text.contains("celeriac_warm_last_success_timestamp_seconds{warm_job=\"q.never\"}")
+        );
     }
 }
