@@ -9,6 +9,7 @@
 //! * [`redis_url`] — Redis URLs as Celery accepts them, for the broker and the backend.
 //! * [`pidbox`] — remote control requests and replies.
 //! * [`events`] — monitoring events (single and `task.multi` batches).
+//! * [`sqs`] — Amazon SQS as the broker, as kombu's SQS transport uses it.
 //! * [`signing`] — Celery's `auth` serializer: signed bodies, keys and certificate stores.
 
 pub mod backend;
@@ -18,4 +19,5 @@ pub mod events;
 pub mod pidbox;
 pub mod redis_url;
 pub mod signing;
+pub mod sqs;
 pub mod transport;

@@ -1,5 +1,5 @@
 # Sourced by scripts: installs missing system packages (Debian, as root) and makes the Python venvs
-# with real Celery: tests/requirements.txt (current Celery) and proto-fixtures/requirements-5.3.txt
+# with real Celery: tests/requirements.txt (current Celery, with kombu[sqs] and moto[server] for SQS) and proto-fixtures/requirements-5.3.txt
 # (Celery 5.3.6, for the mixed-version chord test). Sets CELERIAC_TEST_PYTHON and
 # CELERIAC_TEST_PYTHON_CELERY536.
 

@@ -6,6 +6,7 @@
 //!   [`TestPki`] (made at test time), optionally requiring client certificates.
 //! * [`PostgresServer`] and [`MariaDbServer`] run private database servers on free ports (as the
 //!   `postgres`/`mysql` user when root), optionally TLS-only, stopped on drop.
+//! * [`MotoServer`] runs moto's SQS emulator (server mode, from the test venv) on a free port.
 //! * [`python`] finds the interpreter of the test venv that `scripts/test` creates with real Celery;
 //!   [`python_celery536`] the one of its Celery 5.3.6 venv.
 //! * [`workspace_root`] and [`fixtures_dir`] locate committed data.
@@ -18,11 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod mariadb;
+mod moto;
 mod postgres;
 mod redis_cluster;
 mod server_user;
 mod tls;
 pub use mariadb::MariaDbServer;
+pub use moto::MotoServer;
 pub use postgres::PostgresServer;
 pub use redis_cluster::RedisCluster;
 pub use tls::TestPki;
