@@ -4,6 +4,9 @@
 //! re-published or restored without losing anything the producer put in it. Typed accessors read
 //! the fields the transport and codec need.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Why bytes are not a kombu envelope.
@@ -206,6 +209,161 @@ impl Envelope {
     }
 }
 
+/// The fields of an envelope that decoding reads, borrowed from the raw element where possible.
+///
+/// [`EnvelopeView::parse`] reads them straight from the bytes into typed fields (the body is not
+/// copied, and only `headers` becomes a JSON map) and falls back to [`Envelope::parse`] for any
+/// element it does not read exactly as that would, so both give the same fields and the same errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvelopeView<'a> {
+    /// The body as stored (see [`Envelope::body`]).
+    pub body: Cow<'a, str>,
+    /// `content-type`.
+    pub content_type: Option<Cow<'a, str>>,
+    /// The headers object (`None` when absent or null).
+    pub headers: Option<Cow<'a, Map<String, Value>>>,
+    /// `properties.body_encoding`.
+    pub body_encoding: Option<Cow<'a, str>>,
+    /// `properties.delivery_tag`.
+    pub delivery_tag: Option<Cow<'a, str>>,
+    /// `properties.priority` (see [`Envelope::priority`]).
+    pub priority: Option<u8>,
+    /// `properties.delivery_info.exchange`.
+    pub exchange: Option<Cow<'a, str>>,
+    /// `properties.delivery_info.routing_key`.
+    pub routing_key: Option<Cow<'a, str>>,
+    /// `properties.reply_to`.
+    pub reply_to: Option<Cow<'a, str>>,
+    /// `properties.correlation_id`.
+    pub correlation_id: Option<Cow<'a, str>>,
+    /// See [`Envelope::redelivered`].
+    pub redelivered: bool,
+}
+
+/// Where [`EnvelopeView::parse`] got its fields from.
+pub enum Parsed<'a> {
+    /// Read straight from the raw element.
+    View(EnvelopeView<'a>),
+    /// Read by [`Envelope::parse`]; view it with [`EnvelopeView::of`].
+    Envelope(Envelope),
+}
+
+/// Deepest nesting [`Envelope::parse`] accepts (serde_json's limit); the typed reader skips
+/// fields it does not need without counting depth, so deeper elements take the slow path.
+const MAX_BRACKETS: usize = 127;
+
+impl<'a> EnvelopeView<'a> {
+    /// Read the fields from one raw element, with the result and errors of [`Envelope::parse`].
+    pub fn parse(raw: &'a [u8]) -> Result<Parsed<'a>, EnvelopeError> {
+        match Self::parse_typed(raw) {
+            Some(view) => Ok(Parsed::View(view)),
+            None => Envelope::parse(raw).map(Parsed::Envelope),
+        }
+    }
+
+    /// The typed reader alone: `None` whenever it might not read `raw` exactly as
+    /// [`Envelope::parse`] does (that one then decides, and words any error).
+    fn parse_typed(raw: &'a [u8]) -> Option<Self> {
+        // Skipped fields are checked for syntax but not for lone surrogates in `\u` escapes
+        // nor for depth, both of which make `Envelope::parse` fail.
+        let text = std::str::from_utf8(raw).ok()?;
+        if text.contains("\\u")
+            || raw.iter().filter(|&&b| b == b'[' || b == b'{').count() > MAX_BRACKETS
+        {
+            return None;
+        }
+        let wire: WireEnvelope<'a> = serde_json::from_str(text).ok()?;
+        let headers = wire.headers;
+        let flag = headers
+            .as_ref()
+            .and_then(|h| h.get("redelivered"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let props = wire.properties;
+        let info = props.delivery_info.unwrap_or_default();
+        Some(EnvelopeView {
+            body: wire.body.0,
+            content_type: wire.content_type.map(|s| s.0),
+            headers: headers.map(Cow::Owned),
+            body_encoding: props.body_encoding.map(|s| s.0),
+            delivery_tag: props.delivery_tag.map(|s| s.0),
+            priority: props.priority,
+            exchange: info.exchange.map(|s| s.0),
+            routing_key: info.routing_key.map(|s| s.0),
+            reply_to: props.reply_to.map(|s| s.0),
+            correlation_id: props.correlation_id.map(|s| s.0),
+            redelivered: flag || info.redelivered.unwrap_or(false),
+        })
+    }
+
+    /// View the fields of a parsed [`Envelope`].
+    pub fn of(env: &'a Envelope) -> Self {
+        let prop = |k: &str| {
+            env.properties()
+                .get(k)
+                .and_then(Value::as_str)
+                .map(Cow::Borrowed)
+        };
+        EnvelopeView {
+            body: Cow::Borrowed(env.body()),
+            content_type: env.content_type().map(Cow::Borrowed),
+            headers: env.headers().map(Cow::Borrowed),
+            body_encoding: env.body_encoding().map(Cow::Borrowed),
+            delivery_tag: env.delivery_tag().map(Cow::Borrowed),
+            priority: env.priority(),
+            exchange: env.exchange().map(Cow::Borrowed),
+            routing_key: env.routing_key().map(Cow::Borrowed),
+            reply_to: prop("reply_to"),
+            correlation_id: prop("correlation_id"),
+            redelivered: env.redelivered(),
+        }
+    }
+}
+
+/// A string field, borrowed unless it has escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The top level as the typed reader sees it: a missing, duplicated or mistyped field is an error
+/// (and sends the element to [`Envelope::parse`]); other fields are skipped.
+#[derive(Deserialize)]
+struct WireEnvelope<'a> {
+    #[serde(borrow)]
+    body: Text<'a>,
+    #[serde(rename = "content-type", borrow, default)]
+    content_type: Option<Text<'a>>,
+    #[serde(default)]
+    headers: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    properties: WireProperties<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireProperties<'a> {
+    #[serde(borrow, default)]
+    body_encoding: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    delivery_tag: Option<Text<'a>>,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(borrow, default)]
+    delivery_info: Option<WireDeliveryInfo<'a>>,
+    #[serde(borrow, default)]
+    reply_to: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    correlation_id: Option<Text<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDeliveryInfo<'a> {
+    #[serde(borrow, default)]
+    exchange: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    routing_key: Option<Text<'a>>,
+    #[serde(default)]
+    redelivered: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +419,68 @@ mod tests {
             Envelope::parse(br#"{"body": ""}"#),
             Err(EnvelopeError::Missing("properties"))
         );
+    }
+
+    /// Both readers must give the same fields, or the typed one must step aside.
+    fn same_as_slow(raw: &[u8]) {
+        let slow = Envelope::parse(raw);
+        match EnvelopeView::parse_typed(raw) {
+            Some(fast) => {
+                let env = slow.unwrap_or_else(|e| panic!("typed read {raw:?}, slow failed: {e}"));
+                assert_eq!(
+                    fast,
+                    EnvelopeView::of(&env),
+                    "{}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+            None => match (EnvelopeView::parse(raw), slow) {
+                (Ok(Parsed::Envelope(a)), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                _ => panic!("parse and Envelope::parse disagree"),
+            },
+        }
+    }
+
+    #[test]
+    fn typed_reader_matches_the_json_map() {
+        let kombu = r#"{"body": "W1sxLCAyXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbH1d", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"lang": "py", "task": "demo.add", "id": "1", "redelivered": true}, "properties": {"correlation_id": "1", "reply_to": "r", "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": "celery"}, "priority": 0, "body_encoding": "base64", "delivery_tag": "t"}}"#;
+        assert!(EnvelopeView::parse_typed(kombu.as_bytes()).is_some());
+        assert!(EnvelopeView::parse_typed(SAMPLE.as_bytes()).is_some());
+        let deep = format!(
+            r#"{{"body": "", "properties": {{}}, "x": {}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let cases: Vec<&[u8]> = vec![
+            kombu.as_bytes(),
+            SAMPLE.as_bytes(),
+            deep.as_bytes(),
+            br#"{"body": "a\"b", "properties": {"delivery_tag": "t\/1"}}"#,
+            br#"{"body": "", "properties": {"priority": 300}}"#,
+            br#"{"body": "", "properties": {"priority": -1, "delivery_info": "x"}}"#,
+            br#"{"body": "", "properties": {"priority": 3.0, "delivery_info": null}}"#,
+            br#"{"body": "", "properties": {"delivery_info": {"redelivered": 1}}}"#,
+            br#"{"body": "", "properties": {"delivery_info": {"redelivered": true}}}"#,
+            br#"{"body": "a", "body": "b", "properties": {}}"#,
+            br#"{"body": "", "properties": {}, "headers": null}"#,
+            br#"{"body": "", "properties": {}, "headers": [1]}"#,
+            br#"{"body": "", "properties": {}, "headers": {"redelivered": "yes"}}"#,
+            br#"{"body": "", "properties": {}, "content-type": 5}"#,
+            br#"{"body": "", "properties": {}, "x": "\ud800"}"#,
+            br#"{"body": "", "properties": {}, "x": NaN}"#,
+            br#"{"body": "", "properties": {}, "x": 1e999999}"#,
+            br#"{"b\u006fdy": "", "properties": {}}"#,
+            b"{\"body\": \"\", \"properties\": {}, \"x\": \"\xff\"}",
+            b"{\"body\": \"\", \"properties\": {}, \"x\": \"\x01\"}",
+            br#"{"body": "", "properties": {}} x"#,
+            br#"{"body": ""}"#,
+            br#"[1]"#,
+            br#"7"#,
+            b"not json",
+        ];
+        for raw in cases {
+            same_as_slow(raw);
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! protocol detection (`headers.task` ⇒ 2, hybrid when the body is nevertheless an object with
 //! `args`; else a body object with `task` ⇒ 1).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -17,7 +18,7 @@ use super::fields::{as_seconds, bad, get_bool, get_int, get_str};
 use super::message::TaskMessage;
 use super::signature::{self, Signature};
 use super::timestamp::WireTime;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, EnvelopeView, Parsed};
 use crate::signing::{Verifier, AUTH};
 
 /// Limits, the accept list and the signature check for [`decode`].
@@ -110,15 +111,19 @@ pub fn decode(raw: &[u8], opts: &DecodeOptions) -> Result<TaskMessage, DecodeErr
             raw,
         ));
     }
-    let envelope = Envelope::parse(raw).map_err(|e| DecodeError::new(e.into(), raw))?;
+    let parsed = EnvelopeView::parse(raw).map_err(|e| DecodeError::new(e.into(), raw))?;
+    let view = match &parsed {
+        Parsed::View(view) => Cow::Borrowed(view),
+        Parsed::Envelope(envelope) => Cow::Owned(EnvelopeView::of(envelope)),
+    };
     let header_str = |k: &str| {
-        envelope
-            .headers()
+        view.headers
+            .as_ref()
             .and_then(|h| h.get(k))
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    decode_envelope(&envelope, opts)
+    decode_view(&view, opts)
         .map_err(|kind| DecodeError::new(kind, raw).with_ids(header_str("task"), header_str("id")))
 }
 
@@ -127,8 +132,16 @@ pub fn decode_envelope(
     envelope: &Envelope,
     opts: &DecodeOptions,
 ) -> Result<TaskMessage, DecodeErrorKind> {
+    decode_view(&EnvelopeView::of(envelope), opts)
+}
+
+fn decode_view(
+    envelope: &EnvelopeView<'_>,
+    opts: &DecodeOptions,
+) -> Result<TaskMessage, DecodeErrorKind> {
     let content_type = envelope
-        .content_type()
+        .content_type
+        .as_deref()
         .ok_or_else(|| bad("content-type", "is missing"))?
         .to_string();
     if content_type == PICKLE {
@@ -144,7 +157,7 @@ pub fn decode_envelope(
         });
     }
     let empty = Map::new();
-    let headers = envelope.headers().unwrap_or(&empty);
+    let headers = envelope.headers.as_deref().unwrap_or(&empty);
     let mut body = body_bytes(envelope)?;
     match headers.get("compression") {
         None | Some(Value::Null) => {}
@@ -160,20 +173,14 @@ pub fn decode_envelope(
     };
     let mut msg = to_task_message(headers, body)?;
     msg.content_type = content_type;
-    msg.priority = envelope.priority();
-    msg.delivery_tag = envelope.delivery_tag().map(str::to_string);
-    msg.exchange = envelope.exchange().map(str::to_string);
-    msg.routing_key = envelope.routing_key().map(str::to_string);
-    let prop = |k: &str| {
-        envelope
-            .properties()
-            .get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    msg.reply_to = prop("reply_to");
-    msg.correlation_id = prop("correlation_id");
-    msg.redelivered = envelope.redelivered();
+    msg.priority = envelope.priority;
+    let owned = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_string);
+    msg.delivery_tag = owned(&envelope.delivery_tag);
+    msg.exchange = owned(&envelope.exchange);
+    msg.routing_key = owned(&envelope.routing_key);
+    msg.reply_to = owned(&envelope.reply_to);
+    msg.correlation_id = owned(&envelope.correlation_id);
+    msg.redelivered = envelope.redelivered;
     Ok(msg)
 }
 
@@ -190,19 +197,25 @@ fn open_signed(body: &[u8], opts: &DecodeOptions) -> Result<Value, DecodeErrorKi
         .value()
 }
 
-fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, DecodeErrorKind> {
-    match envelope.body_encoding() {
+fn body_bytes(envelope: &EnvelopeView<'_>) -> Result<Vec<u8>, DecodeErrorKind> {
+    let text = envelope.body.as_bytes();
+    match envelope.body_encoding.as_deref() {
         Some("base64") => {
-            let cleaned: Vec<u8> = envelope
-                .body()
-                .bytes()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
+            let cleaned: Cow<'_, [u8]> = if text.iter().any(u8::is_ascii_whitespace) {
+                Cow::Owned(
+                    text.iter()
+                        .copied()
+                        .filter(|b| !b.is_ascii_whitespace())
+                        .collect(),
+                )
+            } else {
+                Cow::Borrowed(text)
+            };
             base64::engine::general_purpose::STANDARD
                 .decode(cleaned)
                 .map_err(|e| DecodeErrorKind::Base64(e.to_string()))
         }
-        None | Some("utf-8") | Some("utf8") => Ok(envelope.body().as_bytes().to_vec()),
+        None | Some("utf-8") | Some("utf8") => Ok(text.to_vec()),
         Some(other) => Err(DecodeErrorKind::BodyEncoding(other.to_string())),
     }
 }
