@@ -63,9 +63,10 @@ pub async fn run(rt: Arc<Runtime>) {
                     );
                     rt.hold(&delivery.delivery_tag);
                     let rt2 = rt.clone();
-                    rt.tracker.spawn(async move {
-                        processor::dispatch(rt2, delivery, permit).await;
-                    });
+                    // Boxed: the handling future is large, and tokio moves a spawned future
+                    // (and its finished stage) by value several times.
+                    rt.tracker
+                        .spawn(Box::pin(processor::dispatch(rt2, delivery, permit)));
                 }
                 if taken >= free {
                     idle = POLL_INTERVAL_MIN;
