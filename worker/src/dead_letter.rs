@@ -12,6 +12,19 @@ pub async fn dispose(rt: &Runtime, delivery: &Delivery, reason: &str, decodable:
     rt.counters
         .dead_lettered
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(sqs) = &rt.sqs {
+        tracing::error!(queue = %delivery.queue, %reason, "dead-lettering an SQS message");
+        crate::sqs::dead_letter(
+            rt,
+            sqs,
+            &delivery.queue,
+            &delivery.raw,
+            &delivery.delivery_tag,
+            reason,
+        )
+        .await;
+        return rt.release(&delivery.delivery_tag);
+    }
     let result = match (&rt.settings.dead_letter_policy, decodable) {
         (DeadLetterPolicy::Requeue(queue), true) => {
             tracing::warn!(queue = %delivery.queue, target = %queue, delivery_tag = %delivery.delivery_tag, %reason, "handing message to another queue");

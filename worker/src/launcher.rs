@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use celeriac_broker_bridge::backend::{BackendOptions, EncodedMeta, ResultBackend};
 use celeriac_broker_bridge::envelope::Envelope;
+use celeriac_broker_bridge::sqs::{is_sqs_url, SqsBroker, SqsOptions};
 use celeriac_broker_bridge::transport::{Broker, Delivery, TransportOptions};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -73,10 +74,15 @@ pub async fn run(
         crate::process::serve(&registry);
     }
     install_crypto_provider();
-    let mut transport = TransportOptions::from_json(&serde_json::Value::Object(
-        settings.broker_transport_options.clone(),
-    ))
-    .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
+    let on_sqs = is_sqs_url(settings.broker_url.expose());
+    let mut transport = if on_sqs {
+        TransportOptions::default()
+    } else {
+        TransportOptions::from_json(&serde_json::Value::Object(
+            settings.broker_transport_options.clone(),
+        ))
+        .context("CELERY_BROKER_TRANSPORT_OPTIONS")?
+    };
     transport.dead_letter_key = settings.dead_letter_key.clone();
     transport.max_message_bytes = usize::try_from(settings.max_message_bytes).ok();
     let sweep_period = transport.restore_interval;
@@ -91,8 +97,27 @@ pub async fn run(
     }
     let http = crate::http::HttpServer::start(settings.metrics_port, metrics.clone()).await?;
     let visibility_timeout = transport.visibility_timeout;
+    let sqs = if on_sqs {
+        let opts = SqsOptions::from_map(&settings.broker_transport_options)
+            .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
+        let broker = SqsBroker::connect(settings.broker_url.expose(), opts)
+            .await
+            .context("set up the SQS client")?;
+        tracing::warn!("broker is SQS: events and remote control are off (kombu's SQS transport has no fanout); results, the dead-letter list and the revoked store use the result backend's Redis");
+        Some(Arc::new(crate::sqs::SqsSide::new(broker)))
+    } else {
+        None
+    };
+    // On SQS, the Redis transport handle is on the result backend's server.
+    let redis_url = match (&sqs, &settings.result_backend) {
+        (None, _) => settings.broker_url.expose(),
+        (Some(_), Some(url)) => url.expose(),
+        (Some(_), None) => anyhow::bail!(
+            "an SQS broker needs a Redis result backend (CELERY_RESULT_BACKEND=redis://...)"
+        ),
+    };
     let broker = tokio::select! {
-        b = connect_broker(settings.broker_url.expose(), transport) => b,
+        b = connect_broker(redis_url, transport) => b,
         _ = stop.recv() => return Ok(()),
     };
     let backend = match &settings.result_backend {
@@ -103,10 +128,20 @@ pub async fn run(
         ),
         None => None,
     };
-    broker
-        .declare_queues(&settings.queues)
-        .await
-        .context("declare queues")?;
+    match &sqs {
+        Some(sqs) => {
+            for queue in &settings.queues {
+                sqs.broker
+                    .queue_url(queue)
+                    .await
+                    .with_context(|| format!("declare SQS queue {queue}"))?;
+            }
+        }
+        None => broker
+            .declare_queues(&settings.queues)
+            .await
+            .context("declare queues")?,
+    }
     if registry.is_empty() {
         tracing::warn!("no task is registered: every message consumed will be dead-lettered");
     }
@@ -147,6 +182,7 @@ pub async fn run(
     let rt = Arc::new(Runtime {
         registry,
         broker,
+        sqs: sqs.clone(),
         backend,
         acker,
         writer,
@@ -164,7 +200,10 @@ pub async fn run(
         tracker: TaskTracker::new(),
         counters: Counters::default(),
         revoked: crate::revoked::Revoked::from_env(),
-        events: crate::events::Events::new(settings.worker_send_task_events, settings.events_batch),
+        events: crate::events::Events::new(
+            settings.worker_send_task_events && !on_sqs,
+            settings.events_batch,
+        ),
         tracked: crate::tracked::Tracked::default(),
         rate_limits: crate::control::RateLimits::default(),
         rate_buckets: crate::rate_limit::Buckets::default(),
@@ -192,20 +231,46 @@ pub async fn run(
         "celeriac worker ready"
     );
     let upkeep_stop = CancellationToken::new();
-    let refresher = tokio::spawn(keepalive::refresh_loop(
+    // On SQS: no unacked set to sweep (SQS's visibility timeout does it; held messages are
+    // extended instead of refreshed), no fanout for remote control and events, queues declared
+    // above.
+    let spawn_unless_sqs = |fut: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
+        if on_sqs {
+            tokio::spawn(async {})
+        } else {
+            tokio::spawn(fut)
+        }
+    };
+    let refresher = match &rt.sqs {
+        Some(sqs) => tokio::spawn(crate::sqs::extend_loop(
+            rt.clone(),
+            sqs.clone(),
+            upkeep_stop.clone(),
+        )),
+        None => tokio::spawn(keepalive::refresh_loop(
+            rt.clone(),
+            keepalive::refresh_period(visibility_timeout),
+            upkeep_stop.clone(),
+        )),
+    };
+    let sweeper = spawn_unless_sqs(Box::pin(keepalive::sweep_loop(rt.clone(), sweep_period)));
+    let control = spawn_unless_sqs(Box::pin(crate::control::run(
         rt.clone(),
-        keepalive::refresh_period(visibility_timeout),
         upkeep_stop.clone(),
-    ));
-    let sweeper = tokio::spawn(keepalive::sweep_loop(rt.clone(), sweep_period));
-    let control = tokio::spawn(crate::control::run(rt.clone(), upkeep_stop.clone()));
-    tokio::spawn(crate::control::mingle(rt.clone()));
-    let heartbeat = tokio::spawn(crate::events::heartbeat_loop(
+    )));
+    spawn_unless_sqs(Box::pin(crate::control::mingle(rt.clone())));
+    let heartbeat = spawn_unless_sqs(Box::pin(crate::events::heartbeat_loop(
         rt.clone(),
         upkeep_stop.clone(),
-    ));
-    let event_batches = tokio::spawn(crate::events::batch_loop(rt.clone(), upkeep_stop.clone()));
-    let registration = tokio::spawn(crate::registration::run(rt.clone(), upkeep_stop.clone()));
+    )));
+    let event_batches = spawn_unless_sqs(Box::pin(crate::events::batch_loop(
+        rt.clone(),
+        upkeep_stop.clone(),
+    )));
+    let registration = spawn_unless_sqs(Box::pin(crate::registration::run(
+        rt.clone(),
+        upkeep_stop.clone(),
+    )));
     let fetcher = tokio::spawn(fetch::run(rt.clone()));
 
     tokio::select! {
@@ -329,10 +394,15 @@ async fn republish(rt: &Runtime, d: &Delivery) {
     let result = match Envelope::parse(&d.raw) {
         Ok(mut envelope) => {
             envelope.mark_redelivered();
-            rt.broker
-                .publish(&envelope, &d.exchange, &d.routing_key)
-                .await
-                .map(|_| ())
+            match &rt.sqs {
+                Some(sqs) => crate::sqs::publish(sqs, &envelope, &d.exchange, &d.routing_key).await,
+                None => rt
+                    .broker
+                    .publish(&envelope, &d.exchange, &d.routing_key)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "a running message is not an envelope any more");
@@ -383,6 +453,9 @@ async fn give_back_held(rt: &Runtime) {
     }
     if tags.is_empty() {
         return;
+    }
+    if let Some(sqs) = &rt.sqs {
+        return crate::sqs::give_back(rt, sqs, &tags).await;
     }
     match rt.broker.restore(&tags).await {
         Ok(n) => tracing::info!(restored = n, "gave back held messages to their queues"),

@@ -41,6 +41,7 @@ pub mod runtime;
 pub mod scheduled;
 pub mod settle;
 pub mod signing;
+pub mod sqs;
 pub mod task;
 pub mod telemetry;
 pub mod time_limits;

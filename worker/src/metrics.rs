@@ -298,10 +298,12 @@ impl Metrics {
                 return Ok(d.clone());
             }
         }
-        let read = tokio::time::timeout(
-            Duration::from_secs(5),
-            rt.broker.depths(&rt.settings.queues),
-        )
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            match &rt.sqs {
+                Some(sqs) => crate::sqs::depths(rt, sqs).await,
+                None => Ok(rt.broker.depths(&rt.settings.queues).await?),
+            }
+        })
         .await;
         match read {
             Ok(Ok(d)) => {
@@ -310,7 +312,7 @@ impl Metrics {
             }
             Ok(Err(e)) => {
                 *cached = None;
-                Err(e.into())
+                Err(e)
             }
             Err(_) => {
                 *cached = None;

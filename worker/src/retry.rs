@@ -64,9 +64,18 @@ pub async fn retry(
     let envelope = next
         .to_envelope_as(&opts, &rt.signing.tasks)
         .map_err(|e| PyException::new("RuntimeError", format!("could not sign the retry: {e}")))?;
-    let publish = || {
-        rt.broker
-            .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)
+    let publish = || async {
+        match &rt.sqs {
+            Some(sqs) => {
+                crate::sqs::publish(sqs, &envelope, &delivery.exchange, &delivery.routing_key).await
+            }
+            None => rt
+                .broker
+                .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
     };
     if let Err(e) =
         crate::retrying::retrying(&rt.metrics, crate::retrying::Write::Retry, publish).await

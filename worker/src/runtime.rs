@@ -45,8 +45,11 @@ pub struct Runtime {
     pub signing: crate::signing::Signing,
     /// Registered tasks.
     pub registry: Registry,
-    /// The broker connection.
+    /// The broker connection (with an SQS broker: a Redis transport handle on the result
+    /// backend's server, for the dead-letter list, the revoked store and rate limits).
     pub broker: Broker,
+    /// The SQS broker, when `CELERY_BROKER_URL` is `sqs://` (see [`crate::sqs`]).
+    pub sqs: Option<Arc<crate::sqs::SqsSide>>,
     /// The result backend, when `result_backend` is set.
     pub backend: Option<ResultBackend>,
     /// Batched acks (see [`crate::batch`]).
@@ -155,6 +158,9 @@ impl Runtime {
     /// Ack a message in Redis and stop holding it. Errors are logged: the message then comes back
     /// after the visibility timeout (at-least-once).
     pub async fn ack(&self, delivery: &Delivery) {
+        if let Some(sqs) = &self.sqs {
+            return crate::sqs::ack(self, sqs, delivery).await;
+        }
         let tag = &delivery.delivery_tag;
         let ack = || async {
             self.acker

@@ -95,6 +95,11 @@ pub async fn apply(rt: &Runtime, delivery: &Delivery, id: &str, settle: Settle) 
 /// Reject a held message: requeue it (back of its queue, `redelivered`) or move it intact to the
 /// dead-letter list with `reason`; then send `task-rejected`.
 pub async fn reject(rt: &Runtime, delivery: &Delivery, id: &str, requeue: bool, reason: &str) {
+    if let Some(sqs) = &rt.sqs {
+        tracing::warn!(%reason, requeue, "task rejected");
+        crate::sqs::reject(rt, sqs, delivery, requeue, reason).await;
+        return events::task_rejected(rt, id, requeue).await;
+    }
     let tag = &delivery.delivery_tag;
     let result = if requeue {
         tracing::warn!(delivery_tag = %tag, %reason, "task rejected; message requeued");

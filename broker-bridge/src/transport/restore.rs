@@ -163,6 +163,36 @@ impl Broker {
         Ok(false)
     }
 
+    /// Push a message this broker never held (one received from SQS) to the dead-letter list,
+    /// exactly as given, with the same record as [`Broker::dead_letter`]; `tag` is the
+    /// message's delivery tag where it came from.
+    pub async fn dead_letter_foreign(
+        &self,
+        raw: &[u8],
+        queue: &str,
+        tag: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let (task, id) = task_and_id(raw);
+        let keys = &self.inner.keys;
+        let _: i64 = self
+            .inner
+            .scripts
+            .dead_letter
+            .key(&keys.dead_letter)
+            .key(&keys.dead_letter_reasons)
+            .arg(raw)
+            .arg(reason)
+            .arg(queue)
+            .arg(tag)
+            .arg(task)
+            .arg(id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        tracing::warn!(queue, reason, list = %keys.dead_letter, "dead-lettered a message");
+        Ok(())
+    }
+
     /// Move a held message, unchanged, to the back of another queue (its priority sub-list) —
     /// e.g. for a Python worker that can run it — removing its `unacked` entry in the same step.
     /// `reason` is logged. Returns `false` (and does nothing) when the message is no longer held.

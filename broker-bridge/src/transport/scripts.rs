@@ -23,6 +23,8 @@ pub struct Scripts {
     pub server_time: Script,
     /// Push unless a marker says it was pushed already.
     pub publish_once: Script,
+    /// Dead-letter a message that was never held here (received from SQS).
+    pub dead_letter: Script,
 }
 
 impl Scripts {
@@ -35,6 +37,7 @@ impl Scripts {
             release_lock: Script::new(include_str!("lua/release_lock.lua")),
             server_time: with_common(include_str!("lua/server_time.lua")),
             publish_once: Script::new(include_str!("lua/publish_once.lua")),
+            dead_letter: with_common(include_str!("lua/dead_letter.lua")),
         }
     }
 }

@@ -66,8 +66,12 @@ fn main() -> anyhow::Result<()> {
         ..TaskOptions::default()
     };
     // `t.mark` counts its executions per task id in the hash `marks` of the broker's Redis.
-    let broker =
+    // On an SQS broker, in the result backend's Redis (where Python's `t.mark` counts too).
+    let mut broker =
         std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
+    if broker.starts_with("sqs://") {
+        broker = std::env::var("CELERY_RESULT_BACKEND")?;
+    }
     let marks = celeriac_broker_bridge::redis_url::parse(&broker)?.client()?;
     let canvas_redis = marks.clone();
     let stamps = marks.clone();

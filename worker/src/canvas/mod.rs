@@ -107,11 +107,18 @@ async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), St
             .to_envelope_as(&EncodeOptions::queue(queue.clone()), &rt.signing.tasks)
             .map_err(|e| format!("could not sign {}[{}]: {e}", msg.task, msg.id))?;
         retrying(&rt.metrics, Write::CanvasMessage, || async {
-            if once {
-                rt.broker.publish_once(&envelope, "", &queue).await
-            } else {
-                rt.broker.publish(&envelope, "", &queue).await
+            if let Some(sqs) = &rt.sqs {
+                return crate::sqs::publish(sqs, &envelope, "", &queue).await;
             }
+            let published = if once {
+                rt.broker
+                    .publish_once(&envelope, "", &queue)
+                    .await
+                    .map(|_| ())
+            } else {
+                rt.broker.publish(&envelope, "", &queue).await.map(|_| ())
+            };
+            published.map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| format!("could not publish {}[{}]: {e}", msg.task, msg.id))?;

@@ -51,7 +51,7 @@ use Secrecy::{Hidden, Plain, Url};
 /// Every setting, in the order of the README table.
 pub(crate) static FIELDS: &[Field] = &[
     celery("broker_url", "CELERY_BROKER_URL", Url, |s, r| {
-        s.broker_url = SecretUrl::parse(&r.non_empty_string()?)?;
+        s.broker_url = SecretUrl::parse_broker(&r.non_empty_string()?)?;
         Ok(())
     }),
     celery("result_backend", "CELERY_RESULT_BACKEND", Url, |s, r| {

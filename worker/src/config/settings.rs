@@ -19,6 +19,20 @@ pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+socket", "sentine
 pub struct SecretUrl(String);
 
 impl SecretUrl {
+    /// A broker URL: one `sqs://` URL (Amazon SQS, see [`crate::sqs`]), or Redis URLs as
+    /// [`SecretUrl::parse`] takes them.
+    pub fn parse_broker(url: &str) -> Result<Self, String> {
+        let trimmed = url.trim();
+        if celeriac_broker_bridge::sqs::is_sqs_url(trimmed) {
+            if trimmed.contains(';') {
+                return Err("an sqs:// broker URL names one endpoint (no `;` failover)".into());
+            }
+            celeriac_broker_bridge::sqs::SqsUrl::parse(trimmed).map_err(|e| e.to_string())?;
+            return Ok(SecretUrl(trimmed.to_string()));
+        }
+        Self::parse(url)
+    }
+
     /// Checks that every `;`-separated URL uses a Redis scheme (see [`REDIS_SCHEMES`]).
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();

@@ -627,3 +627,13 @@ fn async_tasks_get_their_own_slots_unless_only_c_is_given() {
     )
     .is_err());
 }
+
+#[test]
+fn the_broker_may_be_sqs_the_result_backend_may_not() {
+    assert!(SecretUrl::parse_broker("sqs://k:s@localhost:4566").is_ok());
+    assert!(SecretUrl::parse_broker("sqs://").is_ok());
+    assert!(SecretUrl::parse_broker("redis://localhost:6379/0").is_ok());
+    assert!(SecretUrl::parse_broker("sqs://a:b@h:1;sqs://c:d@h:2").is_err());
+    assert!(SecretUrl::parse_broker("sqs://k:s@h:port").is_err());
+    assert!(SecretUrl::parse("sqs://k:s@localhost:4566").is_err());
+}
