@@ -277,7 +277,8 @@ async fn ack_many_removes_every_tag_and_the_sweep_drops_orphan_index_entries() -
         .map(|d| d.delivery_tag.clone())
         .collect();
     assert_eq!(tags.len(), 3);
-    env.broker.ack_many(&tags[..2]).await?;
+    assert_eq!(env.broker.ack_many(&tags[..2]).await?, 2);
+    assert_eq!(env.broker.ack_many(&tags[..2]).await?, 0);
     let held: u64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
     let indexed: u64 = env.cmd(&[b"ZCARD", b"unacked_index"]).await?;
     assert_eq!((held, indexed), (1, 1));

@@ -4,6 +4,9 @@
 //! * [`FaultProxy::cut_all`] closes every open connection at once (both sides see the socket
 //!   end, as when a load balancer or a failing-over Redis drops them); new connections are
 //!   accepted as usual.
+//! * [`FaultProxy::freeze_all`] stops forwarding on every open connection and keeps it open
+//!   (a peer or middlebox that went silent without a reset: replies never come); new
+//!   connections work as usual.
 //! * [`FaultProxy::set_delay`] delays every chunk forwarded by a random time up to a maximum
 //!   (order within a connection is kept).
 //! * [`FaultProxy::set_upstream`] points new connections at another server (a promoted
@@ -32,6 +35,8 @@ struct Shared {
     upstream: Mutex<SocketAddr>,
     /// Bumped by `cut_all`; every connection watches it.
     cuts: watch::Sender<u64>,
+    /// Bumped by `freeze_all`; every connection watches it.
+    freezes: watch::Sender<u64>,
     delay_max_us: AtomicU64,
     refusing: AtomicBool,
     accepted: AtomicU64,
@@ -51,6 +56,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             upstream: Mutex::new(upstream),
             cuts: watch::channel(0).0,
+            freezes: watch::channel(0).0,
             delay_max_us: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
@@ -77,6 +83,11 @@ impl FaultProxy {
     /// Close every open connection now.
     pub fn cut_all(&self) {
         self.shared.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Stop forwarding on every open connection, leaving it open (until a cut or the end).
+    pub fn freeze_all(&self) {
+        self.shared.freezes.send_modify(|n| *n += 1);
     }
 
     /// How many times [`FaultProxy::cut_all`] ran.
@@ -151,6 +162,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 async fn serve(client: TcpStream, shared: Arc<Shared>) {
     let mut cuts = shared.cuts.subscribe();
     cuts.mark_unchanged();
+    let mut freezes = shared.freezes.subscribe();
+    freezes.mark_unchanged();
     let upstream = *shared.upstream.lock().expect("upstream lock");
     let server = tokio::select! {
         s = TcpStream::connect(upstream) => s,
@@ -159,19 +172,24 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) {
     let Ok(server) = server else { return };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    tokio::select! {
-        _ = pump(client_read, server_write, &shared) => {}
-        _ = pump(server_read, client_write, &shared) => {}
-        _ = cuts.changed() => {}
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let frozen = tokio::select! {
+        _ = pump(&mut client_read, &mut server_write, &shared) => false,
+        _ = pump(&mut server_read, &mut client_write, &shared) => false,
+        _ = cuts.changed() => false,
+        _ = freezes.changed() => true,
+    };
+    if frozen {
+        // Both sockets stay open and silent until a cut (or the proxy stops).
+        let _ = cuts.changed().await;
     }
 }
 
 /// Copy one direction until either side ends, delaying chunks when asked.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
 ) {
     let mut buf = vec![0u8; 64 * 1024];

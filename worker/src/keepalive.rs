@@ -1,6 +1,7 @@
 //! Upkeep of the messages this worker holds unacked in Redis:
 //!
-//! * every `visibility_timeout / 4` (0.2–60 s) their `unacked_index` scores are refreshed, so no
+//! * every `visibility_timeout / 4` (0.2–60 s) their `unacked_index` scores are refreshed (a
+//!   failed refresh is retried within the period), so no
 //!   restore sweep — ours or a Python worker's — requeues a message that is still running or
 //!   waiting for its ETA (kombu#337); if this worker dies, the scores go stale and the messages are
 //!   restored after the visibility timeout as usual;
@@ -9,6 +10,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use celeriac_broker_bridge::transport::Broker;
 
 use crate::runtime::Runtime;
 
@@ -23,6 +26,20 @@ pub async fn refresh_loop(
     period: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    keep_fresh(&rt.broker, || rt.held_tags(), period, stop).await;
+}
+
+/// Every `period`, refresh the scores of the tags `held` names, until `stop`. A refresh that
+/// fails (a cut or silent connection, whose reply times out within a quarter of the visibility
+/// timeout and gets the connection replaced) is tried again after 100 ms, 200 ms, ... within the
+/// period, not a whole period later: a few failures in a row would otherwise let the scores age
+/// past the visibility timeout, and a sweep would requeue messages still running here.
+pub async fn keep_fresh(
+    broker: &Broker,
+    held: impl Fn() -> Vec<String>,
+    period: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -30,15 +47,33 @@ pub async fn refresh_loop(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let tags = rt.held_tags();
-        if tags.is_empty() {
-            continue;
-        }
-        if let Err(e) = rt.broker.refresh(&tags).await {
-            tracing::warn!(error = %e, held = tags.len(), "could not refresh unacked scores");
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let tags = held();
+            if tags.is_empty() {
+                break;
+            }
+            match broker.refresh(&tags).await {
+                Ok(_) => break,
+                Err(e) if backoff >= period => {
+                    tracing::warn!(error = %e, held = tags.len(), "could not refresh unacked scores");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, held = tags.len(), retry_in_ms = backoff.as_millis() as u64, "could not refresh unacked scores; retrying");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => return,
+            }
+            backoff *= 2;
         }
     }
 }
+
+/// The first pause before a failed refresh is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// Run the restore sweep now and then every `period` (kombu's `unacked_restore_interval` ×
 /// `unacked_restore_throttle`, 100 s by default) until draining.

@@ -160,7 +160,19 @@ pub async fn run(
         Batcher::spawn(move |tags: Vec<String>| {
             let broker = broker.clone();
             async move {
-                let outcome = broker.ack_many(&tags).await.map_err(|e| e.to_string());
+                let outcome = match broker.ack_many(&tags).await {
+                    Ok(held) => {
+                        if held < tags.len() {
+                            tracing::warn!(
+                                acked = tags.len(),
+                                not_held = tags.len() - held,
+                                "acked messages no longer held: acked by an earlier attempt whose reply was lost, or requeued by a visibility-timeout sweep (those run again)"
+                            );
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
                 vec![outcome; tags.len()]
             }
         })

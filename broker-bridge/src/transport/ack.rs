@@ -48,19 +48,22 @@ impl Broker {
     /// `ZREM unacked_index`, pipelined without `MULTI` (two commands for the whole batch). A
     /// crash between the two leaves only index entries whose hash entry is gone, which every
     /// restore sweep (kombu's and ours) removes without restoring anything.
-    pub async fn ack_many(&self, tags: &[String]) -> Result<()> {
+    ///
+    /// Returns how many of `tags` were still held: fewer means some were already gone — acked by
+    /// an earlier attempt whose reply was lost, or requeued by a visibility-timeout sweep (those
+    /// run again).
+    pub async fn ack_many(&self, tags: &[String]) -> Result<usize> {
         if tags.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let keys = &self.inner.keys;
-        redis::pipe()
+        let (held,): (usize,) = redis::pipe()
             .hdel(&keys.unacked, tags)
-            .ignore()
             .zrem(&keys.unacked_index, tags)
             .ignore()
-            .query_async::<()>(&mut self.conn())
+            .query_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(held)
     }
 
     /// Set the delivery time of messages still held to now (`ZADD XX`, server clock) so that no

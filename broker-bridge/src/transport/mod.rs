@@ -10,6 +10,7 @@
 
 mod ack;
 mod bindings;
+mod conn;
 mod depth;
 mod error;
 mod fanout;
@@ -25,11 +26,9 @@ mod topic;
 mod wait;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use bindings::Binding;
+pub use conn::{response_timeout, RESPONSE_TIMEOUT_MAX, RESPONSE_TIMEOUT_MIN};
 pub use depth::Depths;
 pub use error::{Result, TransportError};
 pub use fanout::{FanoutMessage, FanoutSubscription};
@@ -38,6 +37,7 @@ pub use options::{QueueOrder, TransportOptions};
 pub use publish::Published;
 pub use wait::{ArrivalWait, Woken, BLOCK_TIMEOUT};
 
+use conn::{Conn, Slot};
 use scripts::Scripts;
 
 /// One message taken from a queue and now held in `unacked` under its delivery tag.
@@ -89,7 +89,7 @@ pub struct Broker {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Arc<Slot>,
     /// For the dedicated PUB/SUB connections of fanout subscribers.
     client: redis::Client,
     /// The database number (part of fanout channel names).
@@ -111,12 +111,7 @@ impl Broker {
         let parsed = crate::redis_url::parse(url)?;
         let db = parsed.info.redis_settings().db();
         let client = parsed.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(10)))
-            .set_response_timeout(Some(Duration::from_secs(60)))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let conn = Slot::connect(client.clone(), response_timeout(opts.visibility_timeout)).await?;
         Ok(Broker {
             inner: Arc::new(Inner {
                 conn,
@@ -140,8 +135,8 @@ impl Broker {
         &self.inner.keys
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+    fn conn(&self) -> Conn {
+        self.inner.conn.conn()
     }
 
     /// The Redis server clock, as `<seconds>.<microseconds>` text and as seconds.
