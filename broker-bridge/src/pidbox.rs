@@ -418,8 +418,9 @@ pub async fn broadcast_and_collect(
             if left.is_zero() {
                 break;
             }
+            // `None`: this wait ended (it may be shorter than `left`); the loop checks the deadline.
             let Some(raw) = broker.pop_list(&queue, left).await? else {
-                break;
+                continue;
             };
             let Ok(envelope) = Envelope::parse(&raw) else {
                 continue;

@@ -80,14 +80,17 @@ impl Broker {
     }
 
     /// Wait up to `timeout` for an element of `queue` (its priority-0 list; replies and other
-    /// plain lists), `BRPOP` as kombu's consumer does.
+    /// plain lists), `BRPOP` as kombu's consumer does. One call blocks at most half the
+    /// connection's reply timeout (a longer wait would count as a dead connection): callers that
+    /// wait longer call again until their deadline.
     pub async fn pop_list(
         &self,
         queue: &str,
         timeout: std::time::Duration,
     ) -> Result<Option<Vec<u8>>> {
         let key = self.inner.keys.queue_list(queue, 0);
-        let secs = timeout.as_secs_f64().max(0.01);
+        let cap = super::response_timeout(self.inner.opts.visibility_timeout) / 2;
+        let secs = timeout.min(cap).as_secs_f64().max(0.01);
         let got: Option<(String, Vec<u8>)> = self.conn().brpop(key, secs).await?;
         Ok(got.map(|(_, v)| v))
     }
