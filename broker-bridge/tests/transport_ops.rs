@@ -441,3 +441,36 @@ async fn a_fetch_that_fails_after_popping_puts_everything_back() -> anyhow::Resu
     assert_eq!((f.deliveries.len(), f.dead_lettered.len()), (3, 1));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_fetch_within_a_byte_room_takes_until_it_is_filled_and_leaves_the_rest_in_order(
+) -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let ids = celery_send(
+        &env.url,
+        &json!({}),
+        &json!([
+            ["t", "q", 0, 1],
+            ["t", "q", 0, 2],
+            ["t", "q", 0, 3],
+            ["t", "q", 0, 4],
+            ["t", "q", 0, 5]
+        ]),
+    )?;
+    let before: Vec<Vec<u8>> = env.cmd(&[b"LRANGE", b"q", b"0", b"-1"]).await?;
+    let room = before[0].len() * 5 / 2;
+    let f = env.broker.fetch_within(&s(&["q"]), 10, room).await?;
+    let taken: Vec<String> = f.deliveries.iter().map(|d| task_id(&d.raw)).collect();
+    assert_eq!(taken, ids[..3], "three fill the room of two and a half");
+    let after: Vec<Vec<u8>> = env.cmd(&[b"LRANGE", b"q", b"0", b"-1"]).await?;
+    assert_eq!(
+        after,
+        before[..2],
+        "the rest is back where it was, in order"
+    );
+    let held: u64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    assert_eq!(held, 3);
+    let one = env.broker.fetch_within(&s(&["q"]), 10, 1).await?;
+    assert_eq!(one.deliveries.len(), 1, "the first is always taken");
+    Ok(())
+}

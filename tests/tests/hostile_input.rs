@@ -280,3 +280,39 @@ fn eta_messages_are_held_under_a_byte_budget() {
     let out = world.py("from celery_app import app\nprint(app.control.ping(timeout=5))");
     assert!(out.contains("w1@test"), "{out}");
 }
+
+/// Reserved messages are held under a byte budget (`CELERIAC_RESERVED_BYTES`): with four
+/// reservation slots (`-c 4`, prefetch multiplier 1) but room for two and a half messages, the
+/// worker takes three (the fetch stops once they add up to the room) and leaves the rest queued;
+/// without the budget it would hold four.
+#[test]
+fn reserved_messages_are_held_under_a_byte_budget() {
+    let mut world = World::new(&[
+        ("CELERY_WORKER_PREFETCH_MULTIPLIER", "1"),
+        ("CELERY_TASK_ACKS_LATE", "true"),
+    ]);
+    world.py(
+        "from celery_app import app\nfor _ in range(10): app.send_task('t.sleep', (30000,), headers={'pad': 'x' * 3000})",
+    );
+    let mut redis = world.redis();
+    let element: Vec<u8> = redis.lindex("celery", 0).unwrap();
+    let budget = (element.len() * 5 / 2).to_string();
+    world
+        .env
+        .push(("CELERIAC_RESERVED_BYTES".into(), budget.clone()));
+    let worker = world.celeriac("w1", &["-c", "4"]);
+    eventually(Duration::from_secs(30), || {
+        let held: usize = redis.hlen("unacked").unwrap();
+        (held == 3).then_some(())
+    })
+    .unwrap_or_else(|| {
+        let held: usize = redis.hlen("unacked").unwrap();
+        panic!("budget {budget}, held {held}:\n{}", worker.log())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let held: usize = redis.hlen("unacked").unwrap();
+    let waiting: usize = redis.llen("celery").unwrap();
+    assert_eq!((held, waiting), (3, 7), "{}", worker.log());
+    let out = world.py("from celery_app import app\nprint(app.control.ping(timeout=5))");
+    assert!(out.contains("w1@test"), "{out}");
+}

@@ -1,6 +1,9 @@
 //! The fetch loop: takes messages off the queues only when a reservation slot is free, so the
 //! queue length in Redis always shows the real backlog.
 //!
+//! Reserved messages are bounded in bytes too (`reserved_bytes`, see
+//! [`crate::reserved_bytes`]): at the budget the loop fetches nothing until a message is done.
+//!
 //! Each fetch is one atomic pop-and-stash script in Redis (see broker-bridge's transport), so a
 //! kill at any instant loses nothing. When a fetch leaves free slots (every consumed list was
 //! empty), the loop waits for an arrival with [`ArrivalWait`]: one `BLMOVE list list RIGHT RIGHT`
@@ -43,8 +46,14 @@ pub async fn run(rt: Arc<Runtime>) {
                 _ = rt.draining.cancelled() => return,
             }
         }
+        let Some(room) = rt.reserved_bytes.room() else {
+            tokio::select! {
+                _ = rt.reserved_bytes.wait_for_room() => continue,
+                _ = rt.draining.cancelled() => return,
+            }
+        };
         let queues = rt.consumed_queues();
-        match rt.broker.fetch(&queues, free).await {
+        match rt.broker.fetch_within(&queues, free, room).await {
             Ok(fetched) => {
                 rt.metrics.broker_reachable(true);
                 if !failing.is_zero() {
@@ -65,13 +74,19 @@ pub async fn run(rt: Arc<Runtime>) {
                         "only the fetch loop takes reservations, and it asked for free ones",
                     );
                     rt.hold(&delivery.delivery_tag);
+                    let bytes = delivery.raw.len();
+                    rt.reserved_bytes.add(bytes);
                     let rt2 = rt.clone();
                     // Boxed: the handling future is large, and tokio moves a spawned future
                     // (and its finished stage) by value several times.
-                    rt.tracker
-                        .spawn(Box::pin(processor::dispatch(rt2, delivery, permit)));
+                    rt.tracker.spawn(Box::pin(async move {
+                        let rt3 = rt2.clone();
+                        processor::dispatch(rt2, delivery, permit).await;
+                        rt3.reserved_bytes.sub(bytes);
+                    }));
                 }
-                if taken >= free {
+                // Fewer than asked because the byte room ran out: wait for room, not arrivals.
+                if taken >= free || rt.reserved_bytes.room().is_none() {
                     idle = POLL_INTERVAL_MIN;
                     continue;
                 }

@@ -207,6 +207,9 @@ pub async fn run(
         running: Mutex::default(),
         eta_held: AtomicUsize::new(0),
         eta_held_bytes: AtomicUsize::new(0),
+        reserved_bytes: crate::reserved_bytes::ReservedBytes::new(
+            usize::try_from(settings.reserved_bytes).unwrap_or(usize::MAX),
+        ),
         draining: CancellationToken::new(),
         finishing: Default::default(),
         tracker: TaskTracker::new(),

@@ -33,6 +33,7 @@ pub mod query_tasks;
 pub mod rate_limit;
 pub mod registration;
 pub mod registry;
+pub mod reserved_bytes;
 pub mod results;
 pub mod retry;
 pub mod retrying;

@@ -78,6 +78,8 @@ pub struct Runtime {
     pub eta_held: AtomicUsize,
     /// Bytes (as on the wire) of the ETA messages held without a reservation.
     pub eta_held_bytes: AtomicUsize,
+    /// Bytes (as on the wire) of the reserved messages, against `reserved_bytes`.
+    pub reserved_bytes: crate::reserved_bytes::ReservedBytes,
     /// Cancelled when the worker stops taking new work (warm shutdown begins).
     pub draining: CancellationToken,
     /// Tracks every spawned message handler so shutdown can wait for them.

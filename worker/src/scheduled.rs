@@ -37,6 +37,7 @@ pub async fn wait_for_eta(
     let counted = under_count && take_bytes(&rt.eta_held_bytes, bytes, budget);
     if counted {
         reservation.take();
+        rt.reserved_bytes.sub(bytes);
     }
     tracing::info!(eta = %eta.to_rfc3339(), "task scheduled");
     let delay = (eta - Utc::now()).to_std().unwrap_or_default();
@@ -47,6 +48,8 @@ pub async fn wait_for_eta(
     rt.eta_held.fetch_sub(1, Ordering::Relaxed);
     if counted {
         rt.eta_held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        // Due (or draining): reserved again until its handling ends.
+        rt.reserved_bytes.add(bytes);
     }
     waited
 }

@@ -20,6 +20,18 @@ impl Broker {
     /// elements longer than [`TransportOptions::max_message_bytes`](super::TransportOptions),
     /// checked before anything parses them.
     pub async fn fetch(&self, queues: &[String], max: usize) -> Result<Fetched> {
+        self.fetch_within(queues, max, 0).await
+    }
+
+    /// [`Broker::fetch`], taking elements only until they add up to `room` bytes (`0`: no
+    /// limit); the first is always taken, so one fetch goes past `room` by less than one
+    /// element.
+    pub async fn fetch_within(
+        &self,
+        queues: &[String],
+        max: usize,
+        room: usize,
+    ) -> Result<Fetched> {
         let order = self.queue_order(queues);
         if order.is_empty() || max == 0 {
             return Ok(Fetched::default());
@@ -38,7 +50,8 @@ impl Broker {
         }
         inv.arg(max)
             .arg(steps.len())
-            .arg(self.inner.opts.max_message_bytes.unwrap_or(0));
+            .arg(self.inner.opts.max_message_bytes.unwrap_or(0))
+            .arg(room);
         for q in &order {
             inv.arg(q);
         }

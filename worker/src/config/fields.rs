@@ -358,6 +358,10 @@ pub(crate) static FIELDS: &[Field] = &[
         s.eta_held_bytes = r.integer()?;
         Ok(())
     }),
+    celeriac("reserved_bytes", "CELERIAC_RESERVED_BYTES", |s, r| {
+        s.reserved_bytes = r.integer()?;
+        Ok(())
+    }),
     celeriac("metrics_port", "CELERIAC_METRICS_PORT", |s, r| {
         s.metrics_port = match r {
             Raw::Text(t) if t.trim().is_empty() => None,

@@ -290,6 +290,10 @@ pub struct Settings {
     /// without a reservation; past it, new ETA messages keep theirs, so the worker fetches less
     /// (default 256 MiB).
     pub eta_held_bytes: u64,
+    /// Celeriac-only `reserved_bytes`: the most bytes (as on the wire) of reserved messages —
+    /// fetched and not yet done, ETA messages waiting without a reservation apart; at it the
+    /// worker fetches nothing, and a fetch takes at most the room left (default 256 MiB).
+    pub reserved_bytes: u64,
     /// Celeriac-only `metrics_port`: serve Prometheus metrics on this port (default: no metrics server).
     pub metrics_port: Option<u16>,
     /// Celeriac-only `log_format`: `auto` (default), `json` or `human`.
@@ -348,6 +352,9 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Celeriac's default `reserved_bytes`: 256 MiB.
+pub const DEFAULT_RESERVED_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Celeriac's default `eta_held_bytes`: 256 MiB.
 pub const DEFAULT_ETA_HELD_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -404,6 +411,7 @@ impl Default for Settings {
             revoked_key: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             eta_held_bytes: DEFAULT_ETA_HELD_BYTES,
+            reserved_bytes: DEFAULT_RESERVED_BYTES,
             metrics_port: None,
             log_format: LogFormat::Auto,
             rate_limit_scope: crate::rate_limit::Scope::Worker,
@@ -568,6 +576,7 @@ impl fmt::Debug for Settings {
             .field("revoked_key", &self.revoked_key.as_deref().map(shown))
             .field("max_message_bytes", &self.max_message_bytes)
             .field("eta_held_bytes", &self.eta_held_bytes)
+            .field("reserved_bytes", &self.reserved_bytes)
             .field("metrics_port", &self.metrics_port)
             .field("log_format", &self.log_format)
             .field("rate_limit_scope", &self.rate_limit_scope)

@@ -10,7 +10,9 @@
 -- KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] dead-letter list, KEYS[4] dead-letter reasons,
 -- KEYS[5..] the queue lists, queue-major: queue i (1-based), step j -> KEYS[4 + (i-1)*nsteps + j].
 -- ARGV[1] max elements, ARGV[2] nsteps, ARGV[3] max element length in bytes (0: no limit),
--- ARGV[4..] logical queue names in the same order.
+-- ARGV[4] byte room (0: no limit): popping stops once the elements taken add up to it (the
+-- first is always taken; elements of a run popped past it are pushed back in order),
+-- ARGV[5..] logical queue names in the same order.
 --
 -- Returns a flat array of strings, six per element taken:
 --   delivered:     1, queue index, raw, delivery_tag, exchange, routing_key
@@ -18,7 +20,9 @@
 local max = tonumber(ARGV[1])
 local nsteps = tonumber(ARGV[2])
 local max_bytes = tonumber(ARGV[3])
-local nqueues = #ARGV - 3
+local room = tonumber(ARGV[4])
+local nqueues = #ARGV - 4
+local bytes = 0
 local order = {}
 for i = 1, nqueues do order[i] = i end
 local empty = {}
@@ -68,8 +72,13 @@ local function trailing_properties(raw)
   return nil
 end
 
+local function full()
+  return room > 0 and bytes >= room
+end
+
 local function handle(qi, raw)
-  local queue = ARGV[3 + qi]
+  bytes = bytes + #raw
+  local queue = ARGV[4 + qi]
   local reason, props, headers
   if max_bytes > 0 and #raw > max_bytes then
     -- Never parsed: Redis's JSON parser and the worker's memory are spared.
@@ -120,23 +129,38 @@ end
 local counted = nqueues == 1
 if counted then
   for s = 1, nsteps do
-    if taken >= max then break end
+    if taken >= max or full() then break end
     local got = redis.pcall('RPOP', KEYS[4 + s], max - taken)
     if type(got) == 'table' and got['err'] then
       counted = false
       break
     end
     if got then
-      for _, raw in ipairs(got) do
+      for i, raw in ipairs(got) do
+        if full() then
+          -- Past the byte room: the rest of the run goes back, the last popped first, so the
+          -- list is as it was. Should a push fail, what is not back yet joins `popped` and the
+          -- whole fetch is undone below.
+          for j = #got, i, -1 do
+            local r = redis.pcall('RPUSH', KEYS[4 + s], got[j])
+            if failed(r) then
+              pop_err = r['err']
+              for k = i, j do table.insert(popped, {KEYS[4 + s], got[k]}) end
+              break
+            end
+          end
+          break
+        end
         table.insert(popped, {KEYS[4 + s], raw})
         handle(1, raw)
+        taken = taken + 1
       end
-      taken = taken + #got
     end
+    if pop_err then break end
   end
 end
 
-while not counted and taken < max do
+while not counted and taken < max and not full() do
   local got = false
   for s = 1, nsteps do
     for pos = 1, #order do
