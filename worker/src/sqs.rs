@@ -134,9 +134,9 @@ pub async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
                     sqs.remember(&delivery.delivery_tag, &queue);
                     rt.hold(&delivery.delivery_tag);
                     let rt2 = rt.clone();
-                    rt.tracker.spawn(async move {
-                        processor::dispatch(rt2, delivery, permit).await;
-                    });
+                    // Boxed, as in the Redis fetch loop: the handling future is large.
+                    rt.tracker
+                        .spawn(Box::pin(processor::dispatch(rt2, delivery, permit)));
                 }
                 if got == 0 {
                     pause(&rt, sqs.broker.options().polling_interval).await;
