@@ -83,6 +83,14 @@ pub async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
                 _ = rt.draining.cancelled() => return,
             }
         }
+        // The reserved-bytes budget: SQS cannot bound a receive in bytes, so one receive (at most
+        // 10 messages) may go past it; nothing more is received until there is room again.
+        if rt.reserved_bytes.room().is_none() {
+            tokio::select! {
+                _ = rt.reserved_bytes.wait_for_room() => continue,
+                _ = rt.draining.cancelled() => return,
+            }
+        }
         let queues = rt.consumed_queues();
         if queues.is_empty() {
             pause(
@@ -133,10 +141,15 @@ pub async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
                     );
                     sqs.remember(&delivery.delivery_tag, &queue);
                     rt.hold(&delivery.delivery_tag);
+                    let bytes = delivery.raw.len();
+                    rt.reserved_bytes.add(bytes);
                     let rt2 = rt.clone();
                     // Boxed, as in the Redis fetch loop: the handling future is large.
-                    rt.tracker
-                        .spawn(Box::pin(processor::dispatch(rt2, delivery, permit)));
+                    rt.tracker.spawn(Box::pin(async move {
+                        let rt3 = rt2.clone();
+                        processor::dispatch(rt2, delivery, permit).await;
+                        rt3.reserved_bytes.sub(bytes);
+                    }));
                 }
                 if got == 0 {
                     pause(&rt, sqs.broker.options().polling_interval).await;
