@@ -213,3 +213,27 @@ async fn predefined_queues_are_used_and_nothing_else_is_created() {
     let err = sqs.queue_url("other").await.unwrap_err();
     assert!(err.to_string().contains("predefined_queues"), "{err}");
 }
+
+#[tokio::test]
+async fn sends_to_fifo_queues_carry_kombus_group_and_deduplication_ids() {
+    let moto = MotoServer::start().unwrap();
+    let opts = options();
+    py(&moto, &opts, "add.apply_async((1, 2), queue='jobs.fifo')");
+    let sqs = broker(&moto, &opts).await;
+    let got = sqs.receive("jobs.fifo", 1, None).await.unwrap();
+    let d = &got.deliveries[0];
+    sqs.send(&d.envelope, "", "jobs.fifo").await.unwrap();
+    sqs.ack("jobs.fifo", &d.receipt_handle).await.unwrap();
+    let seen = py(
+        &moto,
+        &opts,
+        r#"
+c = boto()
+url = c.get_queue_url(QueueName="jobs.fifo")["QueueUrl"]
+m = c.receive_message(QueueUrl=url, MessageSystemAttributeNames=["All"], WaitTimeSeconds=5)["Messages"][0]
+a = m["Attributes"]
+print(a["MessageGroupId"], len(a["MessageDeduplicationId"]))
+"#,
+    );
+    assert_eq!(seen.trim(), "default 36", "group `default`, a fresh UUID");
+}
