@@ -1,0 +1,406 @@
+//! Seeded structured fuzzing of the whole path a queue element takes: Redis list → fetch script →
+//! decode → dispatch → a trivial task (`t.echo`, `t.add`) → result and ack. Each input is a kombu
+//! envelope mutated by a seeded RNG (headers replaced by odd JSON, removed or retyped; content
+//! type, encoding and body swapped for other or broken ones; priorities, delivery info, past or
+//! broken ETAs and expiries; bytes flipped or cut). Inputs are pushed in batches to a private
+//! Redis that the real test worker consumes; after each batch every input must be accounted for —
+//! a result stored under its id, or the element intact in the dead-letter list — with nothing
+//! left queued or unacked, no dead letter saying the worker panicked, and the worker alive.
+//! Future ETAs are never generated (such a message is rightly held, not settled).
+//!
+//!   celeriac-fuzz-path --worker-bin target/release/celeriac-test-worker [--seed N]
+//!                      [--inputs N] [--batch N] [--time-limit SECS]
+//!
+//! Prints the totals last; exits 1 on a finding.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use celeriac_testkit::RedisServer;
+use clap::Parser;
+use redis::Commands;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+struct Opts {
+    /// The test worker binary.
+    #[arg(long)]
+    worker_bin: PathBuf,
+    /// RNG seed (the run is a function of it).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after this many inputs.
+    #[arg(long, default_value_t = 10_000_000)]
+    inputs: u64,
+    /// Inputs per batch.
+    #[arg(long, default_value_t = 2000)]
+    batch: usize,
+    /// Stop after this many seconds (the batch under way is finished).
+    #[arg(long, default_value_t = 600)]
+    time_limit: u64,
+    /// Worker concurrency.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// splitmix64: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// An odd JSON value: wrong types, extremes, nesting, long or strange strings.
+fn odd_value(rng: &mut Rng, depth: u32) -> Value {
+    match rng.below(if depth > 3 { 10 } else { 13 }) {
+        0 => Value::Null,
+        1 => json!(rng.chance(2)),
+        2 => json!(rng.next() as i64),
+        3 => json!(-1),
+        4 => serde_json::from_str("1e308").expect("number"),
+        5 => serde_json::from_str("123456789012345678901234567890").expect("number"),
+        6 => json!(""),
+        7 => json!("\u{0}\u{1f}\u{7f}é\u{202e}"),
+        8 => json!("x".repeat(rng.below(5000) as usize)),
+        9 => json!(f64::from_bits(rng.next()).to_string()),
+        10 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| odd_value(rng, depth + 1))
+                .collect(),
+        ),
+        11 => {
+            let mut m = serde_json::Map::new();
+            for i in 0..rng.below(4) {
+                m.insert(format!("k{i}"), odd_value(rng, depth + 1));
+            }
+            Value::Object(m)
+        }
+        _ => {
+            let mut v = json!(1);
+            for _ in 0..rng.below(200) {
+                v = json!([v]);
+            }
+            v
+        }
+    }
+}
+
+const HEADERS: &[&str] = &[
+    "lang",
+    "task",
+    "id",
+    "shadow",
+    "eta",
+    "expires",
+    "group",
+    "group_index",
+    "retries",
+    "timelimit",
+    "root_id",
+    "parent_id",
+    "argsrepr",
+    "kwargsrepr",
+    "origin",
+    "ignore_result",
+    "stamped_headers",
+    "stamps",
+    "replaced_task_nesting",
+    "priority",
+];
+
+/// Python truthiness, as Celery reads `ignore_result`.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// One input: the element's bytes and the id its result would be stored under (when it has one).
+fn input(rng: &mut Rng, n: u64) -> (Vec<u8>, Option<String>) {
+    let id = format!("fz-{n}");
+    let (task, args) = if rng.chance(2) {
+        ("t.echo", json!([odd_value(rng, 0)]))
+    } else {
+        ("t.add", json!([rng.below(100), rng.below(100)]))
+    };
+    let mut body =
+        json!([args, {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+    let mut headers = json!({
+        "lang": "py", "task": task, "id": id, "shadow": null, "eta": null, "expires": null,
+        "group": null, "group_index": null, "retries": 0, "timelimit": [null, null],
+        "root_id": id, "parent_id": null, "argsrepr": "", "kwargsrepr": "{}",
+        "origin": "fuzz@host", "ignore_result": false,
+    });
+    let mut content_type = "application/json".to_string();
+    let mut body_encoding = "base64".to_string();
+    let mut props = json!({
+        "correlation_id": id, "reply_to": "r", "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": "celery"},
+        "priority": 0, "body_encoding": "base64", "delivery_tag": format!("tag-{n}"),
+    });
+    for _ in 0..rng.below(4) {
+        match rng.below(12) {
+            0 | 1 => {
+                let h = *rng.pick(HEADERS);
+                headers[h] = odd_value(rng, 0);
+            }
+            2 => {
+                let h = *rng.pick(HEADERS);
+                headers.as_object_mut().expect("object").remove(h);
+            }
+            3 => {
+                headers["eta"] = json!(rng.pick(&[
+                    "2001-01-01T00:00:00+00:00",
+                    "not a date",
+                    "1970-01-01T00:00:00",
+                    "-0001-09-13T00:00:00Z",
+                ]))
+            }
+            4 => headers["expires"] = json!(rng.pick(&["2001-01-01T00:00:00Z", "soon", "-1"])),
+            5 => {
+                content_type = rng
+                    .pick(&[
+                        "application/x-yaml",
+                        "application/x-python-serialize",
+                        "application/x-msgpack",
+                        "text/plain",
+                        "",
+                    ])
+                    .to_string()
+            }
+            6 => body = odd_value(rng, 0),
+            7 => body_encoding = rng.pick(&["utf-8", "base32", "", "gzip"]).to_string(),
+            8 => props["priority"] = odd_value(rng, 0),
+            9 => props["delivery_info"] = odd_value(rng, 0),
+            10 => headers["timelimit"] = json!([odd_value(rng, 1), odd_value(rng, 1)]),
+            _ => headers["task"] = json!(rng.pick(&["t.nope", "", "t.echo\u{0}", "t.add"])),
+        }
+    }
+    props["body_encoding"] = json!(body_encoding);
+    let text = serde_json::to_vec(&body).expect("body");
+    let body_text = if body_encoding == "base64" {
+        base64::engine::general_purpose::STANDARD.encode(&text)
+    } else {
+        String::from_utf8_lossy(&text).into_owned()
+    };
+    let envelope = json!({
+        "body": body_text, "content-encoding": "utf-8", "content-type": content_type,
+        "headers": headers, "properties": props,
+    });
+    let mut raw = serde_json::to_vec(&envelope).expect("envelope");
+    if rng.chance(20) {
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(raw.len() as u64) as usize;
+            raw[at] ^= 1 << rng.below(8);
+        }
+    } else if rng.chance(50) {
+        raw.truncate(rng.below(raw.len() as u64) as usize);
+    }
+    // The id as the worker will read it, after any byte flips.
+    let expected = serde_json::from_slice::<Value>(&raw).ok().and_then(|v| {
+        v["headers"]
+            .get("id")
+            .and_then(Value::as_str)
+            .map(String::from)
+    });
+    (raw, expected)
+}
+
+#[derive(Default)]
+struct Totals {
+    inputs: u64,
+    results: u64,
+    dead_lettered: u64,
+    lost: u64,
+    panics: u64,
+    ignored: u64,
+    stuck: u64,
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    let redis_server = RedisServer::start()?;
+    let url = redis_server.url(0);
+    let logs = tempfile::tempdir()?;
+    let log_path = logs.path().join("worker.log");
+    let mut worker: Child = Command::new(&opts.worker_bin)
+        .args([
+            "-n",
+            "fuzz@host",
+            "-l",
+            "WARN",
+            "-c",
+            &opts.concurrency.to_string(),
+        ])
+        .env("CELERY_BROKER_URL", &url)
+        .env("CELERY_RESULT_BACKEND", &url)
+        .env("CELERY_TASK_ACKS_LATE", "true")
+        .stdout(Stdio::from(std::fs::File::create(&log_path)?))
+        .stderr(Stdio::from(std::fs::File::create(
+            logs.path().join("stderr.log"),
+        )?))
+        .spawn()
+        .context("start the worker")?;
+    let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
+    let mut rng = Rng(opts.seed);
+    let mut t = Totals::default();
+    let started = Instant::now();
+    let limit = Duration::from_secs(opts.time_limit);
+    let mut findings = Vec::new();
+    while t.inputs < opts.inputs && started.elapsed() < limit {
+        let batch: Vec<(Vec<u8>, Option<String>)> = (0..opts.batch as u64)
+            .map(|i| input(&mut rng, t.inputs + i))
+            .collect();
+        let mut stuck: Vec<Vec<u8>> = Vec::new();
+        let mut pipe = redis::pipe();
+        for (raw, _) in &batch {
+            pipe.lpush("celery", raw).ignore();
+        }
+        pipe.query::<()>(&mut conn)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (queued, held): (usize, usize) = redis::pipe()
+                .llen("celery")
+                .hlen("unacked")
+                .query(&mut conn)?;
+            if queued == 0 && held == 0 {
+                break;
+            }
+            if let Some(status) = worker.try_wait()? {
+                bail!(
+                    "the worker exited ({status}); log in {}",
+                    log_path.display()
+                );
+            }
+            if Instant::now() > deadline {
+                if queued > 0 {
+                    bail!("batch not consumed in 30 s: {queued} queued");
+                }
+                // Fetched and never settled: a finding; taken out so the run goes on.
+                let left: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall("unacked")?;
+                for (tag, entry) in left {
+                    let finding = format!("stuck unacked: {}", String::from_utf8_lossy(&entry));
+                    eprintln!("{finding}");
+                    t.stuck += 1;
+                    if findings.len() < 5 {
+                        findings.push(finding);
+                    }
+                    redis::pipe()
+                        .hdel("unacked", &tag)
+                        .zrem("unacked_index", &tag)
+                        .query::<()>(&mut conn)?;
+                    stuck.push(entry);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let dead: Vec<Vec<u8>> = conn.lrange("celeriac.dead_letter", 0, -1)?;
+        let reasons: Vec<Vec<u8>> = conn.hvals("celeriac.dead_letter.reasons")?;
+        t.panics += reasons
+            .iter()
+            .filter(|r| r.windows(8).any(|w| w == b"panicked"))
+            .count() as u64;
+        let dead: HashSet<Vec<u8>> = dead.into_iter().collect();
+        let keys: Vec<String> = batch
+            .iter()
+            .map(|(_, id)| format!("celery-task-meta-{}", id.as_deref().unwrap_or("\u{0}none")))
+            .collect();
+        let metas: Vec<Option<Vec<u8>>> = conn.mget(&keys)?;
+        for ((raw, id), meta) in batch.iter().zip(&metas) {
+            t.inputs += 1;
+            let ignored = serde_json::from_slice::<Value>(raw)
+                .ok()
+                .and_then(|v| v["headers"].get("ignore_result").map(truthy))
+                .unwrap_or(false);
+            if dead.contains(raw) {
+                t.dead_lettered += 1;
+            } else if meta.is_some() {
+                t.results += 1;
+            } else if stuck
+                .iter()
+                .any(|e| e.windows(raw.len()).any(|w| w == raw.as_slice()))
+            {
+                // Counted as stuck above.
+            } else if ignored {
+                // Taken and acked (nothing is left queued or unacked), no result by request.
+                t.ignored += 1;
+            } else {
+                t.lost += 1;
+                let finding = format!("lost: id {id:?}: {}", String::from_utf8_lossy(raw));
+                eprintln!("{finding}");
+                if findings.len() < 5 {
+                    findings.push(finding);
+                }
+            }
+        }
+        let mut clean = redis::pipe();
+        clean
+            .del("celeriac.dead_letter")
+            .ignore()
+            .del("celeriac.dead_letter.reasons")
+            .ignore();
+        for chunk in keys.chunks(500) {
+            clean.del(chunk).ignore();
+        }
+        clean.query::<()>(&mut conn)?;
+        eprintln!(
+            "{} inputs, {:.0}/s, results {}, dead-lettered {}, lost {}, panics {}",
+            t.inputs,
+            t.inputs as f64 / started.elapsed().as_secs_f64(),
+            t.results,
+            t.dead_lettered,
+            t.lost,
+            t.panics
+        );
+    }
+    let alive = worker.try_wait()?.is_none();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let secs = started.elapsed().as_secs_f64();
+    for f in &findings {
+        println!("{f}");
+    }
+    println!(
+        "seed {}: {} executions in {:.0} s ({:.0}/s): {} results stored, {} dead-lettered intact, {} acked with ignore_result, {} lost, {} stuck unacked, {} panics; worker alive: {}",
+        opts.seed,
+        t.inputs,
+        secs,
+        t.inputs as f64 / secs,
+        t.results,
+        t.dead_lettered,
+        t.ignored,
+        t.lost,
+        t.stuck,
+        t.panics,
+        alive
+    );
+    if t.lost > 0 || t.stuck > 0 || t.panics > 0 || !alive {
+        std::process::exit(1);
+    }
+    Ok(())
+}
