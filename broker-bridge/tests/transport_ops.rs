@@ -474,3 +474,21 @@ async fn a_fetch_within_a_byte_room_takes_until_it_is_filled_and_leaves_the_rest
     assert_eq!(one.deliveries.len(), 1, "the first is always taken");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_delivery_tag_that_is_not_utf8_is_dead_lettered_intact() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let bad: &[u8] = b"{\"body\": \"e30=\", \"headers\": {\"task\": \"t\", \"id\": \"id-1\"}, \"properties\": {\"delivery_tag\": \"ta\xff-1\", \"body_encoding\": \"base64\"}}";
+    env.cmd::<()>(&[b"LPUSH", b"q", bad]).await?;
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    assert!(f.deliveries.is_empty());
+    let reasons: Vec<&str> = f.dead_lettered.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons, ["delivery_tag is not valid UTF-8"]);
+    let dead: Vec<Vec<u8>> = env
+        .cmd(&[b"LRANGE", b"celeriac.dead_letter", b"0", b"-1"])
+        .await?;
+    assert_eq!(dead, [bad.to_vec()]);
+    let held: u64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    assert_eq!(held, 0);
+    Ok(())
+}

@@ -76,6 +76,32 @@ local function full()
   return room > 0 and bytes >= room
 end
 
+-- Whether `s` is valid UTF-8 (as Rust's str: no overlong forms, surrogates or code points past
+-- U+10FFFF). A delivery tag that is not cannot be settled by the worker, which reads it as text.
+local function utf8_ok(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else return false end
+    for j = i + 1, i + len - 1 do
+      local cc = string.byte(s, j)
+      if not cc or cc < lo or cc > hi then return false end
+      lo, hi = 0x80, 0xBF
+    end
+    i = i + len
+  end
+  return true
+end
+
 local function handle(qi, raw)
   bytes = bytes + #raw
   local queue = ARGV[4 + qi]
@@ -106,6 +132,14 @@ local function handle(qi, raw)
   if reason then
     local tag = type(props) == 'table' and str(props['delivery_tag']) or nil
     table.insert(dead, {raw, reason, queue, tag, headers and str(headers['task']),
+      headers and str(headers['id'])})
+    table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
+    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    return
+  end
+  if not utf8_ok(props['delivery_tag']) then
+    reason = 'delivery_tag is not valid UTF-8'
+    table.insert(dead, {raw, reason, queue, nil, headers and str(headers['task']),
       headers and str(headers['id'])})
     table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
     table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
