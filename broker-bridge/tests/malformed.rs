@@ -309,3 +309,24 @@ fn protocol1_taskset_is_the_group() {
     let msg = decode(&raw, &DecodeOptions::default()).unwrap();
     assert_eq!((msg.protocol, msg.group.as_deref()), (1, Some("ts-1")));
 }
+
+/// `apply_async(time_limit=False, soft_time_limit=True)` sends Python bools; Celery's worker reads
+/// them by truthiness, so they decode (false: no limit from the message; true: 1 s), and a string
+/// is still an error.
+#[test]
+fn time_limits_as_python_bools_decode() {
+    let mut h = headers();
+    h["timelimit"] = json!([false, true]);
+    let msg = decode(
+        &envelope(b"[[], {}, {}]", "application/json", h),
+        &DecodeOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.timelimit, (None, Some(1.0)));
+    let mut h = headers();
+    h["timelimit"] = json!(["1", null]);
+    assert!(matches!(
+        kind(&envelope(b"[[], {}, {}]", "application/json", h)),
+        DecodeErrorKind::BadField { field, .. } if field == "headers.timelimit[0]"
+    ));
+}

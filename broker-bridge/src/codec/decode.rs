@@ -460,6 +460,19 @@ fn time(
     }
 }
 
+/// One time limit: a number, null, or a Python bool, which Celery's worker reads by truthiness
+/// (`apply_async(time_limit=False)` sends `false`: no limit from the message; `True` is 1 s).
+fn limit_seconds(
+    value: &Value,
+    path: impl std::fmt::Display,
+) -> Result<Option<f64>, DecodeErrorKind> {
+    match value {
+        Value::Bool(false) => Ok(None),
+        Value::Bool(true) => Ok(Some(1.0)),
+        other => as_seconds(other, path),
+    }
+}
+
 fn timelimit(
     value: Option<&Value>,
     path: impl std::fmt::Display,
@@ -467,8 +480,8 @@ fn timelimit(
     match value {
         None | Some(Value::Null) => Ok((None, None)),
         Some(Value::Array(items)) if items.len() == 2 => Ok((
-            as_seconds(&items[0], format_args!("{path}[0]"))?,
-            as_seconds(&items[1], format_args!("{path}[1]"))?,
+            limit_seconds(&items[0], format_args!("{path}[0]"))?,
+            limit_seconds(&items[1], format_args!("{path}[1]"))?,
         )),
         Some(_) => Err(bad(&path.to_string(), "should be [hard, soft]")),
     }
