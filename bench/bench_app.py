@@ -1,10 +1,13 @@
 """The Python side of the benchmark: the same `demo.add` task celeriac's demo worker registers."""
+import json
 import os
 
 from celery import Celery
 
 app = Celery("bench", broker=os.environ["CELERY_BROKER_URL"], backend=os.environ["CELERY_RESULT_BACKEND"])
 app.conf.worker_prefetch_multiplier = 4
+# `sqs.py`: the same transport options as celeriac reads them.
+app.conf.broker_transport_options = json.loads(os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS", "{}"))
 
 
 @app.task(name="demo.add")
