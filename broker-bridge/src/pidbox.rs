@@ -373,6 +373,36 @@ pub fn reply_exchange(namespace: &str) -> String {
     format!("reply.{namespace}.pidbox")
 }
 
+/// Broadcast `method` to every node without asking for replies, as Celery's
+/// `app.control.broadcast(..., reply=False)` does (`celery control revoke`, `AsyncResult.revoke`):
+/// body `{method, arguments, destination: null, pattern: null, matcher: null}`, headers `clock`
+/// and `expires` (now + Celery's default timeout of 1 s, in epoch seconds). Returns how many
+/// subscribers received it.
+pub async fn broadcast(
+    broker: &Broker,
+    namespace: &str,
+    method: &str,
+    arguments: Map<String, Value>,
+    clock: u64,
+    serializer: &BodySerializer,
+) -> Result<u64, SendError> {
+    let body = serde_json::json!({
+        "method": method, "arguments": arguments, "destination": null, "pattern": null,
+        "matcher": null,
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let mut headers = Map::new();
+    headers.insert("clock".into(), clock.into());
+    headers.insert("expires".into(), (now + 1.0).into());
+    let request = body_envelope(&body, headers, 2, serializer)?;
+    Ok(broker
+        .publish_fanout(&request, &exchange(namespace), "")
+        .await?)
+}
+
 /// Broadcast `method` to every node as kombu's `Mailbox._broadcast` with `reply=True` does, and
 /// collect the replies that arrive within `timeout`: a temporary reply queue
 /// `<oid>.reply.<namespace>.pidbox` is bound, the request published on the pidbox channel, the

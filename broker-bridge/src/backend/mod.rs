@@ -10,6 +10,7 @@
 //! * [`chord`] — chord size and chord-part-return (native join), shared with Python workers.
 //! * [`group`] — `GroupResult.save()` keys (`celery-taskset-meta-<gid>`).
 //! * [`python_json`] — JSON text as Python's `json.dumps` writes it.
+//! * [`wait`] — waiting for a task's final meta as `AsyncResult.get()` does (PUB/SUB).
 
 pub mod chord;
 pub mod exception;
@@ -19,6 +20,7 @@ pub mod meta;
 pub mod python_json;
 pub mod states;
 pub mod store;
+pub mod wait;
 
 pub use chord::{ChordClaim, ChordPart, PartResult, PartReturn};
 pub use exception::ExceptionInfo;

@@ -194,6 +194,7 @@ return out
 /// Cheap to clone: clones share one auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct ResultBackend {
+    client: redis::Client,
     conn: ConnectionManager,
     keys: BackendKeys,
     opts: BackendOptions,
@@ -217,8 +218,9 @@ impl ResultBackend {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(opts.socket_connect_timeout))
             .set_response_timeout(Some(opts.socket_timeout));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(ResultBackend {
+            client,
             conn,
             keys: BackendKeys::new(&opts.global_keyprefix),
             opts,
@@ -348,6 +350,11 @@ impl ResultBackend {
                 reason: "JSON but not an object".into(),
             }),
         }
+    }
+
+    /// The client the shared connection was made from (for dedicated PUB/SUB connections).
+    pub(super) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The bytes stored for a JSON text: as is, or signed (`result_serializer`).

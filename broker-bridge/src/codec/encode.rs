@@ -7,10 +7,11 @@ use serde_json::{Map, Value};
 
 use super::content::JSON;
 use super::error::DecodeErrorKind;
-use super::fields::{bad, get_int, get_str};
+use super::fields::{as_seconds, bad, get_bool, get_int, get_str};
 use super::message::TaskMessage;
 use super::signature::{self, Signature};
 use super::timestamp::WireTime;
+use crate::backend::python_json;
 use crate::envelope::Envelope;
 use crate::signing::{BodySerializer, SigningError};
 
@@ -54,9 +55,14 @@ fn opt_time(t: &Option<WireTime>) -> Value {
         .map_or(Value::Null, |t| Value::String(t.raw.clone()))
 }
 
+/// A time limit as Python writes the number it was given: `30` for a whole number, else `20.5`.
 fn opt_f64(f: Option<f64>) -> Value {
-    f.and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number)
+    match f {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+        f => f
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+    }
 }
 
 impl TaskMessage {
@@ -84,11 +90,11 @@ impl TaskMessage {
         let argsrepr = self
             .argsrepr
             .clone()
-            .unwrap_or_else(|| super::repr::args_repr(&self.args));
+            .unwrap_or_else(|| super::saferepr::args_saferepr(&self.args));
         let kwargsrepr = self
             .kwargsrepr
             .clone()
-            .unwrap_or_else(|| super::repr::kwargs_repr(&self.kwargs));
+            .unwrap_or_else(|| super::saferepr::kwargs_saferepr(&self.kwargs));
         h.insert("argsrepr".into(), argsrepr.into());
         h.insert("kwargsrepr".into(), kwargsrepr.into());
         h.insert("origin".into(), opt_str(&self.origin));
@@ -139,7 +145,7 @@ impl TaskMessage {
     /// `delivery_tag`, the way a Celery producer writes it (§1.1–1.4 of the protocol notes).
     /// `properties.expiration` is set when `expires` is (milliseconds from `opts.now`, ≥ 0).
     pub fn to_envelope(&self, opts: &EncodeOptions) -> Envelope {
-        let body_json = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let body_json = python_json::to_vec(&self.body());
         self.envelope_around(opts, JSON, &body_json)
     }
 
@@ -150,7 +156,7 @@ impl TaskMessage {
         opts: &EncodeOptions,
         serializer: &BodySerializer,
     ) -> Result<Envelope, SigningError> {
-        let body_json = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let body_json = python_json::to_vec(&self.body());
         let body = serializer.serialize(body_json)?;
         Ok(self.envelope_around(opts, body.content_type, &body.body))
     }
@@ -166,6 +172,10 @@ impl TaskMessage {
             self.reply_to.clone().unwrap_or_default().into(),
         );
         props.insert("delivery_mode".into(), 2.into());
+        if let Some(expires) = &self.expires {
+            let ms = (expires.utc - opts.now).num_milliseconds().max(0);
+            props.insert("expiration".into(), ms.to_string().into());
+        }
         props.insert("delivery_info".into(), Value::Object(info));
         props.insert("priority".into(), self.priority.unwrap_or(0).into());
         props.insert("body_encoding".into(), "base64".into());
@@ -173,10 +183,6 @@ impl TaskMessage {
             "delivery_tag".into(),
             uuid::Uuid::new_v4().to_string().into(),
         );
-        if let Some(expires) = &self.expires {
-            let ms = (expires.utc - opts.now).num_milliseconds().max(0);
-            props.insert("expiration".into(), ms.to_string().into());
-        }
         let mut env = Map::new();
         env.insert(
             "body".into(),
@@ -196,8 +202,10 @@ impl TaskMessage {
     ///
     /// The id is `options.task_id` or a fresh UUID4; `root_id` defaults to the new id. Options
     /// honoured: `group_id`, `group_index`, `priority`, `shadow`, `link`, `link_error`, `chain`,
-    /// `chord`, `queue` (as `routing_key`), `eta`/`expires` (ISO strings), `reply_to`; stamps are
-    /// not. Canvas signatures (`subtask_type` set) are refused: they must be expanded first.
+    /// `chord`, `queue` (as `routing_key`), `eta`/`expires` (ISO strings), `reply_to`,
+    /// `retries`, `time_limit`, `soft_time_limit`, `ignore_result`, `headers` (merged into the message
+    /// headers) and `stamped_headers` (each named option becomes a stamp), as Celery's
+    /// `send_task` takes them. Canvas signatures (`subtask_type` set) are refused: they must be expanded first.
     pub fn from_signature(
         sig: &Signature,
         root_id: Option<&str>,
@@ -234,6 +242,34 @@ impl TaskMessage {
                     value: s,
                 })?);
             }
+        }
+        for (key, slot) in [
+            ("time_limit", &mut msg.timelimit.0),
+            ("soft_time_limit", &mut msg.timelimit.1),
+        ] {
+            if let Some(v) = o.get(key) {
+                *slot = as_seconds(v, format_args!("options.{key}"))?;
+            }
+        }
+        msg.ignore_result = get_bool(o, "ignore_result", "options.ignore_result")?;
+        msg.retries = get_int(o, "retries", "options.retries")?.unwrap_or(0);
+        if let Some(names) = o.get("stamped_headers").filter(|v| !v.is_null()) {
+            let names: Vec<String> = names
+                .as_array()
+                .and_then(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| bad("options.stamped_headers", "should be a list of names"))?;
+            for name in &names {
+                msg.stamps.insert(
+                    name.clone(),
+                    o.get(name.as_str()).cloned().unwrap_or(Value::Null),
+                );
+            }
+            msg.stamped_headers = Some(names);
+        }
+        match o.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(h)) => msg.extra_headers.extend(h.clone()),
+            Some(_) => return Err(bad("options.headers", "should be an object")),
         }
         msg.callbacks = one_or_many(o.get("link"), "options.link")?;
         msg.errbacks = one_or_many(o.get("link_error"), "options.link_error")?;

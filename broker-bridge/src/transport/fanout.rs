@@ -81,8 +81,7 @@ impl Broker {
         info.insert("exchange".into(), Value::String(exchange.into()));
         info.insert("routing_key".into(), Value::String(routing_key.into()));
         props.insert("delivery_info".into(), Value::Object(info));
-        let payload = serde_json::to_string(&value)
-            .map_err(|e| TransportError::Message(format!("cannot serialize envelope: {e}")))?;
+        let payload = crate::backend::python_json::to_vec(&value);
         let channel = self.fanout_channel(exchange, routing_key);
         let receivers: u64 = redis::cmd("PUBLISH")
             .arg(&channel)

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use super::error::{Result, TransportError};
 use super::keys::envelope_priority;
 use super::Broker;
+use crate::backend::python_json;
 use crate::envelope::Envelope;
 
 /// How long [`Broker::publish_once`] remembers a publication.
@@ -24,7 +25,8 @@ impl Broker {
     /// Publish like kombu's `basic_publish`: set a fresh `properties.delivery_tag` and
     /// `properties.delivery_info.{exchange, routing_key}`, find the queues (anonymous exchange
     /// `""` → the routing key; named exchange → its binding table), and `LPUSH` the envelope to
-    /// each queue's list for its priority, in one `MULTI`.
+    /// each queue's list for its priority, in one `MULTI`. The element is written as kombu
+    /// writes it (Python's `json.dumps`).
     pub async fn publish(
         &self,
         envelope: &Envelope,
@@ -68,8 +70,8 @@ impl Broker {
             info.insert("routing_key".into(), Value::String(routing_key.into()));
         }
         let priority = envelope_priority(&value);
-        let payload = serde_json::to_string(&value)
-            .map_err(|e| TransportError::Message(format!("cannot serialize envelope: {e}")))?;
+        // Byte for byte as kombu writes it (`json.dumps`: Python's separators, `ensure_ascii`).
+        let payload = python_json::to_vec(&value);
         let queues = self.lookup(exchange, routing_key).await?;
         if queues.is_empty() {
             tracing::warn!(
