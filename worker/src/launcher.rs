@@ -191,11 +191,20 @@ pub async fn run(
             }
         })
     });
+    let client = sqs.is_none().then(|| {
+        let producer = crate::client::Producer {
+            default_queue: settings.task_default_queue.clone(),
+            serializer: signing.tasks.clone(),
+            ..crate::client::Producer::default()
+        };
+        crate::client::Client::from_parts(broker.clone(), backend.clone(), producer)
+    });
     let rt = Arc::new(Runtime {
         registry,
         broker,
         sqs: sqs.clone(),
         backend,
+        client,
         acker,
         writer,
         hostname,

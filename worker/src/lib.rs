@@ -6,7 +6,7 @@
 //! finished run's message, [`dead_letter`] disposes of what cannot run, [`keepalive`] keeps held
 //! messages from being restored by sweeps, [`launcher`] starts and stops it all; [`control`]
 //! answers remote control, [`revoked`] keeps revoked ids, [`events`] sends monitoring events,
-//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`mod@task`] what a task sees.
+//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`mod@task`] what a task sees; [`client`] sends tasks and reads results.
 
 // The `#[task]` macro's expansion names this crate `::celeriac_worker`, also inside it.
 extern crate self as celeriac_worker;
@@ -16,6 +16,7 @@ pub mod builder;
 pub mod cache_metrics;
 pub mod canvas;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod dead_letter;
@@ -83,4 +84,5 @@ pub use builder::{Worker, WorkerBuilder};
 /// # }
 /// ```
 pub use celeriac_macros::task;
+pub use client::{AsyncResult, Client, GroupResult};
 pub use task::{CallArgs, PyException, PyNumber, TaskContext, TaskError, TaskOptions};

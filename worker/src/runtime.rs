@@ -52,6 +52,9 @@ pub struct Runtime {
     pub sqs: Option<Arc<crate::sqs::SqsSide>>,
     /// The result backend, when `result_backend` is set.
     pub backend: Option<ResultBackend>,
+    /// The producer API on this worker's connections (for [`crate::TaskContext::client`]);
+    /// `None` on an SQS broker.
+    pub client: Option<crate::client::Client>,
     /// Batched acks (see [`crate::batch`]).
     pub acker: Batcher<String, Result<(), String>>,
     /// Batched result writes (metas encoded by their tasks), when there is a backend.

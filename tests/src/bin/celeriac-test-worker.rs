@@ -307,6 +307,22 @@ fn main() -> anyhow::Result<()> {
                 }
             },
         )
+        // Sends task `name` with `args` to `queue` through the producer API (as a child of this
+        // task); with `wait`, also waits for its result.
+        .task(
+            "t.spawn",
+            |ctx: TaskContext, (name, args, queue, wait): (String, Vec<Value>, String, bool)| async move {
+                let sig = celeriac_worker::client::Signature::new(name)
+                    .args(args)
+                    .queue(queue);
+                let child = ctx.client()?.send(&sig).await?;
+                let value = match wait {
+                    true => child.get(Duration::from_secs(60)).await?,
+                    false => Value::Null,
+                };
+                Ok::<_, TaskError>(serde_json::json!({"id": child.id(), "value": value}))
+            },
+        )
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::client::{Client, ClientError};
 use crate::query_tasks::DataAccess;
 use crate::time_limits::{Signals, SoftTimeLimitExceeded};
 
@@ -38,9 +39,38 @@ pub struct TaskContext {
     pub data: Option<Arc<DataAccess>>,
     /// Time-limit state of this run (see [`TaskContext::catch_soft_time_limit`]).
     pub time_limits: Signals,
+    /// The producer bound to this run (see [`TaskContext::client`]).
+    pub(crate) client: Option<Client>,
 }
 
 impl TaskContext {
+    /// A [`Client`] on the worker's broker and result backend that sends as this task: the
+    /// messages get `parent_id` = this task's id and `root_id` = its root, as a Python task
+    /// calling `apply_async` does. Not available on an SQS broker, nor in task processes.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use celeriac_worker::client::Signature;
+    /// use celeriac_worker::{TaskContext, TaskError};
+    /// use serde_json::Value;
+    ///
+    /// #[celeriac_worker::task(name = "tasks.double_sum")]
+    /// async fn double_sum(ctx: TaskContext, a: i64, b: i64) -> Result<Value, TaskError> {
+    ///     let client = ctx.client()?;
+    ///     let sum = client.send(&Signature::new("tasks.add").arg(a).arg(b)).await?;
+    ///     let sum = sum.get(Duration::from_secs(30)).await?;
+    ///     Ok(Value::from(sum.as_i64().unwrap_or(0) * 2))
+    /// }
+    /// ```
+    pub fn client(&self) -> Result<&Client, ClientError> {
+        self.client.as_ref().ok_or_else(|| {
+            ClientError::Unavailable(
+                "no producer here: the worker's broker is SQS, or the task runs in a task process"
+                    .into(),
+            )
+        })
+    }
+
     /// Python's `try: ... except SoftTimeLimitExceeded:` around `fut`: when the run's soft time
     /// limit passes during `fut`, `fut` is dropped and the result is `Err(SoftTimeLimitExceeded)`;
     /// the task goes on (its cleanup) and may still succeed. Outside a catch, the soft limit stops

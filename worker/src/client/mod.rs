@@ -1,0 +1,288 @@
+//! Sending tasks and canvases from Rust, and reading their results — what Python does with
+//! `app.send_task`, `sig.apply_async()` and `AsyncResult`, with the same messages on the wire.
+//!
+//! * [`Signature`], [`chain`], [`group`], [`chord`] — what to send, with Celery's options.
+//! * [`Client`] — connections to the broker and the result backend; [`Client::send`],
+//!   [`Client::send_group`], [`Client::revoke`]. A running task gets one bound to its worker,
+//!   with itself as parent, from [`TaskContext::client`](crate::TaskContext::client).
+//! * [`AsyncResult`], [`GroupResult`] — `get` with a timeout, `state`, `ready`, `revoke`.
+//! * [`Producer`] — the messages for a signature (pure: freeze, expand, encode).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use celeriac_worker::client::{chain, Client, ClientError, Signature};
+//!
+//! # async fn run() -> Result<(), ClientError> {
+//! let client = Client::connect("redis://127.0.0.1:6379/0", Some("redis://127.0.0.1:6379/1")).await?;
+//! let add = client.send(&Signature::new("tasks.add").arg(2).arg(3)).await?;
+//! assert_eq!(add.get(Duration::from_secs(10)).await?, 5);
+//! // (2 + 3) * 4
+//! let flow = chain([
+//!     Signature::new("tasks.add").arg(2).arg(3),
+//!     Signature::new("tasks.mul").arg(4),
+//! ]);
+//! let product = client.send(&flow).await?.get(Duration::from_secs(10)).await?;
+//! assert_eq!(product, 20);
+//! # Ok(())
+//! # }
+//! ```
+
+mod freeze;
+mod producer;
+mod result;
+mod signature;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use celeriac_broker_bridge::backend::{BackendError, BackendOptions, ResultBackend, TaskState};
+use celeriac_broker_bridge::pidbox;
+use celeriac_broker_bridge::transport::{Broker, TransportOptions};
+use serde_json::{Map, Value};
+
+pub use freeze::Frozen;
+pub use producer::{Outgoing, Prepared, Producer};
+pub use result::{AsyncResult, GroupResult};
+pub use signature::{chain, chord, group, Signature};
+
+use crate::canvas::Parent;
+use crate::task::PyException;
+
+/// Why sending or reading a result failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker could not be reached or refused the message.
+    #[error("cannot publish: {0}")]
+    Publish(String),
+    /// The signature cannot be sent (bad option, empty chain, unsupported canvas).
+    #[error("cannot send the signature: {0}")]
+    Canvas(String),
+    /// No producer is available here (see [`TaskContext::client`](crate::TaskContext::client)).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Reading results needs a result backend, and this client has none.
+    #[error("no result backend configured: results cannot be read")]
+    NoBackend,
+    /// The result backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The stored meta cannot be understood.
+    #[error("unreadable result: {0}")]
+    Result(String),
+    /// The task did not finish within the timeout (Celery's `TimeoutError`).
+    #[error("task {task_id}: the operation timed out")]
+    Timeout {
+        /// The task waited for.
+        task_id: String,
+    },
+    /// The task ended in `FAILURE` or `REVOKED`: the exception stored for it, as Python's
+    /// `get()` re-raises it.
+    #[error("task {task_id} {state}: {}.{exception}", exception.exc_module)]
+    Task {
+        /// The task.
+        task_id: String,
+        /// `FAILURE` or `REVOKED`.
+        state: TaskState,
+        /// The stored exception (type, module, args).
+        exception: PyException,
+        /// The stored traceback text, if any.
+        traceback: Option<String>,
+    },
+}
+
+impl From<ClientError> for PyException {
+    /// What a task calling `get()` fails with, as in Python: the child's own exception, Celery's
+    /// `TimeoutError`, or an `OperationalError` for connection trouble.
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Task { exception, .. } => exception,
+            ClientError::Timeout { .. } => PyException::in_module(
+                "celery.exceptions",
+                "TimeoutError",
+                "The operation timed out.",
+            ),
+            other => {
+                PyException::in_module("kombu.exceptions", "OperationalError", other.to_string())
+            }
+        }
+    }
+}
+
+impl From<ClientError> for crate::TaskError {
+    fn from(e: ClientError) -> Self {
+        crate::TaskError::from(PyException::from(e))
+    }
+}
+
+/// Sends tasks and reads results. Cheap to clone (shared connections).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    producer: Arc<Producer>,
+}
+
+struct Inner {
+    broker: Broker,
+    backend: Option<ResultBackend>,
+    /// kombu's Lamport clock for control messages.
+    clock: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("producer", &self.producer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connect to a Redis broker (`redis://`, `rediss://`, `socket://`) and, to read results,
+    /// a Redis result backend, with Celery's default settings.
+    pub async fn connect(
+        broker_url: &str,
+        backend_url: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let broker = Broker::connect(broker_url, TransportOptions::default())
+            .await
+            .map_err(|e| ClientError::Publish(e.to_string()))?;
+        let backend = match backend_url {
+            Some(url) => Some(ResultBackend::connect(url, BackendOptions::default()).await?),
+            None => None,
+        };
+        Ok(Client::from_parts(broker, backend, Producer::default()))
+    }
+
+    /// A client on existing connections.
+    pub fn from_parts(
+        broker: Broker,
+        backend: Option<ResultBackend>,
+        producer: Producer,
+    ) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                broker,
+                backend,
+                clock: AtomicU64::new(0),
+            }),
+            producer: Arc::new(producer),
+        }
+    }
+
+    /// The same connections, sending as a child of the task `parent` (its `parent_id`/`root_id`).
+    pub fn child_of(&self, parent: Parent) -> Client {
+        let mut producer = (*self.producer).clone();
+        producer.parent = parent;
+        Client {
+            inner: self.inner.clone(),
+            producer: Arc::new(producer),
+        }
+    }
+
+    /// What messages carry besides the call (queue, origin, parent).
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The result backend, or [`ClientError::NoBackend`].
+    pub fn backend(&self) -> Result<&ResultBackend, ClientError> {
+        self.inner.backend.as_ref().ok_or(ClientError::NoBackend)
+    }
+
+    /// Send a task, chain or chord (`sig.apply_async()`); the result of the task, of the
+    /// chain's last step or of the chord's body. A group is sent with [`Client::send_group`].
+    pub async fn send(&self, sig: &Signature) -> Result<AsyncResult, ClientError> {
+        match self.publish(sig).await? {
+            Frozen::Task(id) => Ok(self.result(id)),
+            Frozen::Group { .. } => Err(ClientError::Canvas(
+                "this signature's result is a group: send it with send_group".into(),
+            )),
+        }
+    }
+
+    /// Send a group (`group(...).apply_async()`); one result per member.
+    pub async fn send_group(&self, sig: &Signature) -> Result<GroupResult, ClientError> {
+        match self.publish(sig).await? {
+            frozen @ Frozen::Group { .. } => Ok(self.group_result(&frozen)),
+            Frozen::Task(id) => Err(ClientError::Canvas(format!(
+                "this signature's result is one task ({id}), not a group: send it with send"
+            ))),
+        }
+    }
+
+    /// Send task `name` with positional and keyword arguments (`app.send_task`).
+    pub async fn send_task(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<AsyncResult, ClientError> {
+        self.send(&Signature::new(name).args(args).kwargs(kwargs))
+            .await
+    }
+
+    /// The result of task `task_id` (`AsyncResult(id)`).
+    pub fn result(&self, task_id: impl Into<String>) -> AsyncResult {
+        AsyncResult::new(task_id.into(), self.clone())
+    }
+
+    fn group_result(&self, frozen: &Frozen) -> GroupResult {
+        match frozen {
+            Frozen::Task(id) => GroupResult::new(id.clone(), vec![self.result(id.clone())]),
+            Frozen::Group { id, members } => GroupResult::new(
+                id.clone(),
+                members
+                    .iter()
+                    .map(|m| match m {
+                        Frozen::Task(id) => self.result(id.clone()),
+                        Frozen::Group { id, .. } => self.result(id.clone()),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Revoke task `task_id` on every worker, as `celery control revoke` does (a broadcast on
+    /// the pidbox; workers that receive the task later skip it and store `REVOKED`). With
+    /// `terminate`, a worker running it stops it with SIGTERM.
+    pub async fn revoke(&self, task_id: &str, terminate: bool) -> Result<(), ClientError> {
+        let mut arguments = Map::new();
+        arguments.insert("task_id".into(), task_id.into());
+        arguments.insert("terminate".into(), terminate.into());
+        arguments.insert("signal".into(), "SIGTERM".into());
+        let clock = self.inner.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        pidbox::broadcast(
+            &self.inner.broker,
+            crate::control::NAMESPACE,
+            "revoke",
+            arguments,
+            clock,
+            &self.producer.serializer,
+        )
+        .await
+        .map_err(|e| ClientError::Publish(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Freeze, store chord sizes, publish; the frozen result ids.
+    async fn publish(&self, sig: &Signature) -> Result<Frozen, ClientError> {
+        let prepared = self.producer.prepare(sig, chrono::Utc::now())?;
+        for (group_id, size) in &prepared.chord_sizes {
+            self.backend()
+                .map_err(|_| ClientError::Canvas("a chord needs a result backend".into()))?
+                .set_chord_size(group_id, *size)
+                .await?;
+        }
+        for out in &prepared.messages {
+            self.inner
+                .broker
+                .publish(&out.envelope, "", &out.queue)
+                .await
+                .map_err(|e| ClientError::Publish(format!("task {}: {e}", out.task_id)))?;
+        }
+        Ok(prepared.result)
+    }
+}
+
+#[cfg(test)]
+mod tests;
