@@ -222,3 +222,30 @@ async fn what_lands_in_redis_is_what_python_sent() {
     let python_tag = python["properties"]["delivery_tag"].as_str().unwrap();
     assert_eq!(raw[0].replace(tag, python_tag), python_raw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_member_adds_a_task_to_its_chord() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "4"]);
+    let c = client(&world).await;
+    // t.grow(1) adds t.add(1, 1): the body sums 1, 4 and 2.
+    let grown = chord(
+        [Signature::new("t.grow").arg(1), add(2, 2)],
+        Signature::new("t.tsum"),
+    );
+    assert_eq!(
+        c.send(&grown).await.unwrap().get(WAIT).await.unwrap(),
+        json!(7)
+    );
+    let alone = c.send(&Signature::new("t.grow").arg(1)).await.unwrap();
+    match alone.get(WAIT).await {
+        Err(ClientError::Task { exception, .. }) => {
+            assert_eq!(exception.exc_type, "ValueError");
+            assert_eq!(
+                exception.args,
+                vec![json!("Current task is not member of any chord")]
+            );
+        }
+        other => panic!("add_to_chord outside a chord fails with ValueError, got {other:?}"),
+    }
+}

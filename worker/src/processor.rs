@@ -264,10 +264,7 @@ async fn execute(
         kwargs: msg.kwargs.clone(),
         data: rt.registry.data().cloned(),
         time_limits: signals.clone(),
-        client: rt
-            .client
-            .as_ref()
-            .map(|c| c.child_of(crate::canvas::parent_of(&msg))),
+        client: rt.client.as_ref().map(|c| c.for_task(&msg)),
     };
     if !acks_late {
         rt.ack(delivery).await;

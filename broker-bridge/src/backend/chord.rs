@@ -176,6 +176,17 @@ impl ResultBackend {
         Ok(())
     }
 
+    /// One more member in a running chord (Celery's `add_to_chord`): `INCR .t`, which the
+    /// part-return adds to the size stored in `.s`.
+    pub async fn add_to_chord(&self, group_id: &str) -> Result<(), BackendError> {
+        let mut conn = self.connection();
+        let _: i64 = redis::cmd("INCR")
+            .arg(self.chord_key(group_id, ".t"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Add a header task's part and, when it completes the set, claim the right to fire the body
     /// and read the parts. `join_timeout_s` is `result_chord_join_timeout`.
     pub async fn chord_part_return(

@@ -323,6 +323,12 @@ fn main() -> anyhow::Result<()> {
                 Ok::<_, TaskError>(serde_json::json!({"id": child.id(), "value": value}))
             },
         )
+        // A chord member that adds `t.add(n, n)` to its chord, then returns `n`.
+        .task("t.grow", |ctx: TaskContext, (n,): (i64,)| async move {
+            let more = celeriac_worker::client::Signature::new("t.add").arg(n).arg(n);
+            ctx.client()?.add_to_chord(&more).await?;
+            Ok::<_, TaskError>(n)
+        })
         .task("t.whoami", |ctx: TaskContext, (): ()| async move {
             Ok::<_, TaskError>(serde_json::json!({
                 "id": ctx.id, "retries": ctx.retries, "queue": ctx.queue, "hostname": ctx.hostname,

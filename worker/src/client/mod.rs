@@ -36,12 +36,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use celeriac_broker_bridge::backend::{BackendError, BackendOptions, ResultBackend, TaskState};
+use celeriac_broker_bridge::codec::TaskMessage;
 use celeriac_broker_bridge::pidbox;
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};
 use serde_json::{Map, Value};
 
 pub use freeze::Frozen;
-pub use producer::{Outgoing, Prepared, Producer};
+pub use producer::{ChordMember, Outgoing, Prepared, Producer};
 pub use result::{AsyncResult, GroupResult};
 pub use signature::{chain, chord, group, Signature};
 
@@ -60,6 +61,9 @@ pub enum ClientError {
     /// No producer is available here (see [`TaskContext::client`](crate::TaskContext::client)).
     #[error("{0}")]
     Unavailable(String),
+    /// `add_to_chord` from a task that is not a chord header member (Celery's `ValueError`).
+    #[error("Current task is not member of any chord")]
+    NotInChord,
     /// Reading results needs a result backend, and this client has none.
     #[error("no result backend configured: results cannot be read")]
     NoBackend,
@@ -96,6 +100,9 @@ impl From<ClientError> for PyException {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Task { exception, .. } => exception,
+            ClientError::NotInChord => {
+                PyException::new("ValueError", "Current task is not member of any chord")
+            }
             ClientError::Timeout { .. } => PyException::in_module(
                 "celery.exceptions",
                 "TimeoutError",
@@ -179,6 +186,25 @@ impl Client {
         }
     }
 
+    /// The same connections, sending as a child of the task of `msg` (its id as `parent_id`,
+    /// its root as `root_id`), which may extend its chord with [`Client::add_to_chord`].
+    pub fn for_task(&self, msg: &TaskMessage) -> Client {
+        let mut producer = (*self.producer).clone();
+        producer.parent = crate::canvas::parent_of(msg);
+        producer.chord = match (&msg.chord, &msg.group) {
+            (Some(body), Some(group_id)) => Some(ChordMember {
+                group_id: group_id.clone(),
+                group_index: msg.group_index,
+                body: body.to_value(),
+            }),
+            _ => None,
+        };
+        Client {
+            inner: self.inner.clone(),
+            producer: Arc::new(producer),
+        }
+    }
+
     /// What messages carry besides the call (queue, origin, parent).
     pub fn producer(&self) -> &Producer {
         &self.producer
@@ -219,6 +245,32 @@ impl Client {
     ) -> Result<AsyncResult, ClientError> {
         self.send(&Signature::new(name).args(args).kwargs(kwargs))
             .await
+    }
+
+    /// Add `sig` to the chord the sending task is a header member of, as Celery's
+    /// `Task.add_to_chord`: it runs as one more header member (the chord's body waits for it and
+    /// gets its result too). Only from a chord member's [`TaskContext::client`](crate::TaskContext::client).
+    pub async fn add_to_chord(&self, sig: &Signature) -> Result<AsyncResult, ClientError> {
+        let member = self
+            .producer
+            .chord
+            .as_ref()
+            .ok_or(ClientError::NotInChord)?;
+        let mut sig = sig
+            .clone()
+            .option("group_id", member.group_id.as_str())
+            .option("chord", member.body.clone());
+        if let Some(index) = member.group_index {
+            sig = sig.option("group_index", index);
+        }
+        let prepared = self.producer.prepare(&sig, chrono::Utc::now())?;
+        self.backend()?.add_to_chord(&member.group_id).await?;
+        match self.publish_prepared(prepared).await? {
+            Frozen::Task(id) => Ok(self.result(id)),
+            Frozen::Group { .. } => Err(ClientError::Canvas(
+                "only a task can be added to a chord".into(),
+            )),
+        }
     }
 
     /// The result of task `task_id` (`AsyncResult(id)`).
@@ -266,7 +318,11 @@ impl Client {
 
     /// Freeze, store chord sizes, publish; the frozen result ids.
     async fn publish(&self, sig: &Signature) -> Result<Frozen, ClientError> {
-        let prepared = self.producer.prepare(sig, chrono::Utc::now())?;
+        self.publish_prepared(self.producer.prepare(sig, chrono::Utc::now())?)
+            .await
+    }
+
+    async fn publish_prepared(&self, prepared: Prepared) -> Result<Frozen, ClientError> {
         for (group_id, size) in &prepared.chord_sizes {
             self.backend()
                 .map_err(|_| ClientError::Canvas("a chord needs a result backend".into()))?

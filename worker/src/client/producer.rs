@@ -24,6 +24,19 @@ pub struct Producer {
     pub parent: Parent,
     /// How task bodies are written: JSON, or signed (`task_serializer = "auth"`).
     pub serializer: BodySerializer,
+    /// The chord the sending task is a header member of (for `add_to_chord`).
+    pub chord: Option<ChordMember>,
+}
+
+/// A chord header member's place in its chord, as its message tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChordMember {
+    /// The chord's group id.
+    pub group_id: String,
+    /// The member's index in the header.
+    pub group_index: Option<i64>,
+    /// The chord body (signature dict).
+    pub body: Value,
 }
 
 impl Default for Producer {
@@ -38,6 +51,7 @@ impl Default for Producer {
             reply_to: uuid::Uuid::new_v4().to_string(),
             parent: Parent::default(),
             serializer: BodySerializer::Json,
+            chord: None,
         }
     }
 }
