@@ -56,6 +56,25 @@ async fn tasks_and_canvases(c: &Client) {
         json!(20)
     );
 
+    let mixed = chain([
+        add(1, 2),
+        group([
+            Signature::new("t.mul").arg(2),
+            Signature::new("t.mul").arg(3),
+        ]),
+        Signature::new("t.tsum"),
+        chain([Signature::new("t.add").arg(5)]),
+        chord(
+            [add(1, 1).immutable(), Signature::new("t.mul").arg(2)],
+            Signature::new("t.tsum"),
+        ),
+    ]);
+    // 1 + 2 = 3; [6, 9] summed = 15; + 5 = 20; [2, 40] summed = 42.
+    assert_eq!(
+        c.send(&mixed).await.unwrap().get(WAIT).await.unwrap(),
+        json!(42)
+    );
+
     let g = c
         .send_group(&group((0..4).map(|i| add(i, i))))
         .await

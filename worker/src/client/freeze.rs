@@ -24,7 +24,7 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
     match sig.subtask_type.as_deref() {
         None => Ok(Frozen::Task(freeze_task(&mut sig.options, reply_to))),
         Some("chain") => {
-            let mut steps = tasks(sig, "tasks")?;
+            let mut steps = upgrade_groups(flatten(tasks(sig, "tasks")?)?);
             let mut last = None;
             for step in &mut steps {
                 last = Some(freeze(step, reply_to)?);
@@ -46,12 +46,45 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
             })
         }
         Some("chord") => {
-            if let Some(header) = sig.kwargs.get("header") {
-                let mut header =
-                    Signature::from_value(header, "chord.header").map_err(|e| e.to_string())?;
+            // As Celery freezes a chord: the header group and the chord share one id; the
+            // header's tasks get their index; the body its own id.
+            let mut header = match sig.kwargs.get("header") {
+                Some(h @ Value::Object(_)) => {
+                    Signature::from_value(h, "chord.header").map_err(|e| e.to_string())?
+                }
+                Some(Value::Array(items)) => {
+                    let mut kwargs = Map::new();
+                    kwargs.insert("tasks".into(), Value::Array(items.clone()));
+                    let mut g = Signature::new("celery.group", Vec::new(), kwargs);
+                    g.subtask_type = Some("group".into());
+                    g
+                }
+                _ => return Err("a chord without a header".into()),
+            };
+            let id = match header.task_id().or_else(|| sig.task_id()) {
+                Some(id) => id.to_string(),
+                None => uuid::Uuid::new_v4().to_string(),
+            };
+            if header.subtask_type.as_deref() == Some("group") {
+                header
+                    .options
+                    .insert("task_id".into(), Value::from(id.as_str()));
+                header.options.insert("root_id".into(), Value::Null);
+                header.options.insert("parent_id".into(), Value::Null);
+                let mut members = tasks(&header, "tasks")?;
+                for (i, m) in members.iter_mut().enumerate() {
+                    freeze(m, reply_to)?;
+                    if m.subtask_type.is_none() {
+                        m.options.insert("group_index".into(), Value::from(i));
+                    }
+                }
+                header.kwargs.insert("tasks".into(), to_list(&members));
+            } else {
                 freeze(&mut header, reply_to)?;
-                sig.kwargs.insert("header".into(), header.to_value());
             }
+            sig.kwargs.insert("header".into(), header.to_value());
+            sig.options
+                .insert("task_id".into(), Value::from(id.as_str()));
             let body = sig
                 .kwargs
                 .get("body")
@@ -63,6 +96,44 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
         }
         Some(other) => Err(format!("celeriac cannot send a {other} canvas")),
     }
+}
+
+/// Nested chains spliced in (`chain(a, chain(b, c))` is `chain(a, b, c)`).
+fn flatten(steps: Vec<Signature>) -> Result<Vec<Signature>, String> {
+    let mut flat = Vec::with_capacity(steps.len());
+    for step in steps {
+        if step.subtask_type.as_deref() == Some("chain") {
+            flat.extend(flatten(tasks(&step, "tasks")?)?);
+        } else {
+            flat.push(step);
+        }
+    }
+    Ok(flat)
+}
+
+/// A group followed by another step becomes a chord with that step as body, as Celery's
+/// `prepare_steps` upgrades it (from the end of the chain).
+fn upgrade_groups(steps: Vec<Signature>) -> Vec<Signature> {
+    let mut out: Vec<Signature> = Vec::with_capacity(steps.len());
+    for step in steps.into_iter().rev() {
+        match (step.subtask_type.as_deref(), out.pop()) {
+            (Some("group"), Some(body)) => {
+                let mut kwargs = Map::new();
+                kwargs.insert("kwargs".into(), Value::Object(Map::new()));
+                kwargs.insert("header".into(), step.to_value());
+                kwargs.insert("body".into(), body.to_value());
+                let mut chord = Signature::new("celery.chord", Vec::new(), kwargs);
+                chord.subtask_type = Some("chord".into());
+                out.push(chord);
+            }
+            (_, next) => {
+                out.extend(next);
+                out.push(step);
+            }
+        }
+    }
+    out.reverse();
+    out
 }
 
 fn freeze_task(options: &mut Map<String, Value>, reply_to: &str) -> String {

@@ -282,20 +282,53 @@ fn canvases_match_celery_byte_for_byte() {
     let c = chord(
         header,
         Signature::new("tasks.tsum").task_id(body_id.clone()),
-    );
-    let mut wire = c.into_wire();
-    let mut h = Signature::from_value(&wire.kwargs["header"])
-        .unwrap()
-        .into_wire();
-    h.options.insert("task_id".into(), gid.into());
-    wire.kwargs.insert("header".into(), h.to_value());
-    let prepared = fx
-        .producer()
-        .prepare(&Signature::from(wire.clone()), Utc::now())
-        .unwrap();
-    assert_eq!(prepared.chord_sizes, vec![(fx.header(0, "group"), 3)]);
+    )
+    .task_id(gid.clone());
+    let prepared = fx.producer().prepare(&c, Utc::now()).unwrap();
+    assert_eq!(prepared.chord_sizes, vec![(gid, 3)]);
     assert_eq!(
-        same_bytes("p2_chord", &fx, Signature::from(wire), Utc::now()),
+        same_bytes("p2_chord", &fx, c, Utc::now()),
         Frozen::Task(body_id)
+    );
+
+    // A group followed by a task is upgraded to a chord, as Celery's `prepare_steps` does.
+    let fx = Fixture::load("p2_chain_with_group_and_chord");
+    let steps = fx.body(0)[2]["chain"].clone();
+    let id = |v: &Value| v["options"]["task_id"].as_str().unwrap().to_string();
+    let member = |step: usize, i: usize| id(&steps[step]["kwargs"]["header"]["kwargs"]["tasks"][i]);
+    let body = |step: usize| id(&steps[step]["kwargs"]["body"]);
+    let tsum = |step: usize| Signature::new("tasks.tsum").task_id(body(step));
+    let flow = chain([
+        Signature::new("tasks.add")
+            .arg(1)
+            .arg(2)
+            .task_id(fx.id(0))
+            .ignore_result(false),
+        group([
+            Signature::new("tasks.mul").arg(2).task_id(member(1, 0)),
+            Signature::new("tasks.mul").arg(3).task_id(member(1, 1)),
+        ])
+        .task_id(id(&steps[1])),
+        tsum(1),
+        chord(
+            [
+                Signature::new("tasks.add")
+                    .arg(1)
+                    .arg(1)
+                    .immutable()
+                    .task_id(member(0, 0)),
+                Signature::new("tasks.add")
+                    .arg(2)
+                    .arg(2)
+                    .immutable()
+                    .task_id(member(0, 1)),
+            ],
+            tsum(0),
+        )
+        .task_id(id(&steps[0])),
+    ]);
+    assert_eq!(
+        same_bytes("p2_chain_with_group_and_chord", &fx, flow, Utc::now()),
+        Frozen::Task(body(0))
     );
 }
