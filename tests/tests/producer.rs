@@ -194,6 +194,14 @@ print(json.dumps(w.get(timeout=60)))
     let child = spawned["id"].as_str().unwrap();
     let waited: Value = serde_json::from_str(lines[2]).unwrap();
     assert_eq!(waited["value"], json!(9), "{out}");
+    let refused = world.py(r#"
+from celery_app import app
+try:
+    app.send_task("t.join", args=(1, 2)).get(timeout=60)
+except RuntimeError as e:
+    print(str(e).splitlines()[0])
+"#);
+    assert_eq!(refused.trim(), "Never call result.get() within a task!");
 
     // The subtask as it waits in Redis, read as a Python worker reads it.
     let raw: Vec<String> = world.redis().lrange("held", 0, -1).unwrap();

@@ -308,7 +308,7 @@ fn main() -> anyhow::Result<()> {
             },
         )
         // Sends task `name` with `args` to `queue` through the producer API (as a child of this
-        // task); with `wait`, also waits for its result.
+        // task); with `wait`, also waits for its result (`disable_sync_subtasks=False`).
         .task(
             "t.spawn",
             |ctx: TaskContext, (name, args, queue, wait): (String, Vec<Value>, String, bool)| async move {
@@ -317,12 +317,18 @@ fn main() -> anyhow::Result<()> {
                     .queue(queue);
                 let child = ctx.client()?.send(&sig).await?;
                 let value = match wait {
-                    true => child.get(Duration::from_secs(60)).await?,
+                    true => child.get_with(Duration::from_secs(60), false).await?,
                     false => Value::Null,
                 };
                 Ok::<_, TaskError>(serde_json::json!({"id": child.id(), "value": value}))
             },
         )
+        // Waits for a subtask with a plain `get`, which Celery refuses in a task.
+        .task("t.join", |ctx: TaskContext, (a, b): (i64, i64)| async move {
+            let sig = celeriac_worker::client::Signature::new("t.add").arg(a).arg(b);
+            let child = ctx.client()?.send(&sig).await?;
+            Ok::<_, TaskError>(child.get(Duration::from_secs(60)).await?)
+        })
         // A chord member that adds `t.add(n, n)` to its chord, then returns `n`.
         .task("t.grow", |ctx: TaskContext, (n,): (i64,)| async move {
             let more = celeriac_worker::client::Signature::new("t.add").arg(n).arg(n);

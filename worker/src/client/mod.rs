@@ -49,6 +49,9 @@ pub use signature::{chain, chord, group, Signature};
 use crate::canvas::Parent;
 use crate::task::PyException;
 
+/// Celery's `E_WOULDBLOCK`.
+const WOULD_BLOCK: &str = "Never call result.get() within a task!\nSee https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks\n";
+
 /// Why sending or reading a result failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -61,6 +64,9 @@ pub enum ClientError {
     /// No producer is available here (see [`TaskContext::client`](crate::TaskContext::client)).
     #[error("{0}")]
     Unavailable(String),
+    /// `get()` in a task without `disable_sync_subtasks = false` (Celery's `RuntimeError`).
+    #[error("{}", WOULD_BLOCK)]
+    WouldBlock,
     /// `add_to_chord` from a task that is not a chord header member (Celery's `ValueError`).
     #[error("Current task is not member of any chord")]
     NotInChord,
@@ -100,6 +106,7 @@ impl From<ClientError> for PyException {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Task { exception, .. } => exception,
+            ClientError::WouldBlock => PyException::new("RuntimeError", WOULD_BLOCK),
             ClientError::NotInChord => {
                 PyException::new("ValueError", "Current task is not member of any chord")
             }
@@ -203,6 +210,11 @@ impl Client {
             inner: self.inner.clone(),
             producer: Arc::new(producer),
         }
+    }
+
+    /// Whether this client sends as a running task (then `get` is refused by default).
+    pub fn in_task(&self) -> bool {
+        self.producer.parent.parent_id.is_some()
     }
 
     /// What messages carry besides the call (queue, origin, parent).

@@ -49,7 +49,24 @@ impl AsyncResult {
     /// return value on `SUCCESS`; on `FAILURE` or `REVOKED` the stored exception
     /// ([`ClientError::Task`], e.g. `ValueError('boom')`, `TaskRevokedError`); after the timeout
     /// [`ClientError::Timeout`] (Celery's `TimeoutError`).
+    ///
+    /// In a task (a client from [`TaskContext::client`](crate::TaskContext::client)) it is
+    /// refused as Celery refuses it, with [`ClientError::WouldBlock`]; see
+    /// [`AsyncResult::get_with`].
     pub async fn get(&self, timeout: Duration) -> Result<Value, ClientError> {
+        self.get_with(timeout, true).await
+    }
+
+    /// [`AsyncResult::get`] with Celery's `disable_sync_subtasks`: `false` lets a task wait for
+    /// a subtask (the worker must have a free slot to run it, or the wait times out).
+    pub async fn get_with(
+        &self,
+        timeout: Duration,
+        disable_sync_subtasks: bool,
+    ) -> Result<Value, ClientError> {
+        if disable_sync_subtasks && self.client.in_task() {
+            return Err(ClientError::WouldBlock);
+        }
         let meta = self
             .client
             .backend()?
@@ -115,13 +132,23 @@ impl GroupResult {
     }
 
     /// Every member's value in order (`GroupResult.get()`); the first failure in order is
-    /// returned as the error, as Celery raises it. `timeout` bounds the whole wait.
+    /// returned as the error, as Celery raises it. `timeout` bounds the whole wait. Refused in
+    /// a task, as [`AsyncResult::get`].
     pub async fn get(&self, timeout: Duration) -> Result<Vec<Value>, ClientError> {
+        self.get_with(timeout, true).await
+    }
+
+    /// [`GroupResult::get`] with Celery's `disable_sync_subtasks` (see [`AsyncResult::get_with`]).
+    pub async fn get_with(
+        &self,
+        timeout: Duration,
+        disable_sync_subtasks: bool,
+    ) -> Result<Vec<Value>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut values = Vec::with_capacity(self.results.len());
         for r in &self.results {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            values.push(r.get(left).await?);
+            values.push(r.get_with(left, disable_sync_subtasks).await?);
         }
         Ok(values)
     }

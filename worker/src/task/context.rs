@@ -58,7 +58,8 @@ impl TaskContext {
     /// async fn double_sum(ctx: TaskContext, a: i64, b: i64) -> Result<Value, TaskError> {
     ///     let client = ctx.client()?;
     ///     let sum = client.send(&Signature::new("tasks.add").arg(a).arg(b)).await?;
-    ///     let sum = sum.get(Duration::from_secs(30)).await?;
+    ///     // Celery's `get(disable_sync_subtasks=False)`: a plain `get` is refused in a task.
+    ///     let sum = sum.get_with(Duration::from_secs(30), false).await?;
     ///     Ok(Value::from(sum.as_i64().unwrap_or(0) * 2))
     /// }
     /// ```
