@@ -12,6 +12,7 @@ use celeriac_broker_bridge::backend::TaskState;
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};
 use celeriac_testkit::workspace_root;
 use celeriac_worker::client::{chain, chord, group, Client, ClientError, Producer, Signature};
+use celeriac_worker::config::{Settings, WorkerArgs};
 use redis::Commands;
 use serde_json::{json, Value};
 use support::World;
@@ -274,5 +275,72 @@ async fn a_chord_member_adds_a_task_to_its_chord() {
             );
         }
         other => panic!("add_to_chord outside a chord fails with ValueError, got {other:?}"),
+    }
+}
+
+/// A client configured as the worker is (`CELERY_*` variables): signed task bodies a Python
+/// worker accepting only `auth` runs, and signed results read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_from_the_settings_signs_as_the_worker_does() {
+    let keys = workspace_root().join("proto-fixtures/fixtures/signed");
+    let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    let mut world = World::new(&[
+        ("CELERY_TASK_SERIALIZER", "auth"),
+        ("CELERY_RESULT_SERIALIZER", "auth"),
+        ("CELERY_ACCEPT_CONTENT", "auth"),
+        ("CELERY_SECURITY_KEY", &path(keys.join("key-encrypted.pem"))),
+        ("CELERY_SECURITY_CERTIFICATE", &path(keys.join("cert.pem"))),
+        (
+            "CELERY_SECURITY_CERT_STORE",
+            &path(keys.join("store/*.pem")),
+        ),
+    ]);
+    let password_file = world.dir().join("key-password");
+    std::fs::write(&password_file, "test-password\n").unwrap();
+    world.env.push((
+        "CELERY_SECURITY_KEY_PASSWORD_FILE".into(),
+        path(password_file),
+    ));
+    let _py = world.python_worker("pysigned", "celery");
+    let settings = Settings::load(&WorkerArgs::default(), world.env.clone()).unwrap();
+    let c = Client::from_settings(&settings).await.unwrap();
+    let r = c.send(&add(20, 22)).await.unwrap();
+    assert_eq!(r.get(WAIT).await.unwrap(), json!(42));
+    let raw: Vec<u8> = world
+        .redis()
+        .get(format!("celery-task-meta-{}", r.id()))
+        .unwrap();
+    assert!(
+        serde_json::from_slice::<Value>(&raw).is_err(),
+        "the stored result is signed, not plain JSON"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_with_terminate_stops_a_running_task() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let c = client(&world).await;
+    let r = c
+        .send(&Signature::new("t.tracked").arg(600_000))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while r.state().await.unwrap() != TaskState::Started {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "t.tracked never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.revoke(true).await.unwrap();
+    match r.get(WAIT).await {
+        Err(ClientError::Task {
+            state, exception, ..
+        }) => {
+            assert_eq!(state, TaskState::Revoked);
+            assert_eq!(exception.exc_type, "TaskRevokedError");
+        }
+        other => panic!("a terminated task's get returns TaskRevokedError, got {other:?}"),
     }
 }

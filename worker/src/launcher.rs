@@ -366,7 +366,8 @@ async fn connect_broker(url: &str, opts: TransportOptions) -> Broker {
     }
 }
 
-fn backend_options(
+/// The result backend's options from the settings (key prefix, expiry, signing).
+pub(crate) fn backend_options(
     settings: &Settings,
     signing: &crate::signing::Signing,
 ) -> anyhow::Result<BackendOptions> {

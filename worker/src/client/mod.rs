@@ -157,6 +157,7 @@ impl Client {
         broker_url: &str,
         backend_url: Option<&str>,
     ) -> Result<Client, ClientError> {
+        crate::launcher::install_crypto_provider();
         let broker = Broker::connect(broker_url, TransportOptions::default())
             .await
             .map_err(|e| ClientError::Publish(e.to_string()))?;
@@ -165,6 +166,40 @@ impl Client {
             None => None,
         };
         Ok(Client::from_parts(broker, backend, Producer::default()))
+    }
+
+    /// Connect as a worker with these settings would (Celery's `CELERY_*` variables, the TOML
+    /// file): broker transport options (`global_keyprefix`, …), result backend options, the
+    /// task serializer (signed with `auth`) and `task_default_queue`. E.g.
+    /// `Client::from_settings(&Settings::load(&WorkerArgs::default(), config::process_env())?)`.
+    pub async fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Client> {
+        use anyhow::Context;
+        crate::launcher::install_crypto_provider();
+        let mut transport =
+            TransportOptions::from_json(&Value::Object(settings.broker_transport_options.clone()))
+                .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
+        transport.max_message_bytes = usize::try_from(settings.max_message_bytes).ok();
+        let signing = crate::signing::Signing::from_settings(settings)?;
+        let broker = Broker::connect(settings.broker_url.expose(), transport)
+            .await
+            .context("connect to the broker")?;
+        let backend = match &settings.result_backend {
+            Some(url) => Some(
+                ResultBackend::connect(
+                    url.expose(),
+                    crate::launcher::backend_options(settings, &signing)?,
+                )
+                .await
+                .context("connect to the result backend")?,
+            ),
+            None => None,
+        };
+        let producer = Producer {
+            default_queue: settings.task_default_queue.clone(),
+            serializer: signing.tasks.clone(),
+            ..Producer::default()
+        };
+        Ok(Client::from_parts(broker, backend, producer))
     }
 
     /// A client on existing connections.

@@ -183,7 +183,8 @@ impl Signature {
         self
     }
 
-    pub(crate) fn into_wire(self) -> codec::Signature {
+    /// The wire form (e.g. for `TaskError::replace`).
+    pub fn into_wire(self) -> codec::Signature {
         self.wire
     }
 }
