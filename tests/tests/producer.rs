@@ -76,6 +76,19 @@ async fn tasks_and_canvases(c: &Client) {
         json!(42)
     );
 
+    // Options of later steps apply when the step is sent, as in Celery.
+    let timed = chain([
+        add(1, 1),
+        Signature::new("t.mul")
+            .arg(3)
+            .expires_in(300.0)
+            .countdown(0.2),
+    ]);
+    assert_eq!(
+        c.send(&timed).await.unwrap().get(WAIT).await.unwrap(),
+        json!(6)
+    );
+
     let g = c
         .send_group(&group((0..4).map(|i| add(i, i))))
         .await

@@ -202,7 +202,8 @@ impl TaskMessage {
     ///
     /// The id is `options.task_id` or a fresh UUID4; `root_id` defaults to the new id. Options
     /// honoured: `group_id`, `group_index`, `priority`, `shadow`, `link`, `link_error`, `chain`,
-    /// `chord`, `queue` (as `routing_key`), `eta`/`expires` (ISO strings), `reply_to`,
+    /// `chord`, `queue` (as `routing_key`), `eta` (ISO string), `expires` (ISO string or
+    /// seconds from now), `countdown` (seconds from now), `reply_to`,
     /// `retries`, `time_limit`, `soft_time_limit`, `ignore_result`, `headers` (merged into the message
     /// headers) and `stamped_headers` (each named option becomes a stamp), as Celery's
     /// `send_task` takes them. Canvas signatures (`subtask_type` set) are refused: they must be expanded first.
@@ -235,12 +236,27 @@ impl TaskMessage {
         msg.shadow = get_str(o, "shadow", "options.shadow")?;
         msg.reply_to = get_str(o, "reply_to", "options.reply_to")?;
         msg.routing_key = get_str(o, "queue", "options.queue")?;
+        let now = Utc::now();
         for (key, slot) in [("eta", &mut msg.eta), ("expires", &mut msg.expires)] {
-            if let Some(s) = get_str(o, key, format_args!("options.{key}"))? {
-                *slot = Some(WireTime::parse(&s).ok_or(DecodeErrorKind::BadTimestamp {
-                    field: if key == "eta" { "eta" } else { "expires" },
-                    value: s,
-                })?);
+            match o.get(key) {
+                // `expires` in seconds counts from now, as Celery's `as_task_v2`.
+                Some(v @ Value::Number(_)) if key == "expires" => {
+                    *slot = seconds_from(now, v, "options.expires")?;
+                }
+                _ => {
+                    if let Some(s) = get_str(o, key, format_args!("options.{key}"))? {
+                        *slot = Some(WireTime::parse(&s).ok_or(DecodeErrorKind::BadTimestamp {
+                            field: if key == "eta" { "eta" } else { "expires" },
+                            value: s,
+                        })?);
+                    }
+                }
+            }
+        }
+        // A countdown (not 0) wins over an eta, as in Celery.
+        if let Some(v) = o.get("countdown").filter(|v| v.as_f64() != Some(0.0)) {
+            if let Some(eta) = seconds_from(now, v, "options.countdown")? {
+                msg.eta = Some(eta);
             }
         }
         for (key, slot) in [
@@ -282,10 +298,52 @@ impl TaskMessage {
     }
 }
 
+/// `now` + a number of seconds (`null`: none).
+fn seconds_from(
+    now: DateTime<Utc>,
+    v: &Value,
+    path: &str,
+) -> Result<Option<WireTime>, DecodeErrorKind> {
+    Ok(as_seconds(v, path)?.map(|s| {
+        WireTime::from_utc(now + chrono::Duration::microseconds((s * 1e6).round() as i64))
+    }))
+}
+
 /// `link`/`link_error` options: one signature dict or a list of them.
 fn one_or_many(value: Option<&Value>, path: &str) -> Result<Vec<Signature>, DecodeErrorKind> {
     match value {
         Some(v @ Value::Object(_)) => Ok(vec![Signature::from_value(v, path)?]),
         other => signature::list(other, path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_in_seconds_count_from_now() {
+        let mut sig = Signature::new("t.add", vec![json!(1)], Map::new());
+        sig.options.insert("countdown".into(), json!(60));
+        sig.options.insert("expires".into(), json!(120.5));
+        sig.options
+            .insert("eta".into(), json!("2000-01-01T00:00:00+00:00"));
+        let before = Utc::now();
+        let msg = TaskMessage::from_signature(&sig, None, None).unwrap();
+        let after = Utc::now();
+        let eta = msg.eta.unwrap().utc;
+        assert!(
+            eta >= before + chrono::Duration::seconds(60)
+                && eta <= after + chrono::Duration::seconds(60)
+        );
+        let expires = msg.expires.unwrap().utc;
+        let span = chrono::Duration::milliseconds(120_500);
+        assert!(expires >= before + span && expires <= after + span);
+        sig.options.insert("countdown".into(), json!(0));
+        let msg = TaskMessage::from_signature(&sig, None, None).unwrap();
+        assert_eq!(msg.eta.unwrap().raw, "2000-01-01T00:00:00+00:00");
+        sig.options.insert("expires".into(), json!("soon"));
+        assert!(TaskMessage::from_signature(&sig, None, None).is_err());
     }
 }
