@@ -245,3 +245,46 @@ fn an_idle_task_process_that_died_is_replaced_without_failing_a_run() {
         w.log()
     );
 }
+
+/// The pids of `n` `t.pid` runs sent one after the other.
+fn pids_of_sequential_runs(world: &World, n: usize) -> Vec<u32> {
+    let out = world.py(&format!(
+        "from celery_app import app\nfor _ in range({n}):\n    print(app.send_task('t.pid').get(timeout=60))\n"
+    ));
+    out.lines().map(|l| l.parse().expect("a pid")).collect()
+}
+
+#[test]
+fn max_tasks_per_child_replaces_a_task_process_after_that_many_runs() {
+    let world = World::new(&[]);
+    let w = world.celeriac("w1", &["-c", "1", "--max-tasks-per-child", "2"]);
+    let pids = pids_of_sequential_runs(&world, 5);
+    let [a, a2, b, b2, c] = pids[..] else {
+        panic!("five pids: {pids:?}")
+    };
+    assert_eq!((a, b), (a2, b2), "each child runs two tasks: {pids:?}");
+    assert!(a != b && b != c && a != c, "then it is replaced: {pids:?}");
+    let replaced = eventually(Duration::from_secs(20), || {
+        (reaped(a) && reaped(b)).then_some(())
+    });
+    assert!(replaced.is_some(), "retired children are reaped");
+    assert!(w.log().contains("task process replaced"), "{}", w.log());
+}
+
+#[test]
+fn max_memory_per_child_replaces_a_task_process_past_the_limit() {
+    // 1 KiB: every child is over it after its first task, which still completes.
+    let world = World::new(&[("CELERY_WORKER_MAX_MEMORY_PER_CHILD", "1")]);
+    let w = world.celeriac("w1", &["-c", "1"]);
+    let pids = pids_of_sequential_runs(&world, 3);
+    let [a, b, c] = pids[..] else {
+        panic!("three pids: {pids:?}")
+    };
+    assert!(a != b && b != c && a != c, "a new child per run: {pids:?}");
+    assert!(
+        w.log()
+            .contains("exceeds worker_max_memory_per_child (1 KiB)"),
+        "{}",
+        w.log()
+    );
+}

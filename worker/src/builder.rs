@@ -216,8 +216,15 @@ impl WorkerBuilder {
 
     /// Finish.
     pub fn build(self) -> Worker {
+        let settings = self.settings.unwrap_or_default();
+        if let Some(pool) = &self.processes {
+            pool.set_limits(
+                settings.worker_max_tasks_per_child,
+                settings.worker_max_memory_per_child,
+            );
+        }
         Worker {
-            settings: self.settings.unwrap_or_default(),
+            settings,
             registry: self.registry,
         }
     }

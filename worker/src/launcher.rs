@@ -282,11 +282,20 @@ pub async fn run(
         rt.clone(),
         upkeep_stop.clone(),
     )));
-    spawn_unless_sqs(Box::pin(crate::control::mingle(rt.clone())));
-    let heartbeat = spawn_unless_sqs(Box::pin(crate::events::heartbeat_loop(
-        rt.clone(),
-        upkeep_stop.clone(),
-    )));
+    if !rt.settings.without_mingle {
+        spawn_unless_sqs(Box::pin(crate::control::mingle(rt.clone())));
+    }
+    // `--without-heartbeat`: no worker-online/heartbeat/offline events, as Celery's worker
+    // without its Heart.
+    let heartbeats = !rt.settings.without_heartbeat;
+    let heartbeat = if heartbeats {
+        spawn_unless_sqs(Box::pin(crate::events::heartbeat_loop(
+            rt.clone(),
+            upkeep_stop.clone(),
+        )))
+    } else {
+        tokio::spawn(async {})
+    };
     let event_batches = spawn_unless_sqs(Box::pin(crate::events::batch_loop(
         rt.clone(),
         upkeep_stop.clone(),
@@ -329,7 +338,9 @@ pub async fn run(
     let _ = registration.await;
     let _ = heartbeat.await;
     let _ = event_batches.await;
-    crate::events::worker_event(&rt, "worker-offline").await;
+    if heartbeats {
+        crate::events::worker_event(&rt, "worker-offline").await;
+    }
     tracing::info!(
         processed = rt
             .counters

@@ -1,9 +1,12 @@
 //! Logging setup: JSON lines for machines, human-readable lines for people.
 
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -20,28 +23,63 @@ pub enum LoggingError {
     /// A global subscriber was already installed.
     #[error("logging is already initialised: {0}")]
     AlreadySet(String),
+    /// The log file (`--logfile`) cannot be opened for appending.
+    #[error("cannot open log file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Installs the global subscriber writing to stdout. The level comes from `level` unless
 /// `RUST_LOG` is set (then it wins, with its full directive syntax). `format` `Auto` means JSON
 /// lines when stdout is not a terminal, human-readable when it is.
 pub fn init(level: LogLevel, format: LogFormat) -> Result<(), LoggingError> {
+    init_to(level, format, None)
+}
+
+/// [`init`], appending to `logfile` instead of stdout when one is given (Celery's `--logfile`;
+/// `Auto` then means JSON lines, a file not being a terminal).
+pub fn init_to(
+    level: LogLevel,
+    format: LogFormat,
+    logfile: Option<&Path>,
+) -> Result<(), LoggingError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => {
             EnvFilter::try_new(&directives).map_err(|e| LoggingError::Filter(e.to_string()))?
         }
         _ => EnvFilter::new(level_directive(level)),
     };
-    let json = use_json(format, std::io::stdout().is_terminal());
+    let (writer, terminal) = match logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| LoggingError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            (BoxMakeWriter::new(Mutex::new(file)), false)
+        }
+        None => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+    };
+    let json = use_json(format, terminal);
     let result = if json {
         tracing::subscriber::set_global_default(
-            json_subscriber(filter, std::io::stdout).with(crate::telemetry::layer()),
+            json_subscriber(filter, writer).with(crate::telemetry::layer()),
         )
     } else {
         tracing::subscriber::set_global_default(
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stdout)
+                .with_writer(writer)
                 .finish()
                 .with(crate::telemetry::layer()),
         )

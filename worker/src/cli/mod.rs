@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod healthcheck;
+pub mod pidfile;
 pub mod warm;
 pub mod worker;
 

@@ -1,5 +1,6 @@
 //! `celeriac worker`: settings from flags, environment and file; logging; run until signalled.
 
+use super::pidfile::Pidfile;
 use crate::builder::WorkerBuilder;
 use crate::config::{process_env, Settings, WorkerArgs};
 use crate::logging;
@@ -12,7 +13,18 @@ pub fn run(builder: WorkerBuilder, args: &WorkerArgs) -> anyhow::Result<()> {
     builder.serve_if_task_process();
     let settings = Settings::load(args, process_env())?;
     let _telemetry = crate::telemetry::init()?;
-    logging::init(settings.loglevel, settings.log_format)?;
+    logging::init_to(
+        settings.loglevel,
+        settings.log_format,
+        args.logfile.as_deref(),
+    )?;
+    for warning in args.ignored_flags() {
+        tracing::warn!("{warning}");
+    }
+    let _pidfile = match &args.pidfile {
+        Some(path) => Some(Pidfile::create(path)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(super::RUNTIME_THREAD_STACK)
         .enable_all()

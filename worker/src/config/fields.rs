@@ -314,6 +314,32 @@ pub(crate) static FIELDS: &[Field] = &[
         },
     ),
     celery(
+        "worker_max_tasks_per_child",
+        "CELERY_WORKER_MAX_TASKS_PER_CHILD",
+        Plain,
+        |s, r| {
+            s.worker_max_tasks_per_child = optional_positive(r)?;
+            Ok(())
+        },
+    ),
+    celery(
+        "worker_max_memory_per_child",
+        "CELERY_WORKER_MAX_MEMORY_PER_CHILD",
+        Plain,
+        |s, r| {
+            s.worker_max_memory_per_child = optional_positive(r)?;
+            Ok(())
+        },
+    ),
+    celeriac("without_mingle", "CELERIAC_WITHOUT_MINGLE", |s, r| {
+        s.without_mingle = r.bool()?;
+        Ok(())
+    }),
+    celeriac("without_heartbeat", "CELERIAC_WITHOUT_HEARTBEAT", |s, r| {
+        s.without_heartbeat = r.bool()?;
+        Ok(())
+    }),
+    celery(
         "worker_hostname",
         "CELERY_WORKER_HOSTNAME",
         Plain,
@@ -390,6 +416,17 @@ pub(crate) static FIELDS: &[Field] = &[
         Ok(())
     }),
 ];
+
+/// A count or size where empty and `0` mean "no limit", as Celery reads these settings.
+fn optional_positive(r: Raw) -> Result<Option<u64>, String> {
+    if let Raw::Text(t) = r {
+        if t.trim().is_empty() {
+            return Ok(None);
+        }
+    }
+    let n: u64 = r.integer()?;
+    Ok((n > 0).then_some(n))
+}
 
 fn non_empty_list(r: Raw) -> Result<Vec<String>, String> {
     let list = r.list()?;

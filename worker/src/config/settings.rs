@@ -271,6 +271,18 @@ pub struct Settings {
     /// finish before the rest are handed back to the broker. Celery's default 0 means: wait
     /// for running tasks without limit, as Celery's warm shutdown does.
     pub worker_soft_shutdown_timeout: Duration,
+    /// `worker_max_tasks_per_child` (`--max-tasks-per-child`): a task process is replaced after
+    /// running this many tasks (default: never). Applies to process tasks only.
+    pub worker_max_tasks_per_child: Option<u64>,
+    /// `worker_max_memory_per_child` (`--max-memory-per-child`), KiB: a task process whose resident
+    /// memory exceeds it after a task is replaced (default: never). Applies to process tasks only.
+    pub worker_max_memory_per_child: Option<u64>,
+    /// Celeriac-only `without_mingle` (`--without-mingle`): skip the start-up exchange with other
+    /// workers (revoked ids).
+    pub without_mingle: bool,
+    /// Celeriac-only `without_heartbeat` (`--without-heartbeat`): send no `worker-online`,
+    /// `worker-heartbeat` or `worker-offline` events.
+    pub without_heartbeat: bool,
     /// `worker_hostname` (`-n`): the node name, `%h`/`%n`/`%d` expanded (default `celeriac@<hostname>`).
     pub worker_hostname: String,
     /// `queues` (`-Q`): queues consumed (default: `[task_default_queue]`).
@@ -403,6 +415,10 @@ impl Default for Settings {
             worker_prefetch_multiplier: 4,
             worker_send_task_events: false,
             worker_soft_shutdown_timeout: Duration::ZERO,
+            worker_max_tasks_per_child: None,
+            worker_max_memory_per_child: None,
+            without_mingle: false,
+            without_heartbeat: false,
             worker_hostname: DEFAULT_HOSTNAME.into(),
             queues: Vec::new(),
             loglevel: LogLevel::Info,
@@ -568,6 +584,16 @@ impl fmt::Debug for Settings {
                 "worker_soft_shutdown_timeout",
                 &self.worker_soft_shutdown_timeout,
             )
+            .field(
+                "worker_max_tasks_per_child",
+                &self.worker_max_tasks_per_child,
+            )
+            .field(
+                "worker_max_memory_per_child",
+                &self.worker_max_memory_per_child,
+            )
+            .field("without_mingle", &self.without_mingle)
+            .field("without_heartbeat", &self.without_heartbeat)
             .field("worker_hostname", &shown(&self.worker_hostname))
             .field("queues", &shown_all(&self.queues))
             .field("loglevel", &self.loglevel)

@@ -461,10 +461,65 @@ fn json_list_env_and_every_flag_maps_to_a_setting() {
         acks_late: true,
         metrics_port: Some("1".into()),
         soft_shutdown_timeout: Some("1".into()),
+        time_limit: Some("30".into()),
+        soft_time_limit: Some("2.5".into()),
+        max_tasks_per_child: Some("10".into()),
+        max_memory_per_child: Some("0".into()),
+        exclude_queues: vec![],
+        without_mingle: true,
+        without_heartbeat: true,
+        without_gossip: true,
+        optimization: Some("fair".into()),
+        pidfile: None,
+        logfile: None,
+        app: Some("proj".into()),
+        pool: Some("prefork".into()),
+        autoscale: Some("10,3".into()),
     };
     let s = load(&every_flag, &[]).unwrap();
     assert_eq!(s.worker_hostname, "celeriac@n");
     assert_eq!(s.loglevel, LogLevel::Error);
+    assert_eq!(s.task_time_limit, Some(Duration::from_secs(30)));
+    assert_eq!(s.task_soft_time_limit, Some(Duration::from_millis(2500)));
+    assert_eq!(s.worker_max_tasks_per_child, Some(10));
+    assert_eq!(s.worker_max_memory_per_child, None, "0 means no limit");
+    assert!(s.without_mingle && s.without_heartbeat);
+    assert_eq!(every_flag.ignored_flags().len(), 3);
+}
+
+#[test]
+fn exclude_queues_removes_from_the_consumed_queues() {
+    let args = |q: &[&str], x: &[&str]| WorkerArgs {
+        queues: q.iter().map(|s| s.to_string()).collect(),
+        exclude_queues: x.iter().map(|s| s.to_string()).collect(),
+        ..WorkerArgs::default()
+    };
+    let s = load(&args(&["a", "b", "c"], &["b"]), &[]).unwrap();
+    assert_eq!(s.queues, ["a", "c"]);
+    let s = load(&args(&[], &["nope"]), &[("CELERY_TASK_DEFAULT_QUEUE", "d")]).unwrap();
+    assert_eq!(s.queues, ["d"], "the default queue when -Q is not given");
+    let err = load(&args(&["a"], &["a"]), &[]).unwrap_err().to_string();
+    assert!(err.contains("--exclude-queues"), "{err}");
+}
+
+#[test]
+fn celery_worker_settings_for_task_processes_from_the_environment() {
+    let s = load(
+        &WorkerArgs::default(),
+        &[
+            ("CELERY_WORKER_MAX_TASKS_PER_CHILD", "5"),
+            ("CELERY_WORKER_MAX_MEMORY_PER_CHILD", "120000"),
+            ("CELERIAC_WITHOUT_MINGLE", "yes"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.worker_max_tasks_per_child, Some(5));
+    assert_eq!(s.worker_max_memory_per_child, Some(120_000));
+    assert!(s.without_mingle);
+    assert!(!s.without_heartbeat);
+    let defaults = load(&WorkerArgs::default(), &[]).unwrap();
+    assert_eq!(defaults.worker_max_tasks_per_child, None);
+    assert_eq!(defaults.worker_max_memory_per_child, None);
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub struct TaskProcess {
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
     pid: u32,
+    /// Runs it replied to.
+    runs: u64,
 }
 
 impl TaskProcess {
@@ -50,6 +52,7 @@ impl TaskProcess {
             stdin,
             stdout: BufReader::new(stdout).lines(),
             pid,
+            runs: 0,
         })
     }
 
@@ -83,10 +86,32 @@ impl TaskProcess {
         }
     }
 
-    fn kill_and_reap(mut self, why: &str, run_id: &str) {
+    fn kill_and_reap(self, why: &str, run_id: &str) {
+        tracing::warn!(pid = self.pid, run_id, why, "task process killed");
+        self.end();
+    }
+
+    /// An idle child past a `worker_max_*_per_child` limit: ended, a new one starts on demand.
+    fn retire(self, why: &str) {
+        tracing::info!(
+            pid = self.pid,
+            runs = self.runs,
+            why,
+            "task process replaced"
+        );
+        self.end();
+    }
+
+    /// Its resident memory in KiB (Linux `/proc`), if it can be read.
+    fn resident_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn end(mut self) {
         let pid = self.pid;
         let _ = self.child.start_kill();
-        tracing::warn!(pid, run_id, why, "task process killed");
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
@@ -105,9 +130,40 @@ impl TaskProcess {
 pub struct Pool {
     idle: Mutex<Vec<TaskProcess>>,
     jobs: AtomicU64,
+    /// `worker_max_tasks_per_child` (0: no limit).
+    max_tasks: AtomicU64,
+    /// `worker_max_memory_per_child`, KiB (0: no limit).
+    max_memory_kib: AtomicU64,
 }
 
 impl Pool {
+    /// Replace a child after `max_tasks` runs, or when its resident memory exceeds
+    /// `max_memory_kib` after a run (Celery's `worker_max_tasks_per_child` and
+    /// `worker_max_memory_per_child`; the run that crossed the line completes).
+    pub fn set_limits(&self, max_tasks: Option<u64>, max_memory_kib: Option<u64>) {
+        self.max_tasks
+            .store(max_tasks.unwrap_or(0), Ordering::Relaxed);
+        self.max_memory_kib
+            .store(max_memory_kib.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Why `p`, having just replied, must not be reused.
+    fn past_limit(&self, p: &TaskProcess) -> Option<String> {
+        let max_tasks = self.max_tasks.load(Ordering::Relaxed);
+        if max_tasks > 0 && p.runs >= max_tasks {
+            return Some(format!("worker_max_tasks_per_child ({max_tasks}) reached"));
+        }
+        let max_kib = self.max_memory_kib.load(Ordering::Relaxed);
+        if max_kib > 0 {
+            if let Some(kib) = p.resident_kib().filter(|&kib| kib > max_kib) {
+                return Some(format!(
+                    "resident memory {kib} KiB exceeds worker_max_memory_per_child ({max_kib} KiB)"
+                ));
+            }
+        }
+        None
+    }
+
     /// Take an idle child that is still alive, or start one, for run `run_id`. (An idle child
     /// may have died meanwhile, e.g. killed by the OOM killer; it is reaped and replaced, so the
     /// run does not fail for it.)
@@ -158,10 +214,15 @@ impl Lease {
             .expect("a lease holds its process until it ends")
     }
 
-    /// The run finished with a reply: the child goes back to the pool.
+    /// The run finished with a reply: the child goes back to the pool, unless it is past a
+    /// per-child limit (then it is replaced).
     pub fn give_back(mut self) {
-        if let Some(p) = self.process.take() {
-            self.pool.idle.lock().expect("pool lock").push(p);
+        if let Some(mut p) = self.process.take() {
+            p.runs += 1;
+            match self.pool.past_limit(&p) {
+                Some(why) => p.retire(&why),
+                None => self.pool.idle.lock().expect("pool lock").push(p),
+            }
         }
     }
 
