@@ -278,6 +278,15 @@ async fn a_chord_member_adds_a_task_to_its_chord() {
         c.send(&grown).await.unwrap().get(WAIT).await.unwrap(),
         json!(7)
     );
+    // A whole chord added: its body's result is one more part (Celery's `add_chord_to_chord`).
+    let nested = chord(
+        [Signature::new("t.grow_chord").arg(json!([1, 2, 3])).arg(4)],
+        Signature::new("t.echo"),
+    );
+    let mut parts: Vec<i64> =
+        serde_json::from_value(c.send(&nested).await.unwrap().get(WAIT).await.unwrap()).unwrap();
+    parts.sort();
+    assert_eq!(parts, vec![0, 5 + 6 + 7]);
     let alone = c.send(&Signature::new("t.grow").arg(1)).await.unwrap();
     match alone.get(WAIT).await {
         Err(ClientError::Task { exception, .. }) => {

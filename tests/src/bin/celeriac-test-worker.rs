@@ -323,6 +323,21 @@ fn main() -> anyhow::Result<()> {
                 Ok::<_, TaskError>(serde_json::json!({"id": child.id(), "value": value}))
             },
         )
+        // A chord member that adds a chord of `t.add(num, val)` summed by `t.tsum` to its chord
+        // (Celery's integration task `add_chord_to_chord`), then returns 0.
+        .task(
+            "t.grow_chord",
+            |ctx: TaskContext, (nums, val): (Vec<i64>, i64)| async move {
+                use celeriac_worker::client::{chord, Signature};
+                let adds = nums
+                    .iter()
+                    .map(|n| Signature::new("t.add").arg(*n).arg(val));
+                ctx.client()?
+                    .add_to_chord(&chord(adds, Signature::new("t.tsum")))
+                    .await?;
+                Ok::<_, TaskError>(0)
+            },
+        )
         // Waits for a subtask with a plain `get`, which Celery refuses in a task.
         .task("t.join", |ctx: TaskContext, (a, b): (i64, i64)| async move {
             let sig = celeriac_worker::client::Signature::new("t.add").arg(a).arg(b);

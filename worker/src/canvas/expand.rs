@@ -5,7 +5,8 @@
 //! * `celery.group` → one message per member with `group`/`group_index`; a group given a
 //!   chain to continue with is upgraded to a chord whose body is the next step (as Celery does);
 //! * `celery.chord` → the header members with `group`, `group_index` and `embed.chord` = body
-//!   (body `options.group_id` = the group id, `options.chain` = the rest of an enclosing chain),
+//!   (body `options.group_id` = the group id unless the chord's options name another, the
+//!   chord's other options, `options.chain` = the rest of an enclosing chain),
 //!   and the chord size of the group; an empty header applies the body with `[]`;
 //! * `celery.chain` → its first task, carrying the rest (reversed) as `embed.chain`;
 //! * other canvas types (`xmap`, `xstarmap`, `chunks`) are Celery builtin tasks: sent as such.
@@ -184,11 +185,23 @@ impl Plan {
             }
             _ => return Err(err(sig, "chord without a body")),
         };
+        // As Celery's `chord.run`: the chord's own options go to its body (so a chord added to
+        // another chord reports there), except those of the call itself.
+        for (k, v) in &options {
+            if !matches!(
+                k.as_str(),
+                "task_id" | "parent_id" | "countdown" | "eta" | "chain" | "link" | "link_error"
+            ) {
+                body.options.insert(k.clone(), v.clone());
+            }
+        }
         if body.task_id().is_none() {
             body.options.insert("task_id".into(), Value::from(new_id()));
         }
-        body.options
-            .insert("group_id".into(), Value::from(gid.as_str()));
+        if !body.options.contains_key("group_id") {
+            body.options
+                .insert("group_id".into(), Value::from(gid.as_str()));
+        }
         let rest = chain_option(sig, &options)?;
         if !rest.is_empty() {
             body.options.insert("chain".into(), signature_list(&rest));
