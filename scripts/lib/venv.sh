@@ -1,7 +1,8 @@
 # Sourced by scripts: installs missing system packages (Debian, as root) and makes the Python venvs
 # with real Celery: tests/requirements.txt (current Celery, with kombu[sqs] and moto[server] for SQS) and proto-fixtures/requirements-5.3.txt
-# (Celery 5.3.6, for the mixed-version chord test). Sets CELERIAC_TEST_PYTHON and
-# CELERIAC_TEST_PYTHON_CELERY536.
+# (Celery 5.3.6, for the mixed-version chord test), tests/requirements-exporter.txt (celery-exporter,
+# for the series-compatibility test). Sets CELERIAC_TEST_PYTHON, CELERIAC_TEST_PYTHON_CELERY536 and
+# CELERIAC_TEST_PYTHON_EXPORTER.
 
 ensure_system_packages() {
   local need=()
@@ -112,4 +113,23 @@ ensure_venv_celery536() {
     echo "$want" > "$stamp"
   fi
   export CELERIAC_TEST_PYTHON_CELERY536="$venv/bin/python"
+}
+
+# A third venv with celery-exporter (danihodovic/celery-exporter) and its exact pins, for the test
+# that compares its series with celeriac's.
+ensure_venv_exporter() {
+  local root=$1
+  local venv="$root/.venv-exporter"
+  local req="$root/tests/requirements-exporter.txt"
+  local stamp="$venv/.requirements.sha256"
+  local want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "creating $venv (celery-exporter from PyPI)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$req"
+    echo "$want" > "$stamp"
+  fi
+  export CELERIAC_TEST_PYTHON_EXPORTER="$venv/bin/python"
 }

@@ -8,7 +8,7 @@
 //!   `postgres`/`mysql` user when root), optionally TLS-only, stopped on drop.
 //! * [`MotoServer`] runs moto's SQS emulator (server mode, from the test venv) on a free port.
 //! * [`python`] finds the interpreter of the test venv that `scripts/test` creates with real Celery;
-//!   [`python_celery536`] the one of its Celery 5.3.6 venv.
+//!   [`python_celery536`] the one of its Celery 5.3.6 venv, [`python_exporter`] celery-exporter's.
 //! * [`workspace_root`] and [`fixtures_dir`] locate committed data.
 
 use std::net::TcpListener;
@@ -78,6 +78,22 @@ pub fn python_celery536() -> Result<PathBuf> {
     if !path.exists() {
         bail!(
             "the Celery 5.3.6 venv's python is missing at {} — run scripts/test (it creates the venv)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Path of the Python interpreter of the celery-exporter venv (`.venv-exporter`, made by
+/// `scripts/test` from `tests/requirements-exporter.txt`). `CELERIAC_TEST_PYTHON_EXPORTER`
+/// overrides.
+pub fn python_exporter() -> Result<PathBuf> {
+    let path = std::env::var_os("CELERIAC_TEST_PYTHON_EXPORTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-exporter/bin/python"));
+    if !path.exists() {
+        bail!(
+            "the celery-exporter venv's python is missing at {} — run scripts/test (it creates the venv)",
             path.display()
         );
     }

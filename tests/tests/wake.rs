@@ -154,7 +154,7 @@ fn without_c_async_tasks_are_not_bound_by_the_cpu_count() {
         "from celery_app import app\nfor _ in range({n}): app.send_task('t.sleep', args=(15000,))"
     ));
     let all_running = support::eventually(Duration::from_secs(60), || {
-        (metric(port, "celeriac_worker_running") >= n as f64).then_some(())
+        (metric(port, "celery_worker_tasks_active") >= n as f64).then_some(())
     });
     assert!(
         all_running.is_some(),

@@ -1,7 +1,8 @@
-//! Prometheus metrics of a worker: task counters and runtimes (celery-exporter's names where they
-//! exist), what this worker holds and runs, and the queue depth in Redis (every priority list,
-//! plus everything unacked) read in one round trip and cached for [`DEPTH_CACHE_TTL`], so many
-//! replicas scraped often do not load Redis.
+//! Prometheus metrics of a worker: task counters and runtimes named, typed and labelled as
+//! celery-exporter names the same things (so its dashboards and alerts work), what this worker
+//! holds and runs, the standard `process_*` series, and the queue depth in Redis (every priority
+//! list, plus everything unacked) read in one round trip and cached for [`DEPTH_CACHE_TTL`], so
+//! many replicas scraped often do not load Redis.
 //!
 //! More collectors (e.g. caches) are added with [`Metrics::register`].
 
@@ -22,10 +23,14 @@ use crate::runtime::Runtime;
 /// How long one read of the queue depth is reused.
 pub const DEPTH_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Task runtime histogram buckets, seconds.
+/// Task runtime histogram buckets, seconds: celery-exporter's default (Python
+/// prometheus_client's `Histogram.DEFAULT_BUCKETS`).
 const RUNTIME_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+
+/// Labels of the task series (besides the constant `hostname`), as celery-exporter's.
+const TASK_LABELS: &[&str] = &["name", "queue_name"];
 
 /// Every metric of one worker. Created before the broker connection, shared through
 /// [`Runtime::metrics`].
@@ -37,6 +42,7 @@ pub struct Metrics {
     failed: IntCounterVec,
     retried: IntCounterVec,
     revoked: IntCounterVec,
+    rejected: IntCounterVec,
     runtime: HistogramVec,
     dead_lettered: IntCounter,
     reconnects: IntCounter,
@@ -48,7 +54,7 @@ pub struct Metrics {
     queue_length: IntGaugeVec,
     unacked: IntGauge,
     dead_letter_length: IntGauge,
-    running: IntGauge,
+    tasks_active: IntGauge,
     reserved: IntGauge,
     eta_held: IntGauge,
     prefetch_in_use: IntGauge,
@@ -61,13 +67,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of the worker named `hostname` (a constant `hostname` label on every series).
-    pub fn new(hostname: &str) -> Metrics {
-        let registry =
-            Registry::new_custom(None, Some([("hostname".into(), hostname.into())].into()))
-                .expect("a fixed, valid label set");
+    /// Metrics of the worker with node name `nodename`: every series carries the constant label
+    /// `hostname`, the host part of the node name (after `@`), as celery-exporter labels it.
+    pub fn new(nodename: &str) -> Metrics {
+        let registry = Registry::new_custom(
+            None,
+            Some([("hostname".into(), host_part(nodename).into())].into()),
+        )
+        .expect("a fixed, valid label set");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric names");
         let task = |name: &str, help: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &["name", "queue_name"])
+            let c = IntCounterVec::new(Opts::new(name, help), TASK_LABELS)
                 .expect("valid metric definition");
             registry
                 .register(Box::new(c.clone()))
@@ -99,13 +114,24 @@ impl Metrics {
             }
             c
         };
+        let failed = IntCounterVec::new(
+            Opts::new(
+                "celery_task_failed_total",
+                "Tasks that failed, by exception class.",
+            ),
+            &["name", "exception", "queue_name"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(failed.clone()))
+            .expect("unique metric name");
         let runtime = HistogramVec::new(
             HistogramOpts::new(
-                "celery_task_runtime_seconds",
-                "Task run time in seconds, from start to outcome.",
+                "celery_task_runtime",
+                "Run time in seconds of the tasks that succeeded.",
             )
             .buckets(RUNTIME_BUCKETS.to_vec()),
-            &["name", "queue_name"],
+            TASK_LABELS,
         )
         .expect("valid metric definition");
         registry
@@ -132,14 +158,18 @@ impl Metrics {
                 "Tasks this worker started running.",
             ),
             succeeded: task("celery_task_succeeded_total", "Tasks that succeeded."),
-            failed: task("celery_task_failed_total", "Tasks that failed."),
+            failed,
             retried: task(
                 "celery_task_retried_total",
                 "Task retries published by this worker.",
             ),
             revoked: task(
                 "celery_task_revoked_total",
-                "Tasks not run because they expired.",
+                "Tasks revoked: expired or revoked before they ran, or terminated.",
+            ),
+            rejected: task(
+                "celery_task_rejected_total",
+                "Task messages rejected: requeued or dead-lettered.",
             ),
             runtime,
             dead_lettered: counter(
@@ -177,8 +207,8 @@ impl Metrics {
                 "celeriac_dead_letter_length",
                 "Elements in the dead-letter list.",
             ),
-            running: gauge(
-                "celeriac_worker_running",
+            tasks_active: gauge(
+                "celery_worker_tasks_active",
                 "Tasks this worker is running now.",
             ),
             reserved: gauge(
@@ -221,14 +251,31 @@ impl Metrics {
         self.capacity.store(reservation_slots, Ordering::Relaxed);
     }
 
-    /// A task message was received.
+    /// A task message was received. Every outcome series of the task starts at zero here (the
+    /// failure one with an empty `exception`), as celery-exporter does, so rates start at once.
     pub fn task_received(&self, name: &str, queue: &str) {
-        self.received.with_label_values(&[name, queue]).inc();
+        let labels = [name, queue];
+        self.received.with_label_values(&labels).inc();
+        for c in [
+            &self.started,
+            &self.succeeded,
+            &self.retried,
+            &self.revoked,
+            &self.rejected,
+        ] {
+            c.with_label_values(&labels);
+        }
+        self.failed.with_label_values(&[name, "", queue]);
     }
 
-    /// A task was not run because it expired.
+    /// A task was revoked (`task-revoked`): expired or revoked before it ran, or terminated.
     pub fn task_revoked(&self, name: &str, queue: &str) {
         self.revoked.with_label_values(&[name, queue]).inc();
+    }
+
+    /// A task message was rejected (`task-rejected`): requeued or dead-lettered.
+    pub fn task_rejected(&self, name: &str, queue: &str) {
+        self.rejected.with_label_values(&[name, queue]).inc();
     }
 
     /// A task started running.
@@ -236,27 +283,25 @@ impl Metrics {
         self.started.with_label_values(&[name, queue]).inc();
     }
 
-    /// A task succeeded (its result and follow-ups were handled).
-    pub fn task_succeeded(&self, name: &str, queue: &str) {
+    /// A task succeeded after running for `runtime`.
+    pub fn task_succeeded(&self, name: &str, queue: &str, runtime: Duration) {
         self.succeeded.with_label_values(&[name, queue]).inc();
+        self.runtime
+            .with_label_values(&[name, queue])
+            .observe(runtime.as_secs_f64());
     }
 
-    /// A task failed for good: FAILURE stored, `task-failed` sent. A lost run given back to the
-    /// queue is not a failure, nor is a retry request.
-    pub fn task_failed(&self, name: &str, queue: &str) {
-        self.failed.with_label_values(&[name, queue]).inc();
+    /// A task failed for good (`task-failed` with the exception's repr `exception`). A lost run
+    /// given back to the queue is not a failure, nor is a retry request.
+    pub fn task_failed(&self, name: &str, queue: &str, exception: &str) {
+        self.failed
+            .with_label_values(&[name, exception_class(exception), queue])
+            .inc();
     }
 
     /// A task's retry was published (an exhausted retry is a failure instead).
     pub fn task_retried(&self, name: &str, queue: &str) {
         self.retried.with_label_values(&[name, queue]).inc();
-    }
-
-    /// A task run ended after `elapsed`, whatever its outcome.
-    pub fn task_runtime(&self, name: &str, queue: &str, elapsed: Duration) {
-        self.runtime
-            .with_label_values(&[name, queue])
-            .observe(elapsed.as_secs_f64());
     }
 
     /// A Redis write failed and is tried again.
@@ -351,7 +396,7 @@ impl Metrics {
             (running.len(), running.values().filter(|r| !r.acked).count())
         };
         let held = rt.held.lock().expect("held lock").len();
-        self.running.set(running as i64);
+        self.tasks_active.set(running as i64);
         self.reserved.set(held.saturating_sub(running_held) as i64);
         self.eta_held
             .set(rt.eta_held.load(Ordering::Relaxed) as i64);
@@ -370,6 +415,25 @@ impl Metrics {
         }
         self.unacked.set(d.unacked as i64);
         self.dead_letter_length.set(d.dead_letter as i64);
+    }
+}
+
+/// The host part of a node name (`worker@host` → `host`; a name without `@` is all host), as
+/// Celery's `nodesplit` reads it.
+pub fn host_part(nodename: &str) -> &str {
+    nodename.split_once('@').map_or(nodename, |(_, host)| host)
+}
+
+/// The `exception` label of a failure, from the exception's repr (`ValueError('x')` →
+/// `ValueError`): the word before the opening parenthesis, `UnknownException` when there is
+/// none, as celery-exporter reads it from `task-failed` events.
+pub fn exception_class(repr: &str) -> &str {
+    let word = repr
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(repr.len());
+    match repr[word..].starts_with('(') && word > 0 {
+        true => &repr[..word],
+        false => "UnknownException",
     }
 }
 
@@ -393,40 +457,55 @@ mod tests {
     }
 
     #[test]
-    fn task_counters_and_histogram_are_exposed_with_labels() {
+    fn task_series_are_named_and_labelled_as_celery_exporters() {
         let m = Metrics::new("w1@host");
         m.task_received("t.add", "celery");
         m.task_started("t.add", "celery");
-        m.task_succeeded("t.add", "celery");
-        m.task_runtime("t.add", "celery", Duration::from_millis(20));
-        m.task_failed("t.add", "celery");
-        m.task_runtime("t.add", "celery", Duration::from_millis(2));
+        m.task_succeeded("t.add", "celery", Duration::from_millis(20));
+        m.task_failed("t.add", "celery", "ValueError('bad')");
         m.broker_reachable(false);
         m.broker_reachable(true);
         let text = block_on(m.render(None));
-        assert!(text.contains(
-            r#"celery_task_received_total{name="t.add",queue_name="celery",hostname="w1@host"} 1"#
-        ), "{text}");
-        assert!(text.contains(
-            r#"celery_task_succeeded_total{name="t.add",queue_name="celery",hostname="w1@host"} 1"#
-        ), "{text}");
-        assert!(
-            text.contains(
-                r#"celery_task_failed_total{name="t.add",queue_name="celery",hostname="w1@host"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(
-            r#"celery_task_runtime_seconds_count{name="t.add",queue_name="celery",hostname="w1@host"} 2"#
-        ), "{text}");
-        assert!(
-            text.contains(r#"celeriac_broker_reconnects_total{hostname="w1@host"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE celery_task_runtime_seconds histogram"),
-            "{text}"
-        );
+        for line in [
+            r#"celery_task_received_total{name="t.add",queue_name="celery",hostname="host"} 1"#,
+            r#"celery_task_succeeded_total{name="t.add",queue_name="celery",hostname="host"} 1"#,
+            r#"celery_task_retried_total{name="t.add",queue_name="celery",hostname="host"} 0"#,
+            r#"celery_task_rejected_total{name="t.add",queue_name="celery",hostname="host"} 0"#,
+            r#"celery_task_failed_total{exception="",name="t.add",queue_name="celery",hostname="host"} 0"#,
+            r#"celery_task_failed_total{exception="ValueError",name="t.add",queue_name="celery",hostname="host"} 1"#,
+            r#"celery_task_runtime_bucket{name="t.add",queue_name="celery",hostname="host",le="0.025"} 1"#,
+            r#"celery_task_runtime_bucket{name="t.add",queue_name="celery",hostname="host",le="0.01"} 0"#,
+            r#"celery_task_runtime_count{name="t.add",queue_name="celery",hostname="host"} 1"#,
+            r#"celeriac_broker_reconnects_total{hostname="host"} 1"#,
+            "# TYPE celery_task_runtime histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+                "{name} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_read_as_celery_exporter_reads_them() {
+        assert_eq!(host_part("w1@pod-7"), "pod-7");
+        assert_eq!(host_part("a@b@c"), "b@c");
+        assert_eq!(host_part("plain"), "plain");
+        assert_eq!(exception_class("ValueError('bad')"), "ValueError");
+        assert_eq!(exception_class("KeyError(1, 2)"), "KeyError");
+        assert_eq!(exception_class("NotRegistered('t.x')"), "NotRegistered");
+        assert_eq!(exception_class("mod.Error('x')"), "UnknownException");
+        assert_eq!(exception_class("Boom"), "UnknownException");
+        assert_eq!(exception_class("(1)"), "UnknownException");
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {

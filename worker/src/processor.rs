@@ -195,6 +195,8 @@ async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
 async fn unregistered(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) {
     let reason = format!("Received unregistered task of type '{}'", msg.task);
     let exception = format!("NotRegistered('{}')", msg.task);
+    rt.metrics
+        .task_failed(&msg.task, &delivery.queue, &exception);
     events::task_failed(rt, &msg.id, exception, String::new()).await;
     if rt.settings.dead_letter_policy == crate::config::DeadLetterPolicy::DeadLetter {
         // As a Python worker does, so callers waiting on the result fail fast instead of hanging.
@@ -319,9 +321,8 @@ async fn execute(
             format!("task panicked: {}", panic_message(e)),
         ))),
     };
-    let runtime_s = started.elapsed().as_secs_f64();
-    rt.metrics
-        .task_runtime(&msg.task, &delivery.queue, started.elapsed());
+    let elapsed = started.elapsed();
+    let runtime_s = elapsed.as_secs_f64();
     let ended = Ended {
         rt,
         msg: &msg,
@@ -335,7 +336,8 @@ async fn execute(
         Ok(value) => match canvas::on_success(rt, &msg, &value).await {
             Ok(children) => {
                 tracing::info!(runtime_s, "task succeeded");
-                rt.metrics.task_succeeded(&msg.task, &delivery.queue);
+                rt.metrics
+                    .task_succeeded(&msg.task, &delivery.queue, elapsed);
                 events::task_succeeded(rt, &msg.id, &value, runtime_s).await;
                 if !ignore_result {
                     results::store_success_with_children(rt, &msg, value.clone(), children).await;
@@ -375,6 +377,9 @@ async fn execute(
     progress.recorded.store(true, Ordering::Release);
     rt.counters.processed.fetch_add(1, Ordering::Relaxed);
     if acks_late {
+        if matches!(settle, Settle::Reject { .. }) {
+            rt.metrics.task_rejected(&msg.task, &delivery.queue);
+        }
         settle::apply(rt, delivery, &msg.id, settle).await;
         progress.acked.store(true, Ordering::Release);
     }
@@ -430,10 +435,11 @@ impl Ended<'_> {
             return settle;
         }
         tracing::warn!(runtime_s, exception = %exc, "task failed");
-        rt.metrics.task_failed(&msg.task, queue);
+        let exception = events::exception_repr(exc);
+        rt.metrics.task_failed(&msg.task, queue, &exception);
         crate::telemetry::task_failed(&exc.to_string());
         let tb = results::traceback(msg, &rt.hostname, exc);
-        events::task_failed(rt, &msg.id, events::exception_repr(exc), tb).await;
+        events::task_failed(rt, &msg.id, exception, tb).await;
         if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
             results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
         }
@@ -445,6 +451,7 @@ impl Ended<'_> {
 /// A running task stopped by `revoke(terminate=True)`.
 async fn terminated(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage, acks_late: bool) {
     tracing::info!("task terminated (revoked)");
+    rt.metrics.task_revoked(&msg.task, &delivery.queue);
     results::store_revoked(rt, msg, "terminated").await;
     crate::canvas::on_revoked(rt, msg, "terminated").await;
     events::task_revoked(rt, &msg.id, true, false).await;

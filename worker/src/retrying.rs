@@ -130,19 +130,19 @@ mod tests {
         let text = metrics.render(None).await;
         for (series, n) in [
             (
-                r#"celeriac_redis_write_retries_total{operation="result",hostname="w@test"}"#,
+                r#"celeriac_redis_write_retries_total{operation="result",hostname="test"}"#,
                 2,
             ),
             (
-                r#"celeriac_redis_write_failures_total{operation="result",hostname="w@test"}"#,
+                r#"celeriac_redis_write_failures_total{operation="result",hostname="test"}"#,
                 0,
             ),
             (
-                r#"celeriac_redis_write_retries_total{operation="ack",hostname="w@test"}"#,
+                r#"celeriac_redis_write_retries_total{operation="ack",hostname="test"}"#,
                 19,
             ),
             (
-                r#"celeriac_redis_write_failures_total{operation="ack",hostname="w@test"}"#,
+                r#"celeriac_redis_write_failures_total{operation="ack",hostname="test"}"#,
                 1,
             ),
         ] {

@@ -207,6 +207,7 @@ pub async fn reject_if_revoked(rt: &Runtime, delivery: &Delivery, msg: &TaskMess
         return false;
     }
     tracing::info!("task revoked; not run");
+    rt.metrics.task_revoked(&msg.task, &delivery.queue);
     results::store_revoked(rt, msg, "revoked").await;
     crate::canvas::on_revoked(rt, msg, "revoked").await;
     events::task_revoked(rt, &msg.id, false, false).await;
