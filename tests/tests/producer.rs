@@ -11,7 +11,9 @@ use std::time::Duration;
 use celeriac_broker_bridge::backend::TaskState;
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};
 use celeriac_testkit::workspace_root;
-use celeriac_worker::client::{chain, chord, group, Client, ClientError, Producer, Signature};
+use celeriac_worker::client::{
+    chain, chord, group, AnyResult, Client, ClientError, Producer, Signature,
+};
 use celeriac_worker::config::{Settings, WorkerArgs};
 use redis::Commands;
 use serde_json::{json, Value};
@@ -52,10 +54,12 @@ async fn tasks_and_canvases(c: &Client) {
         json!(1)
     );
     let flow = chain([add(2, 3), Signature::new("t.mul").arg(4)]);
-    assert_eq!(
-        c.send(&flow).await.unwrap().get(WAIT).await.unwrap(),
-        json!(20)
-    );
+    let product = c.send(&flow).await.unwrap();
+    assert_eq!(product.get(WAIT).await.unwrap(), json!(20));
+    match product.parent() {
+        Some(AnyResult::Task(sum)) => assert_eq!(sum.get(WAIT).await.unwrap(), json!(5)),
+        other => panic!("a chain step's parent is the previous step, got {other:?}"),
+    }
 
     let mixed = chain([
         add(1, 2),
@@ -208,6 +212,18 @@ print(json.dumps(w.get(timeout=60)))
     let child = spawned["id"].as_str().unwrap();
     let waited: Value = serde_json::from_str(lines[2]).unwrap();
     assert_eq!(waited["value"], json!(9), "{out}");
+    let built = world.py(
+        r#"
+import json
+from celery_app import app
+from celery.result import result_from_tuple
+t = app.send_task("t.build_chain").get(timeout=60)
+r = result_from_tuple(t, app=app)
+print(json.dumps([len(t), isinstance(t[0][1], list), r.get(timeout=60), r.parent.parent.get(timeout=60)]))
+"#,
+    );
+    // (1 + 1 + 2) then [4 + 3, 4 + 4] summed.
+    assert_eq!(built.trim(), "[2, true, 15, 4]");
     let refused = world.py(r#"
 from celery_app import app
 try:

@@ -338,6 +338,19 @@ fn main() -> anyhow::Result<()> {
                 Ok::<_, TaskError>(0)
             },
         )
+        // Sends a chain with a group inside and returns its result, as Celery's integration task
+        // `build_chain_inside_task` (stored as the result's `as_tuple()`).
+        .task("t.build_chain", |ctx: TaskContext, (): ()| async move {
+            use celeriac_worker::client::{chain, group, Signature};
+            let add = |a: i64| Signature::new("t.add").arg(a);
+            let flow = chain([
+                add(1).arg(1),
+                add(2),
+                group([add(3), add(4)]),
+                Signature::new("t.tsum"),
+            ]);
+            Ok::<_, TaskError>(ctx.client()?.send(&flow).await?.as_tuple())
+        })
         // Waits for a subtask with a plain `get`, which Celery refuses in a task.
         .task("t.join", |ctx: TaskContext, (a, b): (i64, i64)| async move {
             let sig = celeriac_worker::client::Signature::new("t.add").arg(a).arg(b);

@@ -5,29 +5,97 @@
 use celeriac_broker_bridge::codec::Signature;
 use serde_json::{Map, Value};
 
-/// The result ids of a frozen signature.
+/// The result ids of a frozen signature, each with the result it follows (Celery's
+/// `AsyncResult.parent`: a chain step's is the previous step, a chord body's is its header).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frozen {
     /// One task's result (a task, a chain's last step, a chord's body).
-    Task(String),
+    Task {
+        /// The task id.
+        id: String,
+        /// The result this one follows.
+        parent: Option<Box<Frozen>>,
+    },
     /// A group's results, in order.
     Group {
         /// The group id.
         id: String,
         /// One per member.
         members: Vec<Frozen>,
+        /// The result this one follows.
+        parent: Option<Box<Frozen>>,
     },
+}
+
+impl Frozen {
+    /// A task's result with no parent.
+    pub fn task(id: impl Into<String>) -> Frozen {
+        Frozen::Task {
+            id: id.into(),
+            parent: None,
+        }
+    }
+
+    /// The task or group id.
+    pub fn id(&self) -> &str {
+        match self {
+            Frozen::Task { id, .. } | Frozen::Group { id, .. } => id,
+        }
+    }
+
+    /// The result this one follows.
+    pub fn parent(&self) -> Option<&Frozen> {
+        match self {
+            Frozen::Task { parent, .. } | Frozen::Group { parent, .. } => parent.as_deref(),
+        }
+    }
+
+    fn parent_mut(&mut self) -> &mut Option<Box<Frozen>> {
+        match self {
+            Frozen::Task { parent, .. } | Frozen::Group { parent, .. } => parent,
+        }
+    }
+
+    /// Make `first` the parent of the oldest result of this one's line.
+    fn follow(&mut self, first: Frozen) {
+        let mut node = self;
+        while node.parent().is_some() {
+            node = node
+                .parent_mut()
+                .as_deref_mut()
+                .expect("checked just above");
+        }
+        *node.parent_mut() = Some(Box::new(first));
+    }
+
+    /// Celery's `as_tuple()`, what a task returning a result stores: `[[id, parent], null]`
+    /// for a task, `[[id, parent], [member, ...]]` for a group.
+    pub fn as_tuple(&self) -> Value {
+        let parent = self.parent().map_or(Value::Null, Frozen::as_tuple);
+        let head = Value::Array(vec![Value::from(self.id()), parent]);
+        match self {
+            Frozen::Task { .. } => Value::Array(vec![head, Value::Null]),
+            Frozen::Group { members, .. } => Value::Array(vec![
+                head,
+                Value::Array(members.iter().map(Frozen::as_tuple).collect()),
+            ]),
+        }
+    }
 }
 
 /// Freeze `sig` in place; its result ids.
 pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
     match sig.subtask_type.as_deref() {
-        None => Ok(Frozen::Task(freeze_task(&mut sig.options, reply_to))),
+        None => Ok(Frozen::task(freeze_task(&mut sig.options, reply_to))),
         Some("chain") => {
             let mut steps = upgrade_groups(flatten(tasks(sig, "tasks")?)?);
-            let mut last = None;
+            let mut last: Option<Frozen> = None;
             for step in &mut steps {
-                last = Some(freeze(step, reply_to)?);
+                let mut result = freeze(step, reply_to)?;
+                if let Some(previous) = last.take() {
+                    result.follow(previous);
+                }
+                last = Some(result);
             }
             sig.kwargs.insert("tasks".into(), to_list(&steps));
             last.ok_or_else(|| "cannot send an empty chain".to_string())
@@ -43,6 +111,7 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
             Ok(Frozen::Group {
                 id,
                 members: frozen,
+                parent: None,
             })
         }
         Some("chord") => {
@@ -65,6 +134,7 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
                 Some(id) => id.to_string(),
                 None => uuid::Uuid::new_v4().to_string(),
             };
+            let mut header_results = Vec::new();
             if header.subtask_type.as_deref() == Some("group") {
                 header
                     .options
@@ -73,14 +143,14 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
                 header.options.insert("parent_id".into(), Value::Null);
                 let mut members = tasks(&header, "tasks")?;
                 for (i, m) in members.iter_mut().enumerate() {
-                    freeze(m, reply_to)?;
+                    header_results.push(freeze(m, reply_to)?);
                     if m.subtask_type.is_none() {
                         m.options.insert("group_index".into(), Value::from(i));
                     }
                 }
                 header.kwargs.insert("tasks".into(), to_list(&members));
             } else {
-                freeze(&mut header, reply_to)?;
+                header_results.push(freeze(&mut header, reply_to)?);
             }
             sig.kwargs.insert("header".into(), header.to_value());
             sig.options
@@ -90,8 +160,13 @@ pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
                 .get("body")
                 .ok_or_else(|| "a chord without a body".to_string())?;
             let mut body = Signature::from_value(body, "chord.body").map_err(|e| e.to_string())?;
-            let result = freeze(&mut body, reply_to)?;
+            let mut result = freeze(&mut body, reply_to)?;
             sig.kwargs.insert("body".into(), body.to_value());
+            result.follow(Frozen::Group {
+                id,
+                members: header_results,
+                parent: None,
+            });
             Ok(result)
         }
         Some(other) => Err(format!("celeriac cannot send a {other} canvas")),

@@ -43,7 +43,7 @@ use serde_json::{Map, Value};
 
 pub use freeze::Frozen;
 pub use producer::{ChordMember, Outgoing, Prepared, Producer};
-pub use result::{AsyncResult, GroupResult};
+pub use result::{AnyResult, AsyncResult, GroupResult};
 pub use signature::{chain, chord, group, Signature};
 
 use crate::canvas::Parent;
@@ -266,7 +266,7 @@ impl Client {
     /// chain's last step or of the chord's body. A group is sent with [`Client::send_group`].
     pub async fn send(&self, sig: &Signature) -> Result<AsyncResult, ClientError> {
         match self.publish(sig).await? {
-            Frozen::Task(id) => Ok(self.result(id)),
+            frozen @ Frozen::Task { .. } => Ok(AsyncResult::new(frozen, self.clone())),
             Frozen::Group { .. } => Err(ClientError::Canvas(
                 "this signature's result is a group: send it with send_group".into(),
             )),
@@ -276,8 +276,8 @@ impl Client {
     /// Send a group (`group(...).apply_async()`); one result per member.
     pub async fn send_group(&self, sig: &Signature) -> Result<GroupResult, ClientError> {
         match self.publish(sig).await? {
-            frozen @ Frozen::Group { .. } => Ok(self.group_result(&frozen)),
-            Frozen::Task(id) => Err(ClientError::Canvas(format!(
+            frozen @ Frozen::Group { .. } => Ok(GroupResult::new(frozen, self.clone())),
+            Frozen::Task { id, .. } => Err(ClientError::Canvas(format!(
                 "this signature's result is one task ({id}), not a group: send it with send"
             ))),
         }
@@ -313,7 +313,7 @@ impl Client {
         let prepared = self.producer.prepare(&sig, chrono::Utc::now())?;
         self.backend()?.add_to_chord(&member.group_id).await?;
         match self.publish_prepared(prepared).await? {
-            Frozen::Task(id) => Ok(self.result(id)),
+            frozen @ Frozen::Task { .. } => Ok(AsyncResult::new(frozen, self.clone())),
             Frozen::Group { .. } => Err(ClientError::Canvas(
                 "only a task can be added to a chord".into(),
             )),
@@ -322,23 +322,7 @@ impl Client {
 
     /// The result of task `task_id` (`AsyncResult(id)`).
     pub fn result(&self, task_id: impl Into<String>) -> AsyncResult {
-        AsyncResult::new(task_id.into(), self.clone())
-    }
-
-    fn group_result(&self, frozen: &Frozen) -> GroupResult {
-        match frozen {
-            Frozen::Task(id) => GroupResult::new(id.clone(), vec![self.result(id.clone())]),
-            Frozen::Group { id, members } => GroupResult::new(
-                id.clone(),
-                members
-                    .iter()
-                    .map(|m| match m {
-                        Frozen::Task(id) => self.result(id.clone()),
-                        Frozen::Group { id, .. } => self.result(id.clone()),
-                    })
-                    .collect(),
-            ),
-        }
+        AsyncResult::new(Frozen::task(task_id), self.clone())
     }
 
     /// Revoke task `task_id` on every worker, as `celery control revoke` does (a broadcast on

@@ -6,19 +6,67 @@ use std::time::Duration;
 use celeriac_broker_bridge::backend::TaskState;
 use serde_json::{Map, Value};
 
-use super::{Client, ClientError};
+use super::{Client, ClientError, Frozen};
 use crate::task::PyException;
 
 /// The result of one sent task (Celery's `AsyncResult`).
 #[derive(Debug, Clone)]
 pub struct AsyncResult {
     id: String,
+    frozen: Frozen,
     client: Client,
 }
 
+/// A task's or a group's result (what [`AsyncResult::parent`] may be).
+#[derive(Debug, Clone)]
+pub enum AnyResult {
+    /// One task's.
+    Task(AsyncResult),
+    /// A group's.
+    Group(GroupResult),
+}
+
+impl AnyResult {
+    pub(super) fn new(frozen: &Frozen, client: &Client) -> AnyResult {
+        match frozen {
+            Frozen::Task { .. } => {
+                AnyResult::Task(AsyncResult::new(frozen.clone(), client.clone()))
+            }
+            Frozen::Group { .. } => {
+                AnyResult::Group(GroupResult::new(frozen.clone(), client.clone()))
+            }
+        }
+    }
+
+    /// The task or group id.
+    pub fn id(&self) -> &str {
+        match self {
+            AnyResult::Task(r) => r.id(),
+            AnyResult::Group(g) => g.id(),
+        }
+    }
+}
+
 impl AsyncResult {
-    pub(super) fn new(id: String, client: Client) -> Self {
-        AsyncResult { id, client }
+    pub(super) fn new(frozen: Frozen, client: Client) -> Self {
+        AsyncResult {
+            id: frozen.id().to_string(),
+            frozen,
+            client,
+        }
+    }
+
+    /// The result this one follows, when known (sent here): a chain step's previous step, a
+    /// chord body's header group (Celery's `AsyncResult.parent`).
+    pub fn parent(&self) -> Option<AnyResult> {
+        self.frozen
+            .parent()
+            .map(|p| AnyResult::new(p, &self.client))
+    }
+
+    /// Celery's `as_tuple()`: what Celery stores for a task that returns this result.
+    pub fn as_tuple(&self) -> Value {
+        self.frozen.as_tuple()
     }
 
     /// The task id.
@@ -94,12 +142,37 @@ impl AsyncResult {
 #[derive(Debug, Clone)]
 pub struct GroupResult {
     id: String,
+    frozen: Frozen,
     results: Vec<AsyncResult>,
 }
 
 impl GroupResult {
-    pub(super) fn new(id: String, results: Vec<AsyncResult>) -> Self {
-        GroupResult { id, results }
+    pub(super) fn new(frozen: Frozen, client: Client) -> Self {
+        let results = match &frozen {
+            Frozen::Group { members, .. } => members
+                .iter()
+                .map(|m| AsyncResult::new(m.clone(), client.clone()))
+                .collect(),
+            Frozen::Task { .. } => vec![AsyncResult::new(frozen.clone(), client.clone())],
+        };
+        GroupResult {
+            id: frozen.id().to_string(),
+            frozen,
+            results,
+        }
+    }
+
+    /// The result this group follows (in a chain), when known.
+    pub fn parent(&self) -> Option<AnyResult> {
+        self.results
+            .first()
+            .and(self.frozen.parent())
+            .map(|p| AnyResult::new(p, &self.results[0].client))
+    }
+
+    /// Celery's `as_tuple()`: what Celery stores for a task that returns this result.
+    pub fn as_tuple(&self) -> Value {
+        self.frozen.as_tuple()
     }
 
     /// The group id.

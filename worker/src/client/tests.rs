@@ -6,7 +6,7 @@
 use base64::Engine;
 use celeriac_broker_bridge::backend::python_json;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::{chain, chord, group, Frozen, Producer, Signature};
 
@@ -235,10 +235,11 @@ fn canvases_match_celery_byte_for_byte() {
         Signature::new("tasks.mul").arg(4).task_id(step_id(1)),
         Signature::new("tasks.add").arg(10).task_id(step_id(0)),
     ]);
-    assert_eq!(
-        same_bytes("p2_chain", &fx, flow, Utc::now()),
-        Frozen::Task(step_id(0))
-    );
+    let last = same_bytes("p2_chain", &fx, flow, Utc::now());
+    assert_eq!(last.id(), step_id(0));
+    let mul = last.parent().unwrap();
+    assert_eq!(mul.id(), step_id(1));
+    assert_eq!(mul.parent().unwrap(), &Frozen::task(fx.id(0)));
 
     let fx = Fixture::load("p2_group");
     let gid = fx.header(0, "group");
@@ -255,13 +256,13 @@ fn canvases_match_celery_byte_for_byte() {
         group(members).task_id(gid.clone()),
         Utc::now(),
     );
-    let Frozen::Group { id, members } = frozen else {
+    let Frozen::Group { id, members, .. } = frozen else {
         panic!("a group's result is a group");
     };
     assert_eq!(id, gid);
     assert_eq!(
         members,
-        (0..3).map(|i| Frozen::Task(fx.id(i))).collect::<Vec<_>>()
+        (0..3).map(|i| Frozen::task(fx.id(i))).collect::<Vec<_>>()
     );
 
     let fx = Fixture::load("p2_chord");
@@ -285,11 +286,10 @@ fn canvases_match_celery_byte_for_byte() {
     )
     .task_id(gid.clone());
     let prepared = fx.producer().prepare(&c, Utc::now()).unwrap();
-    assert_eq!(prepared.chord_sizes, vec![(gid, 3)]);
-    assert_eq!(
-        same_bytes("p2_chord", &fx, c, Utc::now()),
-        Frozen::Task(body_id)
-    );
+    assert_eq!(prepared.chord_sizes, vec![(gid.clone(), 3)]);
+    let body = same_bytes("p2_chord", &fx, c, Utc::now());
+    assert_eq!(body.id(), body_id);
+    assert_eq!(body.parent().unwrap().id(), gid);
 
     // A group followed by a task is upgraded to a chord, as Celery's `prepare_steps` does.
     let fx = Fixture::load("p2_chain_with_group_and_chord");
@@ -327,8 +327,17 @@ fn canvases_match_celery_byte_for_byte() {
         )
         .task_id(id(&steps[0])),
     ]);
+    let last = same_bytes("p2_chain_with_group_and_chord", &fx, flow, Utc::now());
+    assert_eq!(last.id(), body(0));
+    // As Celery's `as_tuple()`: the body follows its header, which follows the previous body…
+    let tuple = last.as_tuple();
+    assert_eq!(tuple[0][0], json!(body(0)));
+    assert_eq!(tuple[0][1][0][0], json!(id(&steps[0])));
+    assert_eq!(tuple[0][1][1][0], json!([[member(0, 0), null], null]));
+    assert_eq!(tuple[0][1][0][1][0][0], json!(body(1)));
+    assert_eq!(tuple[0][1][0][1][0][1][0][0], json!(id(&steps[1])));
     assert_eq!(
-        same_bytes("p2_chain_with_group_and_chord", &fx, flow, Utc::now()),
-        Frozen::Task(body(0))
+        tuple[0][1][0][1][0][1][0][1],
+        json!([[fx.id(0), null], null])
     );
 }
