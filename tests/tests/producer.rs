@@ -32,7 +32,7 @@ fn add(a: i64, b: i64) -> Signature {
 }
 
 /// Tasks and canvases sent from Rust, run by whatever worker consumes `celery`.
-async fn tasks_and_canvases(c: &Client) {
+async fn tasks_and_canvases(world: &World, c: &Client) {
     let r = c.send(&add(2, 3)).await.unwrap();
     assert_eq!(r.get(WAIT).await.unwrap(), json!(5));
     assert_eq!(r.state().await.unwrap(), TaskState::Success);
@@ -103,6 +103,17 @@ async fn tasks_and_canvases(c: &Client) {
         vec![json!(0), json!(2), json!(4), json!(6)]
     );
     assert_eq!(g.completed_count().await.unwrap(), 4);
+    g.save().await.unwrap();
+    let restored = c.restore_group(g.id()).await.unwrap().unwrap();
+    assert_eq!(
+        restored.get(WAIT).await.unwrap(),
+        vec![json!(0), json!(2), json!(4), json!(6)]
+    );
+    let python = world.py(&format!(
+        "from celery_app import app\nfrom celery.result import GroupResult\nprint(GroupResult.restore('{}', app=app).get(timeout=60))",
+        g.id()
+    ));
+    assert_eq!(python.trim(), "[0, 2, 4, 6]");
 
     let c3 = chord((0..3).map(|i| add(i, i)), Signature::new("t.tsum"));
     assert_eq!(
@@ -147,14 +158,14 @@ async fn tasks_and_canvases(c: &Client) {
 async fn python_celery_runs_what_rust_sends() {
     let world = World::new(&[]);
     let _py = world.python_worker("py", "celery");
-    tasks_and_canvases(&client(&world).await).await;
+    tasks_and_canvases(&world, &client(&world).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn celeriac_runs_what_rust_sends() {
     let world = World::new(&[]);
     let _rust = world.celeriac("rust", &["-c", "4"]);
-    tasks_and_canvases(&client(&world).await).await;
+    tasks_and_canvases(&world, &client(&world).await).await;
 }
 
 /// Revoke a task no worker has received yet, then let the worker consume its queue: pidbox

@@ -35,6 +35,7 @@ mod signature;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use celeriac_broker_bridge::backend::group::ResultTree;
 use celeriac_broker_bridge::backend::{BackendError, BackendOptions, ResultBackend, TaskState};
 use celeriac_broker_bridge::codec::TaskMessage;
 use celeriac_broker_bridge::pidbox;
@@ -325,6 +326,13 @@ impl Client {
         AsyncResult::new(Frozen::task(task_id), self.clone())
     }
 
+    /// A group saved with `GroupResult.save()` (here or in Python), `None` if none was saved
+    /// (`GroupResult.restore(id)`).
+    pub async fn restore_group(&self, group_id: &str) -> Result<Option<GroupResult>, ClientError> {
+        let tree = self.backend()?.restore_group(group_id).await?;
+        Ok(tree.map(|t| GroupResult::new(frozen_of(&t), self.clone())))
+    }
+
     /// Revoke task `task_id` on every worker, as `celery control revoke` does (a broadcast on
     /// the pidbox; workers that receive the task later skip it and store `REVOKED`). With
     /// `terminate`, a worker running it stops it with SIGTERM.
@@ -368,6 +376,17 @@ impl Client {
                 .map_err(|e| ClientError::Publish(format!("task {}: {e}", out.task_id)))?;
         }
         Ok(prepared.result)
+    }
+}
+
+fn frozen_of(tree: &ResultTree) -> Frozen {
+    match tree {
+        ResultTree::Task(id) => Frozen::task(id.clone()),
+        ResultTree::Group(id, members) => Frozen::Group {
+            id: id.clone(),
+            members: members.iter().map(frozen_of).collect(),
+            parent: None,
+        },
     }
 }
 

@@ -144,6 +144,7 @@ pub struct GroupResult {
     id: String,
     frozen: Frozen,
     results: Vec<AsyncResult>,
+    client: Client,
 }
 
 impl GroupResult {
@@ -159,15 +160,22 @@ impl GroupResult {
             id: frozen.id().to_string(),
             frozen,
             results,
+            client,
         }
     }
 
     /// The result this group follows (in a chain), when known.
     pub fn parent(&self) -> Option<AnyResult> {
-        self.results
-            .first()
-            .and(self.frozen.parent())
-            .map(|p| AnyResult::new(p, &self.results[0].client))
+        self.frozen
+            .parent()
+            .map(|p| AnyResult::new(p, &self.client))
+    }
+
+    /// Store the group so it can be restored by id (`GroupResult.save()`, read by Python's
+    /// `GroupResult.restore` and [`Client::restore_group`]).
+    pub async fn save(&self) -> Result<(), ClientError> {
+        let members = self.results.iter().map(AsyncResult::as_tuple).collect();
+        Ok(self.client.backend()?.save_group(&self.id, members).await?)
     }
 
     /// Celery's `as_tuple()`: what Celery stores for a task that returns this result.
