@@ -331,6 +331,65 @@ async fn depths_sum_priority_lists_and_count_unacked_in_one_call() -> anyhow::Re
     Ok(())
 }
 
+/// An `unacked` value as kombu writes it: `[message, exchange, routing_key]`, the message's
+/// `eta` header given (`Some`) or null; `compact` writes it without spaces, as cjson does.
+fn unacked_value(routing_key: &str, eta: Option<&str>, compact: bool) -> String {
+    let eta = eta.map_or("null".to_string(), |e| format!("\"{e}\""));
+    let value = format!(
+        r#"[{{"body": "e30=", "headers": {{"id": "x", "task": "t", "eta": {eta}, "expires": null}}, "properties": {{"delivery_tag": "d", "delivery_info": {{"exchange": "", "routing_key": "{routing_key}"}}}}}}, "", "{routing_key}"]"#
+    );
+    if compact {
+        value.replace(": ", ":").replace(", ", ",")
+    } else {
+        value
+    }
+}
+
+#[tokio::test]
+async fn unacked_depth_counts_the_asked_queues_and_sets_future_etas_apart() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let now = chrono::Utc::now();
+    let hour = chrono::Duration::hours(1);
+    let minus5 = chrono::FixedOffset::west_opt(5 * 3600).unwrap();
+    let plus5 = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    // In an hour, written in New York's offset: future. An hour ago, written at +05:30: past.
+    let future_local = (now + hour).with_timezone(&minus5).to_rfc3339();
+    let past_local = (now - hour).with_timezone(&plus5).to_rfc3339();
+    let entries = [
+        ("1", unacked_value("q", None, false)),
+        (
+            "2",
+            unacked_value("q", Some("2000-01-01T00:00:00+00:00"), false),
+        ),
+        (
+            "3",
+            unacked_value("q", Some("2999-01-01T00:00:00.123456+00:00"), false),
+        ),
+        ("4", unacked_value("q", Some(&future_local), false)),
+        ("5", unacked_value("q", Some(&past_local), false)),
+        ("6", unacked_value("q", Some("2999-01-01T00:00:00Z"), true)),
+        ("7", unacked_value("q", Some("2999-01-01T00:00:00"), true)),
+        (
+            "8",
+            unacked_value("other", Some("2999-01-01T00:00:00+00:00"), false),
+        ),
+        ("9", unacked_value("other", None, false)),
+        ("10", unacked_value("elsewhere", None, false)),
+    ];
+    for (tag, value) in &entries {
+        env.cmd::<()>(&[b"HSET", b"unacked", tag.as_bytes(), value.as_bytes()])
+            .await?;
+    }
+    let d = env.broker.depths(&s(&["q"])).await?;
+    // Held: no eta (1), past etas (2, 5). ETA-held: 3, 4, 6, 7 (naive read as UTC).
+    assert_eq!((d.unacked, d.eta_held), (3, 4));
+    let d = env.broker.depths(&s(&["q", "other"])).await?;
+    assert_eq!((d.unacked, d.eta_held), (4, 5));
+    let d = env.broker.depths(&s(&["none"])).await?;
+    assert_eq!((d.unacked, d.eta_held), (0, 0));
+    Ok(())
+}
+
 #[tokio::test]
 async fn fetch_takes_the_delivery_tag_of_the_top_level_properties_only() -> anyhow::Result<()> {
     let env = Env::start(json!({})).await?;

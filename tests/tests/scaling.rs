@@ -304,3 +304,76 @@ fn keda_rule_scales_out_drains_the_backlog_and_scales_in_without_losing_tasks() 
     let left: u64 = redis.hlen("unacked").expect("HLEN unacked");
     assert_eq!(left, 0, "nothing left unacked");
 }
+
+/// `/keda` of the replica on `port` as JSON, once it answers 200.
+fn keda_json(port: u16) -> Value {
+    support::eventually(Duration::from_secs(30), || {
+        let (status, body) = http_get(port, "/keda")?;
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    })
+    .expect("/keda answers")
+}
+
+#[test]
+fn depth_counts_only_the_consumed_queues_and_reports_eta_held_messages_apart() {
+    let world = World::new(&[]);
+    // A Python fleet on `celery` holds 500 countdown tasks in `unacked` for an hour.
+    let _python = world.python_worker("py1", "celery");
+    world.py(
+        "from celery_app import app\nfor i in range(500):\n    app.send_task('t.add', args=(i, 1), countdown=3600)\n",
+    );
+    let mut redis = world.redis();
+    let held = support::eventually(Duration::from_secs(60), || {
+        let unacked: u64 = redis.hlen("unacked").ok()?;
+        let waiting: u64 = redis.llen("celery").ok()?;
+        (unacked == 500 && waiting == 0).then_some(())
+    });
+    assert!(held.is_some(), "the Python worker reserves all 500");
+
+    // celeriac consumes `celeriac`: 3 countdown tasks it holds until due, then 10 long tasks
+    // (one running at -c 1, the rest waiting).
+    let w = world.celeriac(
+        "w1",
+        &[
+            "-Q",
+            "celeriac",
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "--acks-late",
+            "--metrics-port",
+            "0",
+        ],
+    );
+    let port = metrics_port(&w);
+    world.py(
+        "from celery_app import app\nfor i in range(3):\n    app.send_task('t.add', args=(i, 1), queue='celeriac', countdown=3600)\n",
+    );
+    let eta_held = support::eventually(Duration::from_secs(30), || {
+        (keda_json(port)["eta_held"] == 3).then_some(())
+    });
+    assert!(eta_held.is_some(), "/keda: {}", keda_json(port));
+    world.py(
+        "from celery_app import app\nfor i in range(10):\n    app.send_task('t.sleep', args=(60000,), queue='celeriac')\n",
+    );
+    let settled = support::eventually(Duration::from_secs(30), || {
+        let v = keda_json(port);
+        (v["eta_held"] == 3 && v["queue_depth"] == 10).then_some(v)
+    });
+    let v = settled.unwrap_or_else(|| panic!("/keda: {}", keda_json(port)));
+    assert_eq!(
+        v["waiting"].as_u64().unwrap() + v["unacked"].as_u64().unwrap(),
+        10
+    );
+    assert_eq!(v["desired_replicas"], 10, "10 tasks at -c 1");
+    let total: u64 = redis.hlen("unacked").unwrap();
+    assert!(total >= 504, "the hash holds everyone's: {total}");
+    let (_, metrics) = http_get(port, "/metrics").expect("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("celeriac_unacked_eta_held_messages{") && l.ends_with(" 3")),
+        "{metrics}"
+    );
+}

@@ -6,8 +6,9 @@
 //! * `GET /readyz`: 200 while connected to the broker and consuming; 503 while connecting,
 //!   while the broker is unreachable, and from the start of a warm shutdown.
 //! * `GET /keda`: JSON for KEDA's `metrics-api` scaler: `queue_depth` (waiting in all priority
-//!   lists of the worker's queues plus unacked), `desired_replicas` and the parts; 503 when the
-//!   depth cannot be read, so KEDA applies its fallback.
+//!   lists of the worker's queues plus their unacked messages, ETA-held ones excluded),
+//!   `desired_replicas` and the parts (`eta_held` reported apart); 503 when the depth cannot be
+//!   read, so KEDA applies its fallback.
 //!
 //! Connections are limited (see [`crate::http_limits`]): 64 at once, each closed after 10 s
 //! without progress or 60 s in all.
@@ -176,6 +177,7 @@ async fn keda(State(state): State<Arc<Shared>>) -> Response {
         "queue_depth": depth,
         "waiting": depths.waiting(),
         "unacked": depths.unacked,
+        "eta_held": depths.eta_held,
         "concurrency": concurrency,
         "desired_replicas": desired_replicas(depth, concurrency),
         "queues": queues,

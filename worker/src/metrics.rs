@@ -53,6 +53,7 @@ pub struct Metrics {
     worker_up: IntGauge,
     queue_length: IntGaugeVec,
     unacked: IntGauge,
+    unacked_eta_held: IntGauge,
     dead_letter_length: IntGauge,
     tasks_active: IntGauge,
     reserved: IntGauge,
@@ -201,7 +202,11 @@ impl Metrics {
             queue_length,
             unacked: gauge(
                 "celeriac_unacked_messages",
-                "Messages taken by any worker and not acked yet (the broker's `unacked` hash).",
+                "Messages of the worker's queues taken by any worker and not acked yet, ETA-held ones excluded (running, prefetched or due).",
+            ),
+            unacked_eta_held: gauge(
+                "celeriac_unacked_eta_held_messages",
+                "Messages of the worker's queues held unacked by any worker until an ETA still in the future (reserved, not backlog).",
             ),
             dead_letter_length: gauge(
                 "celeriac_dead_letter_length",
@@ -414,6 +419,7 @@ impl Metrics {
             self.queue_length.with_label_values(&[queue]).set(*n as i64);
         }
         self.unacked.set(d.unacked as i64);
+        self.unacked_eta_held.set(d.eta_held as i64);
         self.dead_letter_length.set(d.dead_letter as i64);
     }
 }

@@ -256,7 +256,8 @@ pub async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
 
 /// The depth of the worker's SQS queues for `/metrics` and `/keda`: per queue
 /// `ApproximateNumberOfMessages` (waiting), summed `ApproximateNumberOfMessagesNotVisible` as
-/// unacked, and celeriac's Redis dead-letter list.
+/// unacked (SQS cannot tell ETA-held messages apart: they are in it), and celeriac's Redis
+/// dead-letter list.
 pub async fn depths(rt: &Runtime, sqs: &SqsSide) -> anyhow::Result<Depths> {
     let mut queues = Vec::new();
     let mut unacked = 0;
@@ -269,6 +270,7 @@ pub async fn depths(rt: &Runtime, sqs: &SqsSide) -> anyhow::Result<Depths> {
     Ok(Depths {
         queues,
         unacked,
+        eta_held: 0,
         dead_letter,
     })
 }

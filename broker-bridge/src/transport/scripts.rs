@@ -25,6 +25,8 @@ pub struct Scripts {
     pub publish_once: Script,
     /// Dead-letter a message that was never held here (received from SQS).
     pub dead_letter: Script,
+    /// Unacked messages of some queues: held, and ETA-held (not yet due).
+    pub unacked_depth: Script,
 }
 
 impl Scripts {
@@ -38,6 +40,7 @@ impl Scripts {
             server_time: with_common(include_str!("lua/server_time.lua")),
             publish_once: Script::new(include_str!("lua/publish_once.lua")),
             dead_letter: with_common(include_str!("lua/dead_letter.lua")),
+            unacked_depth: Script::new(include_str!("lua/unacked_depth.lua")),
         }
     }
 }
