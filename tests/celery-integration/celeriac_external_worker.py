@@ -7,9 +7,9 @@ starts no worker in this process but waits until the celeriac worker started by
 ``tests/celery-integration/run`` answers ``ping`` under the node name the tests expect
 (``anon_nodename()``, ``gen<pid of this process>@<host>``).
 
-A test that outlives its pytest-timeout limit gets the timeout's SIGALRM again every 10 s: a
-``subtests.test()`` block swallows the first ``Timeout`` like any failure, and a later call
-without a timeout (``result.get()``) would then hang the whole run.
+A test that outlives its timeout (pytest-timeout's marker or ``--timeout``) fails with
+``Timeout`` again every 10 s: a ``subtests.test()`` block swallows the first one like any
+failure, and a later call without a timeout (``result.get()``) would then hang the whole run.
 
 Also deselects the tests listed in ``deselected.txt`` (each with its reason) and writes the
 outcome of every test, by module, to the JSON file named by ``CELERIAC_INTEGRATION_SUMMARY``.
@@ -151,25 +151,33 @@ def _timeout_of(item):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
+    """The test's timeout, raised again every 10 s while the test runs on: SIGALRM, sent by a
+    watcher thread, is handled here by failing the test (pytest-timeout's own alarm at the
+    limit lands in the same handler)."""
     limit = _timeout_of(item)
+    if not limit:
+        yield
+        return
     done = threading.Event()
     main = threading.main_thread().ident
 
-    def repeat():
-        if done.wait(limit + REPEAT_TIMEOUT_S):
-            return
-        while not done.wait(REPEAT_TIMEOUT_S):
-            if signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None):
-                return
-            signal.pthread_kill(main, signal.SIGALRM)
+    def on_alarm(signum, frame):
+        if not done.is_set():
+            pytest.fail(f'Timeout >{limit:g}s')
 
-    watcher = None
-    if limit:
-        watcher = threading.Thread(target=repeat, daemon=True)
-        watcher.start()
+    def repeat():
+        if done.wait(limit):
+            return
+        while not done.is_set():
+            signal.pthread_kill(main, signal.SIGALRM)
+            done.wait(REPEAT_TIMEOUT_S)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    watcher = threading.Thread(target=repeat, daemon=True)
+    watcher.start()
     try:
         yield
     finally:
         done.set()
-        if watcher is not None:
-            watcher.join()
+        watcher.join()
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
