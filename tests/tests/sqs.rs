@@ -242,8 +242,7 @@ fn keda_and_metrics_report_the_sqs_queue_depth() {
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     assert!(
         metrics.contains(r#"celeriac_unacked_messages{hostname="test"} 1"#)
-            && metrics
-                .contains(r#"celery_queue_length{queue_name="celery",hostname="test"} 4"#),
+            && metrics.contains(r#"celery_queue_length{queue_name="celery",hostname="test"} 4"#),
         "{metrics}"
     );
 }
