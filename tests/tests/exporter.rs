@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use celeriac_testkit::{free_port, python_exporter};
-use serde_json::Value;
+use support::scrape::metrics_port;
 use support::{eventually, Proc, World};
 
 /// The series families both expose (counters by their `_total` name).
@@ -108,16 +108,6 @@ fn shared(text: &str) -> Shared {
         );
     }
     Shared { types, samples }
-}
-
-/// The port the worker's metrics server bound (it is started with port 0).
-fn metrics_port(w: &Proc) -> u16 {
-    w.log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["message"] == "metrics server listening")
-        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok())
-        .expect("the worker logs its metrics address")
 }
 
 #[test]

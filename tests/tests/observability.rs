@@ -4,46 +4,19 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use celeriac_testkit::free_port;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
-use support::{eventually, Proc, World};
-
-/// GET `path` on the local `port`: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// The port the worker's metrics server bound (it is started with port 0).
-fn metrics_port(w: &Proc) -> u16 {
-    w.log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["message"] == "metrics server listening")
-        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok())
-        .expect("the worker logs its metrics address")
-}
+use support::scrape::{http_get, metrics_port, Prometheus};
+use support::{eventually, World};
 
 /// The value of the sample `series` (name and labels exactly as rendered) in `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -203,64 +176,6 @@ for p in (0, 0, 3, 5, 6, 9, 9):
     w.signal("TERM");
     let status = w.wait_exit(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{status}");
-}
-
-/// A Prometheus server on a private port with a temporary config and storage.
-struct Prometheus {
-    port: u16,
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: celeriac\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("prometheus (Debian package prometheus)");
-        Prometheus { port, child, dir }
-    }
-
-    fn query(&self, promql: &str) -> Option<Value> {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let (status, body) = http_get(self.port, &format!("/api/v1/query?query={encoded}"))?;
-        (status == 200).then(|| serde_json::from_str(&body).ok())?
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An OTLP/HTTP trace receiver on a free local port; collects every span it is sent.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use celeriac_testkit::{python, workspace_root, RedisServer, TestPki};
 
+pub mod scrape;
+
 /// The folder of the Python side of the tests (`celery_app.py`).
 pub fn python_dir() -> PathBuf {
     workspace_root().join("tests/python")
