@@ -8,8 +8,9 @@ starts no worker in this process but waits until the celeriac worker started by
 (``anon_nodename()``, ``gen<pid of this process>@<host>``).
 
 A test that outlives its timeout (pytest-timeout's marker or ``--timeout``) fails with
-``Timeout`` again every 10 s: a ``subtests.test()`` block swallows the first one like any
-failure, and a later call without a timeout (``result.get()``) would then hang the whole run.
+``Timeout`` at the limit and again every 10 s: pytest-timeout's alarm is cancelled by the first
+``subtests.test()`` block's report and a subtest swallows a failure, so a later call without a
+timeout (``result.get()``) would otherwise hang the whole run.
 
 Also deselects the tests listed in ``deselected.txt`` (each with its reason) and writes the
 outcome of every test, by module, to the JSON file named by ``CELERIAC_INTEGRATION_SUMMARY``.
@@ -151,9 +152,9 @@ def _timeout_of(item):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    """The test's timeout, raised again every 10 s while the test runs on: SIGALRM, sent by a
-    watcher thread, is handled here by failing the test (pytest-timeout's own alarm at the
-    limit lands in the same handler)."""
+    """The test's timeout, raised at the limit and again every 10 s while the test runs on:
+    a watcher thread sends SIGUSR2, handled here by failing the test. (pytest-timeout's own
+    SIGALRM is cancelled by the first subtest's report, which is how a test could hang.)"""
     limit = _timeout_of(item)
     if not limit:
         yield
@@ -169,10 +170,10 @@ def pytest_runtest_call(item):
         if done.wait(limit):
             return
         while not done.is_set():
-            signal.pthread_kill(main, signal.SIGALRM)
+            signal.pthread_kill(main, signal.SIGUSR2)
             done.wait(REPEAT_TIMEOUT_S)
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
+    previous = signal.signal(signal.SIGUSR2, on_alarm)
     watcher = threading.Thread(target=repeat, daemon=True)
     watcher.start()
     try:
@@ -180,4 +181,4 @@ def pytest_runtest_call(item):
     finally:
         done.set()
         watcher.join()
-        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, previous if previous is not None else signal.SIG_DFL)
