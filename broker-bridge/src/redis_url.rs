@@ -10,18 +10,33 @@
 //! User name and password are percent-decoded. The database is the path's number for TCP URLs;
 //! a `virtual_host=N` or `db=N` query argument overrides it (`virtual_host` first), and is the
 //! only way to choose it for a unix socket.
+//!
+//! A URL read from a file can keep its credentials current: see
+//! [`RedisUrl::with_credentials_file`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
+use redis::aio::ConnectionManagerConfig;
 use redis::{
-    ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    AsyncConnectionConfig, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    RedisConnectionInfo,
 };
 
 /// Why a Redis URL cannot be used. The message never contains the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UrlError(String);
+
+impl From<UrlError> for redis::RedisError {
+    fn from(e: UrlError) -> Self {
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad Redis URL", e.0))
+    }
+}
+
+mod credentials;
+pub use credentials::{CredentialsFile, POLL_INTERVAL};
 
 /// Where and how to connect, from a Redis URL.
 #[derive(Debug, Clone)]
@@ -30,6 +45,8 @@ pub struct RedisUrl {
     pub info: ConnectionInfo,
     /// PEM files named in a `rediss://` URL, if any (read by [`RedisUrl::client`]).
     pub tls: Option<TlsFiles>,
+    /// Where the current user name and password are re-read from, if anywhere.
+    credentials: Option<CredentialsFile>,
 }
 
 /// PEM files named in a `rediss://` URL.
@@ -62,13 +79,58 @@ impl TlsFiles {
 }
 
 impl RedisUrl {
-    /// A redis client for this URL, with the TLS files loaded if the URL names any.
+    /// A redis client for this URL, with the TLS files loaded if the URL names any, and the
+    /// credentials file's current user name and password if there is one (make a new client
+    /// for each connection that takes no credentials provider, such as PUB/SUB ones).
     pub fn client(&self) -> Result<redis::Client, UrlError> {
+        let mut info = self.info.clone();
+        if let Some(file) = &self.credentials {
+            let auth = file.current();
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_username(auth.username())
+                .set_password(auth.password());
+            info = info.set_redis_settings(settings);
+        }
         let client = match &self.tls {
-            Some(files) => redis::Client::build_with_tls(self.info.clone(), files.load()?),
-            None => redis::Client::open(self.info.clone()),
+            Some(files) => redis::Client::build_with_tls(info, files.load()?),
+            None => redis::Client::open(info),
         };
         client.map_err(|e| UrlError(format!("cannot use these connection settings: {e}")))
+    }
+
+    /// This URL with its user name and password re-read from `path`, the file it was read
+    /// from, every `interval` (see [`CredentialsFile`]): new connections use the file's
+    /// current credentials and connections made with [`RedisUrl::manager_config`] or
+    /// [`RedisUrl::connection_config`] re-authenticate when they change. A URL without a
+    /// password is returned as is: there is nothing to rotate.
+    pub fn with_credentials_file(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
+        if self.info.redis_settings().password().is_some() {
+            self.credentials = Some(CredentialsFile::new(path, &self, interval));
+        }
+        self
+    }
+
+    /// The credentials file, if the URL has one.
+    pub fn credentials_file(&self) -> Option<&CredentialsFile> {
+        self.credentials.as_ref()
+    }
+
+    /// `config` with the credentials file as its credentials provider, if there is one.
+    pub fn manager_config(&self, config: ConnectionManagerConfig) -> ConnectionManagerConfig {
+        match &self.credentials {
+            Some(file) => config.set_credentials_provider(file.clone()),
+            None => config,
+        }
+    }
+
+    /// `config` with the credentials file as its credentials provider, if there is one.
+    pub fn connection_config(&self, config: AsyncConnectionConfig) -> AsyncConnectionConfig {
+        match &self.credentials {
+            Some(file) => config.set_credentials_provider(file.clone()),
+            None => config,
+        }
     }
 }
 
@@ -186,7 +248,11 @@ pub fn parse(url: &str) -> Result<RedisUrl, UrlError> {
         .into_connection_info()
         .map_err(|e| err(&e.to_string()))?
         .set_redis_settings(settings);
-    Ok(RedisUrl { info, tls })
+    Ok(RedisUrl {
+        info,
+        tls,
+        credentials: None,
+    })
 }
 
 fn split_userinfo(rest: &str) -> (Option<&str>, &str) {

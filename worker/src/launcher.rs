@@ -110,14 +110,17 @@ pub async fn run(
     };
     // On SQS, the Redis transport handle is on the result backend's server.
     let redis_url = match (&sqs, &settings.result_backend) {
-        (None, _) => settings.broker_url.expose(),
-        (Some(_), Some(url)) => url.expose(),
+        (None, _) => &settings.broker_url,
+        (Some(_), Some(url)) => url,
         (Some(_), None) => anyhow::bail!(
             "an SQS broker needs a Redis result backend (CELERY_RESULT_BACKEND=redis://...)"
         ),
     };
     let broker = tokio::select! {
-        b = connect_broker(redis_url, transport) => b,
+        b = connect_broker(redis_url.expose(), TransportOptions {
+            credentials_file: redis_url.file().map(Into::into),
+            ..transport
+        }) => b,
         _ = stop.recv() => return Ok(()),
     };
     let backend = match &settings.result_backend {
@@ -395,6 +398,11 @@ pub(crate) fn backend_options(
         serializer: signing.results.clone(),
         verifier: signing.verifier.clone(),
         require_signed: !signing.unsigned_results,
+        credentials_file: settings
+            .result_backend
+            .as_ref()
+            .and_then(|u| u.file())
+            .map(Into::into),
         ..BackendOptions::default()
     })
 }

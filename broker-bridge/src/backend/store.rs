@@ -79,6 +79,10 @@ pub struct BackendOptions {
     pub verifier: Option<Arc<Verifier>>,
     /// Refuse unsigned values read back (`result_accept_content` is `auth` only).
     pub require_signed: bool,
+    /// celeriac only: the file the URL was read from (`CELERY_RESULT_BACKEND_FILE`); its user
+    /// name and password are re-read so a rotated password needs no restart (see
+    /// [`redis_url::RedisUrl::with_credentials_file`]).
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl Default for BackendOptions {
@@ -93,6 +97,7 @@ impl Default for BackendOptions {
             serializer: BodySerializer::Json,
             verifier: None,
             require_signed: false,
+            credentials_file: None,
         }
     }
 }
@@ -194,7 +199,7 @@ return out
 /// Cheap to clone: clones share one auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct ResultBackend {
-    client: redis::Client,
+    url: redis_url::RedisUrl,
     conn: ConnectionManager,
     keys: BackendKeys,
     opts: BackendOptions,
@@ -214,13 +219,18 @@ impl ResultBackend {
     /// Connect to the backend URL (may differ from the broker's): `redis://`, `rediss://`,
     /// `socket://` (see [`redis_url`]). Fails if the server cannot be reached now.
     pub async fn connect(url: &str, opts: BackendOptions) -> Result<Self, BackendError> {
-        let client = redis_url::parse(url)?.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.socket_connect_timeout))
-            .set_response_timeout(Some(opts.socket_timeout));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let mut url = redis_url::parse(url)?;
+        if let Some(path) = &opts.credentials_file {
+            url = url.with_credentials_file(path, redis_url::POLL_INTERVAL);
+        }
+        let config = url.manager_config(
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(opts.socket_connect_timeout))
+                .set_response_timeout(Some(opts.socket_timeout)),
+        );
+        let conn = ConnectionManager::new_with_config(url.client()?, config).await?;
         Ok(ResultBackend {
-            client,
+            url,
             conn,
             keys: BackendKeys::new(&opts.global_keyprefix),
             opts,
@@ -352,9 +362,9 @@ impl ResultBackend {
         }
     }
 
-    /// The client the shared connection was made from (for dedicated PUB/SUB connections).
-    pub(super) fn client(&self) -> &redis::Client {
-        &self.client
+    /// A client with the current credentials (for dedicated PUB/SUB connections).
+    pub(super) fn client(&self) -> Result<redis::Client, UrlError> {
+        self.url.client()
     }
 
     /// The bytes stored for a JSON text: as is, or signed (`result_serializer`).

@@ -31,7 +31,7 @@ impl ResultBackend {
     ) -> Result<Option<Value>, BackendError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let key = self.key_for(task_id);
-        let mut pubsub = self.client().get_async_pubsub().await?;
+        let mut pubsub = self.client()?.get_async_pubsub().await?;
         pubsub.subscribe(&key).await?;
         if let Some(meta) = self.get(task_id).await?.filter(is_ready) {
             return Ok(Some(meta));

@@ -44,14 +44,17 @@ pub(crate) struct Slot {
 impl Slot {
     /// Connect once (errors are returned) and keep the manager for [`Slot::conn`].
     pub(crate) async fn connect(
-        client: redis::Client,
+        url: &crate::redis_url::RedisUrl,
         response_timeout: Duration,
     ) -> RedisResult<Arc<Slot>> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(10)))
-            .set_response_timeout(Some(response_timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
+        let client = url.client()?;
+        let config = url.manager_config(
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(10)))
+                .set_response_timeout(Some(response_timeout))
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_secs(2)),
+        );
         let manager = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
         Ok(Arc::new(Slot {
             current: RwLock::new(Current {

@@ -94,7 +94,7 @@ impl Broker {
     /// Open a dedicated PUB/SUB connection and `PSUBSCRIBE` to `patterns` (full channel
     /// patterns, e.g. from [`Broker::fanout_pattern`]).
     pub async fn subscribe_fanout(&self, patterns: &[String]) -> Result<FanoutSubscription> {
-        let mut pubsub = self.inner.client.get_async_pubsub().await?;
+        let mut pubsub = self.inner.url.client()?.get_async_pubsub().await?;
         for p in patterns {
             pubsub.psubscribe(p).await?;
         }

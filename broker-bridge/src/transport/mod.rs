@@ -90,8 +90,8 @@ pub struct Broker {
 
 struct Inner {
     conn: Arc<Slot>,
-    /// For the dedicated PUB/SUB connections of fanout subscribers.
-    client: redis::Client,
+    /// For the dedicated connections of fanout subscribers and arrival watchers.
+    url: crate::redis_url::RedisUrl,
     /// The database number (part of fanout channel names).
     db: i64,
     opts: TransportOptions,
@@ -108,14 +108,16 @@ impl Broker {
     /// The connection reconnects by itself: after Redis restarts, the call in flight fails with
     /// [`TransportError::Redis`] and later calls work again.
     pub async fn connect(url: &str, opts: TransportOptions) -> Result<Broker> {
-        let parsed = crate::redis_url::parse(url)?;
+        let mut parsed = crate::redis_url::parse(url)?;
+        if let Some(path) = &opts.credentials_file {
+            parsed = parsed.with_credentials_file(path, crate::redis_url::POLL_INTERVAL);
+        }
         let db = parsed.info.redis_settings().db();
-        let client = parsed.client()?;
-        let conn = Slot::connect(client.clone(), response_timeout(opts.visibility_timeout)).await?;
+        let conn = Slot::connect(&parsed, response_timeout(opts.visibility_timeout)).await?;
         Ok(Broker {
             inner: Arc::new(Inner {
                 conn,
-                client,
+                url: parsed,
                 db,
                 keys: Keys::new(&opts),
                 opts,

@@ -46,6 +46,11 @@ pub struct TransportOptions {
     /// JSON parser nor the worker's memory ever sees them. `None` = no limit. Set by the worker
     /// from `max_message_bytes`, not read from `broker_transport_options`.
     pub max_message_bytes: Option<usize>,
+    /// celeriac only: the file the URL was read from (`CELERY_BROKER_URL_FILE`); its user name
+    /// and password are re-read so a rotated password needs no restart (see
+    /// [`crate::redis_url::RedisUrl::with_credentials_file`]). Set by the worker, not read from
+    /// `broker_transport_options`.
+    pub credentials_file: Option<std::path::PathBuf>,
     /// kombu's `fanout_prefix`: `None` when disabled (`false`), else the text put before the
     /// exchange of PUB/SUB channels, `{db}` standing for the database number (kombu: `/{db}.`).
     pub fanout_prefix: Option<String>,
@@ -81,6 +86,7 @@ impl Default for TransportOptions {
             queue_order_strategy: QueueOrder::RoundRobin,
             dead_letter_key: "celeriac.dead_letter".into(),
             max_message_bytes: None,
+            credentials_file: None,
             fanout_prefix: Some("/{db}.".into()),
             fanout_patterns: true,
         }

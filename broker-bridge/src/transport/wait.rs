@@ -65,7 +65,7 @@ struct Handle {
 
 /// The arrival watchers of one fetch loop (see the module documentation).
 pub struct ArrivalWait {
-    client: redis::Client,
+    url: crate::redis_url::RedisUrl,
     shared: Arc<Shared>,
     watchers: HashMap<String, Handle>,
 }
@@ -94,7 +94,7 @@ impl Broker {
     /// [`Broker::arrival_wait`] with another blocking time per command (whole seconds, at least 1).
     pub fn arrival_wait_blocking(&self, block: Duration) -> ArrivalWait {
         ArrivalWait {
-            client: self.inner.client.clone(),
+            url: self.inner.url.clone(),
             shared: Arc::new(Shared {
                 arm: watch::Sender::new(Arm::default()),
                 arrived: Notify::new(),
@@ -212,7 +212,7 @@ impl ArrivalWait {
             if !self.watchers.contains_key(l) {
                 let up = Arc::new(AtomicBool::new(false));
                 let w = Watcher {
-                    client: self.client.clone(),
+                    url: self.url.clone(),
                     list: l.clone(),
                     shared: self.shared.clone(),
                     state: self.shared.arm.subscribe(),
@@ -226,7 +226,7 @@ impl ArrivalWait {
 }
 
 struct Watcher {
-    client: redis::Client,
+    url: crate::redis_url::RedisUrl,
     list: String,
     shared: Arc<Shared>,
     state: watch::Receiver<Arm>,
@@ -300,10 +300,13 @@ impl Watcher {
     }
 
     async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(10)))
-            .set_response_timeout(Some(self.shared.block + Duration::from_secs(15)));
-        self.client
+        let config = self.url.connection_config(
+            AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(10)))
+                .set_response_timeout(Some(self.shared.block + Duration::from_secs(15))),
+        );
+        self.url
+            .client()?
             .get_multiplexed_async_connection_with_config(&config)
             .await
     }

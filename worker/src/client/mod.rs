@@ -180,6 +180,7 @@ impl Client {
             TransportOptions::from_json(&Value::Object(settings.broker_transport_options.clone()))
                 .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
         transport.max_message_bytes = usize::try_from(settings.max_message_bytes).ok();
+        transport.credentials_file = settings.broker_url.file().map(Into::into);
         let signing = crate::signing::Signing::from_settings(settings)?;
         let broker = Broker::connect(settings.broker_url.expose(), transport)
             .await

@@ -20,6 +20,8 @@ pub(crate) struct Found {
     pub value: String,
     /// `environment variable NAME` or `NAME_FILE (path)`, for error messages.
     pub origin: String,
+    /// The file it was read from, for a `_FILE` variable.
+    pub file: Option<PathBuf>,
 }
 
 /// Looks `name` up, also as `name_FILE`; both set is an error.
@@ -35,6 +37,7 @@ pub(crate) fn lookup(
         (Some(value), None) => Ok(Some(Found {
             value: value.clone(),
             origin: format!("environment variable {name}"),
+            file: None,
         })),
         (None, Some(path)) => {
             let path = PathBuf::from(path);
@@ -46,9 +49,22 @@ pub(crate) fn lookup(
             Ok(Some(Found {
                 value: text.trim_end_matches(['\n', '\r']).to_owned(),
                 origin: format!("{file_var} ({})", path.display()),
+                file: Some(path),
             }))
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// Records where a URL read from a `_FILE` came from, so its credentials can be re-read.
+fn remember_file(settings: &mut Settings, env: &str, path: PathBuf) {
+    let url = match env {
+        "CELERY_BROKER_URL" => Some(&mut settings.broker_url),
+        "CELERY_RESULT_BACKEND" => settings.result_backend.as_mut(),
+        _ => None,
+    };
+    if let Some(url) = url {
+        url.set_file(path);
     }
 }
 
@@ -59,7 +75,11 @@ pub(crate) fn apply_env(
 ) -> Result<(), ConfigError> {
     for field in FIELDS {
         if let Some(found) = lookup(vars, field.env)? {
+            let file = found.file.clone();
             apply(field, settings, Raw::Text(&found.value), || found.origin)?;
+            if let Some(path) = file {
+                remember_file(settings, field.env, path);
+            }
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+socket", "sentine
 /// A broker or backend URL that may carry a password: `Debug` and `Display` show it redacted,
 /// [`SecretUrl::expose`] gives the real one to the code that connects.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(String);
+pub struct SecretUrl(String, Option<PathBuf>);
 
 impl SecretUrl {
     /// A broker URL: one `sqs://` URL (Amazon SQS, see [`crate::sqs`]), or Redis URLs as
@@ -28,7 +28,7 @@ impl SecretUrl {
                 return Err("an sqs:// broker URL names one endpoint (no `;` failover)".into());
             }
             celeriac_broker_bridge::sqs::SqsUrl::parse(trimmed).map_err(|e| e.to_string())?;
-            return Ok(SecretUrl(trimmed.to_string()));
+            return Ok(SecretUrl(trimmed.to_string(), None));
         }
         Self::parse(url)
     }
@@ -64,12 +64,23 @@ impl SecretUrl {
                 ));
             }
         }
-        Ok(Self(url.to_owned()))
+        Ok(Self(url.to_owned(), None))
     }
 
     /// The real URL, password included. Only hand this to a connection, never to a log.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The file the URL was read from (`<NAME>_FILE`), whose credentials are re-read while the
+    /// worker runs; `None` when it came from elsewhere.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.1.as_deref()
+    }
+
+    /// Records the file the URL was read from.
+    pub(crate) fn set_file(&mut self, path: PathBuf) {
+        self.1 = Some(path);
     }
 }
 
@@ -381,7 +392,7 @@ impl Default for Settings {
     /// [`Settings::load`](crate::config::Settings::load) expands it.
     fn default() -> Self {
         Self {
-            broker_url: SecretUrl("redis://localhost:6379/0".into()),
+            broker_url: SecretUrl("redis://localhost:6379/0".into(), None),
             result_backend: None,
             broker_transport_options: serde_json::Map::new(),
             result_backend_transport_options: serde_json::Map::new(),

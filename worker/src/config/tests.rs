@@ -263,6 +263,32 @@ fn file_variables_hold_secrets() {
     let path = secret.path().to_str().unwrap();
     let s = load(&WorkerArgs::default(), &[("CELERY_BROKER_URL_FILE", path)]).unwrap();
     assert_eq!(s.broker_url.expose(), "redis://:from-file@redis:6379/1");
+    assert_eq!(s.broker_url.file(), Some(secret.path()));
+}
+
+#[test]
+fn urls_remember_the_file_they_came_from_for_rotation() {
+    let mut secret = tempfile::NamedTempFile::new().unwrap();
+    secret.write_all(b"redis://:pw@redis:6379/1").unwrap();
+    let path = secret.path().to_str().unwrap();
+    let s = load(
+        &WorkerArgs::default(),
+        &[
+            ("CELERY_RESULT_BACKEND_FILE", path),
+            ("CELERY_BROKER_URL", "redis://:pw@redis:6379/0"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.result_backend.unwrap().file(), Some(secret.path()));
+    assert_eq!(s.broker_url.file(), None);
+    // A flag given after the file wins, and has no file.
+    let args = WorkerArgs {
+        broker: Some("redis://:pw@other:6379/0".into()),
+        ..WorkerArgs::default()
+    };
+    let s = load(&args, &[("CELERY_BROKER_URL_FILE", path)]).unwrap();
+    assert_eq!(s.broker_url.expose(), "redis://:pw@other:6379/0");
+    assert_eq!(s.broker_url.file(), None);
 }
 
 #[test]
