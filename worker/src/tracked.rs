@@ -22,6 +22,10 @@ pub enum Stage {
     Active(f64),
 }
 
+/// The priority Celery's consumer gives the timer entry of every ETA task (`call_at(eta, ...,
+/// priority=6)`), which `inspect scheduled` reports.
+const ETA_TIMER_PRIORITY: u8 = 6;
+
 /// One held request.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -32,7 +36,6 @@ pub struct Request {
     args: Value,
     kwargs: Value,
     delivery_info: Value,
-    priority: u8,
     /// Where it is.
     pub stage: Stage,
     /// Whether the message is acked.
@@ -56,16 +59,22 @@ impl Request {
             "time_start": time_start,
             "acknowledged": self.acknowledged,
             "delivery_info": self.delivery_info,
-            "worker_pid": std::process::id(),
+            // Celery's is the pool process running it: none before the run starts.
+            "worker_pid": match self.stage {
+                Stage::Active(_) => Value::from(std::process::id()),
+                _ => Value::Null,
+            },
         })
     }
 
-    /// The `scheduled` entry: `{"eta", "priority", "request"}`.
+    /// The `scheduled` entry: `{"eta", "priority", "request"}`. `priority` is that of Celery's
+    /// timer entry, which its consumer sets to 6 for every ETA task (the message's priority is
+    /// in `request.delivery_info`).
     pub fn scheduled_info(&self, hostname: &str) -> Option<Value> {
         match self.stage {
             Stage::Scheduled(eta) => Some(serde_json::json!({
                 "eta": eta.to_rfc3339(),
-                "priority": self.priority,
+                "priority": ETA_TIMER_PRIORITY,
                 "request": self.info(hostname),
             })),
             _ => None,
@@ -108,7 +117,6 @@ impl Tracked {
             args: Value::Array(msg.args.clone()),
             kwargs: Value::Object(msg.kwargs.clone()),
             delivery_info: Value::Object(info),
-            priority: delivery.priority,
             stage: Stage::Reserved,
             acknowledged: false,
         };
@@ -169,5 +177,46 @@ impl Tracked {
     /// Tasks started since the worker started, by name (`stats.total`).
     pub fn totals(&self) -> HashMap<String, u64> {
         self.totals.lock().expect("totals lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(stage: Stage) -> Request {
+        Request {
+            id: "id".into(),
+            name: "t.add".into(),
+            args: serde_json::json!([1, 2]),
+            kwargs: serde_json::json!({}),
+            delivery_info: serde_json::json!({"priority": 0}),
+            stage,
+            acknowledged: false,
+        }
+    }
+
+    #[test]
+    fn scheduled_entries_read_as_celerys() {
+        let eta = Utc::now();
+        let entry = request(Stage::Scheduled(eta))
+            .scheduled_info("w@h")
+            .expect("scheduled");
+        assert_eq!(entry["priority"], 6, "{entry}");
+        assert_eq!(entry["request"]["worker_pid"], Value::Null, "{entry}");
+        assert_eq!(entry["request"]["delivery_info"]["priority"], 0, "{entry}");
+        assert!(request(Stage::Reserved).scheduled_info("w@h").is_none());
+    }
+
+    #[test]
+    fn only_a_running_request_has_a_worker_pid() {
+        assert_eq!(
+            request(Stage::Reserved).info("w@h")["worker_pid"],
+            Value::Null
+        );
+        assert_eq!(
+            request(Stage::Active(1.0)).info("w@h")["worker_pid"],
+            std::process::id()
+        );
     }
 }
