@@ -1,34 +1,37 @@
-"""Prints the runner's table and its last line from the plugin's JSON summary."""
+"""Prints the runner's table and its last line from the plugin's JSON summary.
+
+A test counts once: failed when any of its reports failed (call, setup or teardown errors,
+subtests), whatever their number; pytest itself also counts each failed subtest."""
 
 import json
 import sys
-
-COLUMNS = ('passed', 'failed', 'skipped', 'deselected')
 
 
 def main(path):
     data = json.load(open(path))
     modules = data['modules']
-    total = {key: 0 for key in ('passed', 'failed', 'error', 'skipped', 'xfailed', 'xpassed',
-                                'deselected', 'rerun')}
-    rows = []
-    for name in sorted(modules):
-        row = modules[name]
-        for key in total:
-            total[key] += row.get(key, 0)
-        failed = row.get('failed', 0) + row.get('error', 0)
-        rows.append((name, row.get('passed', 0), failed, row.get('skipped', 0),
-                     row.get('deselected', 0), row.get('xfailed', 0), row.get('xpassed', 0)))
+    failed_ids = {}
+    for failure in data['failures']:
+        module = failure['nodeid'].split('::')[0].rsplit('/', 1)[-1].removesuffix('.py')
+        failed_ids.setdefault(module, set()).add(failure['nodeid'])
+    total = {key: 0 for key in ('passed', 'failed', 'skipped', 'deselected', 'xfailed',
+                                'xpassed', 'rerun', 'reports')}
     print('| module | passed | failed | skipped | deselected | xfailed | xpassed |')
     print('|---|---|---|---|---|---|---|')
-    for row in rows:
-        print('| ' + ' | '.join(str(v) for v in row) + ' |')
-    failed = total['failed'] + total['error']
+    for name in sorted(modules):
+        row = dict(modules[name])
+        row['reports'] = row.get('failed', 0) + row.get('error', 0)
+        row['failed'] = len(failed_ids.get(name, ()))
+        for key in total:
+            total[key] += row.get(key, 0)
+        print('| ' + ' | '.join(str(v) for v in (
+            name, row.get('passed', 0), row['failed'], row.get('skipped', 0),
+            row.get('deselected', 0), row.get('xfailed', 0), row.get('xpassed', 0))) + ' |')
     print(f"xfailed {total['xfailed']}, xpassed {total['xpassed']} "
-          f"(failed counts {total['error']} errors; {total['rerun']} reruns)")
-    print(f"celery integration: {total['passed']} passed, {failed} failed, "
+          f"({total['reports']} failure reports incl. subtests and errors; {total['rerun']} reruns)")
+    print(f"celery integration: {total['passed']} passed, {total['failed']} failed, "
           f"{total['skipped']} skipped, {total['deselected']} deselected")
-    return 1 if failed else 0
+    return 1 if total['failed'] else 0
 
 
 if __name__ == '__main__':
