@@ -4,9 +4,9 @@
 //! Each subscription (one per connection, see redis' `StreamingCredentialsProvider`) yields the
 //! file's current user name and password at once, then reads the file every
 //! [`POLL_INTERVAL`] and yields again when they changed. Only the credentials are taken from a
-//! changed file: a URL naming another server, database or TLS setup is logged as needing a
-//! restart and ignored, and a file that cannot be read or parsed is logged and the last good
-//! credentials are kept. Passwords are never logged and `Debug` shows only the path.
+//! changed file (from the URL naming the same server, database and TLS setup, in a `;` list):
+//! a file naming none is logged as needing a restart and ignored, and a file that cannot be
+//! read or parsed is logged and the last good credentials are kept. Passwords are never logged and `Debug` shows only the path.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -119,23 +119,22 @@ impl CredentialsFile {
         };
         if text != state.text {
             state.text = text.clone();
-            match super::parse(text.trim()) {
-                // The error shows the URL with its password redacted; text that is not a URL
-                // at all (a bare password?) is not shown.
-                Err(e) if text.contains("://") => {
-                    tracing::error!(path = %shared.path.display(), error = %e, "the Redis URL file does not hold a usable URL; keeping the last good credentials");
-                }
-                Err(_) => {
-                    tracing::error!(path = %shared.path.display(), "the Redis URL file does not hold a URL; keeping the last good credentials");
-                }
-                Ok(url) if identity(&url) != shared.identity => {
-                    tracing::error!(path = %shared.path.display(), "the Redis URL file now names another server, database or TLS setup: only its credentials are used until a restart");
-                }
-                Ok(url) if url.info.redis_settings().password().is_none() => {
+            // Failover lists (`url;url`): the part naming this connection's server.
+            let parts: Vec<_> = text
+                .trim()
+                .split(';')
+                .map(|p| super::parse(p.trim()))
+                .collect();
+            let mine = parts
+                .iter()
+                .flatten()
+                .find(|url| identity(url) == shared.identity);
+            match (mine, parts.iter().find_map(|p| p.as_ref().err())) {
+                (Some(url), _) if url.info.redis_settings().password().is_none() => {
                     tracing::error!(path = %shared.path.display(), "the Redis URL file now holds a URL without a password; keeping the last good credentials");
                 }
-                Ok(url) => {
-                    let new = credentials(&url);
+                (Some(url), _) => {
+                    let new = credentials(url);
                     if new.username() != state.good.username()
                         || new.password() != state.good.password()
                     {
@@ -143,6 +142,17 @@ impl CredentialsFile {
                         state.generation += 1;
                         tracing::info!(path = %shared.path.display(), user = %state.good.username(), "Redis credentials changed in the URL file; connections re-authenticate");
                     }
+                }
+                // The error shows the URL with its password redacted; text that is not a URL
+                // at all (a bare password?) is not shown.
+                (None, Some(e)) if text.contains("://") => {
+                    tracing::error!(path = %shared.path.display(), error = %e, "the Redis URL file does not hold a usable URL; keeping the last good credentials");
+                }
+                (None, Some(_)) => {
+                    tracing::error!(path = %shared.path.display(), "the Redis URL file does not hold a URL; keeping the last good credentials");
+                }
+                (None, None) => {
+                    tracing::error!(path = %shared.path.display(), "the Redis URL file now names another server, database or TLS setup, which needs a restart; keeping the current server and credentials");
                 }
             }
         }

@@ -127,7 +127,7 @@ fn bad_or_moved_urls_keep_the_last_good_credentials_and_never_show_passwords() {
     assert_eq!(current(&file), good);
     std::fs::write(&path, "redis://app:db-secret@127.0.0.1:6379/5").unwrap();
     assert_eq!(current(&file), good);
-    assert!(logs.text().contains("until a restart"), "{}", logs.text());
+    assert!(logs.text().contains("needs a restart"), "{}", logs.text());
 
     std::fs::write(&path, "redis://app@127.0.0.1:6379/0").unwrap();
     assert_eq!(current(&file), good);
@@ -149,6 +149,14 @@ fn bad_or_moved_urls_keep_the_last_good_credentials_and_never_show_passwords() {
         logs.text()
     );
 
+    // In a failover list, the URL of this connection's server counts.
+    std::fs::write(
+        &path,
+        "redis://app:other-secret@elsewhere:6379/0;redis://app:list-secret@127.0.0.1:6379/0",
+    )
+    .unwrap();
+    assert_eq!(current(&file), ("app".into(), "list-secret".into()));
+
     let shown = format!(
         "{file:?} {:?}",
         parse("redis://app:new-secret@127.0.0.1:6379/0")
@@ -157,7 +165,9 @@ fn bad_or_moved_urls_keep_the_last_good_credentials_and_never_show_passwords() {
     );
     assert!(shown.contains("CredentialsFile"), "{shown}");
     let logs = logs.text();
-    for secret in ["good", "bare", "port", "moved", "db", "new"] {
+    for secret in [
+        "good", "bare", "port", "moved", "db", "new", "other", "list",
+    ] {
         let secret = format!("{secret}-secret");
         assert!(!logs.contains(&secret), "{secret} in the logs: {logs}");
         assert!(!shown.contains(&secret), "{secret} in Debug: {shown}");
