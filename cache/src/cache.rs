@@ -17,6 +17,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::config::{CacheConfig, Policy};
+use crate::credentials::Credentials;
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::{self, Invalidation};
 use crate::redis_conn::{L2Conn, RedisConn};
@@ -73,6 +74,16 @@ impl Cache {
     /// A cache with L2 in the Redis at `redis` (`None`: L1 and source only). Must be called
     /// inside a Tokio runtime: it starts the invalidation subscriber.
     pub fn new(config: CacheConfig, redis: Option<redis::Client>) -> Cache {
+        Cache::with_credentials(config, redis, None)
+    }
+
+    /// [`Cache::new`] with Redis credentials that can change while the cache runs (see
+    /// [`crate::credentials`]).
+    pub fn with_credentials(
+        config: CacheConfig,
+        redis: Option<redis::Client>,
+        credentials: Option<Credentials>,
+    ) -> Cache {
         crate::tls::install_crypto_provider();
         let per_entry = (config.l1_max_bytes / config.l1_max_entries.max(1)).max(1);
         let floor = u32::try_from(per_entry).unwrap_or(u32::MAX);
@@ -87,9 +98,14 @@ impl Cache {
             .build();
         let (ready_tx, ready_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
-            redis: redis
-                .clone()
-                .map(|client| RedisConn::new(client, config.cluster, config.redis_timeout)),
+            redis: redis.clone().map(|client| {
+                RedisConn::new(
+                    client,
+                    credentials.clone(),
+                    config.cluster,
+                    config.redis_timeout,
+                )
+            }),
             config,
             l1,
             counters: Counters::default(),
@@ -101,6 +117,7 @@ impl Cache {
             tokio::spawn(invalidation::subscribe(
                 Arc::downgrade(&inner),
                 client,
+                credentials,
                 inner.config.channel(),
                 ready_tx,
             ));

@@ -43,6 +43,7 @@ impl Invalidation {
 pub(crate) async fn subscribe(
     inner: Weak<Inner>,
     client: redis::Client,
+    credentials: Option<crate::Credentials>,
     channel: String,
     ready: watch::Sender<bool>,
 ) {
@@ -51,7 +52,11 @@ pub(crate) async fn subscribe(
         if inner.strong_count() == 0 {
             return;
         }
-        match client.get_async_pubsub().await {
+        let pubsub = match crate::credentials::current_client(&client, credentials.as_ref()).await {
+            Ok(client) => client.get_async_pubsub().await,
+            Err(e) => Err(e),
+        };
+        match pubsub {
             Ok(mut pubsub) => {
                 if let Err(e) = pubsub.subscribe(&channel).await {
                     tracing::warn!(error = %e, "cache: cannot subscribe to invalidations");

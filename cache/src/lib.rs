@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod entry;
 pub mod invalidation;
 pub mod key_template;
@@ -18,6 +19,7 @@ pub mod warm;
 
 pub use cache::{Cache, CacheError};
 pub use config::{CacheConfig, Draws, Policy};
+pub use credentials::Credentials;
 pub use key_template::KeyTemplate;
 pub use source::{Row, Source, SourceConfig, SourceError, SourceKind, Sources};
 pub use sql::NamedSql;

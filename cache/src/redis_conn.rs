@@ -9,6 +9,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Mutex;
 
+use crate::credentials::{Credentials, Shared};
+
 /// A connection to one Redis node, or to a Redis Cluster (slots, MOVED/ASK and topology
 /// changes handled by the redis crate's cluster client).
 #[derive(Clone)]
@@ -48,6 +50,7 @@ impl ConnectionLike for L2Conn {
 /// A lazily connected, self-healing Redis connection.
 pub(crate) struct RedisConn {
     client: redis::Client,
+    credentials: Option<Credentials>,
     cluster: bool,
     timeout: Duration,
     state: Mutex<State>,
@@ -61,9 +64,15 @@ struct State {
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl RedisConn {
-    pub(crate) fn new(client: redis::Client, cluster: bool, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        client: redis::Client,
+        credentials: Option<Credentials>,
+        cluster: bool,
+        timeout: Duration,
+    ) -> Self {
         RedisConn {
             client,
+            credentials,
             cluster,
             timeout,
             state: Mutex::new(State {
@@ -106,17 +115,24 @@ impl RedisConn {
 impl RedisConn {
     async fn connect(&self) -> redis::RedisResult<L2Conn> {
         if self.cluster {
-            let client = ClusterClientBuilder::new(vec![self.client.get_connection_info().clone()])
-                .connection_timeout(self.timeout)
-                .response_timeout(self.timeout)
-                .retries(2)
-                .build()?;
+            let mut builder =
+                ClusterClientBuilder::new(vec![self.client.get_connection_info().clone()])
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .retries(2);
+            if let Some(credentials) = &self.credentials {
+                builder = builder.set_credentials_provider(Shared(credentials.clone()));
+            }
+            let client = builder.build()?;
             return client.get_async_connection().await.map(L2Conn::Cluster);
         }
-        let config = ConnectionManagerConfig::new()
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
+        if let Some(credentials) = &self.credentials {
+            config = config.set_credentials_provider(Shared(credentials.clone()));
+        }
         ConnectionManager::new_with_config(self.client.clone(), config)
             .await
             .map(L2Conn::Single)

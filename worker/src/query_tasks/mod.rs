@@ -106,23 +106,30 @@ pub async fn install(
     if config.sources.is_empty() && tasks.is_empty() && !settings.extra.contains_key("cache") {
         return Ok(None);
     }
-    let redis_url = match &config.cache_redis_url {
-        Some(url) => url.clone(),
-        None => settings
-            .result_backend
-            .as_ref()
-            .unwrap_or(&settings.broker_url)
-            .expose()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+    let (redis_url, file) = match &config.cache_redis_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let url = settings
+                .result_backend
+                .as_ref()
+                .unwrap_or(&settings.broker_url);
+            let first = url.expose().split(';').next().unwrap_or_default();
+            (first.to_owned(), url.file())
+        }
     };
     crate::launcher::install_crypto_provider();
-    let client = celeriac_broker_bridge::redis_url::parse(&redis_url)
-        .and_then(|u| u.client())
-        .context("[cache] redis_url")?;
-    let cache = Cache::new(config.cache.clone(), Some(client));
+    let mut url =
+        celeriac_broker_bridge::redis_url::parse(&redis_url).context("[cache] redis_url")?;
+    // A URL from `CELERY_RESULT_BACKEND_FILE` / `CELERY_BROKER_URL_FILE`: rotated credentials
+    // reach the cache's connections too.
+    if let Some(path) = file {
+        url = url.with_credentials_file(path, celeriac_broker_bridge::redis_url::POLL_INTERVAL);
+    }
+    let credentials = url
+        .credentials_file()
+        .map(|file| Arc::new(file.clone()) as celeriac_cache::Credentials);
+    let client = url.client().context("[cache] redis_url")?;
+    let cache = Cache::with_credentials(config.cache.clone(), Some(client), credentials);
     for source in &config.sources {
         cache.declare_source(&source.name);
     }
