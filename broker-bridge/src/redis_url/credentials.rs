@@ -76,14 +76,15 @@ impl CredentialsFile {
     /// every `interval` (see [`POLL_INTERVAL`]).
     pub fn new(path: impl Into<PathBuf>, url: &RedisUrl, interval: Duration) -> Self {
         let path = path.into();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
         CredentialsFile {
             shared: Arc::new(Shared {
                 path,
                 identity: identity(url),
                 interval,
+                // Nothing read yet: the first read takes the file's credentials, even if it
+                // was rewritten after `url` was read from it.
                 state: Mutex::new(State {
-                    text,
+                    text: String::new(),
                     good: credentials(url),
                     generation: 0,
                 }),

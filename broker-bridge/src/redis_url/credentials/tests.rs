@@ -88,6 +88,14 @@ async fn yields_current_credentials_at_once_then_each_change() {
     );
 }
 
+#[test]
+fn a_file_rewritten_since_the_url_was_read_counts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, file) = provider(&dir, "redis://app:read-secret@127.0.0.1:6379/0");
+    std::fs::write(&path, "redis://app:rewritten-secret@127.0.0.1:6379/0").unwrap();
+    assert_eq!(file.current().password(), "rewritten-secret");
+}
+
 #[tokio::test]
 async fn no_user_name_means_the_default_user() {
     let dir = tempfile::tempdir().unwrap();
