@@ -66,16 +66,28 @@ async fn sleep(seconds: &Value) -> Result<(), PyException> {
     Ok(())
 }
 
+/// What redis-py writes for a value: a `str` as is, `bytes` (kombu's JSON tags them
+/// `{"__type__": "bytes", "__value__": <utf-8 text>}`) as their text, other values as text.
+pub fn redis_item(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) if o.get("__type__") == Some(&json!("bytes")) => o
+            .get("__value__")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        other => Some(other.to_string()),
+    }
+}
+
 async fn rpush(key: &str, value: &Value) -> Result<(), TaskError> {
-    let item = match value {
-        Value::String(s) => s.clone(),
-        Value::Null => return Err(PyException::in_module(
+    let Some(item) = redis_item(value) else {
+        return Err(PyException::in_module(
             "redis.exceptions",
             "DataError",
             "Invalid input of type: 'NoneType'. Convert to a bytes, string, int or float first.",
         )
-        .into()),
-        other => other.to_string(),
+        .into());
     };
     let mut conn = redis_conn().await?;
     redis::cmd("RPUSH")
@@ -568,4 +580,18 @@ pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
         .register(add_pydantic_string_annotations)
         .register(reject_without_requeue)
         .register(soft_time_limit_must_exceed_time_limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_items_as_redis_py_writes_them() {
+        assert_eq!(redis_item(&json!("a")).as_deref(), Some("a"));
+        let bytes = json!({"__type__": "bytes", "__value__": "0f2c"});
+        assert_eq!(redis_item(&bytes).as_deref(), Some("0f2c"));
+        assert_eq!(redis_item(&json!(3)).as_deref(), Some("3"));
+        assert_eq!(redis_item(&Value::Null), None);
+    }
 }
