@@ -93,8 +93,8 @@ fn unknown(dotted: &str, name: &str, path: &Path) -> ConfigError {
         }
     } else if let Some(f) = FIELDS
         .iter()
-        .min_by_key(|f| edit_distance(f.key, name))
-        .filter(|f| edit_distance(f.key, name) <= 3)
+        .min_by_key(|f| strsim::levenshtein(f.key, name))
+        .filter(|f| strsim::levenshtein(f.key, name) <= 3)
     {
         format!("did you mean `{}`?", f.key)
     } else {
@@ -105,20 +105,4 @@ fn unknown(dotted: &str, name: &str, path: &Path) -> ConfigError {
         path: path.to_owned(),
         hint,
     }
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
