@@ -90,40 +90,71 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Seconds as a number (`30`, `0.5`) or a string with a unit (`"500ms"`, `"30s"`, `"5m"`, `"1h"`).
+    /// Seconds as a number (`30`, `0.5`, `"30"`) or a humantime duration (`"500ms"`, `"30s"`,
+    /// `"5m"`, `"1h30m"`, `"1d"`).
     pub(crate) fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {
-        let bad = || {
+        let bad = |why: String| {
             self.err(
                 key,
-                "must be a positive duration: seconds, or \"500ms\", \"30s\", \"5m\", \"1h\"",
+                &format!(
+                    "must be a positive duration: seconds, or \"500ms\", \"30s\", \"5m\", \"1h30m\", \"1d\"{why}"
+                ),
             )
         };
         let secs = match self.table.get(key) {
             None => return Ok(None),
             Some(toml::Value::Integer(i)) => *i as f64,
             Some(toml::Value::Float(f)) => *f,
-            Some(toml::Value::String(s)) => parse_duration(s).ok_or_else(bad)?,
-            Some(_) => return Err(bad()),
+            Some(toml::Value::String(s)) => match s.trim().parse::<f64>() {
+                Ok(secs) => secs,
+                Err(_) => humantime::parse_duration(s.trim())
+                    .map_err(|e| bad(format!(" ({e})")))?
+                    .as_secs_f64(),
+            },
+            Some(_) => return Err(bad(String::new())),
         };
         if !(secs.is_finite() && secs > 0.0) {
-            return Err(bad());
+            return Err(bad(String::new()));
         }
         Duration::try_from_secs_f64(secs)
             .map(Some)
-            .map_err(|_| bad())
+            .map_err(|_| bad(String::new()))
     }
 }
 
-fn parse_duration(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number.trim().parse().ok()?;
-    Some(match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(value: &str) -> Result<Option<Duration>, String> {
+        let table: toml::Value = toml::from_str(&format!("ttl = {value}")).unwrap();
+        Section::new("[cache]", &table).unwrap().seconds("ttl")
+    }
+
+    #[test]
+    fn durations_are_seconds_or_humantime_strings() {
+        let secs = |s: u64| Ok(Some(Duration::from_secs(s)));
+        assert_eq!(read("30"), secs(30));
+        assert_eq!(read("0.5"), Ok(Some(Duration::from_millis(500))));
+        assert_eq!(read("\"30\""), secs(30));
+        assert_eq!(read("\"500ms\""), Ok(Some(Duration::from_millis(500))));
+        assert_eq!(read("\"30s\""), secs(30));
+        assert_eq!(read("\"5m\""), secs(300));
+        assert_eq!(read("\"24h\""), secs(86_400));
+        assert_eq!(read("\"1h30m\""), secs(5_400));
+        assert_eq!(read("\"1d\""), secs(86_400));
+        assert_eq!(read("\"1h 30m\""), secs(5_400));
+    }
+
+    #[test]
+    fn bad_durations_name_the_key_and_the_accepted_forms() {
+        for bad in ["0", "-3", "\"0s\"", "\"soon\"", "\"5x\"", "true", "nan"] {
+            let err = read(bad).unwrap_err();
+            assert!(
+                err.contains("[cache]") && err.contains("ttl") && err.contains("\"1h30m\""),
+                "{bad}: {err}"
+            );
+        }
+        assert!(read("\"5x\"").unwrap_err().contains("unknown time unit"));
+    }
 }
