@@ -170,13 +170,16 @@ import time
 again = app.send_task("t.reject_once")
 print(outcome(again))
 gone = app.send_task("t.reject", args=(False,))
-time.sleep(1)
-print(gone.state)
+print(outcome(gone).split()[0])
+print(repr(gone.result))
 print("ids", again.id, gone.id)
 "#
     ));
-    // Requeued once, then run again; the other stays PENDING (Celery stores nothing on Reject).
-    assert!(out.starts_with("SUCCESS 2\nPENDING\n"), "{out}");
+    // Requeued once, then run again; the other is a terminal FAILURE, as Celery 5.7 stores it.
+    assert!(
+        out.starts_with("SUCCESS 2\nFAILURE\nreject requeue=False: deliberate rejection\n"),
+        "{out}"
+    );
     let ids = split_ids(&out);
     let (again, gone) = (&ids[0], &ids[1]);
     wait_settled(&world);
@@ -194,5 +197,10 @@ print("ids", again.id, gone.id)
         .filter(|e| e["event"]["type"] == "task-received" && e["event"]["uuid"] == again.as_str())
         .count();
     assert_eq!(received, 2, "the requeued message was received again");
-    assert!(find_event(&events, "task-failed", Some(gone)).is_none());
+    let failed = find_event(&events, "task-failed", Some(gone)).expect("task-failed");
+    assert_eq!(
+        failed["event"]["exception"], "reject requeue=False: deliberate rejection",
+        "{failed}"
+    );
+    assert!(find_event(&events, "task-failed", Some(again)).is_none());
 }

@@ -261,6 +261,18 @@ pub async fn task_retried(rt: &Runtime, id: &str, exception: String, traceback: 
 
 /// `repr()` of a Python exception: `ValueError('bad')`, `KeyError(1, 2)`.
 pub fn exception_repr(exc: &crate::task::PyException) -> String {
+    if let ("celery.exceptions", "Reject", [reason, requeue]) = (
+        exc.exc_module.as_str(),
+        exc.exc_type.as_str(),
+        exc.args.as_slice(),
+    ) {
+        // Celery's `Reject.__repr__`: `reject requeue=False: <reason>`.
+        let reason = match reason {
+            serde_json::Value::String(s) => s.clone(),
+            other => value_repr(other),
+        };
+        return format!("reject requeue={}: {reason}", value_repr(requeue));
+    }
     match exc.args.as_slice() {
         [one] => format!("{}({})", exc.exc_type, value_repr(one)),
         args => format!("{}{}", exc.exc_type, args_repr(args)),

@@ -368,9 +368,20 @@ async fn execute(
                 Err(exc) => ended.failed(&exc).await,
             }
         }
-        // Celery's `Reject`: nothing stored; an early-acked message is already gone.
+        // Celery's `Reject`. Requeued: nothing stored. Not requeued, the task never runs again:
+        // Celery 5.7's worker stores a terminal FAILURE (`celery.exceptions.Reject(reason,
+        // False)`, with its chord and errbacks) and sends `task-failed`, then rejects the
+        // message. An early-acked message is already gone either way.
         Err(TaskError::Reject { reason, requeue }) => {
             tracing::warn!(runtime_s, requeue, %reason, "task rejected its message");
+            if !requeue {
+                let exc = PyException {
+                    exc_type: "Reject".into(),
+                    exc_module: "celery.exceptions".into(),
+                    args: vec![reason.clone().into(), false.into()],
+                };
+                ended.failed(&exc).await;
+            }
             Settle::Reject { requeue, reason }
         }
     };

@@ -86,9 +86,11 @@ pub enum TaskError {
     /// The task is replaced by this signature (Celery's `self.replace(sig)`): it is published
     /// with this task's id, and this run stores no result.
     Replace(Box<Signature>),
-    /// The task rejects its message (Celery's `raise Reject(reason, requeue=...)`): no result is
-    /// stored; with late acks the message goes back to its queue (`requeue`) or, instead of
-    /// being dropped, to the dead-letter list. An early-acked message is already gone.
+    /// The task rejects its message (Celery's `raise Reject(reason, requeue=...)`). With
+    /// `requeue` nothing is stored and, with late acks, the message goes back to its queue.
+    /// Without, as Celery 5.7: FAILURE `celery.exceptions.Reject(reason, False)` is stored and
+    /// `task-failed` sent; with late acks the message goes to the dead-letter list instead of
+    /// being dropped. An early-acked message is already gone.
     Reject {
         /// Why, logged and kept as the dead-letter reason.
         reason: String,
