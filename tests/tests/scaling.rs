@@ -12,8 +12,7 @@
 mod support;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -22,6 +21,7 @@ use std::time::{Duration, Instant};
 use celeriac_testkit::python;
 use redis::Commands;
 use serde_json::Value;
+use support::scrape::{http_get, metrics_port};
 use support::{python_dir, Proc, World};
 
 /// Tasks one replica takes at once: the ScaledObject's threshold (= worker_concurrency).
@@ -53,32 +53,6 @@ for seconds, rate in phases:
         n += 1
 print("DONE", flush=True)
 "#;
-
-/// GET `path` on the local `port`: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// The port a replica's metrics server bound (it is started with port 0).
-fn metrics_port(w: &Proc) -> u16 {
-    w.log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["message"] == "metrics server listening")
-        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok())
-        .expect("the worker logs its metrics address")
-}
 
 /// A running replica and its metrics port.
 struct Replica {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use celeriac_testkit::MotoServer;
 use redis::Commands;
+use support::scrape::{http_get, metrics_port};
 use support::{eventually, World};
 
 /// Short waits so the tests do not idle; a visibility timeout of `visibility` seconds.
@@ -187,23 +188,6 @@ fn a_countdown_longer_than_the_visibility_timeout_runs_once() {
     assert_eq!(depth.trim(), "0 0", "no second copy left behind");
 }
 
-/// `GET path` on the worker's metrics server: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
 #[test]
 fn keda_and_metrics_report_the_sqs_queue_depth() {
     let moto = MotoServer::start().unwrap();
@@ -221,13 +205,7 @@ fn keda_and_metrics_report_the_sqs_queue_depth() {
             "0",
         ],
     );
-    let port: u16 = worker
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message"] == "metrics server listening")
-        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok())
-        .expect("the worker logs its metrics address");
+    let port = metrics_port(&worker);
     w.py("from celery_app import sleep\nfor _ in range(5):\n    sleep.delay(600000)");
     let mut last = None;
     let keda = eventually(Duration::from_secs(60), || {

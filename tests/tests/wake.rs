@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{Proc, World};
+use support::scrape::metrics_port;
+use support::World;
 
 /// `celeriac_fetch_wakeups_total` of the worker whose metrics server is on `port`.
 fn wakeups(port: u16) -> f64 {
@@ -30,16 +30,6 @@ fn metric(port: u16, name: &str) -> f64 {
             (series.split('{').next()? == name).then(|| value.parse().ok())?
         })
         .unwrap_or_else(|| panic!("{name} is exported"))
-}
-
-/// The port the worker's metrics server bound (it is started with port 0).
-fn metrics_port(w: &Proc) -> u16 {
-    w.log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["message"] == "metrics server listening")
-        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok())
-        .expect("the worker logs its metrics address")
 }
 
 fn celery_cli(world: &World, args: &[&str]) -> String {
