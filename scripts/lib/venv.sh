@@ -96,40 +96,34 @@ ensure_venv() {
   export CELERIAC_TEST_PYTHON="$venv/bin/python"
 }
 
-# A second venv with Celery 5.3.6 (the exact pins of the 5.3 wire fixtures), for tests that run a
-# Python 5.3.6 worker beside celeriac.
-ensure_venv_celery536() {
-  local root=$1
-  local venv="$root/.venv-celery536"
-  local req="$root/proto-fixtures/requirements-5.3.txt"
+# A venv holding exactly the pins of a requirements file, installed without dependency
+# resolution, re-created when the file changes: ensure_pinned_venv VENV REQUIREMENTS WHAT.
+ensure_pinned_venv() {
+  local venv=$1 req=$2 what=$3
   local stamp="$venv/.requirements.sha256"
   local want
   want=$(sha256sum "$req" | cut -d' ' -f1)
   if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "creating $venv (Celery 5.3.6 from PyPI)"
+    echo "creating $venv ($what from PyPI)"
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$req"
     echo "$want" > "$stamp"
   fi
-  export CELERIAC_TEST_PYTHON_CELERY536="$venv/bin/python"
+}
+
+# A second venv with Celery 5.3.6 (the exact pins of the 5.3 wire fixtures), for tests that run a
+# Python 5.3.6 worker beside celeriac.
+ensure_venv_celery536() {
+  local root=$1
+  ensure_pinned_venv "$root/.venv-celery536" "$root/proto-fixtures/requirements-5.3.txt" "Celery 5.3.6"
+  export CELERIAC_TEST_PYTHON_CELERY536="$root/.venv-celery536/bin/python"
 }
 
 # A third venv with celery-exporter (danihodovic/celery-exporter) and its exact pins, for the test
 # that compares its series with celeriac's.
 ensure_venv_exporter() {
   local root=$1
-  local venv="$root/.venv-exporter"
-  local req="$root/tests/requirements-exporter.txt"
-  local stamp="$venv/.requirements.sha256"
-  local want
-  want=$(sha256sum "$req" | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "creating $venv (celery-exporter from PyPI)"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$req"
-    echo "$want" > "$stamp"
-  fi
-  export CELERIAC_TEST_PYTHON_EXPORTER="$venv/bin/python"
+  ensure_pinned_venv "$root/.venv-exporter" "$root/tests/requirements-exporter.txt" "celery-exporter"
+  export CELERIAC_TEST_PYTHON_EXPORTER="$root/.venv-exporter/bin/python"
 }
