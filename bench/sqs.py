@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 import redis
 
 from drain import free_port, proc_kb, spread, tree
-from latency import percentile
+from latency import round_trips
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -80,15 +79,7 @@ def one_at_a_time(name, cmd, env, r, app, rounds, tmp):
     p = start(cmd, env, tmp, name + "-latency")
     try:
         app.send_task("demo.add", args=(0, 0)).get(timeout=120)  # ready
-        times = []
-        for i in range(rounds):
-            t0 = time.perf_counter()
-            got = app.send_task("demo.add", args=(i, 1)).get(timeout=60)
-            times.append((time.perf_counter() - t0) * 1000)
-            if got != i + 1:
-                sys.exit(f"{name}: demo.add({i}, 1) returned {got!r}")
-            time.sleep(0.25)
-        return statistics.median(times), percentile(times, 99)
+        return round_trips(app, rounds, 0.25)
     finally:
         p.terminate()
         p.wait(timeout=120)
