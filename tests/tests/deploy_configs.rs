@@ -1,7 +1,8 @@
 //! The shipped configurations run as shipped: `celeriac warm --config worker/examples/demo.toml`
 //! (the demo's `[[warm]]` entry, on the demo's SQLite data) fills the cache that a worker then
 //! serves a real Python Celery call from, and the deploy configurations' warm examples run
-//! with the CronJob's command.
+//! with the CronJob's command; the warm job's metrics reach a real Pushgateway, over plain HTTP
+//! and over TLS with basic auth.
 
 mod support;
 
@@ -232,7 +233,15 @@ fn two_warm_jobs_push_to_a_real_pushgateway() {
     })
     .expect("the Pushgateway is ready");
 
-    let db = demo_db(&world);
+    let config = two_jobs_config(&world);
+    let (code, out) = warm(&world, &config);
+    assert_eq!(code, 0, "{out}");
+    assert_pushed(&http_get(port, "/metrics").unwrap());
+}
+
+/// A config with two `[[warm]]` entries over the demo's SQLite data.
+fn two_jobs_config(world: &World) -> std::path::PathBuf {
+    let db = demo_db(world);
     let config = world.dir().join("two-jobs.toml");
     std::fs::write(
         &config,
@@ -273,9 +282,11 @@ columns = ["id", "title"]
         ),
     )
     .unwrap();
-    let (code, out) = warm(&world, &config);
-    assert_eq!(code, 0, "{out}");
-    let metrics = http_get(port, "/metrics").unwrap();
+    config
+}
+
+/// Both jobs' rows and last-success series are in the Pushgateway's exposition.
+fn assert_pushed(metrics: &str) {
     for (job, rows) in [("demo.get_customer", 2), ("demo.get_ticket_row", 3)] {
         let line = format!(
             "celeriac_warm_rows_total{{instance=\"\",job=\"celeriac_warm\",warm_job=\"{job}\"}} {rows}"
@@ -286,4 +297,114 @@ columns = ["id", "title"]
         );
         assert!(metrics.contains(&success), "{success} not in:\n{metrics}");
     }
+}
+
+/// GET `https://127.0.0.1:port/path` trusting `ca`, as `user` with `password`; the body of a
+/// successful reply.
+fn https_get(ca: &Path, port: u16, path: &str, user: &str, password: &str) -> Option<String> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let reply = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .ok()?
+            .get(format!("https://127.0.0.1:{port}{path}"))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .ok()?;
+        if !reply.status().is_success() {
+            return None;
+        }
+        reply.text().await.ok()
+    })
+}
+
+/// The push over HTTPS with basic auth to a Pushgateway whose web config (`--web.config.file`)
+/// serves TLS from a test CA and admits one bcrypt-hashed user: the URL with the user's
+/// credentials comes from `CELERIAC_WARM_PUSHGATEWAY_URL_FILE` and the CA from
+/// `CELERIAC_WARM_PUSHGATEWAY_CA_FILE`. A wrong password, or no trusted CA, fails the run.
+#[test]
+fn warm_pushes_over_tls_with_basic_auth() {
+    let pki = celeriac_testkit::TestPki::generate("pushgateway").unwrap();
+    let port = free_port();
+    let secrets = tempfile::tempdir().unwrap();
+    let url_file = secrets.path().join("pushgateway-url");
+    let web_config = secrets.path().join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  warm: {}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            bcrypt::hash("s3cret pass", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let world = World::new(&[
+        (
+            "CELERIAC_WARM_PUSHGATEWAY_URL_FILE",
+            url_file.to_str().unwrap(),
+        ),
+        (
+            "CELERIAC_WARM_PUSHGATEWAY_CA_FILE",
+            pki.ca_cert.to_str().unwrap(),
+        ),
+    ]);
+    let mut gateway = Command::new("prometheus-pushgateway");
+    gateway
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", web_config.display()))
+        .arg("--persistence.file=");
+    let _gateway =
+        support::Proc::spawn("pushgateway", gateway, world.dir().join("pushgateway.log"));
+    support::eventually(std::time::Duration::from_secs(20), || {
+        https_get(&pki.ca_cert, port, "/-/ready", "warm", "s3cret pass")
+    })
+    .expect("the Pushgateway is ready over TLS");
+    let config = two_jobs_config(&world);
+
+    std::fs::write(
+        &url_file,
+        format!("https://warm:s3cret@127.0.0.1:{port}/\n"),
+    )
+    .unwrap();
+    let (code, out) = warm(&world, &config);
+    assert_ne!(code, 0, "a wrong password must fail the run: {out}");
+    assert!(out.contains("401"), "{out}");
+
+    std::fs::write(
+        &url_file,
+        format!("https://warm:s3cret%20pass@127.0.0.1:{port}/\n"),
+    )
+    .unwrap();
+    let mut untrusted = Command::new(env!("CARGO_BIN_EXE_celeriac-test-warm"));
+    untrusted
+        .arg("--config")
+        .arg(&config)
+        .envs(world.env.iter().map(|(k, v)| (k, v)))
+        .env_remove("CELERIAC_WARM_PUSHGATEWAY_CA_FILE");
+    let refused = untrusted.output().unwrap();
+    let refused_out = String::from_utf8_lossy(&refused.stderr).into_owned()
+        + &String::from_utf8_lossy(&refused.stdout);
+    assert_ne!(
+        refused.status.code(),
+        Some(0),
+        "an untrusted certificate must fail the run: {refused_out}"
+    );
+    assert!(
+        https_get(&pki.ca_cert, port, "/metrics", "warm", "s3cret pass")
+            .unwrap()
+            .lines()
+            .all(|l| !l.starts_with("celeriac_warm_rows_total")),
+        "nothing was pushed by the refused runs"
+    );
+
+    let (code, out) = warm(&world, &config);
+    assert_eq!(code, 0, "{out}");
+    assert_pushed(&https_get(&pki.ca_cert, port, "/metrics", "warm", "s3cret pass").unwrap());
 }

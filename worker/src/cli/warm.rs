@@ -177,14 +177,28 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
                 code = worse(code, EXIT_ERROR);
             }
         }
-        if let Ok(gateway) = std::env::var("CELERIAC_WARM_PUSHGATEWAY_URL") {
-            if let Err(e) = push(&metrics, &gateway).await {
+        match pushgateway_url() {
+            Ok(Some(gateway)) => {
+                if let Err(e) = push(&metrics, &gateway).await {
+                    tracing::error!(error = %e, "warm: Pushgateway push failed");
+                    code = worse(code, EXIT_ERROR);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
                 tracing::error!(error = %e, "warm: Pushgateway push failed");
                 code = worse(code, EXIT_ERROR);
             }
         }
     }
     code
+}
+
+/// `CELERIAC_WARM_PUSHGATEWAY_URL`, or the file `CELERIAC_WARM_PUSHGATEWAY_URL_FILE` names (for a
+/// URL carrying basic-auth credentials).
+fn pushgateway_url() -> anyhow::Result<Option<String>> {
+    let vars = process_env().collect();
+    Ok(crate::config::lookup_env(&vars, "CELERIAC_WARM_PUSHGATEWAY_URL")?.map(|found| found.value))
 }
 
 /// Push to the Pushgateway with the bearer token of `CELERIAC_WARM_PUSHGATEWAY_BEARER_TOKEN_FILE`

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use celeriac_secrets::redact as redacted;
 pub use cli::WorkerArgs;
+pub(crate) use env::lookup as lookup_env;
 pub use env::process_env;
 pub use error::ConfigError;
 pub use hostname::{expand_hostname, system_hostname};
