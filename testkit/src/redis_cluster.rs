@@ -1,6 +1,7 @@
 //! A private Redis Cluster: 3 primaries and 3 replicas started from `redis-server` on free
 //! ports, joined with `redis-cli --cluster create`, killed when dropped.
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,10 +12,28 @@ use crate::{free_port, RedisServer};
 /// Three primaries (slots split evenly) and one replica of each.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    killed: BTreeSet<u16>,
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// The node id.
+    pub id: String,
+    /// Its client port.
+    pub port: u16,
+    /// A primary (not a replica).
+    pub primary: bool,
+    /// Flagged `fail` or `fail?` by the node asked.
+    pub failing: bool,
+    /// The slot ranges it serves (`(first, last)`, inclusive).
+    pub slots: Vec<(u16, u16)>,
 }
 
 impl RedisCluster {
-    /// Start six nodes and wait until every node reports `cluster_state:ok`.
+    /// Start six nodes and wait until every node reports `cluster_state:ok` and every replica
+    /// has synchronised with its primary (a replica that never did is not allowed to take over:
+    /// its data age counts from "never").
     pub fn start() -> Result<Self> {
         let mut last_err = None;
         for _ in 0..3 {
@@ -59,24 +78,69 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            killed: BTreeSet::new(),
+        };
         cluster.wait_ok(Duration::from_secs(30))?;
+        cluster.wait_replicas_synced(Duration::from_secs(30))?;
         Ok(cluster)
     }
 
     /// Wait until every live node says `cluster_state:ok` and knows all six nodes.
     pub fn wait_ok(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(timeout, "cluster_state:ok on every live node", || {
+            self.live_ports().iter().all(|p| {
+                let info = self.cli(*p, &["CLUSTER", "INFO"]).unwrap_or_default();
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
+            })
+        })
+    }
+
+    /// Wait until every live replica's link to its primary is up.
+    pub fn wait_replicas_synced(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(timeout, "every replica synchronised", || {
+            self.live_ports().iter().all(|p| {
+                let info = self.cli(*p, &["INFO", "replication"]).unwrap_or_default();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        })
+    }
+
+    /// Wait until every live node sees three primaries that are not failing and together serve
+    /// all 16384 slots (after a failover: a replica was promoted and everyone knows it).
+    pub fn wait_failed_over(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(timeout, "a full set of live primaries", || {
+            self.live_ports().iter().all(|p| {
+                let nodes = self.nodes_seen_by(*p).unwrap_or_default();
+                let serving: Vec<&ClusterNode> = nodes
+                    .iter()
+                    .filter(|n| n.primary && !n.failing && !n.slots.is_empty())
+                    .collect();
+                let slots: u32 = serving
+                    .iter()
+                    .flat_map(|n| &n.slots)
+                    .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+                    .sum();
+                serving.len() == 3
+                    && slots == 16384
+                    && serving.iter().all(|n| !self.killed.contains(&n.port))
+                    && self
+                        .cli(*p, &["CLUSTER", "INFO"])
+                        .unwrap_or_default()
+                        .contains("cluster_state:ok")
+            })
+        })
+    }
+
+    fn wait_until(&self, timeout: Duration, what: &str, ok: impl Fn() -> bool) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let ok = self.nodes.iter().all(|n| {
-                let info = self.cli(n.port(), &["CLUSTER", "INFO"]).unwrap_or_default();
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
-            });
-            if ok {
+            if ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("the cluster did not reach cluster_state:ok");
+                bail!("the cluster did not reach: {what}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -97,15 +161,30 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::port).collect()
     }
 
+    /// The ports of the nodes not killed.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.ports()
+            .into_iter()
+            .filter(|p| !self.killed.contains(p))
+            .collect()
+    }
+
     /// A URL naming one node (clients discover the others from it).
     pub fn url(&self) -> String {
         self.nodes[0].url(0)
     }
 
-    /// Kill the node on `port` abruptly (its replica takes over after the node timeout, 2 s).
+    /// The port of the node [`Self::url`] names.
+    pub fn url_port(&self) -> u16 {
+        self.nodes[0].port()
+    }
+
+    /// Kill the node on `port` with SIGKILL (its replica takes over after the node timeout, 2 s,
+    /// plus the election).
     pub fn kill(&mut self, port: u16) {
         if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
             node.kill();
+            self.killed.insert(port);
         }
     }
 
@@ -113,17 +192,131 @@ impl RedisCluster {
     pub fn kill_all(&mut self) {
         for node in &mut self.nodes {
             node.kill();
+            self.killed.insert(node.port());
         }
     }
 
-    /// The ports of the nodes that are primaries now.
+    /// The ports of the live nodes that are primaries now.
     pub fn primaries(&self) -> Vec<u16> {
-        self.ports()
+        self.live_ports()
             .into_iter()
             .filter(|p| {
                 self.cli(*p, &["ROLE"])
                     .is_ok_and(|role| role.starts_with("master"))
             })
             .collect()
+    }
+
+    /// `CLUSTER NODES` as the node on `port` sees the cluster.
+    pub fn nodes_seen_by(&self, port: u16) -> Result<Vec<ClusterNode>> {
+        let text = self.cli(port, &["CLUSTER", "NODES"])?;
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 {
+                bail!("unexpected CLUSTER NODES line: {line}");
+            }
+            let port = fields[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .with_context(|| format!("address in {line}"))?;
+            let flags: Vec<&str> = fields[2].split(',').collect();
+            let mut slots = Vec::new();
+            for s in &fields[8..] {
+                if s.starts_with('[') {
+                    continue;
+                }
+                let (a, b) = s.split_once('-').unwrap_or((s, s));
+                slots.push((a.parse()?, b.parse()?));
+            }
+            out.push(ClusterNode {
+                id: fields[0].to_owned(),
+                port,
+                primary: flags.contains(&"master"),
+                failing: flags.iter().any(|f| f.starts_with("fail")),
+                slots,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> Result<u16> {
+        let port = *self.live_ports().first().context("no live node")?;
+        let text = self.cli(port, &["CLUSTER", "KEYSLOT", key])?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("CLUSTER KEYSLOT answered {text:?}"))
+    }
+
+    /// The live primary serving `slot`, as the first live node sees it.
+    pub fn owner_of(&self, slot: u16) -> Result<ClusterNode> {
+        let port = *self.live_ports().first().context("no live node")?;
+        self.nodes_seen_by(port)?
+            .into_iter()
+            .find(|n| {
+                n.primary && !n.failing && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .with_context(|| format!("no primary serves slot {slot}"))
+    }
+
+    /// Move `slot` with its keys to the primary on `to` as `redis-cli --cluster reshard` does:
+    /// IMPORTING / MIGRATING, then `MIGRATE` of the keys `batch` at a time (`pause` between
+    /// batches, so clients see `ASK` meanwhile), then `SETSLOT NODE` on every primary.
+    pub fn move_slot(&self, slot: u16, to: u16, batch: usize, pause: Duration) -> Result<()> {
+        let from = self.owner_of(slot)?;
+        let live = self.live_ports();
+        let nodes = self.nodes_seen_by(live[0])?;
+        let target = nodes
+            .iter()
+            .find(|n| n.port == to)
+            .context("target node unknown")?;
+        if from.port == to {
+            return Ok(());
+        }
+        let s = slot.to_string();
+        let ok = |port: u16, args: &[&str]| -> Result<()> {
+            let out = self.cli(port, args)?;
+            if !out.trim().starts_with("OK") {
+                bail!("{args:?} on {port}: {out}");
+            }
+            Ok(())
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id])?;
+        ok(
+            from.port,
+            &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id],
+        )?;
+        loop {
+            let listed = self.cli(
+                from.port,
+                &["CLUSTER", "GETKEYSINSLOT", &s, &batch.to_string()],
+            )?;
+            let keys: Vec<&str> = listed.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_s = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().copied());
+            let out = self.cli(from.port, &args)?;
+            if !(out.starts_with("OK") || out.starts_with("NOKEY")) {
+                bail!("MIGRATE: {out}");
+            }
+            std::thread::sleep(pause);
+        }
+        ok(to, &["CLUSTER", "SETSLOT", &s, "NODE", &target.id])?;
+        ok(from.port, &["CLUSTER", "SETSLOT", &s, "NODE", &target.id])?;
+        for n in nodes
+            .iter()
+            .filter(|n| n.primary && !self.killed.contains(&n.port))
+        {
+            if n.port != to && n.port != from.port {
+                ok(n.port, &["CLUSTER", "SETSLOT", &s, "NODE", &target.id])?;
+            }
+        }
+        Ok(())
     }
 }
