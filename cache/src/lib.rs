@@ -21,6 +21,7 @@ pub use cache::{Cache, CacheError};
 pub use config::{CacheConfig, Draws, Policy};
 pub use credentials::Credentials;
 pub use key_template::KeyTemplate;
+pub use redis_conn::L2Conn;
 pub use source::{Row, Source, SourceConfig, SourceError, SourceKind, Sources};
 pub use sql::NamedSql;
 pub use stats::{CacheStats, LatencyHistogram, SourceStats};

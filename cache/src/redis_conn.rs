@@ -14,8 +14,10 @@ use crate::credentials::{Credentials, Shared};
 /// A connection to one Redis node, or to a Redis Cluster (slots, MOVED/ASK and topology
 /// changes handled by the redis crate's cluster client).
 #[derive(Clone)]
-pub(crate) enum L2Conn {
+pub enum L2Conn {
+    /// One node (or a replicated primary).
     Single(ConnectionManager),
+    /// A Redis Cluster.
     Cluster(ClusterConnection),
 }
 

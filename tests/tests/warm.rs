@@ -8,6 +8,8 @@
 //! SQLite behind, Change Tracking and rowversion emulated): Change Tracking and rowversion runs
 //! follow inserts, updates and (hard, resp. soft) deletes, and reload in full when the history
 //! was cleaned up past the last synced version, resp. the database is behind the watermark.
+//! On a real Redis Cluster (`[cache] cluster = true`): full and incremental passes spread keys
+//! over every primary, a `Cache` in cluster mode reads them as L2 hits, a held lock exits 3.
 
 mod support;
 
@@ -16,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_cache::source::{registry::connect_lazy, SourceConfig};
-use celeriac_cache::Source;
+use celeriac_cache::{Cache, CacheConfig, KeyTemplate, Policy, Source};
+use celeriac_testkit::RedisCluster;
 use redis::Commands;
 use serde_json::{json, Value};
 use support::{eventually, Proc, World};
@@ -389,23 +392,120 @@ fn bad_config_exits_2() {
     let (code, out) = warm(&world, &cfg, &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("unknown mode `sideways`"), "{out}");
+}
 
-    // A cache on a Redis Cluster is refused plainly (the warm job writes to one node).
-    let cfg = config(
-        dir.path(),
-        "postgres://postgres@127.0.0.1:5432/postgres",
-        "full",
-    );
+/// The keys matching `pattern` that the cluster node on `port` holds itself.
+fn node_keys(port: u16, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    client.get_connection().unwrap().keys(pattern).unwrap()
+}
+
+#[test]
+fn cluster_full_and_incremental_passes_feed_the_read_path() {
+    let db = TempDb::create("postgres");
+    let world = World::new(&[]);
+    let cluster = RedisCluster::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &db.url, "updated_at");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
+    let cache_section = format!(
+        "[cache]\ncluster = true\nredis_url = \"{}\"\n",
+        cluster.url()
+    );
+    std::fs::write(&cfg, text.replacen("[cache]\n", &cache_section, 1)).unwrap();
+
+    // Batches of 40 rows, each split by slot over the three primaries.
+    warm_ok(&world, &cfg, "full pass: 250 rows read, 250 keys written");
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    let per_node: Vec<usize> = primaries
+        .iter()
+        .map(|p| node_keys(*p, "w:cache:v1:k2:{q.get_ticket:ticket:*").len())
+        .collect();
+    assert_eq!(per_node.iter().sum::<usize>(), 250, "{per_node:?}");
+    assert!(per_node.iter().all(|n| *n > 0), "{per_node:?}");
+    let state_keys: usize = primaries
+        .iter()
+        .map(|p| node_keys(*p, "w:cache:warm:{q.get_ticket}:*").len())
+        .sum();
+    assert_eq!(state_keys, 1, "the state key, and no lock left behind");
+    assert_eq!(
+        world.redis().keys::<_, Vec<String>>("*").unwrap(),
+        Vec::<String>::new()
+    );
+
+    // A cache on the cluster (the worker's settings) reads every warmed key from L2.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = db.rows();
+    let template = KeyTemplate::parse("ticket:{ticket_id}")
+        .unwrap()
+        .in_namespace("q.get_ticket");
+    let read_all = |rows: &[Value]| {
+        rt.block_on(async {
+            let config = CacheConfig {
+                prefix: "w:cache:".into(),
+                cluster: true,
+                ..CacheConfig::default()
+            };
+            let cache = Cache::new(config, Some(redis::Client::open(cluster.url()).unwrap()));
+            let policy = Policy::new(Duration::from_secs(300), Duration::from_secs(30));
+            let mut got = Vec::new();
+            for row in rows {
+                let key = template
+                    .render(json!({"ticket_id": row["id"]}).as_object().unwrap())
+                    .unwrap();
+                let value = cache
+                    .get_or_load(&key, &policy, || async {
+                        Ok(Some(json!("from the source")))
+                    })
+                    .await
+                    .unwrap();
+                got.push(value.unwrap_or(Value::Null));
+            }
+            (got, cache.stats())
+        })
+    };
+    let (got, stats) = read_all(&rows);
+    assert_eq!(got, rows);
+    assert_eq!((stats.l2_hits, stats.loads), (250, 0), "{stats:?}");
+
+    // Incremental: an update and a soft delete reach the cluster (write and delete scripts per
+    // slot, the state saved under the lock in the job's slot).
+    db.exec("UPDATE tickets SET deleted_at = now() + interval '1 second', updated_at = now() + interval '1 second' WHERE id = 9");
+    db.exec("UPDATE tickets SET title = 'changed', updated_at = now() + interval '1 second' WHERE id = 7");
+    // (The first incremental pass starts at the full pass's MAX(updated_at), inclusive, which
+    // the 248 untouched rows share.)
+    warm_ok(
+        &world,
         &cfg,
-        text.replacen("[cache]\n", "[cache]\ncluster = true\n", 1),
-    )
-    .unwrap();
+        "incremental pass: 250 rows read, 249 keys written, 1 deleted",
+    );
+    let rows = db.rows();
+    let (got, stats) = read_all(&rows);
+    let expected: Vec<Value> = rows
+        .iter()
+        .map(|r| match r["id"] == json!(9) {
+            true => json!("from the source"),
+            false => r.clone(),
+        })
+        .collect();
+    assert_eq!(got, expected, "row 7 changed, row 9's key deleted");
+    assert_eq!((stats.l2_hits, stats.loads), (249, 1), "{stats:?}");
+
+    // Another run holds the job's lock on the cluster: exit 3, nothing done.
+    let mut conn = redis::cluster::ClusterClient::new(vec![cluster.url()])
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = conn
+        .set("w:cache:warm:{q.get_ticket}:lock", "other-host:1")
+        .unwrap();
     let (code, out) = warm(&world, &cfg, &[]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(
-        out.contains("the warm job does not write to a Redis Cluster yet"),
+        out.contains(
+            "another run holds the lock w:cache:warm:{q.get_ticket}:lock (holder other-host:1)"
+        ),
         "{out}"
     );
 }

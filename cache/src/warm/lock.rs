@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::L2Conn;
 
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -24,7 +24,7 @@ pub struct LockLost(pub String);
 pub struct WarmLock {
     key: String,
     token: String,
-    conn: ConnectionManager,
+    conn: L2Conn,
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
 }
@@ -33,7 +33,7 @@ impl WarmLock {
     /// Take the lock `key` for `ttl` (renewed every third of it). `Ok(None)`: another run holds
     /// it (its token is returned by [`WarmLock::holder`]).
     pub async fn acquire(
-        mut conn: ConnectionManager,
+        mut conn: L2Conn,
         key: &str,
         ttl: Duration,
     ) -> redis::RedisResult<Option<WarmLock>> {
@@ -68,7 +68,7 @@ impl WarmLock {
     }
 
     /// Who holds `key` now (the holder's token: `host:uuid`), if anyone.
-    pub async fn holder(conn: &mut ConnectionManager, key: &str) -> Option<String> {
+    pub async fn holder(conn: &mut L2Conn, key: &str) -> Option<String> {
         redis::cmd("GET")
             .arg(key)
             .query_async(conn)
@@ -121,7 +121,7 @@ fn gethost() -> String {
 }
 
 async fn renew_loop(
-    mut conn: ConnectionManager,
+    mut conn: L2Conn,
     key: String,
     token: String,
     ttl: Duration,

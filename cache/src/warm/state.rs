@@ -2,7 +2,7 @@
 //! "target"} | null, "last_success_ms": ..}`. Saved only while the run lock holds our token, and
 //! only after the batch it describes is written.
 
-use redis::aio::ConnectionManager;
+use crate::L2Conn;
 use serde_json::{json, Value};
 
 const SAVE_IF_LOCKED: &str = r"
@@ -65,14 +65,15 @@ impl WarmState {
 /// Reads and (lock-guarded) writes one job's state.
 #[derive(Clone)]
 pub struct StateStore {
-    conn: ConnectionManager,
+    conn: L2Conn,
     key: String,
     lock_key: String,
 }
 
 impl StateStore {
-    /// The state at `key`, guarded by the lock at `lock_key`.
-    pub fn new(conn: ConnectionManager, key: String, lock_key: String) -> Self {
+    /// The state at `key`, guarded by the lock at `lock_key` (on a cluster both in one slot:
+    /// see [`super::JobKeys`]).
+    pub fn new(conn: L2Conn, key: String, lock_key: String) -> Self {
         StateStore {
             conn,
             key,

@@ -4,13 +4,26 @@
 //! [`Draws::jittered`]), one Lua script per batch. A key whose lease is held is skipped: a reader is
 //! loading it now and its value is at least as new. Every written or deleted key is announced on
 //! the invalidation channel so other processes drop their L1 copy.
+//!
+//! On a Redis Cluster a script may only touch keys of one slot (a value and its lease always
+//! share one), so a batch is split by slot: one script per slot, all of them sent at once (the
+//! cluster client routes each to its node, follows MOVED/ASK and pipelines them on each node's
+//! connection). The redis crate's own cluster pipelines refuse commands of several slots.
 
-use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+
+use futures_util::{StreamExt, TryStreamExt};
+use redis::cluster_routing::Slot;
+use redis::Script;
 use serde_json::Value;
 
 use crate::config::{CacheConfig, Draws, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::Invalidation;
+use crate::L2Conn;
+
+/// Slot scripts in flight at once on a cluster.
+const CLUSTER_IN_FLIGHT: usize = 256;
 
 /// KEYS: (redis key, lease key) pairs; ARGV[1]: channel, ARGV[2]: publish (1/0), then value,
 /// ttl_ms per key.
@@ -50,19 +63,26 @@ pub struct WriteCounts {
 /// Writes warmed values to L2 exactly as the read path would.
 #[derive(Clone)]
 pub struct WarmWriter {
-    conn: ConnectionManager,
+    conn: L2Conn,
     config: CacheConfig,
     publish: bool,
+    /// On a cluster: the scripts are loaded on every node (so the slot scripts sent at once do
+    /// not each miss and load them).
+    loaded: bool,
 }
+
+/// One key of a batch: its Redis key, its lease key and the script arguments that follow them.
+type Item = (String, String, Vec<String>);
 
 impl WarmWriter {
     /// A writer on `conn` for the cache laid out by `config`; `publish` announces written keys
     /// (so L1 copies elsewhere are dropped).
-    pub fn new(conn: ConnectionManager, config: CacheConfig, publish: bool) -> Self {
+    pub fn new(conn: L2Conn, config: CacheConfig, publish: bool) -> Self {
         WarmWriter {
             conn,
             config,
             publish,
+            loaded: false,
         }
     }
 
@@ -91,17 +111,16 @@ impl WarmWriter {
             return Ok(WriteCounts::default());
         }
         let total = entries.len() as u64;
-        let script = redis::Script::new(WRITE_UNLEASED);
-        let mut inv = script.prepare_invoke();
-        inv.arg(self.config.channel())
-            .arg(if self.publish { "1" } else { "0" });
+        let mut items = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let (text, ttl_ms) = Self::l2_text(value, delta_ms, policy, &self.config.draws);
             let redis_key = self.config.redis_key(&key);
             let lease_key = self.config.lease_key(&redis_key);
-            inv.key(redis_key).key(lease_key).arg(text).arg(ttl_ms);
+            items.push((redis_key, lease_key, vec![text, ttl_ms.to_string()]));
         }
-        let written: u64 = inv.invoke_async(&mut self.conn).await?;
+        let publish = if self.publish { "1" } else { "0" };
+        let head = [self.config.channel(), publish.to_owned()];
+        let written = self.invoke(WRITE_UNLEASED, &head, items).await?;
         Ok(WriteCounts {
             written,
             skipped_leased: total - written.min(total),
@@ -114,16 +133,83 @@ impl WarmWriter {
         if keys.is_empty() {
             return Ok(0);
         }
-        let script = redis::Script::new(DELETE_KEYS);
-        let mut inv = script.prepare_invoke();
-        inv.arg(self.config.channel());
-        for key in keys {
-            let redis_key = self.config.redis_key(key);
-            let lease_key = self.config.lease_key(&redis_key);
-            inv.key(redis_key).key(lease_key);
-        }
-        inv.invoke_async(&mut self.conn).await
+        let items = keys
+            .iter()
+            .map(|key| {
+                let redis_key = self.config.redis_key(key);
+                let lease_key = self.config.lease_key(&redis_key);
+                (redis_key, lease_key, Vec::new())
+            })
+            .collect();
+        let head = [self.config.channel()];
+        self.invoke(DELETE_KEYS, &head, items).await
     }
+
+    /// Run `code` over `items` (`head` then each item's arguments as ARGV) and sum its
+    /// results: one call on a single node, one call per slot on a cluster.
+    async fn invoke(
+        &mut self,
+        code: &str,
+        head: &[String],
+        items: Vec<Item>,
+    ) -> redis::RedisResult<u64> {
+        let script = Script::new(code);
+        let conn = match &mut self.conn {
+            L2Conn::Single(_) => return invoke_one(&script, &mut self.conn, head, items).await,
+            L2Conn::Cluster(conn) => conn.clone(),
+        };
+        if !self.loaded {
+            for code in [WRITE_UNLEASED, DELETE_KEYS] {
+                Script::new(code)
+                    .load_async(&mut L2Conn::Cluster(conn.clone()))
+                    .await?;
+            }
+            self.loaded = true;
+        }
+        let calls = by_slot(items).into_iter().map(|group| {
+            let (script, mut conn) = (&script, L2Conn::Cluster(conn.clone()));
+            async move { invoke_one(script, &mut conn, head, group).await }
+        });
+        futures_util::stream::iter(calls)
+            .buffer_unordered(CLUSTER_IN_FLIGHT)
+            .try_fold(0, |sum, n| async move { Ok(sum + n) })
+            .await
+    }
+}
+
+/// One script call over `items`, all of which must hash to one slot on a cluster.
+async fn invoke_one(
+    script: &Script,
+    conn: &mut L2Conn,
+    head: &[String],
+    items: Vec<Item>,
+) -> redis::RedisResult<u64> {
+    let mut inv = script.prepare_invoke();
+    for arg in head {
+        inv.arg(arg);
+    }
+    for (key, lease, args) in items {
+        inv.key(key).key(lease);
+        for arg in args {
+            inv.arg(arg);
+        }
+    }
+    inv.invoke_async(conn).await
+}
+
+/// `items` grouped by the cluster slot of their key (a key and its lease share it), groups in
+/// the order of their first item.
+fn by_slot(items: Vec<Item>) -> Vec<Vec<Item>> {
+    let mut index: HashMap<Slot, usize> = HashMap::new();
+    let mut groups: Vec<Vec<Item>> = Vec::new();
+    for item in items {
+        let at = *index.entry(Slot::for_key(&item.0)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(item);
+    }
+    groups
 }
 
 /// The invalidation message the scripts publish for a redis key (as the read path's subscriber
@@ -153,5 +239,34 @@ mod tests {
         assert_eq!(entry.value, Some(serde_json::json!({"id": 1})));
         assert_eq!(entry.delta_ms, 3);
         assert_eq!(eviction_message("p:v1:k"), "key:p:v1:k");
+    }
+
+    #[test]
+    fn batches_split_by_slot_keep_each_key_with_its_lease() {
+        let config = CacheConfig::default();
+        let items: Vec<Item> = (0..300)
+            .map(|i| {
+                let key = config.redis_key(&format!("ticket:({})", i % 100));
+                let lease = config.lease_key(&key);
+                (key, lease, vec![i.to_string()])
+            })
+            .collect();
+        let groups = by_slot(items);
+        let slots: std::collections::HashSet<Slot> =
+            groups.iter().map(|g| Slot::for_key(&g[0].0)).collect();
+        assert_eq!(slots.len(), groups.len(), "one group per slot");
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 300);
+        for group in &groups {
+            for (key, lease, _) in group {
+                assert_eq!(Slot::for_key(key), Slot::for_key(&group[0].0));
+                assert_eq!(Slot::for_key(lease), Slot::for_key(key));
+            }
+        }
+        assert_eq!(
+            groups[0][0].2,
+            vec!["0".to_owned()],
+            "first item's group first"
+        );
+        assert_eq!(groups[0][1].2, vec!["100".to_owned()]);
     }
 }

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use celeriac_cache::warm::{run, RunOptions, Sink, StateStore, WarmLock, WarmWriter};
+use celeriac_cache::warm::{run, JobKeys, RunOptions, Sink, StateStore, WarmLock, WarmWriter};
+use celeriac_cache::L2Conn;
 use clap::Parser;
 
 use crate::config::{process_env, Settings, WorkerArgs};
@@ -147,14 +148,8 @@ async fn run_all(args: &WarmArgs, settings: &Settings) -> u8 {
         eprintln!("celeriac warm: configuration: no [[warm]] entry for {unknown:?}");
         return EXIT_CONFIG;
     }
-    if config.cache.cluster {
-        eprintln!(
-            "celeriac warm: configuration: [cache] cluster = true: the warm job does not write to a Redis Cluster yet"
-        );
-        return EXIT_CONFIG;
-    }
     let url = redis_url(settings, config.cache_redis_url.as_ref());
-    let conn = match connect(&url).await {
+    let conn = match connect(&url, config.cache.cluster).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("celeriac warm: redis: {e:#}");
@@ -221,17 +216,16 @@ async fn push(metrics: &crate::warm::metrics::WarmMetrics, url: &str) -> anyhow:
 /// write script (thousands of keys) on a busy Redis; a timed-out write fails the whole run.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn connect(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+/// The cache's Redis: the node `url` names, or (`cluster`) the Redis Cluster it belongs to.
+async fn connect(url: &str, cluster: bool) -> anyhow::Result<L2Conn> {
     crate::launcher::install_crypto_provider();
     let client = celeriac_broker_bridge::redis_url::parse(url)
         .and_then(|u| u.client())
         .context("[cache] redis_url")?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(10)))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
+    let connect_timeout = Duration::from_secs(10);
     let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get_connection_manager_with_config(config),
+        connect_timeout,
+        celeriac_cache::warm::connect(&client, cluster, connect_timeout, REDIS_RESPONSE_TIMEOUT),
     )
     .await
     .context("connect timed out")??;
@@ -242,12 +236,14 @@ async fn run_one(
     args: &WarmArgs,
     spec: &WarmSpec,
     cache: &celeriac_cache::CacheConfig,
-    conn: redis::aio::ConnectionManager,
+    conn: L2Conn,
     metrics: &mut crate::warm::metrics::WarmMetrics,
 ) -> u8 {
     let name = &spec.job.name;
-    let lock_key = format!("{}warm:{name}:lock", cache.prefix);
-    let state_key = format!("{}warm:{name}:state", cache.prefix);
+    let JobKeys {
+        lock: lock_key,
+        state: state_key,
+    } = JobKeys::new(cache, name);
     let mut store = StateStore::new(conn.clone(), state_key, lock_key.clone());
     let lock = if args.dry_run {
         None
