@@ -20,6 +20,7 @@ use crate::config::{CacheConfig, Policy};
 use crate::credentials::Credentials;
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::{self, Invalidation};
+use crate::key_index;
 use crate::redis_conn::{L2Conn, RedisConn};
 use crate::source::SourceError;
 use crate::stats::{bump, CacheStats, Counters, SourceStats};
@@ -331,15 +332,7 @@ impl Inner {
                     // between our GET and our SET NX: look once more before querying the source.
                     if let Ok(Some(text)) = conn.get::<_, Option<String>>(redis_key).await {
                         if let Some(entry) = Entry::from_l2(&text) {
-                            let released: redis::RedisResult<i64> =
-                                redis::Script::new(RELEASE_LEASE)
-                                    .key(&lease_key)
-                                    .arg(&token)
-                                    .invoke_async(&mut conn)
-                                    .await;
-                            if released.is_err() {
-                                bump(&c.redis_errors);
-                            }
+                            release(&mut conn, &lease_key, &token, c).await;
                             bump(&c.l2_hits);
                             Span::current().record("cache.layer", "l2");
                             return Ok(entry);
@@ -465,20 +458,28 @@ impl Inner {
     {
         let lease_key = self.config.lease_key(redis_key);
         let lease_key = lease_key.as_str();
+        // On a cluster the key enters its prefix index before the source is read, so a prefix
+        // invalidation from now on finds it (and its lease); unindexed, it is not written.
+        let latest = now_ms()
+            + (self.config.lease_ttl + policy.ttl.max(policy.negative_ttl).mul_f64(1.1)).as_millis()
+                as u64;
+        let indexed =
+            key_index::record(&mut conn, &self.config, &[(redis_key.to_owned(), latest)]).await;
+        if let Err(e) = &indexed {
+            bump(&c.redis_errors);
+            tracing::warn!(error = %e, "cache: key index failed; the value is not written to L2");
+        }
         let entry = match self.load(c, policy, load).await {
             Ok(entry) => entry,
             Err(e) => {
-                let released: redis::RedisResult<i64> = redis::Script::new(RELEASE_LEASE)
-                    .key(lease_key)
-                    .arg(token)
-                    .invoke_async(&mut conn)
-                    .await;
-                if released.is_err() {
-                    bump(&c.redis_errors);
-                }
+                release(&mut conn, lease_key, token, c).await;
                 return Err(e);
             }
         };
+        if indexed.is_err() {
+            release(&mut conn, lease_key, token, c).await;
+            return Ok(entry);
+        }
         let ttl_ms = entry.expires_at_ms.saturating_sub(now_ms()).max(1);
         let written: redis::RedisResult<i64> = redis::Script::new(WRITE_IF_LEASED)
             .key(redis_key)
@@ -514,9 +515,12 @@ impl Inner {
                     .await
                     .map(|_| ())
             }
-            Invalidation::Prefix(prefix) => {
-                delete_prefix(&mut conn, prefix, &self.config.lease_key(prefix)).await
-            }
+            Invalidation::Prefix(prefix) => match key_index::index_key(&self.config, prefix) {
+                Some(set) if self.config.cluster => {
+                    delete_indexed(&mut conn, &self.config, &set, prefix).await
+                }
+                _ => delete_prefix(&mut conn, prefix, &self.config.lease_key(prefix)).await,
+            },
         };
         bump(&self.counters.invalidations_sent);
         let published = conn
@@ -550,6 +554,53 @@ impl Inner {
     pub(crate) fn clear_l1_after_reconnect(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.l1.invalidate_all();
+    }
+}
+
+/// Drops a lease if it is still `token`'s (a Redis error is counted).
+async fn release(conn: &mut L2Conn, lease_key: &str, token: &str, c: &Counters) {
+    let released: redis::RedisResult<i64> = redis::Script::new(RELEASE_LEASE)
+        .key(lease_key)
+        .arg(token)
+        .invoke_async(conn)
+        .await;
+    if released.is_err() {
+        bump(&c.redis_errors);
+    }
+}
+
+/// On a cluster: delete every value and lease under `prefix` that the index `set` lists
+/// (`ZSCAN MATCH` on the set's one shard, then one `DEL` of value and lease per key).
+async fn delete_indexed(
+    conn: &mut L2Conn,
+    config: &CacheConfig,
+    set: &str,
+    prefix: &str,
+) -> redis::RedisResult<()> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, pairs): (u64, Vec<String>) = redis::cmd("ZSCAN")
+            .arg(set)
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        let keys: Vec<String> = pairs.into_iter().step_by(2).collect();
+        for key in &keys {
+            conn.del::<_, i64>(&[key.as_str(), config.lease_key(key).as_str()])
+                .await?;
+        }
+        if !keys.is_empty() {
+            conn.zrem::<_, _, i64>(set, &keys).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

@@ -59,8 +59,8 @@ impl Default for CacheConfig {
 pub const KEY_LAYOUT: &str = "k2";
 
 impl CacheConfig {
-    /// `<prefix><version>:<layout>:`, the start of every value and lease key.
-    fn base(&self) -> String {
+    /// `<prefix><version>:<layout>:`, the start of every value, lease and index key.
+    pub(crate) fn base(&self) -> String {
         format!("{}{}:{KEY_LAYOUT}:", self.prefix, self.version)
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod entry;
 pub mod invalidation;
+pub mod key_index;
 pub mod key_template;
 mod redis_conn;
 pub mod source;
