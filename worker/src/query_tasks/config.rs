@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use celeriac_cache::source::SourceConfig;
 use celeriac_cache::{CacheConfig, KeyTemplate, Policy};
 
-use super::toml_read::Section;
+use serde::Deserialize;
+
+use super::toml_read::{table, PositiveInt, PositiveNumber, Required, Seconds};
 
 /// What a query task returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResultShape {
     /// The single row as an object, or `None` when there is none.
     One,
@@ -50,38 +53,49 @@ pub struct QueryConfig {
     pub tasks: Vec<QueryTaskConfig>,
 }
 
-const CACHE_KEYS: &[&str] = &[
-    "redis_url",
-    "cluster",
-    "prefix",
-    "version",
-    "l1_max_entries",
-    "l1_max_bytes",
-    "l1_ttl",
-    "lease_ttl",
-    "lease_wait",
-];
-const SOURCE_KEYS: &[&str] = &[
-    "url",
-    "url_file",
-    "max_connections",
-    "connect_timeout",
-    "query_timeout",
-    "tls",
-    "tls_ca_file",
-];
-const TASK_KEYS: &[&str] = &[
-    "name",
-    "source",
-    "sql",
-    "params",
-    "key",
-    "key_namespace",
-    "ttl",
-    "negative_ttl",
-    "result",
-    "xfetch_beta",
-];
+/// `[cache]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheTable {
+    redis_url: Option<String>,
+    cluster: Option<bool>,
+    prefix: Option<String>,
+    version: Option<String>,
+    l1_max_entries: Option<PositiveInt>,
+    l1_max_bytes: Option<PositiveInt>,
+    l1_ttl: Option<Seconds>,
+    lease_ttl: Option<Seconds>,
+    lease_wait: Option<Seconds>,
+}
+
+/// `[sources.<name>]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceTable {
+    url: Option<String>,
+    url_file: Option<String>,
+    max_connections: Option<PositiveInt>,
+    connect_timeout: Option<Seconds>,
+    query_timeout: Option<Seconds>,
+    tls: Option<String>,
+    tls_ca_file: Option<PathBuf>,
+}
+
+/// One `[[tasks]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskTable {
+    name: Required,
+    source: Required,
+    sql: Required,
+    params: Option<Vec<String>>,
+    key: Required,
+    key_namespace: Option<String>,
+    ttl: Seconds,
+    negative_ttl: Option<Seconds>,
+    result: Option<ResultShape>,
+    xfetch_beta: Option<PositiveNumber>,
+}
 
 /// Read and check the tables. `env` supplies `CELERIAC_SOURCE_<NAME>_URL` (and `_URL_FILE`).
 pub fn parse(
@@ -90,14 +104,13 @@ pub fn parse(
 ) -> Result<QueryConfig, String> {
     let mut out = QueryConfig::default();
     if let Some(value) = extra.get("cache") {
-        let s = Section::new("[cache]", value)?;
-        s.only(CACHE_KEYS)?;
+        let t: CacheTable = table("[cache]", value)?;
         let c = &mut out.cache;
-        out.cache_redis_url = s.string("redis_url")?;
-        if let Some(v) = s.string("prefix")? {
+        out.cache_redis_url = t.redis_url;
+        if let Some(v) = t.prefix {
             c.prefix = v;
         }
-        if let Some(v) = s.string("version")? {
+        if let Some(v) = t.version {
             c.version = v;
         }
         for (name, v) in [("prefix", &c.prefix), ("version", &c.version)] {
@@ -107,22 +120,22 @@ pub fn parse(
                 ));
             }
         }
-        if let Some(v) = s.integer("l1_max_entries")? {
+        if let Some(PositiveInt(v)) = t.l1_max_entries {
             c.l1_max_entries = v;
         }
-        if let Some(v) = s.integer("l1_max_bytes")? {
+        if let Some(PositiveInt(v)) = t.l1_max_bytes {
             c.l1_max_bytes = v;
         }
-        if let Some(v) = s.seconds("l1_ttl")? {
+        if let Some(Seconds(v)) = t.l1_ttl {
             c.l1_ttl = v;
         }
-        if let Some(v) = s.seconds("lease_ttl")? {
+        if let Some(Seconds(v)) = t.lease_ttl {
             c.lease_ttl = v;
         }
-        if let Some(v) = s.seconds("lease_wait")? {
+        if let Some(Seconds(v)) = t.lease_wait {
             c.lease_wait = v;
         }
-        if let Some(v) = s.boolean("cluster")? {
+        if let Some(v) = t.cluster {
             c.cluster = v;
         }
     }
@@ -187,8 +200,7 @@ fn source(
     value: &toml::Value,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SourceConfig, String> {
-    let s = Section::new(format!("[sources.{name}]"), value)?;
-    s.only(SOURCE_KEYS)?;
+    let t: SourceTable = table(&format!("[sources.{name}]"), value)?;
     let prefix = source_env_prefix(name);
     let read_file = |path: &str, origin: &str| {
         std::fs::read_to_string(path)
@@ -199,9 +211,9 @@ fn source(
         url
     } else if let Some(path) = env(&format!("{prefix}_URL_FILE")) {
         read_file(&path, &format!("{prefix}_URL_FILE"))?
-    } else if let Some(url) = s.string("url")? {
+    } else if let Some(url) = t.url {
         url
-    } else if let Some(path) = s.string("url_file")? {
+    } else if let Some(path) = t.url_file {
         read_file(&path, "url_file")?
     } else {
         return Err(format!(
@@ -209,56 +221,53 @@ fn source(
         ));
     };
     let mut config = SourceConfig::new(name, url);
-    if let Some(v) = s.integer("max_connections")? {
+    if let Some(PositiveInt(v)) = t.max_connections {
         config.max_connections = u32::try_from(v)
             .map_err(|_| format!("[sources.{name}]: max_connections is too large"))?;
     }
-    if let Some(v) = s.seconds("connect_timeout")? {
+    if let Some(Seconds(v)) = t.connect_timeout {
         config.connect_timeout = v;
     }
-    if let Some(v) = s.seconds("query_timeout")? {
+    if let Some(Seconds(v)) = t.query_timeout {
         config.query_timeout = v;
     }
-    if let Some(v) = s.string("tls")? {
+    if let Some(v) = t.tls {
         config.tls = v
             .parse()
             .map_err(|e| format!("[sources.{name}]: `tls` {e}"))?;
     }
-    config.tls_ca_file = s.string("tls_ca_file")?.map(PathBuf::from);
+    config.tls_ca_file = t.tls_ca_file;
     Ok(config)
 }
 
 fn task(index: usize, value: &toml::Value) -> Result<QueryTaskConfig, String> {
-    let s = Section::new(format!("[[tasks]] #{}", index + 1), value)?;
-    let name = s.required_string("name")?;
-    let s = Section::new(format!("[[tasks]] `{name}`"), value)?;
-    s.only(TASK_KEYS)?;
-    let key_text = s.required_string("key")?;
-    let namespace = s.string("key_namespace")?.unwrap_or_else(|| name.clone());
+    let t: TaskTable = table(&format!("[[tasks]] #{}", index + 1), value)?;
+    let name = t.name.0;
+    let place = format!("[[tasks]] `{name}`");
+    let key_text = t.key.0;
+    let namespace = t.key_namespace.unwrap_or_else(|| name.clone());
     if namespace.is_empty() {
-        return Err(format!("{}: `key_namespace` must not be empty", s.place));
+        return Err(format!("{place}: `key_namespace` must not be empty"));
     }
     let key = KeyTemplate::parse(&key_text)
-        .map_err(|e| format!("{}: {e}", s.place))?
+        .map_err(|e| format!("{place}: {e}"))?
         .in_namespace(namespace);
-    let params = s.strings("params")?.unwrap_or_default();
+    let params = t.params.unwrap_or_default();
     let mut unique = BTreeSet::new();
     for p in &params {
         if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
-                "{}: parameter name `{p}` must be letters, digits and _",
-                s.place
+                "{place}: parameter name `{p}` must be letters, digits and _"
             ));
         }
         if !unique.insert(p.as_str()) {
-            return Err(format!("{}: parameter `{p}` is listed twice", s.place));
+            return Err(format!("{place}: parameter `{p}` is listed twice"));
         }
     }
     for field in key.fields() {
         if !unique.contains(field) {
             return Err(format!(
-                "{}: key field {{{field}}} is not one of params [{}]",
-                s.place,
+                "{place}: key field {{{field}}} is not one of params [{}]",
                 params.join(", ")
             ));
         }
@@ -267,40 +276,27 @@ fn task(index: usize, value: &toml::Value) -> Result<QueryTaskConfig, String> {
     for p in &params {
         if !fields.contains(p.as_str()) {
             return Err(format!(
-                "{}: parameter `{p}` is missing from the key template `{key_text}`: calls that differ in it would share one cache entry",
-                s.place
+                "{place}: parameter `{p}` is missing from the key template `{key_text}`: calls that differ in it would share one cache entry"
             ));
         }
     }
-    let result = match s.string("result")?.as_deref() {
-        None | Some("one") => ResultShape::One,
-        Some("many") => ResultShape::Many,
-        Some(other) => {
-            return Err(format!(
-                "{}: `result` must be \"one\" or \"many\", not \"{other}\"",
-                s.place
-            ))
-        }
-    };
-    let ttl = s
-        .seconds("ttl")?
-        .ok_or_else(|| format!("{}: `ttl` is required", s.place))?;
-    let negative_ttl = s
-        .seconds("negative_ttl")?
-        .unwrap_or(ttl.min(std::time::Duration::from_secs(30)));
-    let source = s.required_string("source")?;
+    let Seconds(ttl) = t.ttl;
+    let negative_ttl = t
+        .negative_ttl
+        .map_or(ttl.min(std::time::Duration::from_secs(30)), |s| s.0);
+    let source = t.source.0;
     Ok(QueryTaskConfig {
         policy: Policy {
             ttl,
             negative_ttl,
-            xfetch_beta: s.float("xfetch_beta")?,
+            xfetch_beta: t.xfetch_beta.map(|b| b.0),
             source: source.clone(),
         },
         source,
-        sql: s.required_string("sql")?,
+        sql: t.sql.0,
         params,
         key,
-        result,
+        result: t.result.unwrap_or(ResultShape::One),
         name,
     })
 }
@@ -367,7 +363,36 @@ ttl = 60
         assert!(parse_text("[cache]\ncluster = true").unwrap().cache.cluster);
         assert!(!parse_text("").unwrap().cache.cluster);
         let err = parse_text("[cache]\ncluster = \"yes\"").unwrap_err();
-        assert!(err.contains("`cluster` must be true or false"), "{err}");
+        assert!(err.starts_with("[cache]: `cluster`: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn each_table_refuses_unknown_keys_and_names_missing_ones() {
+        let typo = TWO_TASKS.replacen("ttl = 60", "tll = 60", 1);
+        let err = parse_text(&typo).unwrap_err();
+        assert!(
+            err.starts_with("[[tasks]] #1: unknown field `tll`, expected one of `name`"),
+            "{err}"
+        );
+        let source = TWO_TASKS.replacen("url = ", "max_conections = 4\nurl = ", 1);
+        let err = parse_text(&source).unwrap_err();
+        assert!(
+            err.starts_with("[sources.main]: unknown field `max_conections`"),
+            "{err}"
+        );
+        let err = parse_text("[cache]\nl1_tll = 5").unwrap_err();
+        assert!(err.starts_with("[cache]: unknown field `l1_tll`"), "{err}");
+        let no_ttl = TWO_TASKS.replacen("ttl = 60", "", 1);
+        assert_eq!(
+            parse_text(&no_ttl).unwrap_err(),
+            "[[tasks]] #1: missing field `ttl`"
+        );
+        let many = TWO_TASKS.replacen("ttl = 60", "ttl = 60\nresult = \"all\"", 1);
+        let err = parse_text(&many).unwrap_err();
+        assert!(
+            err.starts_with("[[tasks]] #1: `result`: unknown variant `all`"),
+            "{err}"
+        );
     }
 
     #[test]

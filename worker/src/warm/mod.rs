@@ -30,7 +30,9 @@ use celeriac_cache::warm::statements::{ident, Scan, DEL};
 use celeriac_cache::warm::{WarmJob, WarmMode};
 use celeriac_cache::Sources;
 
-use crate::query_tasks::toml_read::Section;
+use serde::Deserialize;
+
+use crate::query_tasks::toml_read::{table, PositiveInt, PositiveNumber, Required, Seconds};
 use crate::query_tasks::{QueryConfig, ResultShape};
 
 /// One `[[warm]]` entry, checked against its task.
@@ -41,20 +43,23 @@ pub struct WarmSpec {
     pub lock_ttl: Duration,
 }
 
-const KEYS: &[&str] = &[
-    "task",
-    "table",
-    "key_column",
-    "columns",
-    "mode",
-    "watermark_column",
-    "watermark_type",
-    "deleted_column",
-    "batch_size",
-    "rows_per_second",
-    "time_budget",
-    "lock_ttl",
-];
+/// One `[[warm]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmTable {
+    task: Required,
+    table: Required,
+    key_column: Required,
+    columns: Option<Vec<String>>,
+    mode: Option<String>,
+    watermark_column: Option<String>,
+    watermark_type: Option<String>,
+    deleted_column: Option<String>,
+    batch_size: Option<PositiveInt>,
+    rows_per_second: Option<PositiveNumber>,
+    time_budget: Option<Seconds>,
+    lock_ttl: Option<Seconds>,
+}
 
 /// Read every `[[warm]]` entry of `extra` against the declared tasks and sources.
 pub fn parse(
@@ -81,9 +86,8 @@ fn entry(
     config: &QueryConfig,
     sources: &Sources,
 ) -> Result<WarmSpec, String> {
-    let s = Section::new(format!("[[warm]] #{}", index + 1), value)?;
-    s.only(KEYS)?;
-    let task_name = s.required_string("task")?;
+    let s: WarmTable = table(&format!("[[warm]] #{}", index + 1), value)?;
+    let task_name = s.task.0;
     let place = format!("[[warm]] `{task_name}`");
     let task = config
         .tasks
@@ -99,24 +103,24 @@ fn entry(
         .get(&task.source)
         .ok_or_else(|| format!("{place}: unknown source `{}`", task.source))?;
     let kind = source.kind();
-    let table = s.required_string("table")?;
-    let key_column = s.required_string("key_column")?;
-    let columns = s.strings("columns")?.unwrap_or_default();
-    let batch_size = s.integer("batch_size")?.unwrap_or(1000);
+    let table_name = s.table.0;
+    let key_column = s.key_column.0;
+    let columns = s.columns.unwrap_or_default();
+    let batch_size = s.batch_size.map_or(1000, |b| b.0);
     let batch_size = u32::try_from(batch_size)
         .ok()
         .filter(|b| *b > 0)
         .ok_or_else(|| format!("{place}: batch_size must be between 1 and 4294967295"))?;
     let bad = |e: celeriac_cache::warm::statements::BadIdent| format!("{place}: {e}");
-    let mut scan = Scan::new(kind, &table, &key_column, &columns, batch_size).map_err(bad)?;
-    let wm_column = s.string("watermark_column")?;
+    let mut scan = Scan::new(kind, &table_name, &key_column, &columns, batch_size).map_err(bad)?;
+    let wm_column = s.watermark_column;
     let need_wm = |m: &str| {
         wm_column
             .as_deref()
             .ok_or_else(|| format!("{place}: mode = \"{m}\" needs watermark_column"))
             .and_then(|c| ident(kind, c).map_err(bad))
     };
-    let deleted = s.string("deleted_column")?;
+    let deleted = s.deleted_column;
     let soft_delete = |scan: &mut Scan| -> Result<Option<String>, String> {
         match &deleted {
             Some(c) => {
@@ -127,13 +131,13 @@ fn entry(
             None => Ok(None),
         }
     };
-    let mode_name = s.string("mode")?.unwrap_or_else(|| "full".into());
+    let mode_name = s.mode.unwrap_or_else(|| "full".into());
     let mode = match mode_name.as_str() {
         "full" => WarmMode::Full,
         "increasing_key" => WarmMode::IncreasingKey,
         "updated_at" => {
             let deleted_column = soft_delete(&mut scan)?;
-            let cast = match s.string("watermark_type")? {
+            let cast = match s.watermark_type {
                 Some(t) if t.chars().all(|c| c.is_ascii_alphanumeric() || "_ ()".contains(c)) => {
                     Some(t)
                 }
@@ -175,15 +179,15 @@ fn entry(
         job: WarmJob {
             name: task.name.clone(),
             source: source.clone(),
-            table,
+            table: table_name,
             scan,
             key_params,
             key: task.key.clone(),
             policy: task.policy.clone(),
             mode,
-            rows_per_second: s.float("rows_per_second")?,
-            time_budget: s.seconds("time_budget")?,
+            rows_per_second: s.rows_per_second.map(|r| r.0),
+            time_budget: s.time_budget.map(|t| t.0),
         },
-        lock_ttl: s.seconds("lock_ttl")?.unwrap_or(Duration::from_secs(30)),
+        lock_ttl: s.lock_ttl.map_or(Duration::from_secs(30), |t| t.0),
     })
 }
