@@ -186,6 +186,10 @@ mod tests {
             let err = probe(bad).unwrap_err();
             assert!(err.starts_with("[cache]: `size`: "), "{bad}: {err}");
         }
+        assert_eq!(
+            probe("name = \"x\"").unwrap().name,
+            Some(Required("x".into()))
+        );
         let err = probe("name = \" \"").unwrap_err();
         assert_eq!(err, "[cache]: `name`: must not be empty");
         assert!(probe("[x]").unwrap_err().contains("unknown field `x`"));
