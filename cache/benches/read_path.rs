@@ -1,5 +1,7 @@
 //! Read-path latency figures (a benchmark, not a test): L1 hit, L2 hit and miss (→ SQLite in
-//! memory), one caller at a time, against a private redis-server started here on a free port.
+//! memory), one caller at a time, against a private redis-server started here on a free port —
+//! or, with `CACHE_BENCH_CLUSTER=1`, a private Redis Cluster (3 primaries + 3 replicas) and the
+//! cache in cluster mode.
 //!
 //! `cargo bench -p celeriac-cache --bench read_path` prints a Markdown table. `CACHE_BENCH_N`
 //! sets the reads per path (default 10 000).
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use celeriac_cache::source::sqlite::SqliteSource;
 use celeriac_cache::{Cache, CacheConfig, CacheStats, Policy, Source, SourceConfig};
-use celeriac_testkit::RedisServer;
+use celeriac_testkit::{RedisCluster, RedisServer};
 use serde_json::{json, Value};
 
 fn main() -> Result<()> {
@@ -17,14 +19,24 @@ fn main() -> Result<()> {
         Ok(v) => v.parse().context("CACHE_BENCH_N must be a number")?,
         Err(_) => 10_000,
     };
-    let redis = RedisServer::start()?;
+    let cluster = std::env::var("CACHE_BENCH_CLUSTER").is_ok_and(|v| v == "1");
+    // Kept alive (and killed on drop) for the whole run.
+    let (_single, _cluster, url) = if cluster {
+        let c = RedisCluster::start()?;
+        let url = c.url();
+        (None, Some(c), url)
+    } else {
+        let r = RedisServer::start()?;
+        let url = r.url(0);
+        (Some(r), None, url)
+    };
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run(&redis, n))
+    rt.block_on(run(&url, cluster, n))
 }
 
-async fn run(redis: &RedisServer, n: usize) -> Result<()> {
+async fn run(url: &str, cluster: bool, n: usize) -> Result<()> {
     let source = sqlite_with_rows(n).await?;
-    let client = redis::Client::open(redis.url(0))?;
+    let client = redis::Client::open(url)?;
     let policy = Policy::new(Duration::from_secs(600), Duration::from_secs(60));
     let loader = |id: usize| {
         let source = source.clone();
@@ -55,7 +67,7 @@ async fn run(redis: &RedisServer, n: usize) -> Result<()> {
     }
 
     // Miss: every key cold in L1 and L2 → lease, source, conditional write.
-    let writer = new_cache(&client).await;
+    let writer = new_cache(&client, cluster).await;
     let mut miss = Vec::with_capacity(n);
     for id in 0..n {
         let started = Instant::now();
@@ -67,7 +79,7 @@ async fn run(redis: &RedisServer, n: usize) -> Result<()> {
     let miss_stats = writer.stats();
 
     // L2 hit: a second cache (its own, empty L1) reads the keys the first one wrote.
-    let reader = new_cache(&client).await;
+    let reader = new_cache(&client, cluster).await;
     let mut l2 = Vec::with_capacity(n);
     for id in 0..n {
         let started = Instant::now();
@@ -110,9 +122,14 @@ async fn run(redis: &RedisServer, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A cache as the worker makes one: default settings, subscribed to invalidations.
-async fn new_cache(client: &redis::Client) -> Cache {
-    let cache = Cache::new(CacheConfig::default(), Some(client.clone()));
+/// A cache as the worker makes one: default settings (`cluster` mode as asked), subscribed to
+/// invalidations.
+async fn new_cache(client: &redis::Client, cluster: bool) -> Cache {
+    let config = CacheConfig {
+        cluster,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::new(config, Some(client.clone()));
     cache.wait_subscribed(Duration::from_secs(2)).await;
     cache
 }

@@ -5,7 +5,9 @@
 //!
 //! `cargo run --release -p celeriac-cache --example stampede [-- ROUNDS]` prints Markdown.
 //! `CACHE_BENCH_PG` is the admin URL (default `postgres://postgres@127.0.0.1:5432/postgres`).
-//! The same binary is the worker process when started as `stampede child REDIS PG READERS`.
+//! `CACHE_BENCH_CLUSTER=1`: a private Redis Cluster (3 primaries + 3 replicas) instead of one
+//! redis-server, the caches in cluster mode. The same binary is the worker process when started
+//! as `stampede child REDIS PG READERS CLUSTER` (CLUSTER: `cluster` or `single`).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use celeriac_cache::source::postgres::PostgresSource;
 use celeriac_cache::{Cache, CacheConfig, Policy, Source, SourceConfig};
-use celeriac_testkit::RedisServer;
+use celeriac_testkit::{RedisCluster, RedisServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -30,10 +32,10 @@ const QUERY: &str = "WITH bump AS (UPDATE bench_counter SET n = n + 1 RETURNING 
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("child") {
-        let [_, redis_url, pg_url, readers] = args.as_slice() else {
-            bail!("usage: stampede child REDIS_URL PG_URL READERS");
+        let [_, redis_url, pg_url, readers, mode] = args.as_slice() else {
+            bail!("usage: stampede child REDIS_URL PG_URL READERS cluster|single");
         };
-        return child(redis_url, pg_url, readers.parse()?).await;
+        return child(redis_url, pg_url, readers.parse()?, mode == "cluster").await;
     }
     let rounds: usize = match args.first() {
         Some(r) => r.parse().context("ROUNDS must be a number")?,
@@ -76,11 +78,21 @@ async fn orchestrate(db_url: &str, rounds: usize) -> Result<()> {
         &[],
     )
     .await?;
-    let redis = RedisServer::start()?;
+    let cluster = std::env::var("CACHE_BENCH_CLUSTER").is_ok_and(|v| v == "1");
+    // Kept alive (and killed on drop) for the whole run.
+    let (_single, _cluster, url) = if cluster {
+        let c = RedisCluster::start()?;
+        let url = c.url();
+        (None, Some(c), url)
+    } else {
+        let r = RedisServer::start()?;
+        let url = r.url(0);
+        (Some(r), None, url)
+    };
     let exe = std::env::current_exe()?;
     let mut workers = Vec::with_capacity(PROCESSES);
     for _ in 0..PROCESSES {
-        workers.push(Worker::spawn(&exe, &redis.url(0), db_url)?);
+        workers.push(Worker::spawn(&exe, &url, db_url, cluster)?);
     }
     for worker in &mut workers {
         let line = worker.read_line().await?;
@@ -139,9 +151,21 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(exe: &std::path::Path, redis_url: &str, db_url: &str) -> Result<Worker> {
+    fn spawn(
+        exe: &std::path::Path,
+        redis_url: &str,
+        db_url: &str,
+        cluster: bool,
+    ) -> Result<Worker> {
+        let mode = if cluster { "cluster" } else { "single" };
         let mut child = tokio::process::Command::new(exe)
-            .args(["child", redis_url, db_url, &READERS_PER_PROCESS.to_string()])
+            .args([
+                "child",
+                redis_url,
+                db_url,
+                &READERS_PER_PROCESS.to_string(),
+                mode,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -180,10 +204,11 @@ impl Worker {
 
 /// A worker process: one `Cache` and one Postgres pool, as a celeriac worker has. On each
 /// `go KEY ID` line it starts `readers` concurrent reads of KEY and reports its counters.
-async fn child(redis_url: &str, pg_url: &str, readers: usize) -> Result<()> {
+async fn child(redis_url: &str, pg_url: &str, readers: usize, cluster: bool) -> Result<()> {
     let cache = Cache::new(
         CacheConfig {
             prefix: "bench:cache:".into(),
+            cluster,
             ..CacheConfig::default()
         },
         Some(redis::Client::open(redis_url)?),
