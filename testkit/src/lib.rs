@@ -27,7 +27,7 @@ mod tls;
 pub use mariadb::MariaDbServer;
 pub use moto::MotoServer;
 pub use postgres::PostgresServer;
-pub use redis_cluster::RedisCluster;
+pub use redis_cluster::{ClusterNode, RedisCluster, SlotMove};
 pub use tls::TestPki;
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).

@@ -262,61 +262,88 @@ impl RedisCluster {
             .with_context(|| format!("no primary serves slot {slot}"))
     }
 
-    /// Move `slot` with its keys to the primary on `to` as `redis-cli --cluster reshard` does:
-    /// IMPORTING / MIGRATING, then `MIGRATE` of the keys `batch` at a time (`pause` between
-    /// batches, so clients see `ASK` meanwhile), then `SETSLOT NODE` on every primary.
-    pub fn move_slot(&self, slot: u16, to: u16, batch: usize, pause: Duration) -> Result<()> {
+    /// Move `slot` with its keys to the primary on `to` as `redis-cli --cluster reshard` does
+    /// ([`Self::start_slot_move`], [`Self::migrate_keys`], [`Self::finish_slot_move`]).
+    pub fn move_slot(&self, slot: u16, to: u16) -> Result<()> {
+        let mv = self.start_slot_move(slot, to)?;
+        self.migrate_keys(&mv)?;
+        self.finish_slot_move(&mv)
+    }
+
+    /// Mark `slot` IMPORTING on the primary on `to` and MIGRATING on its owner: from now on the
+    /// owner answers `ASK` for the slot's keys it no longer has.
+    pub fn start_slot_move(&self, slot: u16, to: u16) -> Result<SlotMove> {
         let from = self.owner_of(slot)?;
-        let live = self.live_ports();
-        let nodes = self.nodes_seen_by(live[0])?;
-        let target = nodes
-            .iter()
-            .find(|n| n.port == to)
-            .context("target node unknown")?;
+        let target = self
+            .nodes_seen_by(from.port)?
+            .into_iter()
+            .find(|n| n.port == to && n.primary)
+            .context("the target is not a known primary")?;
         if from.port == to {
-            return Ok(());
+            bail!("slot {slot} is already on {to}");
         }
         let s = slot.to_string();
-        let ok = |port: u16, args: &[&str]| -> Result<()> {
-            let out = self.cli(port, args)?;
-            if !out.trim().starts_with("OK") {
-                bail!("{args:?} on {port}: {out}");
-            }
-            Ok(())
-        };
-        ok(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id])?;
-        ok(
+        self.ok(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id])?;
+        self.ok(
             from.port,
             &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id],
         )?;
+        Ok(SlotMove {
+            slot,
+            from,
+            to: target,
+        })
+    }
+
+    /// `MIGRATE` every key of the slot to the target, 100 at a time.
+    pub fn migrate_keys(&self, mv: &SlotMove) -> Result<()> {
+        let s = mv.slot.to_string();
+        let to = mv.to.port.to_string();
         loop {
-            let listed = self.cli(
-                from.port,
-                &["CLUSTER", "GETKEYSINSLOT", &s, &batch.to_string()],
-            )?;
+            let listed = self.cli(mv.from.port, &["CLUSTER", "GETKEYSINSLOT", &s, "100"])?;
             let keys: Vec<&str> = listed.lines().filter(|k| !k.is_empty()).collect();
             if keys.is_empty() {
-                break;
+                return Ok(());
             }
-            let to_s = to.to_string();
-            let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000", "KEYS"];
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to, "", "0", "5000", "KEYS"];
             args.extend(keys.iter().copied());
-            let out = self.cli(from.port, &args)?;
+            let out = self.cli(mv.from.port, &args)?;
             if !(out.starts_with("OK") || out.starts_with("NOKEY")) {
                 bail!("MIGRATE: {out}");
             }
-            std::thread::sleep(pause);
         }
-        ok(to, &["CLUSTER", "SETSLOT", &s, "NODE", &target.id])?;
-        ok(from.port, &["CLUSTER", "SETSLOT", &s, "NODE", &target.id])?;
-        for n in nodes
-            .iter()
-            .filter(|n| n.primary && !self.killed.contains(&n.port))
-        {
-            if n.port != to && n.port != from.port {
-                ok(n.port, &["CLUSTER", "SETSLOT", &s, "NODE", &target.id])?;
+    }
+
+    /// Give the slot to the target on the target, the old owner and every other live primary.
+    pub fn finish_slot_move(&self, mv: &SlotMove) -> Result<()> {
+        let s = mv.slot.to_string();
+        let args = ["CLUSTER", "SETSLOT", &s, "NODE", &mv.to.id];
+        self.ok(mv.to.port, &args)?;
+        self.ok(mv.from.port, &args)?;
+        for p in self.primaries() {
+            if p != mv.to.port && p != mv.from.port {
+                self.ok(p, &args)?;
             }
         }
         Ok(())
     }
+
+    fn ok(&self, port: u16, args: &[&str]) -> Result<()> {
+        let out = self.cli(port, args)?;
+        if !out.trim().starts_with("OK") {
+            bail!("{args:?} on {port}: {out}");
+        }
+        Ok(())
+    }
+}
+
+/// A slot being moved between primaries.
+#[derive(Debug, Clone)]
+pub struct SlotMove {
+    /// The slot.
+    pub slot: u16,
+    /// Its owner when the move started.
+    pub from: ClusterNode,
+    /// The primary it moves to.
+    pub to: ClusterNode,
 }
