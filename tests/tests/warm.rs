@@ -9,7 +9,8 @@
 //! follow inserts, updates and (hard, resp. soft) deletes, and reload in full when the history
 //! was cleaned up past the last synced version, resp. the database is behind the watermark.
 //! On a real Redis Cluster (`[cache] cluster = true`): full and incremental passes spread keys
-//! over every primary, a `Cache` in cluster mode reads them as L2 hits, a held lock exits 3.
+//! over every primary, a `Cache` in cluster mode reads them as L2 hits and drops its L1 copies
+//! of rewritten and deleted keys on their announcements, a held lock exits 3.
 
 mod support;
 
@@ -436,19 +437,24 @@ fn cluster_full_and_incremental_passes_feed_the_read_path() {
 
     // A cache on the cluster (the worker's settings) reads every warmed key from L2.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let rows = db.rows();
+    let cache = rt.block_on(async {
+        let config = CacheConfig {
+            prefix: "w:cache:".into(),
+            cluster: true,
+            ..CacheConfig::default()
+        };
+        let cache = Cache::new(config, Some(redis::Client::open(cluster.url()).unwrap()));
+        assert!(cache.wait_subscribed(Duration::from_secs(5)).await);
+        cache
+    });
     let template = KeyTemplate::parse("ticket:{ticket_id}")
         .unwrap()
         .in_namespace("q.get_ticket");
+    let policy = Policy::new(Duration::from_secs(300), Duration::from_secs(30));
+    // Every row's value as the cache gives it, and the cache's counters for these reads.
     let read_all = |rows: &[Value]| {
         rt.block_on(async {
-            let config = CacheConfig {
-                prefix: "w:cache:".into(),
-                cluster: true,
-                ..CacheConfig::default()
-            };
-            let cache = Cache::new(config, Some(redis::Client::open(cluster.url()).unwrap()));
-            let policy = Policy::new(Duration::from_secs(300), Duration::from_secs(30));
+            let before = cache.stats();
             let mut got = Vec::new();
             for row in rows {
                 let key = template
@@ -462,15 +468,23 @@ fn cluster_full_and_incremental_passes_feed_the_read_path() {
                     .unwrap();
                 got.push(value.unwrap_or(Value::Null));
             }
-            (got, cache.stats())
+            let after = cache.stats();
+            (
+                got,
+                after.l2_hits - before.l2_hits,
+                after.loads - before.loads,
+            )
         })
     };
-    let (got, stats) = read_all(&rows);
+    let rows = db.rows();
+    let (got, l2_hits, loads) = read_all(&rows);
     assert_eq!(got, rows);
-    assert_eq!((stats.l2_hits, stats.loads), (250, 0), "{stats:?}");
+    assert_eq!((l2_hits, loads), (250, 0));
+    assert_eq!(read_all(&rows).0, rows, "now from L1");
 
     // Incremental: an update and a soft delete reach the cluster (write and delete scripts per
-    // slot, the state saved under the lock in the job's slot).
+    // slot, the state saved under the lock in the job's slot), and their announcements reach
+    // the cache's L1.
     db.exec("UPDATE tickets SET deleted_at = now() + interval '1 second', updated_at = now() + interval '1 second' WHERE id = 9");
     db.exec("UPDATE tickets SET title = 'changed', updated_at = now() + interval '1 second' WHERE id = 7");
     // (The first incremental pass starts at the full pass's MAX(updated_at), inclusive, which
@@ -480,8 +494,17 @@ fn cluster_full_and_incremental_passes_feed_the_read_path() {
         &cfg,
         "incremental pass: 250 rows read, 249 keys written, 1 deleted",
     );
+    let announced = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while cache.stats().invalidations_received < 250 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    });
+    assert!(announced.is_ok(), "{:?}", cache.stats());
     let rows = db.rows();
-    let (got, stats) = read_all(&rows);
+    let (got, l2_hits, loads) = read_all(&rows);
     let expected: Vec<Value> = rows
         .iter()
         .map(|r| match r["id"] == json!(9) {
@@ -490,7 +513,7 @@ fn cluster_full_and_incremental_passes_feed_the_read_path() {
         })
         .collect();
     assert_eq!(got, expected, "row 7 changed, row 9's key deleted");
-    assert_eq!((stats.l2_hits, stats.loads), (249, 1), "{stats:?}");
+    assert_eq!((l2_hits, loads), (249, 1));
 
     // Another run holds the job's lock on the cluster: exit 3, nothing done.
     let mut conn = redis::cluster::ClusterClient::new(vec![cluster.url()])
