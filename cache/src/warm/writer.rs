@@ -5,10 +5,12 @@
 //! loading it now and its value is at least as new. Every written or deleted key is announced on
 //! the invalidation channel so other processes drop their L1 copy.
 //!
-//! On a Redis Cluster a script may only touch keys of one slot (a value and its lease always
-//! share one), so a batch is split by slot: one script per slot, all of them sent at once (the
-//! cluster client routes each to its node, follows MOVED/ASK and pipelines them on each node's
-//! connection). The redis crate's own cluster pipelines refuse commands of several slots.
+//! On a Redis Cluster the page's keys first enter the prefix index ([`key_index::record`], one
+//! script per index set: a job's keys share one), so prefix invalidation finds them. A script
+//! may only touch keys of one slot (a value and its lease always share one), so a batch is
+//! split by slot: one script per slot, all of them sent at once (the cluster client routes each
+//! to its node, follows MOVED/ASK and pipelines them on each node's connection). The redis
+//! crate's own cluster pipelines refuse commands of several slots.
 
 use std::collections::HashMap;
 
@@ -20,10 +22,14 @@ use serde_json::Value;
 use crate::config::{CacheConfig, Draws, Policy};
 use crate::entry::{now_ms, Entry};
 use crate::invalidation::Invalidation;
-use crate::L2Conn;
+use crate::{key_index, L2Conn};
 
 /// Slot scripts in flight at once on a cluster.
 const CLUSTER_IN_FLIGHT: usize = 256;
+
+/// Added to a key's TTL for its expiry in the prefix index: its value is written after the
+/// index (within the Redis response timeout), so it expires a little later than `now + ttl`.
+const INDEX_SLACK_MS: u64 = 60_000;
 
 /// KEYS: (redis key, lease key) pairs; ARGV[1]: channel, ARGV[2]: publish (1/0), then value,
 /// ttl_ms per key.
@@ -100,7 +106,9 @@ impl WarmWriter {
         (entry.to_l2(), ttl_ms)
     }
 
-    /// Write `(rendered key, value)` pairs in one round trip; keys with a live lease are skipped.
+    /// Write `(rendered key, value)` pairs in one round trip (on a cluster: one per slot, after
+    /// recording the keys in the prefix index, [`key_index::record`]); keys with a live lease
+    /// are skipped.
     pub async fn write(
         &mut self,
         entries: Vec<(String, Value)>,
@@ -112,12 +120,16 @@ impl WarmWriter {
         }
         let total = entries.len() as u64;
         let mut items = Vec::with_capacity(entries.len());
+        let mut indexed = Vec::with_capacity(entries.len());
+        let latest = now_ms() + INDEX_SLACK_MS;
         for (key, value) in entries {
             let (text, ttl_ms) = Self::l2_text(value, delta_ms, policy, &self.config.draws);
             let redis_key = self.config.redis_key(&key);
             let lease_key = self.config.lease_key(&redis_key);
+            indexed.push((redis_key.clone(), latest + ttl_ms));
             items.push((redis_key, lease_key, vec![text, ttl_ms.to_string()]));
         }
+        key_index::record(&mut self.conn, &self.config, &indexed).await?;
         let publish = if self.publish { "1" } else { "0" };
         let head = [self.config.channel(), publish.to_owned()];
         let written = self.invoke(WRITE_UNLEASED, &head, items).await?;
