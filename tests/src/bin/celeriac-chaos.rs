@@ -38,6 +38,9 @@ struct Args {
     /// Seed of the task mix and of the fault timings.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Every side signs (Celery's `auth` serializer with the fixtures' key and store).
+    #[arg(long)]
+    signed: bool,
     /// The celeriac test worker binary.
     #[arg(long)]
     worker_bin: PathBuf,
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         postgres: !args.no_postgres,
         python_through_proxy: args.python_through_proxy,
         seed: args.seed,
+        signed: args.signed,
         worker_bin: args.worker_bin,
         python: args.python,
         root: celeriac_testkit::workspace_root(),

@@ -5,8 +5,41 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use celeriac_broker_bridge::signing::{CertStore, Digest, Verifier};
 use redis::Commands;
 use serde_json::Value;
+
+/// Reads stored results: plain JSON, or signed by Celery's `auth` serializer (a signed run),
+/// whose signature is checked against the certificate store first.
+#[derive(Debug, Default)]
+pub struct Results {
+    verifier: Option<Verifier>,
+}
+
+impl Results {
+    /// Results signed by a signer of the store at `store` (a file, directory or glob).
+    pub fn signed(store: &str) -> Result<Results> {
+        let store = CertStore::load(store).context("load the certificate store")?;
+        Ok(Results {
+            verifier: Some(Verifier::new(store, Digest::Sha256)),
+        })
+    }
+
+    /// The result meta stored under `celery-task-meta-<id>`; `None` when it cannot be read (or,
+    /// signed, its signature does not hold).
+    pub fn read(&self, raw: &str) -> Option<Value> {
+        match &self.verifier {
+            None => serde_json::from_str(raw).ok(),
+            Some(v) => v.open(raw.as_bytes()).ok()?.value().ok(),
+        }
+    }
+
+    /// Whether `raw` is a final state (SUCCESS or FAILURE).
+    pub fn is_final(&self, raw: &str) -> bool {
+        self.read(raw)
+            .is_some_and(|m| matches!(m["status"].as_str(), Some("SUCCESS" | "FAILURE")))
+    }
+}
 
 /// The kind of a task in the mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,6 +235,7 @@ pub fn audit(
     tally: &mut redis::Connection,
     killed_in_flight: &HashMap<String, u64>,
     queues: &[&str],
+    results: &Results,
 ) -> Result<Audit> {
     let mut a = Audit {
         sent: sent.len(),
@@ -225,7 +259,7 @@ pub fn audit(
         let metas: Vec<Option<String>> = broker.mget(&keys)?;
         for (id, meta) in chunk.iter().zip(metas) {
             let task = &sent[*id];
-            let meta: Option<Value> = meta.and_then(|m| serde_json::from_str(&m).ok());
+            let meta: Option<Value> = meta.and_then(|m| results.read(&m));
             let status = meta
                 .as_ref()
                 .and_then(|m| m["status"].as_str())

@@ -21,7 +21,7 @@ use redis::Commands;
 
 use crate::fault_proxy::FaultProxy;
 use fleet::{Launcher, Proc};
-use ledger::Audit;
+use ledger::{Audit, Results};
 use postgres::PrivatePostgres;
 
 /// The queues the run uses (`rust` only celeriac consumes: the query task).
@@ -50,6 +50,9 @@ pub struct Options {
     pub python_through_proxy: bool,
     /// Seed of the task mix and of the fault timings.
     pub seed: u64,
+    /// Whether every side signs its messages (Celery's `auth` serializer for tasks, results
+    /// and events, with the fixtures' key, certificate and store).
+    pub signed: bool,
     /// The celeriac test worker binary.
     pub worker_bin: PathBuf,
     /// The test venv's Python.
@@ -233,6 +236,33 @@ fn cut_connections(proxy: Arc<FaultProxy>, stop: Arc<AtomicBool>, seed: u64) {
     proxy.set_delay(Duration::ZERO);
 }
 
+/// The fixtures' signing key, certificate and store (`proto-fixtures/fixtures/signed`).
+fn keys_dir(opts: &Options) -> PathBuf {
+    opts.root.join("proto-fixtures/fixtures/signed")
+}
+
+/// The settings that make every process sign with the fixtures' encrypted key (its password
+/// given through a `_FILE`) and trust the fixtures' store, as `tests/tests/security_signing.rs`.
+fn signing_env(opts: &Options) -> Result<Vec<(String, String)>> {
+    let keys = keys_dir(opts);
+    let password_file = opts.logs.join("key-password");
+    std::fs::write(&password_file, "test-password\n")?;
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
+    Ok([
+        ("CELERY_TASK_SERIALIZER", "auth".to_string()),
+        ("CELERY_RESULT_SERIALIZER", "auth".to_string()),
+        ("CELERY_EVENT_SERIALIZER", "auth".to_string()),
+        ("CELERY_ACCEPT_CONTENT", "auth".to_string()),
+        ("CELERY_SECURITY_KEY", path(keys.join("key-encrypted.pem"))),
+        ("CELERY_SECURITY_CERTIFICATE", path(keys.join("cert.pem"))),
+        ("CELERY_SECURITY_CERT_STORE", path(keys.join("store/*.pem"))),
+        ("CELERY_SECURITY_KEY_PASSWORD_FILE", path(password_file)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect())
+}
+
 /// Run the whole chaos scenario and audit it.
 pub fn run(opts: &Options) -> Result<Report> {
     let started = Instant::now();
@@ -275,15 +305,27 @@ pub fn run(opts: &Options) -> Result<Report> {
         None => None,
     };
     let transport = r#"{"visibility_timeout": 20, "unacked_restore_interval": 2, "unacked_restore_throttle": 1}"#;
+    let signing = if opts.signed {
+        signing_env(opts)?
+    } else {
+        Vec::new()
+    };
+    let results = if opts.signed {
+        Results::signed(&keys_dir(opts).join("store/*.pem").to_string_lossy())?
+    } else {
+        Results::default()
+    };
     let common = |url: &str| -> Vec<(String, String)> {
-        vec![
+        let mut env: Vec<(String, String)> = vec![
             ("CELERY_BROKER_URL".into(), url.into()),
             ("CELERY_RESULT_BACKEND".into(), url.into()),
             ("CELERY_BROKER_TRANSPORT_OPTIONS".into(), transport.into()),
             ("CELERY_TASK_ACKS_LATE".into(), "true".into()),
             ("CELERY_RESULT_EXTENDED".into(), "true".into()),
             ("CELERIAC_TEST_TALLY_URL".into(), tally.url(0)),
-        ]
+        ];
+        env.extend(signing.iter().cloned());
+        env
     };
     let launcher = Launcher {
         worker_bin: opts.worker_bin.clone(),
@@ -301,7 +343,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         config,
     };
     report.setup = format!(
-        "{} tasks, {} celeriac workers ({}, -c {}) + 1 Python Celery worker (threads, -c 4, {}), {} producers, a SIGKILL every {:?}, acks_late, visibility_timeout 20 s, Redis with AOF (port {}) behind the fault proxy (port {}), seed {}, limit {:?}",
+        "{} tasks, {} celeriac workers ({}, -c {}) + 1 Python Celery worker (threads, -c 4, {}), {} producers, {}a SIGKILL every {:?}, acks_late, visibility_timeout 20 s, Redis with AOF (port {}) behind the fault proxy (port {}), seed {}, limit {:?}",
         opts.tasks,
         opts.workers,
         opts.worker_bin.display(),
@@ -312,6 +354,11 @@ pub fn run(opts: &Options) -> Result<Report> {
             "connected to Redis directly"
         },
         opts.producers,
+        if opts.signed {
+            "every message signed (auth serializer: tasks, results, events), "
+        } else {
+            ""
+        },
         opts.kill_every,
         broker.port(),
         proxy.port(),
@@ -411,7 +458,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
 
     let sent = ledger::read_manifests(&manifests).context("read the manifests")?;
-    drain(&sent, &mut broker_conn, deadline);
+    drain(&sent, &mut broker_conn, deadline, &results);
     report.total_secs = started.elapsed().as_secs_f64();
     report.python_worker_alive = python_worker.exited().is_none();
     for w in &mut workers {
@@ -426,6 +473,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         &mut tally_conn,
         &killed_in_flight,
         QUEUES,
+        &results,
     )?;
     report.load.1 = loadavg();
     drop(pg);
@@ -433,7 +481,12 @@ pub fn run(opts: &Options) -> Result<Report> {
 }
 
 /// Wait until every task sent has a final state, or the deadline.
-fn drain(sent: &HashMap<String, ledger::Sent>, broker: &mut redis::Connection, deadline: Instant) {
+fn drain(
+    sent: &HashMap<String, ledger::Sent>,
+    broker: &mut redis::Connection,
+    deadline: Instant,
+    results: &Results,
+) {
     let keys: Vec<String> = sent
         .keys()
         .map(|id| format!("celery-task-meta-{id}"))
@@ -445,7 +498,7 @@ fn drain(sent: &HashMap<String, ledger::Sent>, broker: &mut redis::Connection, d
             done += metas
                 .iter()
                 .flatten()
-                .filter(|m| m.contains("\"SUCCESS\"") || m.contains("\"FAILURE\""))
+                .filter(|m| results.is_final(m))
                 .count();
         }
         eprintln!("drain: {done}/{} final", keys.len());
