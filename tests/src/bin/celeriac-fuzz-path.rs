@@ -10,6 +10,7 @@
 //!
 //!   celeriac-fuzz-path --worker-bin target/release/celeriac-test-worker [--seed N]
 //!                      [--inputs N] [--batch N] [--time-limit SECS]
+//!   celeriac-fuzz-path --seed N --dump N   # input `fz-N`'s element, byte for byte
 //!
 //! Prints the totals last; exits 1 on a finding.
 
@@ -28,8 +29,8 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 struct Opts {
     /// The test worker binary.
-    #[arg(long)]
-    worker_bin: PathBuf,
+    #[arg(long, required_unless_present = "dump")]
+    worker_bin: Option<PathBuf>,
     /// RNG seed (the run is a function of it).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -45,6 +46,10 @@ struct Opts {
     /// Worker concurrency.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Write input number N (`fz-N`) of this seed to stdout, byte for byte, and exit (to
+    /// replay a finding by hand).
+    #[arg(long, value_name = "N")]
+    dump: Option<u64>,
 }
 
 /// splitmix64: small, seeded, reproducible.
@@ -243,11 +248,20 @@ struct Totals {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
+    if let Some(n) = opts.dump {
+        let mut rng = Rng(opts.seed);
+        let mut raw = Vec::new();
+        for i in 0..=n {
+            raw = input(&mut rng, i).0;
+        }
+        std::io::Write::write_all(&mut std::io::stdout(), &raw)?;
+        return Ok(());
+    }
     let redis_server = RedisServer::start()?;
     let url = redis_server.url(0);
     let logs = tempfile::tempdir()?;
     let log_path = logs.path().join("worker.log");
-    let mut worker: Child = Command::new(&opts.worker_bin)
+    let mut worker: Child = Command::new(opts.worker_bin.as_ref().context("--worker-bin")?)
         .args([
             "-n",
             "fuzz@host",
