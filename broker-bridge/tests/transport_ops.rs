@@ -551,3 +551,58 @@ async fn a_delivery_tag_that_is_not_utf8_is_dead_lettered_intact() -> anyhow::Re
     assert_eq!(held, 0);
     Ok(())
 }
+
+/// One `unacked` record per delivery tag: an element whose tag another message already holds
+/// (earlier in the same fetch, or in `unacked` from an earlier one) is dead-lettered intact
+/// instead of overwriting that message's record; the same element twice (one publish routed to
+/// two queues) shares its record, as under kombu.
+#[tokio::test]
+async fn an_element_whose_delivery_tag_is_held_by_another_message_is_dead_lettered(
+) -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let element = |id: &str| {
+        format!(
+            r#"{{"body": "e30=", "headers": {{"task": "t", "id": "{id}"}}, "properties": {{"delivery_tag": "dup", "body_encoding": "base64", "delivery_info": {{"exchange": "", "routing_key": "q"}}}}}}"#
+        )
+        .into_bytes()
+    };
+    let (a, b, c) = (element("a"), element("b"), element("c"));
+    for e in [&a, &b, &a] {
+        env.cmd::<()>(&[b"LPUSH", b"q", e]).await?;
+    }
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    let taken: Vec<&[u8]> = f.deliveries.iter().map(|d| d.raw.as_slice()).collect();
+    assert_eq!(taken, [a.as_slice(), a.as_slice()], "a, and a again");
+    let reasons: Vec<&str> = f.dead_lettered.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons, ["delivery_tag is already held by another message"]);
+    let stored: Vec<u8> = env.cmd(&[b"HGET", b"unacked", b"dup"]).await?;
+    assert_eq!(
+        stored,
+        [b"[".as_slice(), &a, br#", "", "q"]"#].concat(),
+        "a's record"
+    );
+
+    // Held from the earlier fetch: refused too, until it is settled.
+    env.cmd::<()>(&[b"LPUSH", b"q", &c]).await?;
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    assert!(f.deliveries.is_empty());
+    assert_eq!(f.dead_lettered.len(), 1);
+    let dead: Vec<Vec<u8>> = env
+        .cmd(&[b"LRANGE", b"celeriac.dead_letter", b"0", b"-1"])
+        .await?;
+    assert_eq!(dead, [c.clone(), b.clone()], "intact, newest first");
+    let records: Vec<String> = env
+        .cmd(&[b"HVALS", b"celeriac.dead_letter.reasons"])
+        .await?;
+    assert!(
+        records
+            .iter()
+            .all(|r| r.contains(r#""delivery_tag":"dup""#)),
+        "{records:?}"
+    );
+    env.broker.ack("dup").await?;
+    env.cmd::<()>(&[b"LPUSH", b"q", &c]).await?;
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    assert_eq!(f.deliveries.len(), 1, "taken once the tag is free");
+    Ok(())
+}

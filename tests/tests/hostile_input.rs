@@ -316,3 +316,107 @@ fn reserved_messages_are_held_under_a_byte_budget() {
     let out = world.py("from celery_app import app\nprint(app.control.ping(timeout=5))");
     assert!(out.contains("w1@test"), "{out}");
 }
+
+/// An element of queue `celery` for `task` with `args`, the `timelimit` header given, its own id
+/// and the delivery tag `tag`, written as kombu writes it.
+fn element(task: &str, args: serde_json::Value, id: &str, timelimit: &str, tag: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body = serde_json::json!([args, {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
+    let body = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+    format!(
+        r#"{{"body":"{body}","content-encoding":"utf-8","content-type":"application/json","headers":{{"lang":"py","task":"{task}","id":"{id}","shadow":null,"eta":null,"expires":null,"group":null,"group_index":null,"retries":0,"timelimit":{timelimit},"root_id":"{id}","parent_id":null,"argsrepr":"","kwargsrepr":"{{}}","origin":"h@host","ignore_result":false}},"properties":{{"correlation_id":"{id}","reply_to":"r","delivery_mode":2,"delivery_info":{{"exchange":"","routing_key":"celery"}},"priority":0,"body_encoding":"base64","delivery_tag":"{tag}"}}}}"#
+    )
+    .into_bytes()
+}
+
+/// Messages that share a delivery tag are each kept (the whole-path fuzzer's `fz-18984`: a
+/// flipped byte gave another input its tag). kombu keeps one `unacked` record per tag, so the
+/// second message taken overwrote the first one's record; a message the worker then had to
+/// dead-letter (here a time limit that is not a number) found its record gone and was dropped:
+/// no result, no dead letter. Now a message whose tag is already held by another is
+/// dead-lettered intact by the fetch itself, and the first keeps its record.
+#[test]
+fn messages_sharing_a_delivery_tag_are_each_kept() {
+    let world = World::new(&[("CELERY_TASK_ACKS_LATE", "true")]);
+    let mut redis = world.redis();
+    let mut deep = serde_json::json!(1);
+    for _ in 0..60 {
+        deep = serde_json::json!([deep]);
+    }
+    let elements = [
+        element(
+            "t.add",
+            serde_json::json!([1, 2]),
+            "same-1",
+            "[null,null]",
+            "tag-x",
+        ),
+        element(
+            "t.add",
+            serde_json::json!([1, 2]),
+            "same-2",
+            r#"["x",null]"#,
+            "tag-x",
+        ),
+        element(
+            "t.echo",
+            serde_json::json!([deep]),
+            "same-3",
+            "[false,1e+308]",
+            "tag-x",
+        ),
+        element(
+            "t.add",
+            serde_json::json!([3, 4]),
+            "same-4",
+            r#"[null,"x"]"#,
+            "tag-x",
+        ),
+    ];
+    // Queued before the worker starts, so that its first fetch takes them all at once.
+    for e in &elements {
+        let _: () = redis.lpush("celery", e).unwrap();
+    }
+    let worker = world.celeriac("w1", &["-c", "4"]);
+    let settled = eventually(Duration::from_secs(30), || {
+        let dead: Vec<Vec<u8>> = redis.lrange("celeriac.dead_letter", 0, -1).unwrap();
+        let held: usize = redis.hlen("unacked").unwrap();
+        let waiting: usize = redis.llen("celery").unwrap();
+        let results: Vec<Option<String>> = redis
+            .mget(
+                &["same-1", "same-2", "same-3", "same-4"]
+                    .map(|id| format!("celery-task-meta-{id}")),
+            )
+            .unwrap();
+        let kept = elements
+            .iter()
+            .zip(&results)
+            .filter(|(e, r)| r.is_some() || dead.contains(e))
+            .count();
+        (kept == elements.len() && held == 0 && waiting == 0).then_some((dead, results))
+    });
+    let (dead, results) = settled.unwrap_or_else(|| {
+        let dead: Vec<String> = redis.lrange("celeriac.dead_letter", 0, -1).unwrap();
+        let reasons: Vec<String> = redis.hvals("celeriac.dead_letter.reasons").unwrap();
+        panic!(
+            "a message is neither in a result nor in the dead-letter list: dead {dead:?}, reasons {reasons:?}\n{}",
+            worker.log()
+        )
+    });
+    // The first one taken holds the tag and runs; the other three are dead letters.
+    assert!(
+        results[0].as_deref().unwrap().contains("SUCCESS"),
+        "{results:?}"
+    );
+    assert_eq!(dead.len(), 3, "{results:?}");
+    let reasons: Vec<String> = redis.hvals("celeriac.dead_letter.reasons").unwrap();
+    let held_elsewhere = reasons
+        .iter()
+        .filter(|r| r.contains("delivery_tag is already held by another message"))
+        .count();
+    assert_eq!(held_elsewhere, 3, "{reasons:?}");
+    let out = world
+        .py("from celery_app import app\nprint(app.send_task('t.add', (20, 22)).get(timeout=30))");
+    assert_eq!(out.trim(), "42");
+    assert!(!worker.log().contains("panicked"), "{}", worker.log());
+}

@@ -1,6 +1,7 @@
 -- Atomic non-blocking fetch: pop up to ARGV[1] elements, priority-major across queues, and
 -- record each good one in the unacked hash/index in the same step (so nothing is ever only in
--- the caller's memory). Elements that are not kombu envelopes go, intact, to the dead-letter list.
+-- the caller's memory). Elements that are not kombu envelopes, or whose delivery tag is already
+-- held by another message, go, intact, to the dead-letter list.
 --
 -- Redis keeps the writes a script made before a command failed, so no call here may fail after a
 -- pop without a remedy: every command runs under pcall; popping stops at the first error, and when
@@ -32,6 +33,8 @@ local taken = 0
 -- The unacked records of this call, written together at the end (still inside this script, so
 -- still atomic with the pops): one ZADD and one HSET per chunk instead of two commands a message.
 local zadd, hset = {}, {}
+-- The record of each tag taken by this call.
+local records = {}
 -- Dead letters of this call, written with the records: {raw, reason, queue, tag, task, id}.
 local dead = {}
 -- Every element popped, in pop order: {key, raw}, to push back if recording fails.
@@ -150,9 +153,29 @@ local function handle(qi, raw)
   if type(info) ~= 'table' then info = {} end
   local exchange = str(info['exchange']) or ''
   local routing_key = str(info['routing_key']) or queue
+  local record = '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']'
+  -- One record per tag: another message held under the same tag (earlier in this call or
+  -- already in `unacked`) would have its record overwritten, and the one whose record is gone
+  -- could be neither settled nor restored. kombu's tags are unique (a restored message takes
+  -- its record out before it is pushed back); the same message twice (one publish routed to two
+  -- queues) shares its record as under kombu.
+  local held = records[tag]
+  if held == nil then
+    local cur = redis.pcall('HGET', KEYS[1], tag)
+    if type(cur) == 'string' then held = cur end
+  end
+  if held and held ~= record then
+    reason = 'delivery_tag is already held by another message'
+    table.insert(dead, {raw, reason, queue, tag, headers and str(headers['task']),
+      headers and str(headers['id'])})
+    table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
+    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    return
+  end
+  records[tag] = record
   table.insert(zadd, now); table.insert(zadd, tag)
   table.insert(hset, tag)
-  table.insert(hset, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
+  table.insert(hset, record)
   table.insert(out, '1'); table.insert(out, tostring(qi)); table.insert(out, raw)
   table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
 end
