@@ -108,6 +108,36 @@ print(r1.id, r2.id)
         "{conf}"
     );
     assert_eq!(conf[host]["task_reject_on_worker_lost"], false, "{conf}");
+    assert_eq!(conf[host]["include"], serde_json::json!([]), "{conf}");
+    assert!(
+        conf[host]["broker_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("redis://")),
+        "{conf}"
+    );
+
+    // `registered` with task attributes, formatted by Celery's rules.
+    let named = world.py(r#"
+import json
+from celery_app import app
+print(json.dumps(app.control.inspect(timeout=2.0).registered("name", "max_retries")))
+"#);
+    let named: Value = serde_json::from_str(named.trim()).expect("JSON");
+    assert!(
+        named[host]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t == "t.add [name=t.add max_retries=3]")),
+        "{named}"
+    );
+    let report = inspect(&world, "report");
+    let text = report[host]["ok"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("software -> celery:5.7.0 (celeriac "),
+        "{report}"
+    );
+    assert!(text.contains("result_extended: "), "{report}");
+    let cli_report = celery_cli(&world, &["inspect", "report", "--timeout", "3"]);
+    assert!(cli_report.contains("software -> celery:"), "{cli_report}");
 
     // Unknown commands get an error reply, not silence.
     let out = world.py(r#"

@@ -14,10 +14,11 @@ use celeriac_broker_bridge::pidbox::{self, ControlRequest};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RateLimit;
+use crate::config::{RateLimit, SerializerName, Settings};
 use crate::events;
 use crate::revoked;
 use crate::runtime::Runtime;
+use crate::task::TaskOptions;
 use crate::tracked::Stage;
 
 /// The control namespace (Celery's `control_exchange`).
@@ -216,11 +217,12 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
         ),
         "query_task" => query_task(rt, req),
         "revoked" => json!(rt.revoked.ids()),
-        "registered" => registered(rt),
+        "registered" => registered(rt, req),
         "active_queues" => {
             Value::Array(rt.consumed_queues().iter().map(|q| queue_dict(q)).collect())
         }
-        "conf" => conf(rt),
+        "conf" | "dump_conf" => conf(rt),
+        "report" => ok(report(rt)),
         "revoke" => revoke(rt, req).await,
         "terminate" => {
             let mut req = req.clone();
@@ -335,21 +337,116 @@ fn query_task(rt: &Runtime, req: &ControlRequest) -> Value {
     Value::Object(out)
 }
 
-fn registered(rt: &Runtime) -> Value {
-    let mut names: Vec<&str> = rt
+/// The task attributes `registered` shows when the caller names none (Celery's
+/// `DEFAULT_TASK_INFO_ITEMS`).
+const DEFAULT_TASK_INFO_ITEMS: [&str; 3] = ["exchange", "routing_key", "rate_limit"];
+
+/// `registered`: each task as `NAME [attr=value ...]` with the attributes asked for
+/// (`taskinfoitems`) that the task has (Python's `str()` of each); `celery.*` builtins only
+/// with `builtins`.
+fn registered(rt: &Runtime, req: &ControlRequest) -> Value {
+    let asked: Vec<&str> = match req.arguments.get("taskinfoitems") {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(item)) => vec![item.as_str()],
+        _ => Vec::new(),
+    };
+    let mut items = if asked.is_empty() {
+        DEFAULT_TASK_INFO_ITEMS.to_vec()
+    } else {
+        asked
+    };
+    items.retain(|i| !i.starts_with('_'));
+    let builtins = req.arg_bool("builtins");
+    let list: Vec<Value> = rt
         .registry
         .names()
-        .filter(|n| !n.starts_with("celery."))
-        .collect();
-    names.sort_unstable();
-    let list = names
-        .into_iter()
-        .map(|n| match rt.rate_limits.get(n).flatten() {
-            Some(limit) => format!("{n} [rate_limit={}]", limit.text),
-            None => n.to_string(),
+        .filter(|n| builtins || !n.starts_with("celery."))
+        .filter_map(|name| {
+            let task = rt.registry.get(name)?;
+            let remote = rt.rate_limits.get(name);
+            Some(Value::from(task_info(name, &items, |attr| {
+                task_attribute(name, &task.options, &rt.settings, remote.clone(), attr)
+            })))
         })
-        .collect::<Vec<_>>();
-    json!(list)
+        .collect();
+    Value::Array(list)
+}
+
+/// `NAME [attr=value ...]` with the attributes of `items` that `attr` finds (each once), or
+/// `NAME` alone when it finds none.
+fn task_info(name: &str, items: &[&str], attr: impl Fn(&str) -> Option<String>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut info: Vec<String> = Vec::new();
+    for item in items {
+        if seen.contains(item) {
+            continue;
+        }
+        seen.push(item);
+        if let Some(v) = attr(item) {
+            info.push(format!("{item}={v}"));
+        }
+    }
+    if info.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} [{}]", info.join(" "))
+    }
+}
+
+/// Python's `str(getattr(task, attr, None))` for the attributes celeriac's tasks have, the
+/// worker's setting standing in where the task sets none (Celery's `Task.from_config`);
+/// `None` when Python's would be `None`. `remote` is the rate limit set by remote control.
+fn task_attribute(
+    name: &str,
+    o: &TaskOptions,
+    s: &Settings,
+    remote: Option<Option<RateLimit>>,
+    attr: &str,
+) -> Option<String> {
+    let py_bool = |b: bool| if b { "True" } else { "False" }.to_string();
+    let py_secs = |d: Duration| {
+        if d.subsec_nanos() == 0 {
+            d.as_secs().to_string()
+        } else {
+            format!("{:?}", d.as_secs_f64())
+        }
+    };
+    match attr {
+        "name" => Some(name.to_string()),
+        "rate_limit" => match remote {
+            Some(remote) => remote.map(|l| l.text),
+            None => o
+                .rate_limit
+                .as_ref()
+                .or(s.task_default_rate_limit.as_ref())
+                .map(|l| l.text.clone()),
+        },
+        "max_retries" => o.max_retries.map(|n| n.to_string()),
+        "default_retry_delay" => Some(py_secs(o.default_retry_delay)),
+        "acks_late" => Some(py_bool(o.acks_late.unwrap_or(s.task_acks_late))),
+        "acks_on_failure_or_timeout" => Some(py_bool(
+            o.acks_on_failure_or_timeout
+                .unwrap_or(s.task_acks_on_failure_or_timeout),
+        )),
+        "reject_on_worker_lost" => Some(py_bool(
+            o.reject_on_worker_lost
+                .unwrap_or(s.task_reject_on_worker_lost),
+        )),
+        "ignore_result" => Some(py_bool(o.ignore_result.unwrap_or(s.task_ignore_result))),
+        "track_started" => Some(py_bool(o.track_started.unwrap_or(s.task_track_started))),
+        "store_errors_even_if_ignored" => Some(py_bool(s.task_store_errors_even_if_ignored)),
+        "time_limit" => o.time_limit.or(s.task_time_limit).map(py_secs),
+        "soft_time_limit" => o.soft_time_limit.or(s.task_soft_time_limit).map(py_secs),
+        "serializer" => Some(serializer_name(s.task_serializer).to_string()),
+        _ => None,
+    }
+}
+
+fn serializer_name(s: SerializerName) -> &'static str {
+    match s {
+        SerializerName::Json => "json",
+        SerializerName::Auth => "auth",
+    }
 }
 
 /// kombu's `Queue.as_dict(recurse=True)` for a queue on a direct exchange of the same name.
@@ -368,7 +465,15 @@ fn queue_dict(q: &str) -> Value {
     })
 }
 
+/// `conf`: the worker's settings under Celery's names, censored as Celery censors them. Celery
+/// lists the settings its app was given; celeriac lists every Celery setting it honours with
+/// its effective value, and the few Celery worker settings it does not read with the value
+/// that describes what it does (`include`: no modules imported; `deprecated_settings`: none).
 fn conf(rt: &Runtime) -> Value {
+    censor(Value::Object(conf_table(rt)))
+}
+
+fn conf_table(rt: &Runtime) -> Map<String, Value> {
     let s = &rt.settings;
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     let conf = json!({
@@ -376,24 +481,74 @@ fn conf(rt: &Runtime) -> Value {
         "result_backend": s.result_backend.as_ref().map(|u| celeriac_secrets::redact(u.expose())),
         "result_expires": secs(s.result_expires),
         "result_extended": s.result_extended,
+        "result_accept_content": s.result_accept_content,
+        "result_serializer": serializer_name(s.result_serializer),
         "task_acks_late": s.task_acks_late,
         "task_acks_on_failure_or_timeout": s.task_acks_on_failure_or_timeout,
         "task_reject_on_worker_lost": s.task_reject_on_worker_lost,
         "task_track_started": s.task_track_started,
         "task_ignore_result": s.task_ignore_result,
+        "task_store_errors_even_if_ignored": s.task_store_errors_even_if_ignored,
         "task_default_queue": s.task_default_queue,
+        "task_default_retry_delay": s.task_default_retry_delay.as_secs_f64(),
+        "task_default_rate_limit": s.task_default_rate_limit.as_ref().map(|l| l.text.clone()),
         "task_time_limit": secs(s.task_time_limit),
         "task_soft_time_limit": secs(s.task_soft_time_limit),
+        "task_serializer": serializer_name(s.task_serializer),
+        "event_serializer": serializer_name(s.event_serializer),
         "accept_content": s.accept_content,
         "timezone": s.timezone,
+        "enable_utc": true,
         "worker_concurrency": s.worker_concurrency,
         "async_concurrency": s.async_concurrency,
         "worker_prefetch_multiplier": s.worker_prefetch_multiplier,
         "worker_send_task_events": rt.events.task_events.load(Ordering::Relaxed),
+        "worker_max_tasks_per_child": s.worker_max_tasks_per_child,
+        "worker_max_memory_per_child": s.worker_max_memory_per_child,
+        "worker_soft_shutdown_timeout": s.worker_soft_shutdown_timeout.as_secs_f64(),
+        "worker_hijack_root_logger": true,
+        "worker_log_color": false,
+        "broker_heartbeat": null,
         "broker_transport_options": Value::Object(s.broker_transport_options.clone()),
+        "result_backend_transport_options":
+            Value::Object(s.result_backend_transport_options.clone()),
+        "include": [],
+        "deprecated_settings": [],
     });
-    censor(conf)
+    match conf {
+        Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
+    }
 }
+
+/// `report`: Celery's bug-report text (`app.bugreport()`), its software line naming the Celery
+/// version whose protocol celeriac speaks and celeriac's own in place of Celery's codename.
+fn report(rt: &Runtime) -> String {
+    let results = rt.settings.result_backend.as_ref().map_or_else(
+        || "disabled".to_string(),
+        |u| celeriac_secrets::redact(u.expose()),
+    );
+    let settings = match censor(Value::Object(conf_table(rt))) {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", celeriac_broker_bridge::codec::value_repr(v)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    };
+    format!(
+        "\nsoftware -> celery:{CELERY_VERSION} (celeriac {}) kombu:- py:-\n            \
+         billiard:- redis\nplatform -> system:{} arch:{}\n            \
+         kernel version:- imp:Rust\nloader   -> celeriac\n\
+         settings -> transport:redis results:{results}\n\n{settings}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    )
+}
+
+/// The Celery release whose behaviour and protocol celeriac follows.
+const CELERY_VERSION: &str = "5.7.0";
 
 /// Celery's `filter_hidden_settings`: mappings are censored key by key, at any depth; any other
 /// value under a key naming a secret is replaced by `********`.
@@ -581,6 +736,50 @@ mod tests {
                 },
                 "task_default_routing_key": "********",
             })
+        );
+    }
+
+    #[test]
+    fn registered_formats_task_attributes_as_celery_does() {
+        let s = Settings::default();
+        let o = TaskOptions {
+            acks_late: Some(true),
+            ..TaskOptions::default()
+        };
+        let attr = |item: &str| task_attribute("t.add", &o, &s, None, item);
+        assert_eq!(task_info("t.add", &["name"], attr), "t.add [name=t.add]");
+        // No exchange, routing key nor rate limit: Python's `getattr` gives None for all three.
+        assert_eq!(task_info("t.add", &DEFAULT_TASK_INFO_ITEMS, attr), "t.add");
+        assert_eq!(
+            task_info(
+                "t.add",
+                &[
+                    "acks_late",
+                    "max_retries",
+                    "default_retry_delay",
+                    "name",
+                    "acks_late",
+                    "nope"
+                ],
+                attr
+            ),
+            "t.add [acks_late=True max_retries=3 default_retry_delay=180 name=t.add]"
+        );
+        let limit = RateLimit::from_str("10/m").expect("a rate limit");
+        let remote = |item: &str| task_attribute("t.add", &o, &s, Some(Some(limit.clone())), item);
+        assert_eq!(
+            task_info("t.add", &DEFAULT_TASK_INFO_ITEMS, remote),
+            "t.add [rate_limit=10/m]"
+        );
+        let unlimited = TaskOptions {
+            max_retries: None,
+            time_limit: Some(Duration::from_millis(1500)),
+            ..TaskOptions::default()
+        };
+        let attr = |item: &str| task_attribute("t.x", &unlimited, &s, None, item);
+        assert_eq!(
+            task_info("t.x", &["max_retries", "time_limit", "ignore_result"], attr),
+            "t.x [time_limit=1.5 ignore_result=False]"
         );
     }
 }
