@@ -232,3 +232,25 @@ print(c.get(timeout=30))
     );
     assert_eq!(out, "42\n13");
 }
+
+#[test]
+fn map_and_starmap_run_in_the_worker() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &[]);
+    let out = py(
+        &world,
+        r#"
+print(add.starmap([(1, 1), (2, 3)]).delay().get(timeout=30))
+print(tsum.map([[1, 2], [3, 4, 5]]).delay().get(timeout=30))
+print(group(add.starmap([(1, 1)]), add.s(3, 3)).delay().get(timeout=30))
+r = fail.map(["boom"]).delay()
+try:
+    r.get(timeout=30)
+except Exception as e:
+    print(type(e).__name__, e)
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["[2, 5]", "[3, 12]", "[[2], 6]"], "{out}");
+    assert!(lines.get(3).is_some_and(|l| l.contains("boom")), "{out}");
+}

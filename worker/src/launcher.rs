@@ -150,6 +150,8 @@ pub async fn run(
     }
     let slots = settings.slots();
     let concurrency = capacity(&slots, registry.kinds());
+    let mut registry = registry;
+    crate::builtins::install(&mut registry);
     let thread_slots = Arc::new(Semaphore::new(slots.thread_tasks));
     let async_slots = if slots.shared {
         thread_slots.clone()

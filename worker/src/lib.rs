@@ -13,6 +13,7 @@ extern crate self as celeriac_worker;
 
 pub mod batch;
 pub mod builder;
+pub mod builtins;
 pub mod cache_metrics;
 pub mod canvas;
 pub mod cli;
