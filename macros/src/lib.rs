@@ -277,6 +277,10 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             fn call(&self, __celeriac_ctx: #krate::TaskContext) -> #krate::task::TaskFuture {
                 #call_body
             }
+
+            fn params(&self) -> ::core::option::Option<#krate::task::params::Params> {
+                ::core::option::Option::Some(#fn_ident::PARAMS)
+            }
         }
 
         impl #krate::task::TaskDefinition for #fn_ident {

@@ -26,7 +26,7 @@ use crate::revoked;
 use crate::runtime::{Running, Runtime};
 use crate::scheduled;
 use crate::settle::{self, AckPolicy, Settle};
-use crate::task::{PyException, TaskContext, TaskError};
+use crate::task::{DeliveryInfo, PyException, TaskContext, TaskError};
 use crate::time_limits;
 use crate::tracked::{Stage, Tracked};
 
@@ -226,6 +226,18 @@ async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage)
     }
 }
 
+/// The envelope's `properties` object as stored (Celery's `request.properties`); empty when the
+/// element has none (it was decoded already, so that does not happen for a task run).
+fn properties(raw: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Properties {
+        properties: serde_json::Map<String, serde_json::Value>,
+    }
+    serde_json::from_slice::<Properties>(raw)
+        .map(|p| p.properties)
+        .unwrap_or_default()
+}
+
 async fn execute(
     rt: &Arc<Runtime>,
     delivery: &Delivery,
@@ -264,6 +276,22 @@ async fn execute(
         headers: msg.extra_headers.clone(),
         args: msg.args.clone(),
         kwargs: msg.kwargs.clone(),
+        delivery_info: DeliveryInfo {
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            priority: msg.priority,
+            redelivered: msg.redelivered,
+        },
+        eta: msg.eta.clone(),
+        expires: msg.expires.clone(),
+        properties: properties(&delivery.raw),
+        time_limit: limits.hard,
+        soft_time_limit: limits.soft,
+        replaced_task_nesting: u32::try_from(msg.replaced_task_nesting).unwrap_or(0),
+        reply_to: msg.reply_to.clone(),
+        correlation_id: msg.correlation_id.clone(),
+        chord: msg.chord.clone(),
+        group_index: msg.group_index,
         data: rt.registry.data().cloned(),
         time_limits: signals.clone(),
         client: rt.client.as_ref().map(|c| c.for_task(&msg)),
@@ -358,7 +386,7 @@ async fn execute(
         },
         Err(TaskError::Retry(request)) => {
             let retried = request.clone();
-            match retry::retry(rt, delivery, &msg, &task, request, ignore_result).await {
+            match retry::retry(rt, delivery, &msg, &task, *request, ignore_result).await {
                 Ok(()) => {
                     rt.metrics.task_retried(&msg.task, &delivery.queue);
                     events::task_retried_request(rt, &msg, &retried).await;
@@ -492,6 +520,19 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_are_the_envelopes_as_stored() {
+        let raw = br#"{"body": "W10=", "content-type": "application/json", "headers": {},
+            "properties": {"correlation_id": "c1", "app_id": "1234", "priority": 7,
+            "delivery_info": {"exchange": "", "routing_key": "celery", "redelivered": true}}}"#;
+        let props = properties(raw);
+        assert_eq!(props["app_id"], "1234");
+        assert_eq!(props["priority"], 7);
+        assert_eq!(props["delivery_info"]["redelivered"], true);
+        assert_eq!(props.len(), 4);
+        assert!(properties(b"not json").is_empty());
+    }
 
     fn after(id: bool, acked: bool, recorded: bool) -> AfterPanic {
         let p = Progress::default();

@@ -7,10 +7,12 @@ use std::time::Duration;
 use celeriac_broker_bridge::codec::{EncodeOptions, TaskMessage, WireTime};
 use celeriac_broker_bridge::transport::Delivery;
 use chrono::Utc;
+use serde_json::{Map, Value};
 
 use crate::registry::RegisteredTask;
 use crate::results;
 use crate::runtime::Runtime;
+use crate::task::params::{ParamKind, Params};
 use crate::task::{PyException, RetryRequest};
 
 /// Handle a task's retry request (the message itself is settled by the caller as usual).
@@ -27,6 +29,12 @@ pub async fn retry(
 ) -> Result<(), PyException> {
     let store_errors = !ignore_result || rt.settings.task_store_errors_even_if_ignored;
     let max_retries = request.max_retries.or(task.options.max_retries);
+    let (args, kwargs) = retry_arguments(
+        task.handler.params().as_ref(),
+        msg,
+        request.args,
+        request.kwargs,
+    );
     if max_retries.is_some_and(|max| msg.retries >= i64::from(max)) {
         let exc = request.exc.unwrap_or_else(|| {
             PyException::in_module(
@@ -36,8 +44,8 @@ pub async fn retry(
                     "Can't retry {}[{}] args:{} kwargs:{}",
                     msg.task,
                     msg.id,
-                    serde_json::Value::Array(msg.args.clone()),
-                    serde_json::Value::Object(msg.kwargs.clone())
+                    Value::Array(args),
+                    Value::Object(kwargs)
                 ),
             )
         });
@@ -55,7 +63,12 @@ pub async fn retry(
             .and_then(|d| Utc::now().checked_add_signed(d))
             .ok_or_else(|| PyException::new("OverflowError", "date value out of range"))?,
     };
-    let next = next_attempt(msg, eta);
+    let mut next = next_attempt(msg, eta);
+    next.args = args;
+    next.kwargs = kwargs;
+    if let Some(expires) = request.expires {
+        next.expires = Some(WireTime::from_utc(expires));
+    }
     let opts = EncodeOptions {
         exchange: delivery.exchange.clone(),
         routing_key: delivery.routing_key.clone(),
@@ -113,6 +126,55 @@ pub fn next_attempt(msg: &TaskMessage, eta: chrono::DateTime<Utc>) -> TaskMessag
     next
 }
 
+/// The arguments of the next attempt, as Celery's `Task.retry` makes them: `None` keeps the
+/// message's. New positional arguments alone drop the kept keyword arguments that name a
+/// parameter they now fill; new keyword arguments alone replace the kept positional arguments
+/// of the parameters they name. Without declared parameters (or when the kept positional
+/// arguments do not fit them) the new ones are taken as given.
+pub fn retry_arguments(
+    params: Option<&Params>,
+    msg: &TaskMessage,
+    args: Option<Vec<Value>>,
+    kwargs: Option<Map<String, Value>>,
+) -> (Vec<Value>, Map<String, Value>) {
+    let positional: Vec<&str> = params
+        .map(|p| {
+            p.params
+                .iter()
+                .filter(|p| p.kind == ParamKind::PositionalOrKeyword)
+                .map(|p| p.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let var_args = params.is_some_and(|p| p.params.iter().any(|p| p.kind == ParamKind::VarArgs));
+    match (args, kwargs) {
+        (Some(args), None) if params.is_some() && !msg.kwargs.is_empty() => {
+            let mut kwargs = msg.kwargs.clone();
+            for name in positional.iter().take(args.len()) {
+                kwargs.remove(*name);
+            }
+            (args, kwargs)
+        }
+        (None, Some(mut kwargs))
+            if params.is_some()
+                && !msg.args.is_empty()
+                && (var_args || msg.args.len() <= positional.len()) =>
+        {
+            let mut args = msg.args.clone();
+            for (slot, name) in args.iter_mut().zip(&positional) {
+                if let Some(value) = kwargs.remove(*name) {
+                    *slot = value;
+                }
+            }
+            (args, kwargs)
+        }
+        (args, kwargs) => (
+            args.unwrap_or_else(|| msg.args.clone()),
+            kwargs.unwrap_or_else(|| msg.kwargs.clone()),
+        ),
+    }
+}
+
 fn humanize(d: chrono::Duration) -> u64 {
     Duration::from_millis(d.num_milliseconds().max(0) as u64)
         .as_secs_f64()
@@ -122,6 +184,95 @@ fn humanize(d: chrono::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::task::params::Param;
+    use serde_json::json;
+
+    const fn param(name: &'static str, kind: ParamKind, has_default: bool) -> Param {
+        Param {
+            name,
+            kind,
+            has_default,
+        }
+    }
+
+    /// `def f(foo, bar, label=None)`
+    const FOO_BAR_LABEL: Params = Params {
+        function: "f",
+        params: &[
+            param("foo", ParamKind::PositionalOrKeyword, false),
+            param("bar", ParamKind::PositionalOrKeyword, false),
+            param("label", ParamKind::PositionalOrKeyword, true),
+        ],
+    };
+
+    /// `def g(a, *rest, k=None)`
+    const VAR_ARGS: Params = Params {
+        function: "g",
+        params: &[
+            param("a", ParamKind::PositionalOrKeyword, false),
+            param("rest", ParamKind::VarArgs, false),
+            param("k", ParamKind::KeywordOnly, true),
+        ],
+    };
+
+    fn message(args: Value, kwargs: Value) -> TaskMessage {
+        TaskMessage::new(
+            "id",
+            "t",
+            args.as_array().unwrap().clone(),
+            kwargs.as_object().unwrap().clone(),
+        )
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn retry_arguments_bind_as_celery() {
+        let p = Some(&FOO_BAR_LABEL);
+        // New args alone: kept kwargs that name a parameter the args now fill are dropped.
+        let msg = message(json!([]), json!({"foo": 1, "bar": 2, "label": "kept"}));
+        let (args, kwargs) = retry_arguments(p, &msg, Some(vec![json!(2), json!(3)]), None);
+        assert_eq!(args, vec![json!(2), json!(3)]);
+        assert_eq!(kwargs, obj(json!({"label": "kept"})));
+        // New kwargs alone: a kept positional argument they name is replaced in place.
+        let msg = message(json!([1, 2]), json!({}));
+        let (args, kwargs) = retry_arguments(p, &msg, None, Some(obj(json!({"foo": 2}))));
+        assert_eq!(args, vec![json!(2), json!(2)]);
+        assert!(kwargs.is_empty());
+        // ... and one naming a parameter no kept argument fills stays a keyword.
+        let (args, kwargs) = retry_arguments(p, &msg, None, Some(obj(json!({"label": "x"}))));
+        assert_eq!(args, vec![json!(1), json!(2)]);
+        assert_eq!(kwargs, obj(json!({"label": "x"})));
+        // Both given, or neither: as given, or as the message had them.
+        let msg = message(json!([1]), json!({"bar": 5}));
+        let (args, kwargs) =
+            retry_arguments(p, &msg, Some(vec![json!(7)]), Some(obj(json!({"bar": 8}))));
+        assert_eq!((args, kwargs), (vec![json!(7)], obj(json!({"bar": 8}))));
+        let (args, kwargs) = retry_arguments(p, &msg, None, None);
+        assert_eq!((args, kwargs), (vec![json!(1)], obj(json!({"bar": 5}))));
+        // Without declared parameters nothing is rebound.
+        let (args, kwargs) = retry_arguments(None, &msg, Some(vec![json!(9)]), None);
+        assert_eq!((args, kwargs), (vec![json!(9)], obj(json!({"bar": 5}))));
+        // Kept positional arguments that do not fit the parameters (Python's bind_partial
+        // raising TypeError): the kwargs are taken as given.
+        let msg = message(json!([1, 2, 3, 4]), json!({}));
+        let (args, kwargs) = retry_arguments(p, &msg, None, Some(obj(json!({"foo": 0}))));
+        assert_eq!(args, vec![json!(1), json!(2), json!(3), json!(4)]);
+        assert_eq!(kwargs, obj(json!({"foo": 0})));
+        // With *args, the extra positional arguments are kept behind the rebound ones.
+        let msg = message(json!([1, 2, 3]), json!({}));
+        let (args, kwargs) = retry_arguments(
+            Some(&VAR_ARGS),
+            &msg,
+            None,
+            Some(obj(json!({"a": 0, "k": 1}))),
+        );
+        assert_eq!(args, vec![json!(0), json!(2), json!(3)]);
+        assert_eq!(kwargs, obj(json!({"k": 1})));
+    }
 
     #[test]
     fn next_attempt_saturates_the_retry_count() {

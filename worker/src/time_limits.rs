@@ -156,6 +156,10 @@ impl<H: Handler> Handler for Polled<H> {
         true
     }
 
+    fn params(&self) -> Option<crate::task::params::Params> {
+        self.0.params()
+    }
+
     fn call(&self, ctx: TaskContext) -> TaskFuture {
         ctx.time_limits.raised.store(true, Ordering::SeqCst);
         self.0.call(ctx)

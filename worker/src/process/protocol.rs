@@ -104,6 +104,9 @@ fn error_to_value(e: &TaskError) -> Value {
             "eta": r.eta.map(|t| t.to_rfc3339()),
             "max_retries": r.max_retries,
             "exc": r.exc.as_ref().map(exc_to_value),
+            "args": r.args,
+            "kwargs": r.kwargs,
+            "expires": r.expires.map(|t| t.to_rfc3339()),
         }}),
         TaskError::Reject { reason, requeue } => {
             json!({"reject": {"reason": reason, "requeue": requeue}})
@@ -132,12 +135,20 @@ fn error_from_value(v: &Value) -> Option<TaskError> {
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok());
         let exc = r.get("exc").and_then(exc_from_value);
-        return Some(TaskError::Retry(RetryRequest {
+        let expires = r
+            .get("expires")
+            .and_then(Value::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        return Some(TaskError::Retry(Box::new(RetryRequest {
             countdown,
             eta,
             max_retries,
             exc,
-        }));
+            args: r.get("args").and_then(Value::as_array).cloned(),
+            kwargs: r.get("kwargs").and_then(Value::as_object).cloned(),
+            expires,
+        })));
     }
     if let Some(r) = v.get("reject") {
         return Some(TaskError::Reject {
@@ -176,6 +187,10 @@ mod tests {
             Err(TaskError::retry_in(Duration::from_millis(1500))
                 .max_retries(4)
                 .because(PyException::new("IOError", "later"))),
+            Err(TaskError::retry()
+                .with_args(vec![json!(2), json!(3)])
+                .with_kwargs(json!({"label": "kept"}).as_object().unwrap().clone())
+                .expires_at(DateTime::from_timestamp(1_900_000_000, 123_456_000).unwrap())),
             Err(TaskError::reject("no", true)),
             Err(TaskError::replace(Signature::new(
                 "t.add",

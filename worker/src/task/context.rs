@@ -2,7 +2,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use celeriac_broker_bridge::codec::{Signature, WireTime};
 use serde_json::{Map, Value};
 
 use crate::client::{Client, ClientError};
@@ -35,12 +37,54 @@ pub struct TaskContext {
     pub args: Vec<Value>,
     /// Keyword arguments as sent.
     pub kwargs: Map<String, Value>,
+    /// Where and how the message was delivered (Celery's `request.delivery_info`).
+    pub delivery_info: DeliveryInfo,
+    /// The message's ETA as the producer wrote it (`countdown`/`eta`), `None` when it had none.
+    pub eta: Option<WireTime>,
+    /// The message's expiry time as the producer wrote it, `None` when it has none.
+    pub expires: Option<WireTime>,
+    /// The message's transport properties exactly as kombu stores them on Redis
+    /// (`correlation_id`, `reply_to`, `delivery_mode`, `delivery_info`, `priority`,
+    /// `body_encoding`, `delivery_tag`, and any other property the producer set, e.g. `app_id`),
+    /// as Celery's `request.properties`.
+    pub properties: Map<String, Value>,
+    /// The hard time limit in force for this run: the message's `timelimit` header, else the
+    /// task's `time_limit`, else the worker's `task_time_limit` (Celery's `request.time_limit`).
+    pub time_limit: Option<Duration>,
+    /// The soft time limit in force for this run, resolved as [`TaskContext::time_limit`]
+    /// (Celery's `request.soft_time_limit`).
+    pub soft_time_limit: Option<Duration>,
+    /// How many times the task was replaced before this run (`Task.replace` adds one).
+    pub replaced_task_nesting: u32,
+    /// The `reply_to` property: the queue the producer's RPC result backend reads.
+    pub reply_to: Option<String>,
+    /// The `correlation_id` property (the task id, for Celery producers).
+    pub correlation_id: Option<String>,
+    /// The chord callback when this task is a member of a chord's header.
+    pub chord: Option<Signature>,
+    /// This task's position in its group, when it is a group member.
+    pub group_index: Option<i64>,
     /// The worker's read-through cache and SQL sources (when `[sources]`/`[[tasks]]` are configured).
     pub data: Option<Arc<DataAccess>>,
     /// Time-limit state of this run (see [`TaskContext::catch_soft_time_limit`]).
     pub time_limits: Signals,
     /// The producer bound to this run (see [`TaskContext::client`]).
     pub(crate) client: Option<Client>,
+}
+
+/// Where and how a message was delivered, as Celery's `request.delivery_info`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryInfo {
+    /// The exchange it was published to (`""`: the default exchange, Celery's usual one).
+    pub exchange: Option<String>,
+    /// Its routing key (the queue name on the default exchange).
+    pub routing_key: Option<String>,
+    /// The message priority (`apply_async(priority=...)`), `None` when the producer gave none.
+    pub priority: Option<u8>,
+    /// Whether the message was delivered before and put back (a `Reject(requeue=True)`, a lost
+    /// worker, a visibility timeout).
+    pub redelivered: bool,
 }
 
 impl TaskContext {

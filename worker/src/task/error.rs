@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use celeriac_broker_bridge::codec::Signature;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A Python exception as Celery stores it: the class name, its module and its arguments.
 ///
@@ -74,6 +74,29 @@ pub struct RetryRequest {
     pub max_retries: Option<u32>,
     /// The exception that caused the retry, stored in the RETRY result and raised when retries run out.
     pub exc: Option<PyException>,
+    /// New positional arguments for the next attempt (`None` keeps the message's). Given alone,
+    /// keyword arguments naming a parameter these now fill are dropped, as Celery does.
+    pub args: Option<Vec<Value>>,
+    /// New keyword arguments for the next attempt (`None` keeps the message's). Given alone,
+    /// one naming a parameter that a kept positional argument fills replaces that argument.
+    pub kwargs: Option<Map<String, Value>>,
+    /// New expiry time of the next attempt (`None` keeps the message's `expires`).
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl RetryRequest {
+    /// A retry with the task's default delay and nothing else changed.
+    fn empty() -> Self {
+        RetryRequest {
+            countdown: None,
+            eta: None,
+            max_retries: None,
+            exc: None,
+            args: None,
+            kwargs: None,
+            expires: None,
+        }
+    }
 }
 
 /// A task's failure.
@@ -82,7 +105,7 @@ pub enum TaskError {
     /// The task failed; stored as FAILURE with this exception.
     Fail(PyException),
     /// The task asks to be run again later (Celery's `self.retry()`).
-    Retry(RetryRequest),
+    Retry(Box<RetryRequest>),
     /// The task is replaced by this signature (Celery's `self.replace(sig)`): it is published
     /// with this task's id, and this run stores no result.
     Replace(Box<Signature>),
@@ -107,12 +130,10 @@ impl TaskError {
 
     /// Retry after `countdown` (kept as the delay of the republished message).
     pub fn retry_in(countdown: Duration) -> Self {
-        TaskError::Retry(RetryRequest {
+        TaskError::Retry(Box::new(RetryRequest {
             countdown: Some(countdown),
-            eta: None,
-            max_retries: None,
-            exc: None,
-        })
+            ..RetryRequest::empty()
+        }))
     }
 
     /// Replace the task by `sig` (a plain task signature), as Celery's `self.replace(sig)`.
@@ -130,12 +151,7 @@ impl TaskError {
 
     /// Retry with the task's default delay.
     pub fn retry() -> Self {
-        TaskError::Retry(RetryRequest {
-            countdown: None,
-            eta: None,
-            max_retries: None,
-            exc: None,
-        })
+        TaskError::Retry(Box::new(RetryRequest::empty()))
     }
 
     /// Set the exception stored with the retry (and raised once retries are exhausted).
@@ -150,6 +166,48 @@ impl TaskError {
     pub fn max_retries(mut self, n: u32) -> Self {
         if let TaskError::Retry(r) = &mut self {
             r.max_retries = Some(n);
+        }
+        self
+    }
+
+    /// Run the next attempt at `eta` (Celery's `retry(eta=...)`), instead of after a countdown.
+    pub fn at(mut self, eta: DateTime<Utc>) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.eta = Some(eta);
+        }
+        self
+    }
+
+    /// Run the next attempt with these positional arguments (Celery's `retry(args=...)`).
+    pub fn with_args(mut self, args: Vec<Value>) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.args = Some(args);
+        }
+        self
+    }
+
+    /// Run the next attempt with these keyword arguments (Celery's `retry(kwargs=...)`).
+    pub fn with_kwargs(mut self, kwargs: Map<String, Value>) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.kwargs = Some(kwargs);
+        }
+        self
+    }
+
+    /// The next attempt expires `after` from now (Celery's `retry(expires=seconds)`); a worker
+    /// that gets it later stores REVOKED instead of running it.
+    pub fn expires_in(self, after: Duration) -> Self {
+        let at = chrono::Duration::from_std(after)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.expires_at(at)
+    }
+
+    /// The next attempt expires at `at` (Celery's `retry(expires=datetime)`).
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.expires = Some(at);
         }
         self
     }
@@ -205,6 +263,28 @@ mod tests {
             }
             other => panic!("expected retry, got {other:?}"),
         }
+        let eta = Utc::now() + chrono::Duration::seconds(30);
+        let before = Utc::now();
+        let r = TaskError::retry()
+            .at(eta)
+            .with_args(vec![Value::from(2)])
+            .with_kwargs(Map::from_iter([("label".into(), Value::from("x"))]))
+            .expires_in(Duration::from_secs(60));
+        match r {
+            TaskError::Retry(r) => {
+                assert_eq!(r.eta, Some(eta));
+                assert_eq!(r.countdown, None);
+                assert_eq!(r.args, Some(vec![Value::from(2)]));
+                assert_eq!(r.kwargs.unwrap()["label"], "x");
+                let expires = r.expires.unwrap();
+                assert!(expires >= before + chrono::Duration::seconds(60));
+                assert!(expires <= Utc::now() + chrono::Duration::seconds(60));
+            }
+            other => panic!("expected retry, got {other:?}"),
+        }
+        // Retry options leave other errors alone.
+        let fail = TaskError::fail("ValueError", "x").with_args(vec![]);
+        assert_eq!(fail, TaskError::fail("ValueError", "x"));
         let any: TaskError = anyhow::anyhow!("outer").context("ctx").into();
         assert_eq!(any.to_string(), "Exception: ctx: outer");
     }

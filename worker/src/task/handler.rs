@@ -12,6 +12,7 @@ use super::args::bind;
 use super::context::TaskContext;
 use super::error::{PyException, TaskError};
 use super::options::TaskOptions;
+use super::params::Params;
 
 /// The future a task returns: its JSON result or its error.
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>>;
@@ -24,6 +25,13 @@ pub trait Handler: Send + Sync + 'static {
     /// Whether a run occupies a thread or a task process (a `-c` slot) rather than an async slot.
     fn on_threads(&self) -> bool {
         false
+    }
+
+    /// The function's parameters as Python sees them, when it declares them (tasks of
+    /// [`#[celeriac_worker::task]`](macro@crate::task)); a retry with new arguments binds them
+    /// to the names as Celery does.
+    fn params(&self) -> Option<Params> {
+        None
     }
 }
 

@@ -13,7 +13,9 @@ pub use args::CallArgs;
 pub use blocking::BlockingHandler;
 /// A Celery signature (for [`TaskError::replace`]).
 pub use celeriac_broker_bridge::codec::Signature;
-pub use context::TaskContext;
+/// A time as a message carries it (for [`TaskContext::eta`] and [`TaskContext::expires`]).
+pub use celeriac_broker_bridge::codec::WireTime;
+pub use context::{DeliveryInfo, TaskContext};
 pub use error::{PyException, RetryRequest, TaskError};
 pub use handler::{FnHandler, Handler, TaskDefinition, TaskFuture};
 pub use number::PyNumber;
