@@ -14,6 +14,6 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let builder = celeriac_tests::celery_integration::tasks::register(Worker::builder());
+    let builder = celeriac_tests::celery_integration::register(Worker::builder());
     celeriac_worker::cli::worker::run(builder, &args.worker)
 }

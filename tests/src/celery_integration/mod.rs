@@ -4,11 +4,18 @@
 
 pub mod py;
 pub mod tasks;
+pub mod tasks_request;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use celeriac_worker::TaskError;
+use celeriac_worker::{TaskError, WorkerBuilder};
+
+/// Registers every ported task.
+pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
+    let builder = tasks::register(builder);
+    tasks_request::register(builder)
+}
 
 static REDIS: OnceLock<redis::Client> = OnceLock::new();
 

@@ -338,6 +338,11 @@ async fn retry_unpickleable(
             ("max_retries", Value::Number(n)) => {
                 request.max_retries(u32::try_from(n.as_u64().unwrap_or(0)).unwrap_or(u32::MAX))
             }
+            ("args", Value::Array(args)) => request.with_args(args.clone()),
+            ("kwargs", Value::Object(kwargs)) => request.with_kwargs(kwargs.clone()),
+            ("expires", Value::Number(n)) => request.expires_in(
+                Duration::try_from_secs_f64(n.as_f64().unwrap_or(0.0)).unwrap_or(Duration::ZERO),
+            ),
             _ => return Err(unsupported(&format!("retry({key}=...)"))),
         };
     }
@@ -359,10 +364,25 @@ async fn retry_once(
     if ctx.retries > 0 {
         return Ok(json!(ctx.retries));
     }
-    if !expires.is_null() {
-        return Err(unsupported("retry(expires=...)"));
-    }
-    Err(TaskError::retry_in(Duration::from_secs_f64(countdown)).max_retries(max_retries))
+    let request = TaskError::retry_in(Duration::from_secs_f64(countdown)).max_retries(max_retries);
+    Err(match expires {
+        Value::Null => request,
+        // `now + timedelta(seconds=expires)`, as `apply_async` computes it (a time already
+        // past expires the retry as now does).
+        Value::Number(n) => {
+            let secs = n.as_f64().unwrap_or(0.0);
+            request.expires_in(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO))
+        }
+        other => {
+            return Err(TaskError::fail(
+                "TypeError",
+                format!(
+                    "unsupported type for timedelta seconds component: {}",
+                    py::type_name(&other)
+                ),
+            ))
+        }
+    })
 }
 
 /// `@shared_task(bind=True, ignore_result=True) def retry_once_ignore_result(self)`
