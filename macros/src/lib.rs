@@ -180,7 +180,16 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     });
     let locals: Vec<syn::Ident> = params
         .iter()
-        .map(|p| format_ident!("__celeriac_{}", p.ident))
+        .enumerate()
+        // Numbered, and without the parameter's leading underscores (`_args` would make the
+        // non-snake-case `__celeriac__args`).
+        .map(|(i, p)| {
+            format_ident!(
+                "__celeriac_{}_{}",
+                i,
+                p.ident.to_string().trim_start_matches('_')
+            )
+        })
         .collect();
     let conversions = params.iter().zip(&locals).filter(|(p, _)| p.kind != Kind::Context).map(|(p, local)| {
         let name = &p.python_name;

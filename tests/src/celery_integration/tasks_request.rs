@@ -23,9 +23,7 @@ fn seconds(limit: Option<Duration>) -> Value {
 
 /// `def return_priority(self, *_args): return "Priority: %s" % self.request.delivery_info['priority']`
 #[celeriac_worker::task(name = "t.integration.tasks.return_priority")]
-/// (The `*args` parameter's name is not visible to callers: `args` here.)
-async fn return_priority(ctx: TaskContext, #[args] args: Vec<Value>) -> Result<Value, TaskError> {
-    let _ = args;
+async fn return_priority(ctx: TaskContext, #[args] _args: Vec<Value>) -> Result<Value, TaskError> {
     let priority = match ctx.delivery_info.priority {
         Some(p) => p.to_string(),
         None => "None".into(),
