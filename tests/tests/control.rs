@@ -373,3 +373,70 @@ fn mingle_learns_revoked_ids_from_a_python_worker() {
     let revoked = inspect(&world, "revoked");
     assert_eq!(revoked["late@test"], serde_json::json!([id]), "{revoked}");
 }
+
+#[test]
+fn revoke_by_stamped_headers_refuses_and_terminates_stamped_tasks() {
+    let world = World::new(&[]);
+    let mut w = world.celeriac("stamp", &[]);
+    let host = "stamp@test";
+    let out = world.py(r#"
+import json, time
+from celery import signature
+from celery.canvas import StampingVisitor
+from celery_app import app
+
+class Mon(StampingVisitor):
+    def __init__(self, value):
+        self.value = value
+    def on_signature(self, sig, **headers):
+        return {"mon": self.value, "stamped_headers": ["mon"]}
+
+def stamped(task, args, value):
+    sig = signature(task, args=args, app=app)
+    sig.stamp(visitor=Mon(value))
+    return sig
+
+running = stamped("t.sleep", (30000,), "x").apply_async()
+for _ in range(200):
+    active = app.control.inspect(timeout=1.0).active() or {}
+    if any(r["id"] == running.id for rs in active.values() for r in rs):
+        break
+    time.sleep(0.1)
+reply = app.control.revoke_by_stamped_headers({"mon": ["x"]}, terminate=True, reply=True)
+print(json.dumps(reply))
+later = stamped("t.mark", (0,), "x").apply_async()
+other = stamped("t.mark", (0,), "y").apply_async()
+print(other.get(timeout=30))
+for r in (running, later):
+    try:
+        r.get(timeout=30)
+    except Exception as e:
+        print(type(e).__name__)
+print(running.state, later.state)
+reply = app.control.revoke_by_stamped_headers({"mon": ["nothing"]}, reply=True)
+print(json.dumps(reply))
+print(later.id)
+"#);
+    let lines: Vec<&str> = out.trim().lines().collect();
+    assert_eq!(lines.len(), 7, "{out}");
+    let reply: Value = serde_json::from_str(lines[0]).expect("JSON");
+    assert_eq!(
+        reply[0][host]["ok"], "headers defaultdict(<class 'set'>, {'mon': {'x'}}) revoked",
+        "{out}"
+    );
+    assert_eq!(lines[1], "0", "a task with another stamp runs: {out}");
+    assert_eq!(
+        lines[2..5],
+        ["TaskRevokedError", "TaskRevokedError", "REVOKED REVOKED"],
+        "{out}"
+    );
+    let reply: Value = serde_json::from_str(lines[5]).expect("JSON");
+    assert_eq!(
+        reply[0][host]["ok"], "headers {'mon': ['nothing']} flagged as revoked, but not terminated",
+        "{out}"
+    );
+    w.wait_for_log("revoked_by_header", Duration::from_secs(10))
+        .expect("the refusal names the stamp");
+    let runs: Option<i64> = world.redis().hget("marks", lines[6]).unwrap();
+    assert_eq!(runs, None, "a task revoked by its stamp never runs");
+}

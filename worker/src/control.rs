@@ -229,6 +229,7 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
             req.arguments.insert("terminate".into(), true.into());
             revoke(rt, &req).await
         }
+        "revoke_by_stamped_headers" => revoke_by_stamped_headers(rt, req),
         "rate_limit" => rate_limit(rt, req),
         "enable_events" | "disable_events" => {
             let on = req.method == "enable_events";
@@ -631,6 +632,92 @@ async fn revoke(rt: &Arc<Runtime>, req: &ControlRequest) -> Value {
     ok(format!(
         "tasks {} flagged as revoked",
         python_set_repr(&ids)
+    ))
+}
+
+/// `revoke_by_stamped_headers`: the stamps are kept (tasks carrying one are refused when they
+/// come to run); with `terminate`, the running tasks carrying one are terminated.
+fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
+    let headers: Map<String, Value> = match req.arguments.get("headers") {
+        Some(Value::Object(map)) => map.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|h| {
+                let mut parts = h.split('=');
+                let name = parts.next()?;
+                Some((name.to_string(), Value::from(parts.next()?)))
+            })
+            .collect(),
+        _ => return nok("missing argument: headers"),
+    };
+    rt.revoked.revoke_stamps(&headers);
+    let shown = celeriac_broker_bridge::codec::value_repr(&Value::Object(headers.clone()));
+    if !req.arg_bool("terminate") {
+        return ok(format!(
+            "headers {shown} flagged as revoked, but not terminated"
+        ));
+    }
+    // Stamp name → the values by which running tasks were terminated.
+    let mut terminated: Vec<(String, Vec<Value>)> = Vec::new();
+    for r in rt.tracked.all() {
+        if !matches!(r.stage, Stage::Active(_)) {
+            continue;
+        }
+        let mut hit = false;
+        for (name, expected) in &headers {
+            let actual = match r.stamps.get(name) {
+                None | Some(Value::Null) => continue,
+                Some(a) => revoked::maybe_list(a),
+            };
+            let expected = revoked::maybe_list(expected);
+            let common: Vec<Value> = actual
+                .into_iter()
+                .filter(|a| expected.iter().any(|e| revoked::py_eq(a, e)))
+                .collect();
+            if common.is_empty() {
+                continue;
+            }
+            hit = true;
+            let pos = match terminated.iter().position(|(n, _)| n == name) {
+                Some(p) => p,
+                None => {
+                    terminated.push((name.clone(), Vec::new()));
+                    terminated.len() - 1
+                }
+            };
+            for v in common {
+                if !terminated[pos].1.contains(&v) {
+                    terminated[pos].1.push(v);
+                }
+            }
+        }
+        if hit {
+            for tag in rt.tracked.tags_of(&r.id) {
+                let running = rt.running.lock().expect("running lock").remove(&tag);
+                if let Some(running) = running {
+                    tracing::info!(task_id = %r.id, "terminating (revoked by stamped headers)");
+                    running.abort.abort();
+                }
+            }
+        }
+    }
+    if terminated.is_empty() {
+        return ok(format!("headers {shown} were not terminated"));
+    }
+    let sets: Vec<String> = terminated
+        .iter()
+        .map(|(name, values)| {
+            let values: Vec<String> = values
+                .iter()
+                .map(celeriac_broker_bridge::codec::value_repr)
+                .collect();
+            format!("'{name}': {{{}}}", values.join(", "))
+        })
+        .collect();
+    ok(format!(
+        "headers defaultdict(<class 'set'>, {{{}}}) revoked",
+        sets.join(", ")
     ))
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use celeriac_broker_bridge::codec::TaskMessage;
 use celeriac_broker_bridge::transport::Delivery;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::events;
 use crate::results;
@@ -33,6 +33,8 @@ pub struct Revoked {
     max: usize,
     expires: Duration,
     inner: Mutex<Entries>,
+    /// Revoked stamps: stamp name → the values revoked (Celery's `worker_state.revoked_stamps`).
+    stamps: Mutex<Map<String, Value>>,
 }
 
 #[derive(Default)]
@@ -57,6 +59,7 @@ impl Revoked {
             max: max.max(1),
             expires,
             inner: Mutex::default(),
+            stamps: Mutex::default(),
         }
     }
 
@@ -118,6 +121,45 @@ impl Revoked {
             .filter(|(id, t)| at.get(id) == Some(t) && *t >= oldest_kept)
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Revoke by stamps (`revoke_by_stamped_headers`): each stamp's values are added to those
+    /// already revoked under its name, as Celery appends them.
+    pub fn revoke_stamps(&self, headers: &Map<String, Value>) {
+        let mut stamps = self.stamps.lock().expect("revoked stamps lock");
+        for (name, values) in headers {
+            let mut all = match stamps.get(name) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(old) => maybe_list(old),
+            };
+            all.extend(maybe_list(values));
+            stamps.insert(name.clone(), Value::Array(all));
+        }
+    }
+
+    /// The stamp that revokes a request with these `stamps` (name → value, as
+    /// [`request_stamps`] gives them), as Celery's `Request.revoked` finds it: a stamp whose
+    /// value (or one of whose values, for a list) is among the revoked ones.
+    pub fn revoking_stamp(&self, stamps: &Map<String, Value>) -> Option<(String, Value)> {
+        let revoked = self.stamps.lock().expect("revoked stamps lock");
+        for (name, value) in stamps {
+            let Some(revoked_values) = revoked.get(name) else {
+                continue;
+            };
+            let revoked_values = maybe_list(revoked_values);
+            let candidates = match value {
+                Value::Null => continue,
+                Value::Array(values) => values.clone(),
+                one => vec![one.clone()],
+            };
+            if let Some(hit) = candidates
+                .into_iter()
+                .find(|v| revoked_values.iter().any(|r| py_eq(r, v)))
+            {
+                return Some((name.clone(), hit));
+            }
+        }
+        None
     }
 
     /// Merge another worker's `hello` data: a list of ids (Celery 5.7) or a dict
@@ -201,12 +243,52 @@ pub async fn load(rt: &Runtime) {
     }
 }
 
+/// A request's stamps as Celery's `Request.stamps` has them: each name of the message's
+/// `stamped_headers` with its value in `stamps` (`null` when missing).
+pub fn request_stamps(msg: &TaskMessage) -> Map<String, Value> {
+    msg.stamped_headers
+        .iter()
+        .flatten()
+        .map(|name| {
+            let v = msg.stamps.get(name).cloned().unwrap_or(Value::Null);
+            (name.clone(), v)
+        })
+        .collect()
+}
+
+/// Celery's `maybe_list`: a list as it is, anything else as a list of one.
+pub fn maybe_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// Python's `==` on JSON values: numbers (and booleans, as 1 and 0) by value.
+pub fn py_eq(a: &Value, b: &Value) -> bool {
+    let num = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    };
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// If `msg` is revoked: store REVOKED ("revoked"), send `task-revoked`, ack, return true.
 pub async fn reject_if_revoked(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) -> bool {
-    if !rt.revoked.contains(&msg.id) {
+    if rt.revoked.contains(&msg.id) {
+        tracing::info!("task revoked; not run");
+    } else if let Some((name, value)) = rt.revoked.revoking_stamp(&request_stamps(msg)) {
+        let mut header = Map::new();
+        header.insert(name, value);
+        let header = celeriac_broker_bridge::codec::value_repr(&Value::Object(header));
+        tracing::info!(revoked_by_header = %header, "task revoked; not run");
+    } else {
         return false;
     }
-    tracing::info!("task revoked; not run");
     rt.metrics.task_revoked(&msg.task, &delivery.queue);
     results::store_revoked(rt, msg, "revoked").await;
     crate::canvas::on_revoked(rt, msg, "revoked").await;
@@ -262,5 +344,49 @@ mod tests {
         assert_eq!(r.merge(&serde_json::json!({"z": [12.5, "z"]})), 1);
         assert!(r.contains("x") && r.contains("y") && r.contains("z"));
         assert_eq!(r.merge(&serde_json::json!(null)), 0);
+    }
+
+    #[test]
+    fn stamps_revoke_as_celery_matches_them() {
+        let r = Revoked::new(10, Duration::from_secs(100));
+        let stamps = |v: Value| v.as_object().cloned().expect("an object");
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"m": "4242"}))),
+            None
+        );
+        r.revoke_stamps(&stamps(serde_json::json!({"m": "4242"})));
+        r.revoke_stamps(&stamps(
+            serde_json::json!({"m": [1234, "x"], "other": null}),
+        ));
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"m": "4242"}))),
+            Some(("m".into(), serde_json::json!("4242")))
+        );
+        // A number stamp matches the number, not its text; 1234.0 == 1234 as in Python.
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"m": 4242}))),
+            None
+        );
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"m": 1234.0}))),
+            Some(("m".into(), serde_json::json!(1234.0)))
+        );
+        // A list stamp: any of its values.
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"a": 1, "m": ["y", "x"]}))),
+            Some(("m".into(), serde_json::json!("x")))
+        );
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"m": null}))),
+            None
+        );
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"other": null}))),
+            None
+        );
+        assert_eq!(
+            r.revoking_stamp(&stamps(serde_json::json!({"m2": "x"}))),
+            None
+        );
     }
 }

@@ -40,6 +40,8 @@ pub struct Request {
     pub stage: Stage,
     /// Whether the message is acked.
     pub acknowledged: bool,
+    /// Its stamps (Celery's `Request.stamps`: name → value).
+    pub stamps: Map<String, Value>,
 }
 
 impl Request {
@@ -119,6 +121,7 @@ impl Tracked {
             delivery_info: Value::Object(info),
             stage: Stage::Reserved,
             acknowledged: false,
+            stamps: crate::revoked::request_stamps(msg),
         };
         rt.tracked
             .requests
@@ -193,6 +196,7 @@ mod tests {
             delivery_info: serde_json::json!({"priority": 0}),
             stage,
             acknowledged: false,
+            stamps: Map::new(),
         }
     }
 
