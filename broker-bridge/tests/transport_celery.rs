@@ -283,6 +283,14 @@ async fn publish_once_pushes_a_task_id_and_retries_once_and_kombu_reads_it() -> 
     assert_eq!(marker, 1);
     let got: Value = serde_json::from_str(py(&env.url, &json!({}), KOMBU_SIMPLE_GET)?.trim())?;
     assert_eq!(got, json!(["t.pub", [99], 7, "pq", ""]));
+    // The same id published by a replacement (one nesting deeper) is a new publication.
+    let mut replaced = envelope.clone().into_value();
+    replaced["headers"]["replaced_task_nesting"] = json!(1);
+    let replaced = celeriac_broker_bridge::envelope::Envelope::from_value(replaced)?;
+    env.broker.publish_once(&replaced, "", "pq").await?;
+    env.broker.publish_once(&replaced, "", "pq").await?;
+    let in_list: i64 = env.cmd(&[b"LLEN", b"pq\x06\x166"]).await?;
+    assert_eq!(in_list, 1, "the replacement published once");
     Ok(())
 }
 

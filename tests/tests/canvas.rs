@@ -254,3 +254,41 @@ except Exception as e:
     assert_eq!(lines[..3], ["[2, 5]", "[3, 12]", "[[2], 6]"], "{out}");
     assert!(lines.get(3).is_some_and(|l| l.contains("boom")), "{out}");
 }
+
+#[test]
+fn a_rust_task_replaces_itself_with_a_chain_or_a_group() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+from celery.exceptions import ImproperlyConfigured
+r = app.send_task("t.replace_chain", args=(1, 2))
+print("chain:", r.get(timeout=30))
+print("state:", AsyncResult(r.id, app=app).state)
+c = chain(signature("t.replace_group", args=([1, 2],), app=app), tsum.s()).apply_async()
+print("group then tsum:", c.get(timeout=30))
+g = group(signature("t.replace_group", args=([i, 10 * i],), app=app) for i in range(3)).apply_async()
+print("in a group:", g.get(timeout=30))
+h = chord([signature("t.replace_chain", args=(i, i), app=app) for i in range(3)], tsum.s()).apply_async()
+print("in a chord:", h.get(timeout=30))
+try:
+    app.send_task("t.replace_empty").get(timeout=30)
+except ImproperlyConfigured as e:
+    print("empty:", e)
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "chain: 30",
+            "state: SUCCESS",
+            "group then tsum: 5",
+            "in a group: [[1, 1], [2, 11], [3, 21]]",
+            "in a chord: 60",
+            "empty: Cannot replace with an empty chain",
+        ],
+        "{out}"
+    );
+}

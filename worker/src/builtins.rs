@@ -1,8 +1,9 @@
 //! Celery's builtin tasks that a worker runs itself: `celery.map` and `celery.starmap` (the
 //! targets of `task.map(it)` / `task.starmap(it)`, `xmap`/`xstarmap` signatures). Each calls the
 //! task its signature names once per item, in this run, as Python's `task(item)` /
-//! `task(*item)` does, and returns the list of results. `celery.chunks` (which sends a group
-//! from the worker) is not here.
+//! `task(*item)` does, and returns the list of results. `celery.accumulate`, the body of the
+//! chord a group replacing a task runs as (see [`crate::canvas::replacement`]). `celery.chunks`
+//! (which sends a group from the worker) is not here.
 
 use std::sync::Arc;
 
@@ -17,9 +18,15 @@ pub const MAP: &str = "celery.map";
 /// The name of Celery's starmap builtin.
 pub const STARMAP: &str = "celery.starmap";
 
-/// Register `celery.map` and `celery.starmap` (unless the application registered its own),
-/// calling the tasks of `registry` as it is now.
+/// The name of Celery's accumulate builtin.
+pub const ACCUMULATE: &str = "celery.accumulate";
+
+/// Register `celery.map`, `celery.starmap` (calling the tasks of `registry` as it is now) and
+/// `celery.accumulate`, unless the application registered its own.
 pub fn install(registry: &mut Registry) {
+    if registry.get(ACCUMULATE).is_none() {
+        registry.insert(ACCUMULATE, Arc::new(Accumulate), TaskOptions::default());
+    }
     let tasks = Arc::new(registry.clone());
     for (name, star) in [(MAP, false), (STARMAP, true)] {
         if registry.get(name).is_none() {
@@ -177,6 +184,42 @@ fn called_directly(e: TaskError) -> TaskError {
     }
 }
 
+/// `accumulate(*args, index=None)`: `args[index]` (a negative index counts from the end), or
+/// all the arguments as a list without `index`.
+struct Accumulate;
+
+impl Handler for Accumulate {
+    fn call(&self, ctx: TaskContext) -> TaskFuture {
+        Box::pin(std::future::ready(accumulate(
+            &ctx.args,
+            ctx.kwargs.get("index"),
+        )))
+    }
+}
+
+fn accumulate(args: &[Value], index: Option<&Value>) -> Result<Value, TaskError> {
+    let index = match index {
+        None | Some(Value::Null) => return Ok(Value::Array(args.to_vec())),
+        Some(Value::Bool(b)) => i64::from(*b),
+        Some(v) => v.as_i64().ok_or_else(|| {
+            TaskError::fail(
+                "TypeError",
+                format!(
+                    "tuple indices must be integers or slices, not {}",
+                    py_type(v)
+                ),
+            )
+        })?,
+    };
+    let len = i64::try_from(args.len()).unwrap_or(i64::MAX);
+    let at = if index < 0 { index + len } else { index };
+    usize::try_from(at)
+        .ok()
+        .and_then(|i| args.get(i))
+        .cloned()
+        .ok_or_else(|| TaskError::fail("IndexError", "tuple index out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +311,23 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn accumulate_as_celery() {
+        let r = registry();
+        let args = json!([[1, 2], "b"]);
+        let at = |i: Value| run(&r, ACCUMULATE, args.clone(), json!({ "index": i }));
+        assert_eq!(at(json!(0)).await, Ok(json!([1, 2])));
+        assert_eq!(at(json!(-1)).await, Ok(json!("b")));
+        assert_eq!(at(Value::Null).await, Ok(json!([[1, 2], "b"])));
+        assert_eq!(
+            at(json!(2)).await.unwrap_err().to_string(),
+            "IndexError: tuple index out of range"
+        );
+        assert_eq!(
+            at(json!("x")).await.unwrap_err().to_string(),
+            "TypeError: tuple indices must be integers or slices, not str"
+        );
     }
 }

@@ -204,8 +204,8 @@ impl TaskMessage {
     /// honoured: `group_id`, `group_index`, `priority`, `shadow`, `link`, `link_error`, `chain`,
     /// `chord`, `queue` (as `routing_key`), `eta` (ISO string), `expires` (ISO string or
     /// seconds from now), `countdown` (seconds from now), `reply_to`,
-    /// `retries`, `time_limit`, `soft_time_limit`, `ignore_result`, `headers` (merged into the message
-    /// headers) and `stamped_headers` (each named option becomes a stamp), as Celery's
+    /// `retries`, `replaced_task_nesting`, `time_limit`, `soft_time_limit`, `ignore_result`,
+    /// `headers` (merged into the message headers) and `stamped_headers` (each named option becomes a stamp), as Celery's
     /// `send_task` takes them. Canvas signatures (`subtask_type` set) are refused: they must be expanded first.
     pub fn from_signature(
         sig: &Signature,
@@ -269,6 +269,8 @@ impl TaskMessage {
         }
         msg.ignore_result = get_bool(o, "ignore_result", "options.ignore_result")?;
         msg.retries = get_int(o, "retries", "options.retries")?.unwrap_or(0);
+        msg.replaced_task_nesting =
+            get_int(o, "replaced_task_nesting", "options.replaced_task_nesting")?.unwrap_or(0);
         if let Some(names) = o.get("stamped_headers").filter(|v| !v.is_null()) {
             let names: Vec<String> = names
                 .as_array()

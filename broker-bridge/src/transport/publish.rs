@@ -107,9 +107,9 @@ impl Broker {
         })
     }
 
-    /// [`Broker::publish`] at most once per task id and `retries`: the push happens together
-    /// with setting a marker key (`celeriac.published.<id>.<retries>`, kept
-    /// an hour), and not at all when the marker exists. A worker repeating a
+    /// [`Broker::publish`] at most once per task id, `retries` and `replaced_task_nesting`: the
+    /// push happens together with setting a marker key (`celeriac.published.<id>.<retries>`,
+    /// `.<nesting>` appended when not 0; kept an hour), and not at all when the marker exists. A worker repeating a
     /// publish whose reply was lost (connection cut after Redis ran it) therefore does not
     /// queue a second copy, nor does a redelivered task publish its retry twice. A message
     /// without `headers.id` is published normally.
@@ -122,7 +122,11 @@ impl Broker {
         let marker = envelope.headers().and_then(|h| {
             let id = h.get("id")?.as_str()?;
             let retries = h.get("retries").and_then(Value::as_i64).unwrap_or(0);
-            Some(format!("{id}.{retries}"))
+            // A replaced task's id is published again by its replacement, one nesting deeper.
+            match h.get("replaced_task_nesting").and_then(Value::as_i64) {
+                Some(nesting) if nesting > 0 => Some(format!("{id}.{retries}.{nesting}")),
+                _ => Some(format!("{id}.{retries}")),
+            }
         });
         self.publish_with(envelope, exchange, routing_key, marker)
             .await

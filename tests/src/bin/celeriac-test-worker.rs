@@ -189,6 +189,30 @@ fn main() -> anyhow::Result<()> {
                 Err::<(), _>(TaskError::replace(sig))
             },
         )
+        // `t.replace_chain` replaces itself with `t.add(a, b) | t.mul(10)`, `t.replace_group`
+        // with `group(t.add(n, 1) for n in nums)`, `t.replace_empty` with an empty chain.
+        .task(
+            "t.replace_chain",
+            |_: TaskContext, (a, b): (i64, i64)| async move {
+                use celeriac_worker::client::{chain, Signature};
+                let flow = chain([
+                    Signature::new("t.add").arg(a).arg(b),
+                    Signature::new("t.mul").arg(10),
+                ]);
+                Err::<(), _>(TaskError::replace(flow))
+            },
+        )
+        .task(
+            "t.replace_group",
+            |_: TaskContext, (nums,): (Vec<i64>,)| async move {
+                use celeriac_worker::client::{group, Signature};
+                let adds = nums.iter().map(|n| Signature::new("t.add").arg(*n).arg(1));
+                Err::<(), _>(TaskError::replace(group(adds)))
+            },
+        )
+        .task("t.replace_empty", |_: TaskContext, (): ()| async move {
+            Err::<(), _>(TaskError::replace(celeriac_worker::client::chain([])))
+        })
         // Limits: `t.stamp` appends its start time (Unix ms) to the list `stamps` (rate limits);
         // `t.soft_aware` and `t.soft_fail` (below) catch their soft time limit; `t.spin`
         // busy-loops `ms` on its own thread checking its limits; `t.spin_blind` never checks.

@@ -5,16 +5,18 @@
 //! * [`chord`] — chord-part-return and firing or failing the body (Redis native join).
 //! * [`on_success`] — callbacks and the next chain step, before the result is stored.
 //! * [`on_failure`] — after FAILURE is stored: chord part, the rest of the chain failed, errbacks.
-//! * [`replace`] — a task replaced by a signature (`Task.replace`).
+//! * [`replace()`] — a task replaced by a signature or a canvas (`Task.replace`).
 
 pub mod chord;
 pub mod expand;
+pub mod replace;
 
 use celeriac_broker_bridge::backend::{ExceptionInfo, TaskMeta, TaskState};
 use celeriac_broker_bridge::codec::{EncodeOptions, Signature, TaskMessage};
 use serde_json::{Map, Value};
 
 pub use expand::{CanvasError, Parent, Plan};
+pub use replace::replacement;
 
 use crate::retrying::{retrying, Write};
 use crate::runtime::Runtime;
@@ -233,48 +235,13 @@ pub async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) 
     }
 }
 
-/// `Task.replace(sig)`: publish `sig` under the replaced task's id, with
-/// `replaced_task_nesting + 1`, inheriting its chord, group, callbacks, errbacks and chain.
-/// Only plain task signatures are supported (a canvas signature fails the task).
-pub fn replacement(msg: &TaskMessage, sig: &Signature) -> Result<TaskMessage, CanvasError> {
-    let fail = |reason: &str| CanvasError {
-        task: sig.task.clone(),
-        reason: reason.to_string(),
-    };
-    if sig.subtask_type.is_some() {
-        return Err(fail(
-            "celeriac replaces a task with a plain task signature only, not a canvas",
-        ));
-    }
-    if sig.options.get("chord").is_some_and(|c| !c.is_null()) {
-        return Err(fail(
-            "a signature replacing a task must not be part of a chord",
-        ));
-    }
-    let mut s = sig.clone();
-    s.options
-        .insert("task_id".into(), Value::from(msg.id.as_str()));
-    let mut new = TaskMessage::from_signature(&s, msg.root_id.as_deref(), Some(&msg.id))
-        .map_err(|e| fail(&e.to_string()))?;
-    new.replaced_task_nesting = msg.replaced_task_nesting.saturating_add(1);
-    new.chord = msg.chord.clone();
-    new.group = msg.group.clone();
-    new.group_index = msg.group_index;
-    new.callbacks.extend(msg.callbacks.iter().cloned());
-    new.errbacks.extend(msg.errbacks.iter().cloned());
-    new.chain = msg.chain.clone();
-    Ok(new)
-}
-
-/// Publish the replacement of `msg`; `Err` is the exception the task fails with instead.
+/// Publish the replacement of `msg` by `sig` (see [`replace::replacement`]); `Err` is the
+/// exception the task fails with instead (`ImproperlyConfigured` for a signature that cannot
+/// replace it).
 pub async fn replace(rt: &Runtime, msg: &TaskMessage, sig: &Signature) -> Result<(), PyException> {
-    let new = replacement(msg, sig).map_err(|e| {
-        PyException::in_module("celery.exceptions", "ImproperlyConfigured", e.to_string())
+    let plan = replacement(msg, sig).map_err(|e| {
+        PyException::in_module("celery.exceptions", "ImproperlyConfigured", e.reason)
     })?;
-    let plan = Plan {
-        messages: vec![new],
-        ..Plan::default()
-    };
     // A replacement keeps the task's id, and a task may replace itself again and again: not
     // deduplicated by id.
     publish_messages(rt, plan, false)

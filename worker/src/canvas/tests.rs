@@ -129,26 +129,158 @@ fn errbacks_are_a_group_called_with_the_task_id() {
 fn replacement_keeps_id_and_inherits() {
     let mut m = msg_with(
         vec![sig(json!({"task": "cb", "args": []}))],
-        vec![sig(json!({"task": "next", "args": []}))],
+        vec![sig(
+            json!({"task": "next", "args": [], "options": {"task_id": "n1"}}),
+        )],
     );
     m.group = Some("g".into());
     m.group_index = Some(3);
     m.chord = Some(sig(json!({"task": "body", "args": []})));
-    let new = replacement(&m, &sig(json!({"task": "other", "args": [9]}))).unwrap();
+    m.errbacks = vec![sig(json!({"task": "eb", "args": []}))];
+    m.replaced_task_nesting = 1;
+    let plan = replacement(&m, &sig(json!({"task": "other", "args": [9]}))).unwrap();
+    let [new] = plan.messages.as_slice() else {
+        panic!("one message: {plan:?}")
+    };
     assert_eq!(new.id, "t1");
-    assert_eq!(new.replaced_task_nesting, 1);
+    assert_eq!(
+        (new.root_id.as_deref(), new.parent_id.as_deref()),
+        (Some("root"), Some("t1"))
+    );
+    assert_eq!(new.replaced_task_nesting, 2);
     assert_eq!(
         (new.group.as_deref(), new.group_index),
         (Some("g"), Some(3))
     );
     assert_eq!(new.chord, m.chord);
     assert_eq!(new.callbacks, m.callbacks);
-    assert_eq!(new.chain, m.chain);
+    assert_eq!(new.errbacks, m.errbacks);
     assert_eq!(new.args, vec![json!(9)]);
-    let group = sig(
-        json!({"task": "celery.group", "subtask_type": "group", "args": [], "kwargs": {"tasks": []}}),
+    // The rest of the chain follows, each step with the new nesting.
+    let [next] = new.chain.as_slice() else {
+        panic!("one chain step: {:?}", new.chain)
+    };
+    assert_eq!(next.task_id(), Some("n1"));
+    assert_eq!(next.options["replaced_task_nesting"], json!(2));
+}
+
+fn chain_of(tasks: Value) -> Value {
+    json!({"task": "celery.chain", "subtask_type": "chain", "args": [], "kwargs": {"tasks": tasks}})
+}
+
+fn group_of(tasks: Value) -> Value {
+    json!({"task": "celery.group", "subtask_type": "group", "args": [], "kwargs": {"tasks": tasks}})
+}
+
+#[test]
+fn replacement_by_a_chain_gives_the_id_to_its_last_task() {
+    let mut m = msg_with(
+        vec![sig(json!({"task": "cb", "args": []}))],
+        vec![sig(
+            json!({"task": "after", "args": [], "options": {"task_id": "a1"}}),
+        )],
     );
-    assert!(replacement(&m, &group).is_err());
+    m.errbacks = vec![sig(json!({"task": "eb", "args": []}))];
+    let own_link = json!({"task": "own_cb", "args": []});
+    let mut c = chain_of(json!([
+        {"task": "first", "args": [1]},
+        {"task": "second", "args": []},
+    ]));
+    c["options"] = json!({"link": [own_link]});
+    let plan = replacement(&m, &sig(c)).unwrap();
+    let [first] = plan.messages.as_slice() else {
+        panic!("one message: {plan:?}")
+    };
+    assert_eq!(first.task, "first");
+    assert_ne!(first.id, "t1");
+    assert_eq!(first.replaced_task_nesting, 1);
+    assert_eq!(
+        first.errbacks.len(),
+        1,
+        "errbacks on every task of the chain"
+    );
+    assert!(
+        first.callbacks.is_empty(),
+        "callbacks on the last task only"
+    );
+    // msg.chain is stored reversed: the next step last.
+    let steps: Vec<&str> = first.chain.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(steps, ["after", "second"]);
+    let second = &first.chain[1];
+    assert_eq!(second.task_id(), Some("t1"));
+    let links: Vec<&str> = second.options["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(links, ["own_cb", "cb"]);
+    assert_eq!(second.options["link_error"][0]["task"], "eb");
+    assert_eq!(second.options["replaced_task_nesting"], json!(1));
+    assert_eq!(first.chain[0].options["replaced_task_nesting"], json!(1));
+    assert!(first.chain[0].options.get("link_error").is_none());
+}
+
+#[test]
+fn replacement_by_a_group_is_a_chord_accumulating_its_results() {
+    let mut m = msg_with(vec![], vec![]);
+    m.group = Some("outer".into());
+    m.group_index = Some(1);
+    m.chord = Some(sig(json!({"task": "outer_body", "args": []})));
+    let g = group_of(json!([{"task": "add", "args": [1, 1]}, {"task": "add", "args": [2, 2]}]));
+    let plan = replacement(&m, &sig(g)).unwrap();
+    assert_eq!(plan.messages.len(), 2);
+    let (gid, size) = plan.chord_sizes[0].clone();
+    assert_eq!(size, 2);
+    let member = &plan.messages[1];
+    assert_eq!(
+        (member.group.as_deref(), member.group_index),
+        (Some(gid.as_str()), Some(1))
+    );
+    let body = member.chord.as_ref().expect("a chord member");
+    assert_eq!(body.task, crate::builtins::ACCUMULATE);
+    assert_eq!(body.kwargs["index"], json!(0));
+    assert_eq!(body.task_id(), Some("t1"));
+    // The body takes the replaced task's place in its own chord.
+    assert_eq!(body.options["group_id"], json!("outer"));
+    assert_eq!(body.options["group_index"], json!(1));
+    assert_eq!(body.options["chord"]["task"], "outer_body");
+    assert_eq!(body.options["replaced_task_nesting"], json!(1));
+    assert_eq!(plan.children, vec![json!([["t1", null], null])]);
+}
+
+#[test]
+fn a_chain_ending_with_a_group_ends_with_an_accumulating_chord() {
+    let c = chain_of(json!([
+        {"task": "add", "args": [1, 2]},
+        group_of(json!([{"task": "add", "args": [1]}, {"task": "add", "args": [1]}])),
+    ]));
+    let plan = replacement(&msg_with(vec![], vec![]), &sig(c)).unwrap();
+    let [first] = plan.messages.as_slice() else {
+        panic!("one message: {plan:?}")
+    };
+    let [chord] = first.chain.as_slice() else {
+        panic!("one step after: {:?}", first.chain)
+    };
+    assert_eq!(chord.subtask_type.as_deref(), Some("chord"));
+    assert_eq!(chord.kwargs["body"]["task"], crate::builtins::ACCUMULATE);
+    assert_eq!(chord.kwargs["body"]["options"]["task_id"], "t1");
+}
+
+#[test]
+fn replacement_refusals_as_celery() {
+    let m = msg_with(vec![], vec![]);
+    let empty = replacement(&m, &sig(chain_of(json!([])))).unwrap_err();
+    assert_eq!(empty.reason, "Cannot replace with an empty chain");
+    let in_chord =
+        sig(json!({"task": "x", "args": [], "options": {"chord": {"task": "b", "args": []}}}));
+    assert_eq!(
+        replacement(&m, &in_chord).unwrap_err().reason,
+        "A signature replacing a task must not be part of a chord"
+    );
+    // A replacement with its own id keeps it, as Celery's `freeze(_id)`.
+    let own = sig(json!({"task": "x", "args": [], "options": {"task_id": "mine"}}));
+    assert_eq!(replacement(&m, &own).unwrap().messages[0].id, "mine");
 }
 
 #[test]

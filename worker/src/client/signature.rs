@@ -195,6 +195,12 @@ impl From<codec::Signature> for Signature {
     }
 }
 
+impl From<Signature> for codec::Signature {
+    fn from(sig: Signature) -> Self {
+        sig.wire
+    }
+}
+
 fn push(options: &mut Map<String, Value>, key: &str, value: Value) {
     let slot = options
         .entry(key)

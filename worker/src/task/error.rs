@@ -106,8 +106,8 @@ pub enum TaskError {
     Fail(PyException),
     /// The task asks to be run again later (Celery's `self.retry()`).
     Retry(Box<RetryRequest>),
-    /// The task is replaced by this signature (Celery's `self.replace(sig)`): it is published
-    /// with this task's id, and this run stores no result.
+    /// The task is replaced by this signature or canvas (Celery's `self.replace(sig)`): it is
+    /// published with this task's id for its result, and this run stores no result.
     Replace(Box<Signature>),
     /// The task rejects its message (Celery's `raise Reject(reason, requeue=...)`). With
     /// `requeue` nothing is stored and, with late acks, the message goes back to its queue.
@@ -136,9 +136,10 @@ impl TaskError {
         }))
     }
 
-    /// Replace the task by `sig` (a plain task signature), as Celery's `self.replace(sig)`.
-    pub fn replace(sig: Signature) -> Self {
-        TaskError::Replace(Box::new(sig))
+    /// Replace the task by `sig`, as Celery's `self.replace(sig)`: a task, or a canvas built
+    /// with [`crate::client`] (`TaskError::replace(chain([...]))`, a `group`, a `chord`).
+    pub fn replace(sig: impl Into<Signature>) -> Self {
+        TaskError::Replace(Box::new(sig.into()))
     }
 
     /// Reject the message (Celery's `Reject(reason, requeue=requeue)`).
