@@ -4,6 +4,7 @@
 
 pub mod py;
 pub mod tasks;
+pub mod tasks_replace;
 pub mod tasks_request;
 
 use std::sync::OnceLock;
@@ -14,7 +15,8 @@ use celeriac_worker::{TaskError, WorkerBuilder};
 /// Registers every ported task.
 pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
     let builder = tasks::register(builder);
-    tasks_request::register(builder)
+    let builder = tasks_request::register(builder);
+    tasks_replace::register(builder)
 }
 
 static REDIS: OnceLock<redis::Client> = OnceLock::new();
