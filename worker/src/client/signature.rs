@@ -4,6 +4,7 @@
 
 use celeriac_broker_bridge::codec;
 use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// A task call: name, arguments and `apply_async` options (Celery's `Signature`).
@@ -189,6 +190,14 @@ impl Signature {
     }
 }
 
+/// Serialized as the signature dict, so a task can return a canvas as its result
+/// (`Result<Signature, TaskError>`), as a Python task returns `chain(...)`.
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
 impl From<codec::Signature> for Signature {
     fn from(wire: codec::Signature) -> Self {
         Signature { wire }
@@ -238,11 +247,12 @@ pub fn group(tasks: impl IntoIterator<Item = Signature>) -> Signature {
 }
 
 /// `body` applied with the list of the `header` tasks' results once they all succeeded
-/// (Celery's `chord(header, body)`); its result is the body's.
+/// (Celery's `chord(header, body)`); its result is the body's. The header is a list of
+/// signatures, as Python's chord holds it until it is frozen (sending it makes it a group).
 pub fn chord(header: impl IntoIterator<Item = Signature>, body: Signature) -> Signature {
     let mut kwargs = Map::new();
     kwargs.insert("kwargs".into(), Value::Object(Map::new()));
-    kwargs.insert("header".into(), group(header).to_value());
+    kwargs.insert("header".into(), list(header));
     kwargs.insert("body".into(), body.to_value());
     canvas("celery.chord", "chord", kwargs)
 }
@@ -280,10 +290,37 @@ mod tests {
         assert_eq!(v["subtask_type"], "chord");
         let keys: Vec<&String> = v["kwargs"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["kwargs", "header", "body"]);
-        assert_eq!(v["kwargs"]["header"]["subtask_type"], "group");
+        assert_eq!(v["kwargs"]["header"][0]["task"], "t.a");
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            v,
+            "serialized as its dict"
+        );
         assert_eq!(
             chain([Signature::new("t.a")]).to_value()["kwargs"]["tasks"][0]["task"],
             "t.a"
+        );
+    }
+
+    /// Python's `kombu.utils.json.dumps` of `chain(chain([add.s()]))` and
+    /// `chord(chord([add.s()], add.s()), add.s())` (unfrozen, as a task returns them).
+    #[test]
+    fn unfrozen_canvases_byte_for_byte() {
+        let add = || Signature::new("t.add");
+        let same = |sig: Signature, python: &str| {
+            let python: Value = serde_json::from_str(python).unwrap();
+            assert_eq!(
+                serde_json::to_string(&sig).unwrap(),
+                serde_json::to_string(&python).unwrap()
+            );
+        };
+        same(
+            chain([chain([add()])]),
+            r#"{"task": "celery.chain", "args": [], "kwargs": {"tasks": [{"task": "celery.chain", "args": [], "kwargs": {"tasks": [{"task": "t.add", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}]}, "options": {}, "subtask_type": "chain", "immutable": false}]}, "options": {}, "subtask_type": "chain", "immutable": false}"#,
+        );
+        same(
+            chord([chord([add()], add())], add()),
+            r#"{"task": "celery.chord", "args": [], "kwargs": {"kwargs": {}, "header": [{"task": "celery.chord", "args": [], "kwargs": {"kwargs": {}, "header": [{"task": "t.add", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}], "body": {"task": "t.add", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}}, "options": {}, "subtask_type": "chord", "immutable": false}], "body": {"task": "t.add", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}}, "options": {}, "subtask_type": "chord", "immutable": false}"#,
         );
     }
 }
