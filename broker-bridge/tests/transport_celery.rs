@@ -291,6 +291,18 @@ async fn publish_once_pushes_a_task_id_and_retries_once_and_kombu_reads_it() -> 
     env.broker.publish_once(&replaced, "", "pq").await?;
     let in_list: i64 = env.cmd(&[b"LLEN", b"pq\x06\x166"]).await?;
     assert_eq!(in_list, 1, "the replacement published once");
+    // Within a run, once per run: another run publishing the same id queues it again.
+    env.broker
+        .publish_once_in(&envelope, "", "pq", Some("run-1"))
+        .await?;
+    env.broker
+        .publish_once_in(&envelope, "", "pq", Some("run-1"))
+        .await?;
+    env.broker
+        .publish_once_in(&envelope, "", "pq", Some("run-2"))
+        .await?;
+    let in_list: i64 = env.cmd(&[b"LLEN", b"pq\x06\x166"]).await?;
+    assert_eq!(in_list, 3, "once for each of the two runs");
     Ok(())
 }
 

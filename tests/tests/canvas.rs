@@ -159,6 +159,37 @@ for r in results:
     }
 }
 
+/// A frozen chord keeps its ids; applying it again is a new run (Celery 5.7's `set_chord_size`
+/// drops the `.c` claim), whose body celeriac publishes and runs again.
+#[test]
+fn a_frozen_chord_applied_twice_runs_its_body_twice() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+c = chord([add.s(1, 2), add.s(3, 4)], tally.s())
+c.freeze()
+first = c.apply_async()
+print(first.id, first.get(timeout=30))
+second = c.apply_async()
+print(second.id, second.get(timeout=30))
+import time
+for _ in range(300):
+    if int(app.backend.client.hget("marks", first.id) or 0) >= 2:
+        break
+    time.sleep(0.1)
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let (id, sum) = lines[0].split_once(' ').expect("id and sum");
+    assert_eq!(lines[1], format!("{id} 10"), "{out}");
+    assert_eq!(sum, "10", "{out}");
+    let runs: i64 = world.redis().hget("marks", id).unwrap_or(0);
+    assert_eq!(runs, 2, "the body ran {runs} times");
+}
+
 /// Celery 5.3.6's Redis backend counts chord parts without 5.7's `.d`/`.c` keys and fires the
 /// body when its own count reaches the size; celeriac's claim-and-count must still fire each body
 /// exactly once, whichever side completes the set and whichever Celery applied the chord. A slow

@@ -119,14 +119,34 @@ impl Broker {
         exchange: &str,
         routing_key: &str,
     ) -> Result<Published> {
+        self.publish_once_in(envelope, exchange, routing_key, None)
+            .await
+    }
+
+    /// [`Broker::publish_once`] within one run: `run` (say, the delivery tag of the message
+    /// whose processing publishes) is appended to the marker (`.<run>`), so the same task id
+    /// published by another run — a frozen canvas applied again, as Celery allows — is queued
+    /// again, while a repeat within the run still is not.
+    pub async fn publish_once_in(
+        &self,
+        envelope: &Envelope,
+        exchange: &str,
+        routing_key: &str,
+        run: Option<&str>,
+    ) -> Result<Published> {
         let marker = envelope.headers().and_then(|h| {
             let id = h.get("id")?.as_str()?;
             let retries = h.get("retries").and_then(Value::as_i64).unwrap_or(0);
             // A replaced task's id is published again by its replacement, one nesting deeper.
-            match h.get("replaced_task_nesting").and_then(Value::as_i64) {
-                Some(nesting) if nesting > 0 => Some(format!("{id}.{retries}.{nesting}")),
-                _ => Some(format!("{id}.{retries}")),
+            let mut marker = match h.get("replaced_task_nesting").and_then(Value::as_i64) {
+                Some(nesting) if nesting > 0 => format!("{id}.{retries}.{nesting}"),
+                _ => format!("{id}.{retries}"),
+            };
+            if let Some(run) = run {
+                marker.push('.');
+                marker.push_str(run);
             }
+            Some(marker)
         });
         self.publish_with(envelope, exchange, routing_key, marker)
             .await

@@ -29,6 +29,10 @@ pub struct Member<'a> {
     pub body: &'a Signature,
     /// Ids the body is published with if this member completes the set.
     pub parent: Parent,
+    /// The delivery tag of the message whose processing returns this part (a redelivery keeps
+    /// it): the body is published once per run of the chord, and again when a frozen chord is
+    /// applied again (see [`super::publish_in`]).
+    pub run: Option<&'a str>,
 }
 
 /// If `msg` is a chord header member, return its part (any final state).
@@ -42,6 +46,7 @@ pub async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskState, resu
         group_index: msg.group_index,
         body,
         parent: super::parent_of(msg),
+        run: msg.delivery_tag.as_deref(),
     };
     return_part(rt, member, state, result).await;
 }
@@ -116,7 +121,8 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
         &Map::new(),
         &member.parent,
     ) {
-        Ok(()) => super::publish(rt, plan).await,
+        // Without a delivery tag, the claim identifies the run.
+        Ok(()) => super::publish_in(rt, plan, member.run.unwrap_or(&claim.token)).await,
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = published {

@@ -87,7 +87,24 @@ pub async fn publish(rt: &Runtime, plan: Plan) -> Result<(), String> {
     publish_messages(rt, plan, true).await
 }
 
+/// [`publish`] for one run of a canvas (see [`Broker::publish_once_in`]): the same ids published
+/// by another run (a frozen canvas applied again) are published again.
+///
+/// [`Broker::publish_once_in`]: celeriac_broker_bridge::transport::Broker::publish_once_in
+pub async fn publish_in(rt: &Runtime, plan: Plan, run: &str) -> Result<(), String> {
+    publish_run(rt, plan, true, Some(run)).await
+}
+
 async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), String> {
+    publish_run(rt, plan, once, None).await
+}
+
+async fn publish_run(
+    rt: &Runtime,
+    plan: Plan,
+    once: bool,
+    run: Option<&str>,
+) -> Result<(), String> {
     for (gid, size) in &plan.chord_sizes {
         let backend = rt
             .backend
@@ -114,7 +131,7 @@ async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), St
             }
             let published = if once {
                 rt.broker
-                    .publish_once(&envelope, "", &queue)
+                    .publish_once_in(&envelope, "", &queue, run)
                     .await
                     .map(|_| ())
             } else {
@@ -216,6 +233,7 @@ pub async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) 
                             root_id: None,
                             parent_id: Some(id.clone()),
                         },
+                        run: None,
                     },
                     TaskState::Failure,
                     exc.to_json(),
