@@ -135,12 +135,31 @@ impl Plan {
         let tasks = tasks_of(sig, "tasks")?;
         let gid = id_option(&options).unwrap_or_else(new_id);
         let inherited = inherited(&options);
+        // A group that is (the end of a chain in) a chord's header: as Celery freezes it with
+        // the chord's group id and body, its tasks are the chord's parts.
+        let chord = options
+            .get("chord")
+            .filter(|c| c.is_object())
+            .map(|c| (c, options.get("group_id").and_then(Value::as_str)));
         let mut members = Vec::with_capacity(tasks.len());
         for (i, t) in tasks.iter().enumerate() {
             let mut call = inherited.clone();
             if t.subtask_type.is_none() {
-                call.insert("group_id".into(), Value::from(gid.as_str()));
+                let group_id = match chord {
+                    // The id a task was frozen with stays (Celery's immutable `group_id`).
+                    Some((_, outer)) => t
+                        .options
+                        .get("group_id")
+                        .and_then(Value::as_str)
+                        .or(outer)
+                        .unwrap_or(&gid),
+                    None => &gid,
+                };
+                call.insert("group_id".into(), Value::from(group_id));
                 call.insert("group_index".into(), Value::from(i));
+                if let Some((body, _)) = chord {
+                    call.insert("chord".into(), body.clone());
+                }
             }
             members.push(self.apply_one(t, prefix, &call, parent)?);
         }
@@ -211,7 +230,10 @@ impl Plan {
             self.apply_one(&body, &[Value::Array(Vec::new())], &Map::new(), parent)?;
             return Ok(task_tuple(&body_id));
         }
-        self.chord_sizes.push((gid.clone(), header.len()));
+        // Groups in the header are unrolled into it, as Celery's `_freeze_unroll` does.
+        let header = unroll(header)?;
+        let size = header.iter().map(chord_size).sum::<Result<usize, _>>()?;
+        self.chord_sizes.push((gid.clone(), size));
         let inherited = inherited(&options);
         let body_value = body.to_value();
         for (i, t) in header.iter().enumerate() {
@@ -263,6 +285,43 @@ impl Plan {
         let mut call = inherited(&options);
         call.insert("chain".into(), signature_list(&remaining));
         self.apply_one(first, prefix, &call, parent)
+    }
+}
+
+/// A chord header with its groups (and theirs) replaced by their tasks.
+fn unroll(header: Vec<Signature>) -> Result<Vec<Signature>, CanvasError> {
+    let mut out = Vec::with_capacity(header.len());
+    for t in header {
+        if t.subtask_type.as_deref() == Some("group") {
+            out.extend(unroll(tasks_of(&t, "tasks")?)?);
+        } else {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// How many parts a header member returns to its chord (Celery's `chord._descend`): a task one,
+/// a group the sum of its tasks', a chain its last non-empty step's, a chord its body's.
+fn chord_size(sig: &Signature) -> Result<usize, CanvasError> {
+    match sig.subtask_type.as_deref() {
+        Some("group") => tasks_of(sig, "tasks")?.iter().map(chord_size).sum(),
+        Some("chain") => {
+            for t in tasks_of(sig, "tasks")?.iter().rev() {
+                let n = chord_size(t)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+            }
+            Ok(0)
+        }
+        Some("chord") => match sig.kwargs.get("body") {
+            Some(body) => chord_size(
+                &Signature::from_value(body, "body").map_err(|e| err(sig, e.to_string()))?,
+            ),
+            None => Ok(1),
+        },
+        _ => Ok(1),
     }
 }
 

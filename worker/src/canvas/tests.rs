@@ -82,6 +82,62 @@ fn chord_step_publishes_header_with_body_and_size() {
     }
 }
 
+/// Celery's `_freeze_unroll` and `chord._descend`: a group in the header is unrolled into it;
+/// a chain ending with a group returns one part per task of that group, whose tasks keep the
+/// chord's group id (a frozen one stays) and carry its body.
+#[test]
+fn groups_in_a_chord_header_are_its_parts() {
+    let t = |name: &str| json!({"task": name, "args": [], "options": {"task_id": name}});
+    let chord = sig(json!({
+        "task": "celery.chord", "args": [], "subtask_type": "chord", "options": {"task_id": "g"},
+        "kwargs": {"kwargs": {}, "body": {"task": "tsum", "args": [], "options": {"task_id": "b"}},
+                   "header": [
+                       {"task": "celery.group", "subtask_type": "group", "args": [],
+                        "kwargs": {"tasks": [t("a"), t("b2")]}},
+                       {"task": "celery.chain", "subtask_type": "chain", "args": [],
+                        "kwargs": {"tasks": [t("c"), {"task": "celery.group", "subtask_type": "group",
+                            "args": [], "options": {"task_id": "inner"},
+                            "kwargs": {"tasks": [t("d"), {"task": "e", "args": [],
+                                "options": {"task_id": "e", "group_id": "frozen"}}]}}]}}]}}));
+    let plan = success_plan(&msg_with(vec![], vec![chord]), &json!(0)).unwrap();
+    assert_eq!(plan.chord_sizes, vec![("g".to_string(), 4)]);
+    let parts: Vec<_> = plan
+        .messages
+        .iter()
+        .map(|m| (m.id.as_str(), m.group.as_deref(), m.group_index))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            ("a", Some("g"), Some(0)),
+            ("b2", Some("g"), Some(1)),
+            ("c", None, None)
+        ]
+    );
+    // The chain's group, applied after `c`, with the options the chord gave it.
+    let c = &plan.messages[2];
+    let mut rest = success_plan(c, &json!(1)).unwrap();
+    let members: Vec<_> = rest
+        .messages
+        .iter()
+        .map(|m| (m.id.as_str(), m.group.as_deref(), m.group_index))
+        .collect();
+    assert_eq!(
+        members,
+        vec![("d", Some("g"), Some(0)), ("e", Some("frozen"), Some(1))]
+    );
+    for m in rest.messages.drain(..) {
+        assert_eq!(m.chord.unwrap().task_id(), Some("b"));
+    }
+    assert_eq!(
+        rest.children,
+        vec![json!([
+            ["inner", null],
+            [[["d", null], null], [["e", null], null]]
+        ])]
+    );
+}
+
 #[test]
 fn group_followed_by_a_step_becomes_a_chord() {
     let group = sig(
