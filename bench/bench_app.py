@@ -1,6 +1,8 @@
-"""The Python side of the benchmark: the same `demo.add` task celeriac's demo worker registers."""
+"""The Python side of the benchmark: the same `demo.add` and `demo.sleep` tasks celeriac's demo
+worker registers."""
 import json
 import os
+import time
 
 from celery import Celery
 
@@ -13,6 +15,16 @@ app.conf.broker_transport_options = json.loads(os.environ.get("CELERY_BROKER_TRA
 @app.task(name="demo.add")
 def add(a, b):
     return a + b
+
+
+@app.task(name="demo.sleep")
+def sleep(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+# `mixed.py`: results name the worker that ran the task (both sides read CELERY_RESULT_EXTENDED).
+app.conf.result_extended = os.environ.get("CELERY_RESULT_EXTENDED", "").lower() == "true"
 
 
 # `drain.py --signed`: Celery's auth serializer, from the same CELERY_* variables as celeriac.
