@@ -323,3 +323,27 @@ except ImproperlyConfigured as e:
         "{out}"
     );
 }
+
+#[test]
+fn a_new_style_errback_is_called_in_the_worker_with_request_exc_traceback() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &[]);
+    let id = py(
+        &world,
+        r#"
+r = fail.apply_async(("boom",), link_error=signature("t.errback_new", app=app))
+try:
+    r.get(timeout=30)
+except Exception:
+    pass
+print(r.id)
+"#,
+    );
+    let got = support::eventually(Duration::from_secs(20), || {
+        let v: Option<String> = world.redis().hget("errbacks", &id).unwrap();
+        v
+    })
+    .expect("the errback ran");
+    // Called with the request and the exception (a task message would carry only the id).
+    assert_eq!(got, r#"["ValueError",null]"#);
+}

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod dead_letter;
+pub mod errbacks;
 pub mod events;
 pub mod fetch;
 pub mod http;

@@ -59,6 +59,28 @@ fn spin(ctx: TaskContext, ms: u64) -> Result<bool, TaskError> {
     Ok(n > 0)
 }
 
+/// A new-style errback (three parameters, so called in the worker with `(request, exc,
+/// traceback)`): stores `[exc_type, traceback]` under the failed task's id in the hash
+/// `errbacks` of the broker's Redis.
+#[celeriac_worker::task(name = "t.errback_new")]
+async fn errback_new(request: Value, exc: Value, traceback: Value) -> Result<(), TaskError> {
+    let id = request["id"].as_str().unwrap_or_default().to_string();
+    let url =
+        std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://localhost:6379/0".into());
+    let client = celeriac_broker_bridge::redis_url::parse(&url)
+        .and_then(|u| u.client())
+        .map_err(anyhow::Error::from)?;
+    let mut conn = connection(&client).await?;
+    redis::cmd("HSET")
+        .arg("errbacks")
+        .arg(id)
+        .arg(serde_json::json!([exc["exc_type"], traceback]).to_string())
+        .query_async::<i64>(&mut conn)
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tracked = TaskOptions {
@@ -233,6 +255,7 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .register(soft_aware)
+        .register(errback_new)
         .register(soft_fail)
         .register(spin)
         .blocking_task("t.spin_blind", |_: TaskContext, (ms,): (u64,)| {

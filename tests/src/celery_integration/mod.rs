@@ -4,6 +4,7 @@
 
 pub mod py;
 pub mod tasks;
+pub mod tasks_control;
 pub mod tasks_nested;
 pub mod tasks_replace;
 pub mod tasks_request;
@@ -16,6 +17,7 @@ use celeriac_worker::{TaskError, WorkerBuilder};
 /// Registers every ported task.
 pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
     let builder = tasks::register(builder);
+    let builder = tasks_control::register(builder);
     let builder = tasks_nested::register(builder);
     let builder = tasks_request::register(builder);
     tasks_replace::register(builder)

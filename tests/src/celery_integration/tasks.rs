@@ -80,7 +80,7 @@ pub fn redis_item(value: &Value) -> Option<String> {
     }
 }
 
-async fn rpush(key: &str, value: &Value) -> Result<(), TaskError> {
+pub(super) async fn rpush(key: &str, value: &Value) -> Result<(), TaskError> {
     let Some(item) = redis_item(value) else {
         return Err(PyException::in_module(
             "redis.exceptions",
@@ -99,7 +99,7 @@ async fn rpush(key: &str, value: &Value) -> Result<(), TaskError> {
     Ok(())
 }
 
-async fn incr(key: &str) -> Result<(), TaskError> {
+pub(super) async fn incr(key: &str) -> Result<(), TaskError> {
     let mut conn = redis_conn().await?;
     redis::cmd("INCR")
         .arg(key)

@@ -259,7 +259,8 @@ async fn chord_error(rt: &Runtime, body: &Signature, exc: &ExceptionInfo) {
         root_id: Some(body_id.clone()),
         parent_id: Some(body_id.clone()),
     };
-    super::call_errbacks(rt, &errbacks, &body_id, &parent).await;
+    let request = crate::errbacks::request_of_signature(&body_id, body);
+    super::call_errbacks_for(rt, &errbacks, &request, exc, &parent).await;
     if let Some(backend) = &rt.backend {
         let meta = TaskMeta::failure(body_id.clone(), exc, None);
         if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {

@@ -64,9 +64,8 @@ pub fn success_plan(msg: &TaskMessage, retval: &Value) -> Result<Plan, CanvasErr
     Ok(plan)
 }
 
-/// Errbacks are published old-style, as one group called with `[failed_task_id] + args`.
-/// (Celery calls errbacks taking `(request, exc, traceback)` inline in the Python worker; a Rust
-/// worker cannot, so those are published old-style too.)
+/// Old-style errbacks are published as one group called with `[failed_task_id] + args` (the
+/// new-style ones are called in the worker first: see [`crate::errbacks`]).
 pub fn errback_plan(
     errbacks: &[Signature],
     task_id: &str,
@@ -176,13 +175,34 @@ pub async fn on_failure(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
     let info = ExceptionInfo::from(exc);
     chord::part_return(rt, msg, TaskState::Failure, info.to_json()).await;
     fail_chain(rt, &msg.chain, &info).await;
-    call_errbacks(rt, &msg.errbacks, &msg.id, &parent_of(msg)).await;
+    let request = crate::errbacks::request_of(msg);
+    call_errbacks_for(rt, &msg.errbacks, &request, &info, &parent_of(msg)).await;
 }
 
 /// After REVOKED was stored: a chord header member still returns its part.
 pub async fn on_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
     let info = ExceptionInfo::task_revoked(reason);
     chord::part_return(rt, msg, TaskState::Revoked, info.to_json()).await;
+}
+
+/// Celery's `_call_task_errbacks` for the failed `request` (its `id` the failed task's): the
+/// new-style errbacks called here with `(request, exc, traceback)`, then the others published.
+pub async fn call_errbacks_for(
+    rt: &Runtime,
+    errbacks: &[Signature],
+    request: &Value,
+    exc: &ExceptionInfo,
+    parent: &Parent,
+) {
+    if errbacks.is_empty() {
+        return;
+    }
+    let old_style = crate::errbacks::call_new_style(rt, errbacks, request, exc).await;
+    let task_id = request
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    call_errbacks(rt, &old_style, task_id, parent).await;
 }
 
 /// Publish `errbacks` for the failed task `task_id`.
