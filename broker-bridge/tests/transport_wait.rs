@@ -72,6 +72,23 @@ async fn a_message_on_a_priority_list_wakes_the_wait_and_stays_in_place() -> any
     Ok(())
 }
 
+/// Wait until Redis reports `n` blocked clients (an error after 60 s: they never blocked).
+async fn blocked_clients(env: &Env, n: usize) -> anyhow::Result<()> {
+    let want = format!("blocked_clients:{n}\r");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info: String = env.cmd(&[b"INFO", b"clients"]).await?;
+        if info.contains(&want) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "never {n} blocked clients: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_brpop_consumer_on_the_same_list_still_gets_the_message() -> anyhow::Result<()> {
     let env = Env::start(json!({})).await?;
@@ -82,6 +99,10 @@ async fn a_brpop_consumer_on_the_same_list_still_gets_the_message() -> anyhow::R
         settled_wait(&mut w, &lists, Duration::from_millis(200)).await,
         Woken::TimedOut
     );
+    // Every watcher blocked (one per priority list of `q`) before the BRPOP is sent, so theirs
+    // come first on `q`, however the machine schedules the two connections.
+    let watchers = lists.len();
+    blocked_clients(&env, watchers).await?;
     let waiting = tokio::spawn(async move {
         let woken = w.wait(&lists, Duration::from_secs(60)).await;
         (woken, w)
@@ -98,14 +119,8 @@ async fn a_brpop_consumer_on_the_same_list_still_gets_the_message() -> anyhow::R
             .query_async::<Option<(String, String)>>(&mut kombu)
             .await
     });
-    // Both blocked on `q` before the push.
-    for _ in 0..500 {
-        let blocked: String = env.cmd(&[b"INFO", b"clients"]).await?;
-        if blocked.contains("blocked_clients:2") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The BRPOP blocked too before the push.
+    blocked_clients(&env, watchers + 1).await?;
     env.cmd::<()>(&[b"LPUSH", b"q", b"m1"]).await?;
     let got = brpop.await??;
     assert_eq!(got, Some(("q".to_string(), "m1".to_string())));
