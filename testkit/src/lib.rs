@@ -244,11 +244,18 @@ impl RedisServer {
             if let Some(status) = self.child.try_wait()? {
                 bail!("redis-server on port {} exited early: {status}", self.port);
             }
+            // Ready when *this* server answers: the port was free when picked, but a server
+            // another test started on it meanwhile would answer a PING too.
+            let ours = format!("process_id:{}", self.child.id());
             let ok = Command::new("redis-cli")
                 .args(self.tls.iter().flat_map(TlsSetup::cli_args))
-                .args(["-p", &self.port.to_string(), "PING"])
+                .args(["-p", &self.port.to_string(), "INFO", "server"])
                 .output()
-                .map(|o| o.stdout.starts_with(b"PONG"))
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .any(|l| l.trim() == ours)
+                })
                 .unwrap_or(false);
             if ok {
                 return Ok(());
