@@ -165,7 +165,7 @@ mod tests {
         drop(stuck.call(TaskContext::default()));
         assert_eq!(time_limits::abandoned_threads(), before + 1);
         release_tx.send(()).unwrap();
-        let ended = (0..500).any(|_| {
+        let ended = (0..3000).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(10));
             time_limits::abandoned_threads() == before
         });
