@@ -63,7 +63,7 @@ fn grace_expiry_and_cold_shutdown_give_everything_back() {
     let early = send_many(&world, 3, 20_000);
     let mut w = world.celeriac("w1", &["-c", "2"]);
     let mut redis = world.redis();
-    eventually(Duration::from_secs(20), || {
+    eventually(Duration::from_secs(60), || {
         let started: u64 = redis.hlen("marks").unwrap();
         (started == 2).then_some(())
     })
@@ -82,13 +82,16 @@ fn grace_expiry_and_cold_shutdown_give_everything_back() {
     let late = send_many(&world2, 3, 20_000);
     let mut w = world2.celeriac("w2", &["-c", "2"]);
     let mut redis2 = world2.redis();
-    eventually(Duration::from_secs(20), || {
+    eventually(Duration::from_secs(60), || {
         let started: u64 = redis2.hlen("marks").unwrap();
         (started == 2).then_some(())
     })
     .expect("two long tasks started");
     w.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    // The second signal once the first was taken (two TERMs before the worker reads one are
+    // delivered as one).
+    w.wait_for_log("warm shutdown", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
     w.signal("TERM");
     let status = w.wait_exit(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
