@@ -121,6 +121,9 @@ for _ in range(300):
         break
     time.sleep(0.1)
 print([json.loads(x) for x in rec] == [[r.id]])
+# As Celery stores it, the failed body's children: the group of its errbacks.
+kids = AsyncResult(r.id, app=app).children
+print(type(kids[0]).__name__, len(kids[0].children), kids[0].children[0].get(timeout=30))
 "#,
     );
     let lines: Vec<&str> = out.lines().collect();
@@ -130,6 +133,7 @@ print([json.loads(x) for x in rec] == [[r.id]])
         "{out}"
     );
     assert_eq!(lines[1], "True", "{out}");
+    assert_eq!(lines[2], "GroupResult 1 None", "{out}");
 }
 
 #[test]

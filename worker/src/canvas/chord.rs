@@ -241,8 +241,8 @@ pub fn exception_repr(exc: &Value) -> String {
     format!("{name}({inner})")
 }
 
-/// Celery's `chord_error_from_stack`: the body's errbacks, FAILURE stored for the body, and its
-/// chain failed.
+/// Celery's `chord_error_from_stack`: the body's errbacks, FAILURE stored for the body (with
+/// the errbacks' group as its `children`), and its chain failed.
 async fn chord_error(rt: &Runtime, body: &Signature, exc: &ExceptionInfo) {
     let body_id = body
         .task_id()
@@ -260,9 +260,12 @@ async fn chord_error(rt: &Runtime, body: &Signature, exc: &ExceptionInfo) {
         parent_id: Some(body_id.clone()),
     };
     let request = crate::errbacks::request_of_signature(&body_id, body);
-    super::call_errbacks_for(rt, &errbacks, &request, exc, &parent).await;
+    // The errbacks' group is a child of the task completing the chord, which Celery stores
+    // as the body's `children` (the failing body is stored from within that task).
+    let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent).await;
     if let Some(backend) = &rt.backend {
-        let meta = TaskMeta::failure(body_id.clone(), exc, None);
+        let mut meta = TaskMeta::failure(body_id.clone(), exc, None);
+        meta.children = Some(children);
         if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
             tracing::error!(task_id = %body_id, error = %e, "could not store the chord error");
         }

@@ -193,27 +193,37 @@ pub async fn call_errbacks_for(
     request: &Value,
     exc: &ExceptionInfo,
     parent: &Parent,
-) {
+) -> Vec<Value> {
     if errbacks.is_empty() {
-        return;
+        return Vec::new();
     }
     let old_style = crate::errbacks::call_new_style(rt, errbacks, request, exc).await;
     let task_id = request
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    call_errbacks(rt, &old_style, task_id, parent).await;
+    call_errbacks(rt, &old_style, task_id, parent).await
 }
 
-/// Publish `errbacks` for the failed task `task_id`.
-pub async fn call_errbacks(rt: &Runtime, errbacks: &[Signature], task_id: &str, parent: &Parent) {
+/// Publish `errbacks` for the failed task `task_id`; returns the result tuple of what was
+/// published (the group of errbacks), which Celery adds to the current task's `children`.
+pub async fn call_errbacks(
+    rt: &Runtime,
+    errbacks: &[Signature],
+    task_id: &str,
+    parent: &Parent,
+) -> Vec<Value> {
     let result = match errback_plan(errbacks, task_id, parent) {
-        Ok(plan) => publish(rt, plan).await,
+        Ok(plan) => {
+            let children = plan.children.clone();
+            publish(rt, plan).await.map(|()| children)
+        }
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = result {
+    result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "could not publish the errbacks");
-    }
+        Vec::new()
+    })
 }
 
 /// Celery's `_fail_chain`: every remaining chain step with a frozen id gets FAILURE with the
