@@ -6,7 +6,7 @@
 //! finished run's message, [`dead_letter`] disposes of what cannot run, [`keepalive`] keeps held
 //! messages from being restored by sweeps, [`launcher`] starts and stops it all; [`control`]
 //! answers remote control, [`revoked`] keeps revoked ids, [`events`] sends monitoring events,
-//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`mod@task`] what a task sees; [`client`] sends tasks and reads results.
+//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`mod@task`] what a task sees; [`builtins`] runs Celery's `celery.map`/`celery.starmap`, [`errbacks`] calls new-style errbacks; [`client`] sends tasks and reads results.
 
 // The `#[task]` macro's expansion names this crate `::celeriac_worker`, also inside it.
 extern crate self as celeriac_worker;
