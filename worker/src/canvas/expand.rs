@@ -214,6 +214,7 @@ impl Plan {
                 body.options.insert(k.clone(), v.clone());
             }
         }
+        add_body_callbacks(&mut body, &options)?;
         if body.task_id().is_none() {
             body.options.insert("task_id".into(), Value::from(new_id()));
         }
@@ -285,6 +286,66 @@ impl Plan {
         let mut call = inherited(&options);
         call.insert("chain".into(), signature_list(&remaining));
         self.apply_one(first, prefix, &call, parent)
+    }
+}
+
+/// Celery 5.7's `chord._add_body_callbacks`: the chord's `link` callbacks are linked to its
+/// body as `body.link()` does (a group's first task, made immutable), its `link_error`
+/// errbacks to the body's own (each task's, for a group body).
+fn add_body_callbacks(
+    body: &mut Signature,
+    options: &Map<String, Value>,
+) -> Result<(), CanvasError> {
+    let list = |key: &str| -> Vec<Value> {
+        match options.get(key) {
+            Some(Value::Array(items)) => items.clone(),
+            Some(v @ Value::Object(_)) => vec![v.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let (callbacks, errbacks) = (list("link"), list("link_error"));
+    if callbacks.is_empty() && errbacks.is_empty() {
+        return Ok(());
+    }
+    let is_group = body.subtask_type.as_deref() == Some("group");
+    let mut tasks = if is_group {
+        tasks_of(body, "tasks")?
+    } else {
+        Vec::new()
+    };
+    for cb in callbacks {
+        match tasks.first_mut() {
+            Some(first) => {
+                let mut cb = cb;
+                cb["immutable"] = Value::Bool(true);
+                append_option(first, "link", cb);
+            }
+            None => append_option(body, "link", cb),
+        }
+    }
+    for eb in errbacks {
+        if is_group {
+            for t in &mut tasks {
+                append_option(t, "link_error", eb.clone());
+            }
+        } else {
+            append_option(body, "link_error", eb);
+        }
+    }
+    if is_group {
+        body.kwargs.insert("tasks".into(), signature_list(&tasks));
+    }
+    Ok(())
+}
+
+/// `sig.append_to_list_option(key, value)`.
+fn append_option(sig: &mut Signature, key: &str, value: Value) {
+    match sig.options.get_mut(key) {
+        Some(Value::Array(items)) => items.push(value),
+        Some(other @ Value::Object(_)) => *other = Value::Array(vec![other.take(), value]),
+        _ => {
+            sig.options.insert(key.into(), Value::Array(vec![value]));
+        }
     }
 }
 

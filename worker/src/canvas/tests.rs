@@ -138,6 +138,41 @@ fn groups_in_a_chord_header_are_its_parts() {
     );
 }
 
+/// Celery 5.7's `_add_body_callbacks`: a chord step's `link` and `link_error` go to its body.
+#[test]
+fn a_chord_steps_callbacks_go_to_its_body() {
+    let cb = json!({"task": "echo", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false});
+    let eb = json!({"task": "eb", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false});
+    let chord = |body: Value| {
+        sig(json!({
+            "task": "celery.chord", "args": [], "subtask_type": "chord",
+            "options": {"task_id": "g", "link": [cb], "link_error": [eb]},
+            "kwargs": {"kwargs": {}, "body": body,
+                       "header": [{"task": "h", "args": [], "options": {"task_id": "h"}}]}}))
+    };
+    let plan = success_plan(
+        &msg_with(vec![], vec![chord(json!({"task": "tsum", "args": []}))]),
+        &json!(1),
+    )
+    .unwrap();
+    let body = plan.messages[0].chord.clone().unwrap();
+    assert_eq!(body.options["link"], json!([cb]));
+    assert_eq!(body.options["link_error"], json!([eb]));
+    let group = json!({"task": "celery.group", "subtask_type": "group", "args": [],
+        "kwargs": {"tasks": [{"task": "a", "args": []}, {"task": "b", "args": []}]}});
+    let plan = success_plan(&msg_with(vec![], vec![chord(group)]), &json!(1)).unwrap();
+    let body = plan.messages[0].chord.clone().unwrap();
+    let tasks = body.kwargs["tasks"].as_array().unwrap();
+    let mut immutable = cb.clone();
+    immutable["immutable"] = json!(true);
+    assert_eq!(tasks[0]["options"]["link"], json!([immutable]));
+    assert!(tasks[1]["options"].get("link").is_none());
+    for t in tasks {
+        assert_eq!(t["options"]["link_error"], json!([eb]));
+    }
+    assert!(body.options.get("link_error").is_none());
+}
+
 #[test]
 fn group_followed_by_a_step_becomes_a_chord() {
     let group = sig(
