@@ -136,6 +136,40 @@ print(type(kids[0]).__name__, len(kids[0].children), kids[0].children[0].get(tim
     assert_eq!(lines[2], "GroupResult 1 None", "{out}");
 }
 
+/// Celery 5.7's `_handle_group_chord_error`: when the header fails, each task of a group body
+/// calls its errbacks (the chord's `link_error`, linked to each of them) and is stored FAILURE
+/// with the header's exception.
+#[test]
+fn a_failed_header_fails_each_task_of_a_group_body() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+body = group(tsum.s(), tsum.s())
+r = chord([add.si(1, 1), fail.si("bad")], body).apply_async(link_error=record.si("eb"))
+for t in r.results:
+    try:
+        AsyncResult(t.id, app=app).get(timeout=30)
+    except Exception as e:
+        print(type(e).__name__, str(e))
+import time, json
+for _ in range(300):
+    rec = app.backend.client.lrange("records", 0, -1)
+    if len(rec) >= 2:
+        break
+    time.sleep(0.1)
+print([json.loads(x) for x in rec])
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec!["ValueError bad", "ValueError bad", "[['eb'], ['eb']]"],
+        "{out}"
+    );
+}
+
 #[test]
 fn a_chord_split_between_python_and_celeriac_fires_its_body_once() {
     let world = World::new(&[]);

@@ -92,7 +92,12 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
         Ok(results) => results,
         Err(exc) => {
             tracing::warn!(group_id = %claim.group_id, error = ?exc.exc_message, "chord failed");
-            chord_error(rt, member.body, &exc).await;
+            let cause = claim
+                .parts
+                .iter()
+                .find(|p| p.propagates())
+                .map(|p| stored_exception(&p.result));
+            chord_error(rt, member.body, &exc, cause.as_ref()).await;
             if let Err(e) = backend.chord_drop_size(&claim.group_id).await {
                 tracing::error!(error = %e, "could not drop the chord size");
             }
@@ -127,7 +132,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
     };
     if let Err(e) = published {
         let exc = chord_exception(format!("Callback error: {e}"));
-        chord_error(rt, member.body, &exc).await;
+        chord_error(rt, member.body, &exc, None).await;
     } else {
         tracing::info!(group_id = %claim.group_id, "chord body published");
     }
@@ -208,6 +213,98 @@ fn chord_exception(message: String) -> ExceptionInfo {
     ExceptionInfo::celery("ChordError", message)
 }
 
+/// A stored exception dict (`exc_type`, `exc_message`, `exc_module`) read back.
+fn stored_exception(v: &Value) -> ExceptionInfo {
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    let args = match v.get("exc_message") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![other.clone()],
+    };
+    ExceptionInfo::new(
+        text("exc_module").unwrap_or("builtins"),
+        text("exc_type").unwrap_or("Exception"),
+        args,
+    )
+}
+
+/// A `link_error`-like option as a list of signatures (one signature or a list).
+fn signatures(v: Option<&Value>) -> Vec<Signature> {
+    match v {
+        Some(v @ Value::Object(_)) => Signature::from_value(v, "signature").into_iter().collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| Signature::from_value(v, "signature").ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Celery's `_result_errbacks`: the id of a signature's result (a chord's is its body's) and
+/// the errbacks linked to it (a chord's own on the way, a group's tasks' too).
+fn result_errbacks(sig: &Signature) -> (Option<String>, Vec<Signature>) {
+    let mut sig = sig.clone();
+    let mut errbacks = Vec::new();
+    while sig.subtask_type.as_deref() == Some("chord") {
+        let Some(Ok(body)) = sig
+            .kwargs
+            .get("body")
+            .map(|b| Signature::from_value(b, "body"))
+        else {
+            break;
+        };
+        errbacks.extend(signatures(sig.options.get("link_error")));
+        sig = body;
+    }
+    errbacks.extend(signatures(sig.options.get("link_error")));
+    if sig.subtask_type.as_deref() == Some("group") {
+        for t in super::expand::tasks_of(&sig, "tasks").unwrap_or_default() {
+            errbacks.extend(result_errbacks(&t).1);
+        }
+    }
+    (sig.task_id().map(str::to_string), errbacks)
+}
+
+/// The group body of a failed chord: every task's errbacks and FAILURE, then the group's.
+async fn group_chord_error(
+    rt: &Runtime,
+    body: &Signature,
+    tasks: &[Signature],
+    exc: &ExceptionInfo,
+) {
+    let group_errbacks = signatures(body.options.get("link_error"));
+    for task in tasks {
+        let (id, own) = result_errbacks(task);
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut errbacks: Vec<Signature> = Vec::new();
+        for eb in own.into_iter().chain(group_errbacks.iter().cloned()) {
+            if !errbacks.contains(&eb) {
+                errbacks.push(eb);
+            }
+        }
+        let parent = Parent {
+            root_id: Some(id.clone()),
+            parent_id: Some(id.clone()),
+        };
+        let request = crate::errbacks::request_of_signature(&id, task);
+        let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent).await;
+        store_failure(rt, &id, exc, children).await;
+    }
+    if let Some(gid) = body.task_id() {
+        store_failure(rt, gid, exc, Vec::new()).await;
+    }
+}
+
+async fn store_failure(rt: &Runtime, id: &str, exc: &ExceptionInfo, children: Vec<Value>) {
+    if let Some(backend) = &rt.backend {
+        let mut meta = TaskMeta::failure(id, exc, None);
+        meta.children = Some(children);
+        if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
+            tracing::error!(task_id = %id, error = %e, "could not store the chord error");
+        }
+    }
+}
+
 /// `ChordError("Dependency <id> raised <repr(exc)>")`, as Celery words it.
 pub fn dependency_error(part: &PartResult) -> ExceptionInfo {
     chord_exception(format!(
@@ -243,7 +340,24 @@ pub fn exception_repr(exc: &Value) -> String {
 
 /// Celery's `chord_error_from_stack`: the body's errbacks, FAILURE stored for the body (with
 /// the errbacks' group as its `children`), and its chain failed.
-async fn chord_error(rt: &Runtime, body: &Signature, exc: &ExceptionInfo) {
+///
+/// A group body (Celery's `_handle_group_chord_error`): each of its tasks calls its own
+/// errbacks and the group's, once each, with the exception that failed the header (`cause`),
+/// and is stored FAILURE with it, as is the group.
+async fn chord_error(
+    rt: &Runtime,
+    body: &Signature,
+    exc: &ExceptionInfo,
+    cause: Option<&ExceptionInfo>,
+) {
+    if body.subtask_type.as_deref() == Some("group") {
+        if let Ok(tasks) = super::expand::tasks_of(body, "tasks") {
+            group_chord_error(rt, body, &tasks, cause.unwrap_or(exc)).await;
+            let chain = signatures(body.options.get("chain"));
+            Box::pin(super::fail_chain(rt, &chain, exc)).await;
+            return;
+        }
+    }
     let body_id = body
         .task_id()
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);

@@ -408,7 +408,7 @@ fn signature_list(list: &[Signature]) -> Value {
     Value::Array(list.iter().map(Signature::to_value).collect())
 }
 
-fn tasks_of(sig: &Signature, key: &str) -> Result<Vec<Signature>, CanvasError> {
+pub(super) fn tasks_of(sig: &Signature, key: &str) -> Result<Vec<Signature>, CanvasError> {
     let value = sig
         .kwargs
         .get(key)
