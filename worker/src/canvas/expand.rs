@@ -144,6 +144,11 @@ impl Plan {
         let mut members = Vec::with_capacity(tasks.len());
         for (i, t) in tasks.iter().enumerate() {
             let mut call = inherited.clone();
+            // A group's `link_error` replaces its tasks' own (Celery applies each task with the
+            // group's options).
+            if let Some(eb) = options.get("link_error").filter(|v| !v.is_null()) {
+                call.insert("link_error".into(), eb.clone());
+            }
             if t.subtask_type.is_none() {
                 let group_id = match chord {
                     // The id a task was frozen with stays (Celery's immutable `group_id`).

@@ -173,6 +173,24 @@ fn a_chord_steps_callbacks_go_to_its_body() {
     assert!(body.options.get("link_error").is_none());
 }
 
+/// Celery applies each task of a group with the group's options: its `link_error` replaces theirs.
+#[test]
+fn a_groups_link_error_replaces_its_tasks_own() {
+    let eb = json!({"task": "group_eb", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": true});
+    let own = json!({"task": "own_eb", "args": []});
+    let group = sig(
+        json!({"task": "celery.group", "subtask_type": "group", "args": [],
+        "options": {"link_error": [eb]},
+        "kwargs": {"tasks": [{"task": "a", "args": [], "options": {"link_error": [own]}},
+                             {"task": "b", "args": []}]}}),
+    );
+    let plan = success_plan(&msg_with(vec![group], vec![]), &json!(1)).unwrap();
+    for m in &plan.messages {
+        let errbacks: Vec<_> = m.errbacks.iter().map(|s| s.task.as_str()).collect();
+        assert_eq!(errbacks, vec!["group_eb"], "{}", m.task);
+    }
+}
+
 #[test]
 fn group_followed_by_a_step_becomes_a_chord() {
     let group = sig(
