@@ -282,7 +282,26 @@ impl Plan {
         prefix: &[Value],
         parent: &Parent,
     ) -> Result<Value, CanvasError> {
-        let tasks = tasks_of(sig, "tasks")?;
+        let mut tasks = tasks_of(sig, "tasks")?;
+        // As Celery's `_chain.tasks` clones them: the chain's `link` callbacks go to its last
+        // task, its `link_error` errbacks to every task.
+        let list = |key: &str| -> Vec<Value> {
+            match options.get(key) {
+                Some(Value::Array(items)) => items.clone(),
+                Some(v @ Value::Object(_)) => vec![v.clone()],
+                _ => Vec::new(),
+            }
+        };
+        for eb in list("link_error") {
+            for t in &mut tasks {
+                append_option(t, "link_error", eb.clone());
+            }
+        }
+        if let Some(last) = tasks.last_mut() {
+            for cb in list("link") {
+                append_option(last, "link", cb);
+            }
+        }
         let Some((first, rest)) = tasks.split_first() else {
             return Err(err(sig, "empty chain"));
         };

@@ -191,6 +191,25 @@ fn a_groups_link_error_replaces_its_tasks_own() {
     }
 }
 
+/// Celery's `_chain.tasks`: a chain's `link_error` goes to every task, its `link` to the last.
+#[test]
+fn a_chains_callbacks_go_to_its_tasks() {
+    let eb = json!({"task": "eb", "args": []});
+    let cb = json!({"task": "cb", "args": []});
+    let chain = sig(
+        json!({"task": "celery.chain", "subtask_type": "chain", "args": [],
+        "options": {"link_error": [eb], "link": [cb]},
+        "kwargs": {"tasks": [{"task": "a", "args": []}, {"task": "b", "args": []}]}}),
+    );
+    let plan = success_plan(&msg_with(vec![chain], vec![]), &json!(1)).unwrap();
+    let m = &plan.messages[0];
+    assert_eq!(m.task, "a");
+    assert_eq!(m.errbacks[0].task, "eb");
+    assert!(m.callbacks.is_empty());
+    assert_eq!(m.chain[0].options["link_error"][0]["task"], "eb");
+    assert_eq!(m.chain[0].options["link"][0]["task"], "cb");
+}
+
 #[test]
 fn group_followed_by_a_step_becomes_a_chord() {
     let group = sig(
