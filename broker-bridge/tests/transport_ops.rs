@@ -606,3 +606,72 @@ async fn an_element_whose_delivery_tag_is_held_by_another_message_is_dead_letter
     assert_eq!(f.deliveries.len(), 1, "taken once the tag is free");
     Ok(())
 }
+
+/// `calls` of each command in `INFO commandstats` (commands run inside scripts included).
+async fn command_calls(env: &Env) -> anyhow::Result<Vec<(String, u64)>> {
+    let info: String = env.cmd(&[b"INFO", b"commandstats"]).await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .filter(|(name, _)| !["info", "config"].contains(&name.as_str()))
+        .collect())
+}
+
+/// A fetch's Redis commands do not grow with the messages it takes: the check that no other
+/// message holds a tag is one `ZADD NX` for the whole fetch, not one `HGET` a message (which
+/// took a third of a drain's commands). A tag found in the index is still checked against its
+/// record: here one held tag among fresh ones is dead-lettered, the others are taken.
+#[tokio::test]
+async fn a_fetch_checks_its_delivery_tags_without_a_command_per_message() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let element = |id: &str, tag: &str| {
+        format!(
+            r#"{{"body": "e30=", "headers": {{"task": "t", "id": "{id}"}}, "properties": {{"delivery_tag": "{tag}", "body_encoding": "base64", "delivery_info": {{"exchange": "", "routing_key": "q"}}}}}}"#
+        )
+        .into_bytes()
+    };
+    for i in 0..400 {
+        let e = element(&format!("id-{i}"), &format!("tag-{i}"));
+        env.cmd::<()>(&[b"LPUSH", b"q", &e]).await?;
+    }
+    env.cmd::<()>(&[b"CONFIG", b"RESETSTAT"]).await?;
+    let f = env.broker.fetch(&s(&["q"]), 400).await?;
+    assert_eq!(f.deliveries.len(), 400);
+    let calls = command_calls(&env).await?;
+    let total: u64 = calls.iter().map(|(_, n)| n).sum();
+    assert!(
+        total <= 12 && !calls.iter().any(|(name, _)| name == "hget"),
+        "{calls:?}"
+    );
+    let held: u64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
+    let indexed: u64 = env.cmd(&[b"ZCARD", b"unacked_index"]).await?;
+    assert_eq!((held, indexed), (400, 400));
+
+    let before: Vec<u8> = env.cmd(&[b"HGET", b"unacked", b"tag-7"]).await?;
+    for (id, tag) in [
+        ("new-1", "tag-new-1"),
+        ("other", "tag-7"),
+        ("new-2", "tag-new-2"),
+    ] {
+        env.cmd::<()>(&[b"LPUSH", b"q", &element(id, tag)]).await?;
+    }
+    let f = env.broker.fetch(&s(&["q"]), 10).await?;
+    let taken: Vec<String> = f.deliveries.iter().map(|d| task_id(&d.raw)).collect();
+    assert_eq!(taken, ["new-1", "new-2"]);
+    let reasons: Vec<&str> = f.dead_lettered.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons, ["delivery_tag is already held by another message"]);
+    let after: Vec<u8> = env.cmd(&[b"HGET", b"unacked", b"tag-7"]).await?;
+    assert_eq!(after, before, "the holder keeps its record");
+    let indexed: u64 = env.cmd(&[b"ZCARD", b"unacked_index"]).await?;
+    assert_eq!(indexed, 402);
+    Ok(())
+}

@@ -30,12 +30,16 @@ local empty = {}
 local now = now_text()
 local out = {}
 local taken = 0
--- The unacked records of this call, written together at the end (still inside this script, so
--- still atomic with the pops): one ZADD and one HSET per chunk instead of two commands a message.
-local zadd, hset = {}, {}
--- The record of each tag taken by this call.
-local records = {}
--- Dead letters of this call, written with the records: {raw, reason, queue, tag, task, id}.
+-- What each element popped became, in pop order: a dead letter {queue index, dead = reason,
+-- letter = its dead_letter arguments}, or a message {queue index, raw, tag, exchange,
+-- routing_key, record, queue, task, id} whose record is written with the others at the end
+-- (still inside this script, so still atomic with the pops): one ZADD and one HSET per chunk
+-- instead of two commands a message.
+local items = {}
+-- This call's distinct tags in order of first appearance, and the record each one took.
+local tags, seen, records = {}, {}, {}
+-- Dead letters of this call in pop order, written with the records: {raw, reason, queue, tag,
+-- task, id}.
 local dead = {}
 -- Every element popped, in pop order: {key, raw}, to push back if recording fails.
 local popped = {}
@@ -134,18 +138,14 @@ local function handle(qi, raw)
   end
   if reason then
     local tag = type(props) == 'table' and str(props['delivery_tag']) or nil
-    table.insert(dead, {raw, reason, queue, tag, headers and str(headers['task']),
-      headers and str(headers['id'])})
-    table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
-    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    table.insert(items, {qi, dead = reason, letter = {raw, reason, queue, tag,
+      headers and str(headers['task']), headers and str(headers['id'])}})
     return
   end
   if not utf8_ok(props['delivery_tag']) then
     reason = 'delivery_tag is not valid UTF-8'
-    table.insert(dead, {raw, reason, queue, nil, headers and str(headers['task']),
-      headers and str(headers['id'])})
-    table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
-    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    table.insert(items, {qi, dead = reason, letter = {raw, reason, queue, nil,
+      headers and str(headers['task']), headers and str(headers['id'])}})
     return
   end
   local tag = props['delivery_tag']
@@ -154,30 +154,13 @@ local function handle(qi, raw)
   local exchange = str(info['exchange']) or ''
   local routing_key = str(info['routing_key']) or queue
   local record = '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']'
-  -- One record per tag: another message held under the same tag (earlier in this call or
-  -- already in `unacked`) would have its record overwritten, and the one whose record is gone
-  -- could be neither settled nor restored. kombu's tags are unique (a restored message takes
-  -- its record out before it is pushed back); the same message twice (one publish routed to two
-  -- queues) shares its record as under kombu.
-  local held = records[tag]
-  if held == nil then
-    local cur = redis.pcall('HGET', KEYS[1], tag)
-    if type(cur) == 'string' then held = cur end
+  if not seen[tag] then
+    seen[tag] = true
+    table.insert(tags, tag)
   end
-  if held and held ~= record then
-    reason = 'delivery_tag is already held by another message'
-    table.insert(dead, {raw, reason, queue, tag, headers and str(headers['task']),
-      headers and str(headers['id'])})
-    table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
-    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
-    return
-  end
-  records[tag] = record
-  table.insert(zadd, now); table.insert(zadd, tag)
-  table.insert(hset, tag)
-  table.insert(hset, record)
-  table.insert(out, '1'); table.insert(out, tostring(qi)); table.insert(out, raw)
-  table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
+  -- Whether its tag is free is decided after the pops, for all of this call's tags at once.
+  table.insert(items, {qi, raw, tag, exchange, routing_key, record, queue,
+    headers and str(headers['task']), headers and str(headers['id'])})
 end
 
 -- One queue (the usual case): whole runs per priority step with one RPOP <count> each, which
@@ -246,13 +229,81 @@ while not counted and taken < max and not full() do
   taken = taken + 1
 end
 
+-- One record per tag: another message held under the same tag (earlier in this call or
+-- already in `unacked`) would have its record overwritten, and the one whose record is gone could
+-- be neither settled nor restored. kombu's tags are unique (a restored message takes its record
+-- out before it is pushed back); the same message twice (one publish routed to two queues)
+-- shares its record as under kombu. Instead of one HGET a message, each chunk of this call's tags
+-- goes into the index with one `ZADD NX`: when it adds them all, none was in the index, so none
+-- is in `unacked` (every writer, kombu's included, adds a tag to the index with or before its
+-- record and takes it out of the index with or after it), and only then are the records read
+-- one by one. The score of a tag found in the index is set to now below, as a plain ZADD did.
 local CHUNK = 1000
 local err = pop_err
+-- Records already in `unacked` under this call's tags (read only for chunks whose ZADD NX
+-- added fewer tags than it was given); the tags that ZADD NX scored; the tags no other message
+-- holds (their records are this call's, taken back if it fails).
+local stored, fresh, ours = {}, {}, {}
+local per = 500
+for i = 1, #tags, per do
+  if err then break end
+  local last = math.min(i + per - 1, #tags)
+  local args = {}
+  for j = i, last do
+    table.insert(args, now); table.insert(args, tags[j])
+  end
+  local added = redis.pcall('ZADD', KEYS[2], 'NX', unpack(args))
+  if failed(added) then err = added['err'] break end
+  for j = i, last do
+    local tag = tags[j]
+    if added == last - i + 1 then
+      fresh[tag] = true
+      ours[tag] = true
+    else
+      local cur = redis.pcall('HGET', KEYS[1], tag)
+      if type(cur) == 'string' then stored[tag] = cur else ours[tag] = true end
+    end
+  end
+end
+-- The items in pop order: the first message under a free tag (or under its own record) takes
+-- it; any other is dead-lettered.
+local zadd, hset = {}, {}
+for _, it in ipairs(items) do
+  if err then break end
+  if it.dead then
+    table.insert(dead, it.letter)
+    table.insert(out, '0'); table.insert(out, tostring(it[1])); table.insert(out, it.dead)
+    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+  else
+    local qi, raw, tag, exchange, routing_key, record = it[1], it[2], it[3], it[4], it[5], it[6]
+    local held = records[tag] or stored[tag]
+    if held and held ~= record then
+      local reason = 'delivery_tag is already held by another message'
+      table.insert(dead, {raw, reason, it[7], tag, it[8], it[9]})
+      table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
+      table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    else
+      if records[tag] == nil then
+        records[tag] = record
+        if not fresh[tag] then
+          table.insert(zadd, now); table.insert(zadd, tag)
+        end
+        table.insert(hset, tag)
+        table.insert(hset, record)
+      end
+      table.insert(out, '1'); table.insert(out, tostring(qi)); table.insert(out, raw)
+      table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
+    end
+  end
+end
 for i = 1, #zadd, CHUNK do
   if err then break end
   local r = redis.pcall('ZADD', KEYS[2], unpack(zadd, i, math.min(i + CHUNK - 1, #zadd)))
   if failed(r) then err = r['err'] break end
-  r = redis.pcall('HSET', KEYS[1], unpack(hset, i, math.min(i + CHUNK - 1, #hset)))
+end
+for i = 1, #hset, CHUNK do
+  if err then break end
+  local r = redis.pcall('HSET', KEYS[1], unpack(hset, i, math.min(i + CHUNK - 1, #hset)))
   if failed(r) then err = r['err'] break end
 end
 for _, d in ipairs(dead) do
@@ -263,9 +314,9 @@ end
 if err then
   -- Undo: no record of this call stays, and every popped element goes back where it was (the
   -- last popped first, so the queue's order is unchanged).
-  for i = 2, #zadd, 2 do
-    redis.pcall('ZREM', KEYS[2], zadd[i])
-    redis.pcall('HDEL', KEYS[1], zadd[i])
+  for tag in pairs(ours) do
+    redis.pcall('ZREM', KEYS[2], tag)
+    redis.pcall('HDEL', KEYS[1], tag)
   end
   for _, d in ipairs(dead) do
     redis.pcall('LREM', KEYS[3], 1, d[1])
