@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::fields::{apply, FIELDS};
-use super::settings::Settings;
+use super::declare::apply;
+use super::settings::{Settings, FIELDS};
 use super::value::Raw;
 use super::ConfigError;
 

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use super::fields::{apply, by_key, FIELDS};
-use super::settings::Settings;
+use super::declare::{apply, by_key};
+use super::settings::{Settings, FIELDS};
 use super::value::Raw;
 use super::ConfigError;
 

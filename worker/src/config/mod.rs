@@ -5,28 +5,31 @@
 //! command-line flags. See the worker README's Configuration table for every setting.
 
 mod cli;
+mod declare;
 mod env;
 mod error;
-mod fields;
 mod file;
 mod hostname;
 mod redact;
 mod settings;
+mod types;
 mod value;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use celeriac_secrets::redact as redacted;
-pub use cli::WorkerArgs;
 pub(crate) use env::lookup as lookup_env;
 pub use env::process_env;
 pub use error::ConfigError;
 pub use hostname::{expand_hostname, system_hostname};
 pub use redact::redacted_json;
 pub use settings::{
+    Settings, Slots, WorkerArgs, DEFAULT_ASYNC_CONCURRENCY, DEFAULT_MAX_MESSAGE_BYTES,
+};
+pub use types::{
     DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, SecretUrl, SerializerName,
-    Settings, Slots, DEFAULT_ASYNC_CONCURRENCY, DEFAULT_MAX_MESSAGE_BYTES, REDIS_SCHEMES,
+    REDIS_SCHEMES,
 };
 
 /// The environment variable naming the TOML configuration file.

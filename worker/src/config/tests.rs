@@ -718,3 +718,57 @@ fn the_broker_may_be_sqs_the_result_backend_may_not() {
     assert!(SecretUrl::parse_broker("sqs://k:s@h:port").is_err());
     assert!(SecretUrl::parse("sqs://k:s@localhost:4566").is_err());
 }
+
+#[test]
+fn env_names_are_the_toml_keys_with_their_prefix() {
+    let mut keys = std::collections::HashSet::new();
+    for field in super::settings::FIELDS {
+        assert!(keys.insert(field.key), "{} declared twice", field.key);
+        let prefix = if field.celeriac {
+            "CELERIAC_"
+        } else {
+            "CELERY_"
+        };
+        // Celery's own CLI reads these two as CELERY_WORKER_<NAME>.
+        let name = match field.key {
+            "queues" | "loglevel" => format!("worker_{}", field.key),
+            key => key.to_owned(),
+        };
+        assert_eq!(field.env, format!("{prefix}{}", name.to_ascii_uppercase()));
+    }
+}
+
+#[test]
+fn declared_flags_are_valid_clap_arguments() {
+    use clap::Args;
+    WorkerArgs::augment_args(clap::Command::new("worker")).debug_assert();
+}
+
+/// The marker line above the README's settings table; the table runs to [`TABLE_END`].
+const TABLE_START: &str = "<!-- settings table: generated";
+const TABLE_END: &str = "<!-- end of settings table -->";
+
+#[test]
+fn readme_settings_table_is_generated_from_the_declarations() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let marker = readme
+        .find(TABLE_START)
+        .expect("README's table start marker");
+    let start = marker + readme[marker..].find('\n').unwrap() + 1;
+    let end = readme.find(TABLE_END).expect("README's table end marker");
+    let table = super::declare::docs_table();
+    if readme[start..end] == table {
+        return;
+    }
+    if std::env::var_os("CELERIAC_UPDATE_README").is_some() {
+        let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    panic!(
+        "worker/README.md's settings table differs from the declarations in \
+         worker/src/config/settings.rs; regenerate it with `CELERIAC_UPDATE_README=1 cargo test \
+         -p celeriac-worker --lib config::tests::readme_settings_table`"
+    );
+}
