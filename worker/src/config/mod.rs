@@ -3,6 +3,10 @@
 //! Precedence, lowest first: Celery's defaults, the TOML file (`--config` or `CELERIAC_CONFIG`),
 //! the environment (`CELERY_<SETTING>`, `CELERIAC_<SETTING>`, each also as `<NAME>_FILE`), then
 //! command-line flags. See the worker README's Configuration table for every setting.
+//!
+//! Each setting is declared once, in `config/settings.rs`: its field, default, redacted `Debug`,
+//! environment variable, TOML key, flag and README row are generated from that one entry by the
+//! macro in `config/declare.rs`.
 
 mod cli;
 mod declare;
