@@ -3,9 +3,10 @@
 //! [`FIELDS`] (TOML key, environment variable, how to parse it), its `celeriac worker` flag, and
 //! its row of the worker README's Configuration table ([`docs_table`]).
 //!
-//! How a value is redacted follows from its type ([`Shown`]): URLs show without their password,
-//! passwords and transport options are never echoed, and plain text is masked where it looks
-//! like a credential.
+//! How a value is redacted follows from its type ([`SettingType`]): URLs show without their
+//! password, passwords and transport options are never echoed, and plain text is masked where it
+//! looks like a credential. The type also decides whether a value keeps the `<NAME>_FILE` it was
+//! read from (URLs do, to re-read rotated credentials).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +43,8 @@ pub(crate) struct Field {
     pub doc: &'static [&'static str],
     /// Parses the value and stores it.
     pub apply: fn(&mut Settings, Raw) -> Result<(), String>,
+    /// Records the `<NAME>_FILE` the value was read from (see [`SettingType::read_from`]).
+    pub read_from: fn(&mut Settings, PathBuf),
 }
 
 /// A `celeriac worker` flag that sets a setting.
@@ -151,7 +154,7 @@ macro_rules! declare_settings {
                     key: stringify!($name),
                     env: $env,
                     celeriac: declare_settings!(@celeriac $section),
-                    secrecy: <$ty as $crate::config::declare::Shown>::SECRECY,
+                    secrecy: <$ty as $crate::config::declare::SettingType>::SECRECY,
                     flag: declare_settings!(@flag $args $(
                         $flag, $($short)?, $long, $($value_name)?
                     )?),
@@ -162,6 +165,9 @@ macro_rules! declare_settings {
                         settings.$name = parse(raw)?;
                         $(settings.$mark = true;)?
                         Ok(())
+                    },
+                    read_from: |settings, file| {
+                        $crate::config::declare::SettingType::read_from(&mut settings.$name, file)
                     },
                 },
             )*
@@ -225,18 +231,21 @@ impl FlagValue for Vec<String> {
     }
 }
 
-/// How a setting's type is shown: its secrecy in errors and its redacted form in `Debug`.
-pub(crate) trait Shown {
+/// What a setting's type brings to its declaration: its secrecy in errors, its redacted form in
+/// `Debug`, and whether it keeps the file it was read from.
+pub(crate) trait SettingType {
     /// How much of a bad value errors may show.
     const SECRECY: Secrecy = Secrecy::Plain;
     /// Writes the value for `Settings`' `Debug`, secrets hidden.
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+    /// Records the `<NAME>_FILE` the value was read from; only URLs keep it.
+    fn read_from(&mut self, _file: PathBuf) {}
 }
 
-/// Shows a setting's value through [`Shown`].
+/// Shows a setting's value through [`SettingType`].
 pub(crate) struct Redacted<'a, T>(pub &'a T);
 
-impl<T: Shown> fmt::Debug for Redacted<'_, T> {
+impl<T: SettingType> fmt::Debug for Redacted<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.show(f)
     }
@@ -245,7 +254,7 @@ impl<T: Shown> fmt::Debug for Redacted<'_, T> {
 /// Types whose own `Debug` holds nothing secret, or hides it already.
 macro_rules! shown_as_debug {
     ($($ty:ty $(= $secrecy:ident)?),* $(,)?) => {$(
-        impl Shown for $ty {
+        impl SettingType for $ty {
             $(const SECRECY: Secrecy = Secrecy::$secrecy;)?
             fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 fmt::Debug::fmt(self, f)
@@ -268,36 +277,50 @@ shown_as_debug!(
     SerializerName,
     celeriac_broker_bridge::signing::Digest,
     crate::rate_limit::Scope,
-    SecretUrl = Url,
     Password = Hidden,
 );
 
-impl<T: Shown> Shown for Option<T> {
+impl<T: SettingType> SettingType for Option<T> {
     const SECRECY: Secrecy = T::SECRECY;
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.as_ref().map(Redacted), f)
     }
+    fn read_from(&mut self, file: PathBuf) {
+        if let Some(value) = self {
+            value.read_from(file);
+        }
+    }
 }
 
-impl Shown for String {
+impl SettingType for SecretUrl {
+    const SECRECY: Secrecy = Secrecy::Url;
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+    fn read_from(&mut self, file: PathBuf) {
+        self.set_file(file);
+    }
+}
+
+impl SettingType for String {
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&shown(self), f)
     }
 }
 
-impl Shown for PathBuf {
+impl SettingType for PathBuf {
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&shown(&self.to_string_lossy()), f)
     }
 }
 
-impl Shown for Vec<String> {
+impl SettingType for Vec<String> {
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter().map(Redacted)).finish()
     }
 }
 
-impl Shown for serde_json::Map<String, serde_json::Value> {
+impl SettingType for serde_json::Map<String, serde_json::Value> {
     const SECRECY: Secrecy = Secrecy::Hidden;
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = serde_json::Value::Object(self.clone());
@@ -306,7 +329,7 @@ impl Shown for serde_json::Map<String, serde_json::Value> {
 }
 
 /// The other TOML tables: only their names are shown.
-impl Shown for BTreeMap<String, toml::Value> {
+impl SettingType for BTreeMap<String, toml::Value> {
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.keys().map(Redacted)).finish()
     }

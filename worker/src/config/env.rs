@@ -56,18 +56,6 @@ pub(crate) fn lookup(
     }
 }
 
-/// Records where a URL read from a `_FILE` came from, so its credentials can be re-read.
-fn remember_file(settings: &mut Settings, env: &str, path: PathBuf) {
-    let url = match env {
-        "CELERY_BROKER_URL" => Some(&mut settings.broker_url),
-        "CELERY_RESULT_BACKEND" => settings.result_backend.as_mut(),
-        _ => None,
-    };
-    if let Some(url) = url {
-        url.set_file(path);
-    }
-}
-
 /// Applies every setting found in `vars` to `settings`. Unrelated variables are ignored.
 pub(crate) fn apply_env(
     settings: &mut Settings,
@@ -78,7 +66,7 @@ pub(crate) fn apply_env(
             let file = found.file.clone();
             apply(field, settings, Raw::Text(&found.value), || found.origin)?;
             if let Some(path) = file {
-                remember_file(settings, field.env, path);
+                (field.read_from)(settings, path);
             }
         }
     }
