@@ -435,7 +435,8 @@ async fn stop_running(rt: &Runtime) {
     }
 }
 
-/// Put an already-acked message back on its queue, marked redelivered (as a restore would).
+/// Put an already-acked message back on its queue, marked redelivered and with its delivery tag
+/// (as a restore would), so its run's follow-ups are not published twice.
 async fn republish(rt: &Runtime, d: &Delivery) {
     let result = match Envelope::parse(&d.raw) {
         Ok(mut envelope) => {
@@ -444,7 +445,7 @@ async fn republish(rt: &Runtime, d: &Delivery) {
                 Some(sqs) => crate::sqs::publish(sqs, &envelope, &d.exchange, &d.routing_key).await,
                 None => rt
                     .broker
-                    .publish(&envelope, &d.exchange, &d.routing_key)
+                    .publish_restored(&envelope, &d.exchange, &d.routing_key)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),

@@ -14,7 +14,8 @@ pub const PUBLISH_MARKER_TTL: std::time::Duration = std::time::Duration::from_se
 /// What [`Broker::publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
-    /// The fresh `properties.delivery_tag` given to the message.
+    /// The `properties.delivery_tag` given to the message (fresh, or kept by
+    /// [`Broker::publish_restored`]).
     pub delivery_tag: String,
     /// The queues it was pushed to (empty: a named exchange with no matching binding, which
     /// kombu also drops silently).
@@ -33,7 +34,21 @@ impl Broker {
         exchange: &str,
         routing_key: &str,
     ) -> Result<Published> {
-        self.publish_with(envelope, exchange, routing_key, None)
+        self.publish_with(envelope, exchange, routing_key, None, false)
+            .await
+    }
+
+    /// [`Broker::publish`] of a message put back on its queue, keeping its
+    /// `properties.delivery_tag` (a fresh one only when it has none), as kombu's restore does: the
+    /// message is the same delivery, so what its run published once (see
+    /// [`Broker::publish_once_in`]) is not published again when it runs again.
+    pub async fn publish_restored(
+        &self,
+        envelope: &Envelope,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<Published> {
+        self.publish_with(envelope, exchange, routing_key, None, true)
             .await
     }
 
@@ -43,6 +58,7 @@ impl Broker {
         exchange: &str,
         routing_key: &str,
         once: Option<String>,
+        keep_tag: bool,
     ) -> Result<Published> {
         if exchange.is_empty()
             && routing_key.is_empty()
@@ -52,8 +68,11 @@ impl Broker {
                 "publishing to the anonymous exchange needs a routing key (the queue name)".into(),
             ));
         }
+        let delivery_tag = envelope
+            .delivery_tag()
+            .filter(|_| keep_tag)
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let mut value = envelope.clone().into_value();
-        let delivery_tag = uuid::Uuid::new_v4().to_string();
         let props = value
             .get_mut("properties")
             .and_then(Value::as_object_mut)
@@ -148,7 +167,7 @@ impl Broker {
             }
             Some(marker)
         });
-        self.publish_with(envelope, exchange, routing_key, marker)
+        self.publish_with(envelope, exchange, routing_key, marker, false)
             .await
     }
 

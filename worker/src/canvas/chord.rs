@@ -31,7 +31,7 @@ pub struct Member<'a> {
     pub parent: Parent,
     /// The delivery tag of the message whose processing returns this part (a redelivery keeps
     /// it): the body is published once per run of the chord, and again when a frozen chord is
-    /// applied again (see [`super::publish_in`]).
+    /// applied again (see [`super::publish`]).
     pub run: Option<&'a str>,
 }
 
@@ -88,6 +88,8 @@ pub async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, res
 
 async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
     let Some(backend) = &rt.backend else { return };
+    // Without a delivery tag, the claim identifies the run.
+    let run = member.run.unwrap_or(&claim.token);
     let results = match header_results(rt, &claim).await {
         Ok(results) => results,
         Err(exc) => {
@@ -97,7 +99,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
                 .iter()
                 .find(|p| p.propagates())
                 .map(|p| stored_exception(&p.result));
-            chord_error(rt, member.body, &exc, cause.as_ref()).await;
+            chord_error(rt, member.body, &exc, cause.as_ref(), run).await;
             if let Err(e) = backend.chord_drop_size(&claim.group_id).await {
                 tracing::error!(error = %e, "could not drop the chord size");
             }
@@ -126,13 +128,12 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
         &Map::new(),
         &member.parent,
     ) {
-        // Without a delivery tag, the claim identifies the run.
-        Ok(()) => super::publish_in(rt, plan, member.run.unwrap_or(&claim.token)).await,
+        Ok(()) => super::publish(rt, plan, Some(run)).await,
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = published {
         let exc = chord_exception(format!("Callback error: {e}"));
-        chord_error(rt, member.body, &exc, None).await;
+        chord_error(rt, member.body, &exc, None, run).await;
     } else {
         tracing::info!(group_id = %claim.group_id, "chord body published");
     }
@@ -271,6 +272,7 @@ async fn group_chord_error(
     body: &Signature,
     tasks: &[Signature],
     exc: &ExceptionInfo,
+    run: &str,
 ) {
     let group_errbacks = signatures(body.options.get("link_error"));
     for task in tasks {
@@ -287,7 +289,8 @@ async fn group_chord_error(
             parent_id: Some(id.clone()),
         };
         let request = crate::errbacks::request_of_signature(&id, task);
-        let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent).await;
+        let children =
+            super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;
         store_failure(rt, &id, exc, children).await;
     }
     if let Some(gid) = body.task_id() {
@@ -349,10 +352,11 @@ async fn chord_error(
     body: &Signature,
     exc: &ExceptionInfo,
     cause: Option<&ExceptionInfo>,
+    run: &str,
 ) {
     if body.subtask_type.as_deref() == Some("group") {
         if let Ok(tasks) = super::expand::tasks_of(body, "tasks") {
-            group_chord_error(rt, body, &tasks, cause.unwrap_or(exc)).await;
+            group_chord_error(rt, body, &tasks, cause.unwrap_or(exc), run).await;
             let chain = signatures(body.options.get("chain"));
             Box::pin(super::fail_chain(rt, &chain, exc)).await;
             return;
@@ -376,7 +380,8 @@ async fn chord_error(
     let request = crate::errbacks::request_of_signature(&body_id, body);
     // The errbacks' group is a child of the task completing the chord, which Celery stores
     // as the body's `children` (the failing body is stored from within that task).
-    let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent).await;
+    let children =
+        super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;
     if let Some(backend) = &rt.backend {
         let mut meta = TaskMeta::failure(body_id.clone(), exc, None);
         meta.children = Some(children);

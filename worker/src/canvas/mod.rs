@@ -81,21 +81,14 @@ pub fn errback_plan(
 
 /// Store the chord sizes, then publish the messages (to `options.queue` or
 /// `task_default_queue`, through the default exchange), each at most once per id and retries
-/// (see `Broker::publish_once`), so a publish repeated after a lost reply queues no copy.
-pub async fn publish(rt: &Runtime, plan: Plan) -> Result<(), String> {
-    publish_messages(rt, plan, true).await
-}
-
-/// [`publish`] for one run of a canvas (see [`Broker::publish_once_in`]): the same ids published
-/// by another run (a frozen canvas applied again) are published again.
+/// within `run` (see [`Broker::publish_once_in`]), so a publish repeated after a lost reply
+/// queues no copy. The run is the delivery tag of the message whose processing publishes (a
+/// redelivery keeps it): the same ids published by another message (a frozen canvas applied
+/// again, as Celery allows) are published again.
 ///
 /// [`Broker::publish_once_in`]: celeriac_broker_bridge::transport::Broker::publish_once_in
-pub async fn publish_in(rt: &Runtime, plan: Plan, run: &str) -> Result<(), String> {
-    publish_run(rt, plan, true, Some(run)).await
-}
-
-async fn publish_messages(rt: &Runtime, plan: Plan, once: bool) -> Result<(), String> {
-    publish_run(rt, plan, once, None).await
+pub async fn publish(rt: &Runtime, plan: Plan, run: Option<&str>) -> Result<(), String> {
+    publish_run(rt, plan, true, run).await
 }
 
 async fn publish_run(
@@ -158,7 +151,7 @@ pub async fn on_success(
     let plan =
         success_plan(msg, retval).map_err(|e| PyException::new("ValueError", e.to_string()))?;
     let children = plan.children.clone();
-    publish(rt, plan)
+    publish(rt, plan, msg.delivery_tag.as_deref())
         .await
         .map_err(|e| PyException::in_module("kombu.exceptions", "OperationalError", e))?;
     Ok(children)
@@ -176,7 +169,8 @@ pub async fn on_failure(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
     chord::part_return(rt, msg, TaskState::Failure, info.to_json()).await;
     fail_chain(rt, &msg.chain, &info).await;
     let request = crate::errbacks::request_of(msg);
-    call_errbacks_for(rt, &msg.errbacks, &request, &info, &parent_of(msg)).await;
+    let run = msg.delivery_tag.as_deref();
+    call_errbacks_for(rt, &msg.errbacks, &request, &info, &parent_of(msg), run).await;
 }
 
 /// After REVOKED was stored: a chord header member still returns its part.
@@ -186,13 +180,15 @@ pub async fn on_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
 }
 
 /// Celery's `_call_task_errbacks` for the failed `request` (its `id` the failed task's): the
-/// new-style errbacks called here with `(request, exc, traceback)`, then the others published.
+/// new-style errbacks called here with `(request, exc, traceback)`, then the others published
+/// within `run` (see [`publish`]).
 pub async fn call_errbacks_for(
     rt: &Runtime,
     errbacks: &[Signature],
     request: &Value,
     exc: &ExceptionInfo,
     parent: &Parent,
+    run: Option<&str>,
 ) -> Vec<Value> {
     if errbacks.is_empty() {
         return Vec::new();
@@ -202,21 +198,23 @@ pub async fn call_errbacks_for(
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    call_errbacks(rt, &old_style, task_id, parent).await
+    call_errbacks(rt, &old_style, task_id, parent, run).await
 }
 
-/// Publish `errbacks` for the failed task `task_id`; returns the result tuple of what was
-/// published (the group of errbacks), which Celery adds to the current task's `children`.
+/// Publish `errbacks` for the failed task `task_id` within `run` (see [`publish`]); returns the
+/// result tuple of what was published (the group of errbacks), which Celery adds to the current
+/// task's `children`.
 pub async fn call_errbacks(
     rt: &Runtime,
     errbacks: &[Signature],
     task_id: &str,
     parent: &Parent,
+    run: Option<&str>,
 ) -> Vec<Value> {
     let result = match errback_plan(errbacks, task_id, parent) {
         Ok(plan) => {
             let children = plan.children.clone();
-            publish(rt, plan).await.map(|()| children)
+            publish(rt, plan, run).await.map(|()| children)
         }
         Err(e) => Err(e.to_string()),
     };
@@ -292,7 +290,7 @@ pub async fn replace(rt: &Runtime, msg: &TaskMessage, sig: &Signature) -> Result
     })?;
     // A replacement keeps the task's id, and a task may replace itself again and again: not
     // deduplicated by id.
-    publish_messages(rt, plan, false)
+    publish_run(rt, plan, false, None)
         .await
         .map_err(|e| PyException::in_module("kombu.exceptions", "OperationalError", e))
 }
