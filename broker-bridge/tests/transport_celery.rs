@@ -306,6 +306,33 @@ async fn publish_once_pushes_a_task_id_and_retries_once_and_kombu_reads_it() -> 
     Ok(())
 }
 
+#[tokio::test]
+async fn publish_restored_keeps_the_delivery_tag_and_kombu_reads_it() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    celery_send(&env.url, &json!({}), &json!([["t.pub", "src", 7, 99]]))?;
+    let f = env.broker.fetch(&s(&["src"]), 1).await?;
+    let d = &f.deliveries[0];
+    let mut envelope = celeriac_broker_bridge::envelope::Envelope::parse(&d.raw)?;
+    envelope.mark_redelivered();
+    env.broker.ack(&d.delivery_tag).await?;
+    let restored = env.broker.publish_restored(&envelope, "", "pq").await?;
+    assert_eq!(restored.delivery_tag, d.delivery_tag);
+    let again = env.broker.fetch(&s(&["pq"]), 1).await?;
+    assert_eq!(again.deliveries.len(), 1);
+    assert_eq!(again.deliveries[0].delivery_tag, d.delivery_tag);
+    env.broker.ack(&d.delivery_tag).await?;
+    // A plain publish gives the message a fresh tag.
+    let fresh = env.broker.publish(&envelope, "", "pq").await?;
+    assert_ne!(fresh.delivery_tag, d.delivery_tag);
+    let restored = env.broker.publish_restored(&envelope, "", "pq").await?;
+    assert_eq!(restored.delivery_tag, d.delivery_tag);
+    for _ in 0..2 {
+        let got: Value = serde_json::from_str(py(&env.url, &json!({}), KOMBU_SIMPLE_GET)?.trim())?;
+        assert_eq!(got, json!(["t.pub", [99], 7, "pq", ""]));
+    }
+    Ok(())
+}
+
 /// A Celery producer publishing through the named direct exchange `ex` with routing key `rk`
 /// (no queue given, so it declares nothing itself).
 const CELERY_NAMED_EXCHANGE: &str = r#"

@@ -235,6 +235,61 @@ for _ in range(300):
     assert_eq!(runs, 2, "the body ran {runs} times");
 }
 
+/// A frozen signature keeps its id; applied again by another chain (as Celery's
+/// `test_mutable_errback_called_by_chord_from_chain*` reuse a frozen `fail.s()`), it is a new run:
+/// celeriac publishes the step, and a frozen errback, again, as Celery does.
+#[test]
+fn a_frozen_chain_step_applied_again_by_another_chain_runs_again() {
+    let world = World::new(&[]);
+    let _rust = world.celeriac("rust", &["-c", "2"]);
+    let out = py(
+        &world,
+        r#"
+import json, time
+from celery_app import echo
+step = tally.s()
+step.freeze()
+eb = record.s("eb")
+eb.freeze()
+failing = fail.si("boom").set(link_error=eb)
+failing.freeze()
+for x in (1, 2):
+    r = chain(echo.si([x, x]), step).apply_async()
+    for _ in range(300):
+        if int(app.backend.client.hget("marks", step.id) or 0) >= x:
+            break
+        time.sleep(0.1)
+    try:
+        chain(add.s(x, x), failing).apply_async().get(timeout=30)
+    except ValueError as e:
+        print("failed", repr(e))
+    for _ in range(300):
+        if app.backend.client.llen("records") >= x:
+            break
+        time.sleep(0.1)
+print("runs", app.backend.client.hget("marks", step.id).decode())
+# A SUCCESS is never overwritten (Celery's `_store_result`): the first run's sum stays.
+print("sum", json.loads(app.backend.client.get(f"celery-task-meta-{step.id}"))["result"])
+print("errbacks", [json.loads(x) for x in app.backend.client.lrange("records", 0, -1)])
+print("failed id", failing.id)
+"#,
+    );
+    let failed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("failed id "))
+        .expect("failed id")
+        .to_string();
+    let expected = [
+        "failed ValueError('boom')".to_string(),
+        "failed ValueError('boom')".to_string(),
+        "runs 2".to_string(),
+        "sum 2".to_string(),
+        format!("errbacks [['{failed}', 'eb'], ['{failed}', 'eb']]"),
+    ];
+    let lines: Vec<&str> = out.lines().take(5).collect();
+    assert_eq!(lines, expected, "{out}");
+}
+
 /// Celery 5.3.6's Redis backend counts chord parts without 5.7's `.d`/`.c` keys and fires the
 /// body when its own count reaches the size; celeriac's claim-and-count must still fire each body
 /// exactly once, whichever side completes the set and whichever Celery applied the chord. A slow

@@ -380,8 +380,7 @@ async fn chord_error(
     let request = crate::errbacks::request_of_signature(&body_id, body);
     // The errbacks' group is a child of the task completing the chord, which Celery stores
     // as the body's `children` (the failing body is stored from within that task).
-    let children =
-        super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;
+    let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;
     if let Some(backend) = &rt.backend {
         let mut meta = TaskMeta::failure(body_id.clone(), exc, None);
         meta.children = Some(children);
