@@ -14,30 +14,19 @@ task:
   its instruction count instead.
 
 Usage: .venv-test/bin/python bench/cost.py -n 20000 -c 512 [--callgrind] [--celeriac PATH]
+(small check: `.venv-test/bin/python bench/cost.py -n 500 -c 16 --celeriac target/debug/examples/demo`)
 """
 import argparse
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-import redis
+from benchlib import add_celeriac_arg, bench_app, drained, private_redis, produce, scratch, table
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 STAGING = "bench.staging"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def cpu_seconds(pid):
@@ -49,13 +38,6 @@ def cpu_seconds(pid):
 def redis_cpu(r):
     info = r.info("cpu")
     return info["used_cpu_user"] + info["used_cpu_sys"]
-
-
-def drained(r, ids):
-    if r.llen("celery") or r.exists(STAGING) or r.hlen("unacked"):
-        return False
-    keys = [f"celery-task-meta-{i}" for i in ids]
-    return all(v is not None for i in range(0, len(keys), 1000) for v in r.mget(keys[i:i + 1000]))
 
 
 def settle(r, timeout):
@@ -107,90 +89,70 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("-c", type=int, default=512, help="celeriac's -c")
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    ap.add_argument("--celeriac", default=os.path.join(target, "release/examples/demo"))
+    add_celeriac_arg(ap)
     ap.add_argument("--callgrind", action="store_true", help="run the worker under valgrind's callgrind")
     args = ap.parse_args()
 
-    tmp = tempfile.mkdtemp()
-    port = free_port()
-    server_cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--dir", tmp]
-    if args.callgrind:
-        server_cmd = callgrind(tmp) + server_cmd
-    server = subprocess.Popen(server_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        r = redis.Redis.from_url(url)
-        for _ in range(1200):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        os.environ.update(CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url)
-        sys.path.insert(0, HERE)
-        from bench_app import app
-        with app.producer_or_acquire() as producer:
-            ids = [app.send_task("demo.add", args=(1, 2), producer=producer).id for _ in range(args.n)]
-        r.rename("celery", STAGING)
+    with scratch() as tmp, private_redis(tmp, wrap=callgrind(tmp) if args.callgrind else (), tries=1200,
+                                         quiet=True) as (url, r, server):
+        try:
+            os.environ.update(CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url)
+            app = bench_app()
+            ids = produce(app, args.n)
+            r.rename("celery", STAGING)
 
-        env = dict(os.environ, CELERIAC_LOG_FORMAT="json", CELERY_WORKER_LOGLEVEL="WARNING")
-        cmd = [args.celeriac, "-c", str(args.c)]
-        if args.callgrind:
-            cmd = callgrind(tmp) + cmd
-        log = open(os.path.join(tmp, "worker.log"), "w")
-        worker = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=tmp)
-        settle(r, 300 if args.callgrind else 30)
-        if args.callgrind:
-            for pid in (worker.pid, server.pid):
-                subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-        r.config_resetstat()
-        cpu_w, cpu_r = cpu_seconds(worker.pid), redis_cpu(r)
-        started = time.time()
-        r.rename(STAGING, "celery")
-        while not drained(r, ids):
-            if time.time() - started > 1800:
-                sys.exit("did not drain")
-            time.sleep(0.1)
-        cpu_w, cpu_r = cpu_seconds(worker.pid) - cpu_w, redis_cpu(r) - cpu_r
-        stats = r.info("commandstats")
-        ir = redis_ir = None
-        if args.callgrind:
-            ir = dump_callgrind(tmp, worker.pid, os.environ.get("BENCH_KEEP_CALLGRIND"))
-            keep = os.environ.get("BENCH_KEEP_CALLGRIND")
-            redis_ir = dump_callgrind(tmp, server.pid, keep and keep + ".redis", "serverCron")
-        n = args.n
-        print(f"N = {n} `demo.add` tasks with results, celeriac -c {args.c}, private Redis "
-              f"{r.info('server')['redis_version']}\n")
-        print("| command | calls/task | usec/task |")
-        print("|---|---:|---:|")
-        rows = sorted(stats.items(), key=lambda kv: -kv[1]["calls"])
-        for name, v in rows:
-            name = name.removeprefix("cmdstat_")
-            if name in ("config", "info", "llen", "exists", "hlen", "mget", "rename", "ping"):
-                continue
-            print(f"| {name} | {v['calls'] / n:.3f} | {v['usec'] / n:.2f} |")
-        top = {k: v for k, v in stats.items() if k.removeprefix("cmdstat_") not in
-               ("config", "info", "llen", "exists", "hlen", "mget", "rename", "ping")}
-        calls = sum(v["calls"] for v in top.values())
-        print(f"\nRedis commands/task: {calls / n:.2f} (every command, also those inside scripts)")
-        print(f"Redis CPU/task: {cpu_r / n * 1e6:.1f} us (used_cpu_user+sys)")
-        print(f"worker CPU/task: {cpu_w / n * 1e6:.1f} us (utime+stime{', under valgrind' if ir else ''})")
-        if ir is not None:
-            print(f"worker instructions/task: {ir / n:,.0f} (callgrind Ir)")
-            print(f"Redis instructions/task: {redis_ir / n:,.0f} (callgrind Ir, without serverCron)")
-    finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        server.terminate()
-        server.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+            env = dict(os.environ, CELERIAC_LOG_FORMAT="json", CELERY_WORKER_LOGLEVEL="WARNING")
+            cmd = [args.celeriac, "-c", str(args.c)]
+            if args.callgrind:
+                cmd = callgrind(tmp) + cmd
+            log = open(os.path.join(tmp, "worker.log"), "w")
+            worker = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=tmp)
+            settle(r, 300 if args.callgrind else 30)
+            if args.callgrind:
+                for pid in (worker.pid, server.pid):
+                    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+            r.config_resetstat()
+            cpu_w, cpu_r = cpu_seconds(worker.pid), redis_cpu(r)
+            started = time.time()
+            r.rename(STAGING, "celery")
+            while r.exists(STAGING) or not drained(r, ids):
+                if time.time() - started > 1800:
+                    sys.exit("did not drain")
+                time.sleep(0.1)
+            cpu_w, cpu_r = cpu_seconds(worker.pid) - cpu_w, redis_cpu(r) - cpu_r
+            stats = r.info("commandstats")
+            ir = redis_ir = None
+            if args.callgrind:
+                ir = dump_callgrind(tmp, worker.pid, os.environ.get("BENCH_KEEP_CALLGRIND"))
+                keep = os.environ.get("BENCH_KEEP_CALLGRIND")
+                redis_ir = dump_callgrind(tmp, server.pid, keep and keep + ".redis", "serverCron")
+            report(r, stats, args, cpu_w, cpu_r, ir, redis_ir)
+        finally:
+            if worker is not None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+
+
+def report(r, stats, args, cpu_w, cpu_r, ir, redis_ir):
+    n = args.n
+    print(f"N = {n} `demo.add` tasks with results, celeriac -c {args.c}, private Redis "
+          f"{r.info('server')['redis_version']}\n")
+    top = {k: v for k, v in stats.items() if k.removeprefix("cmdstat_") not in
+           ("config", "info", "llen", "exists", "hlen", "mget", "rename", "ping")}
+    table(["command", "calls/task", "usec/task"],
+          [[k.removeprefix("cmdstat_"), f"{v['calls'] / n:.3f}", f"{v['usec'] / n:.2f}"]
+           for k, v in sorted(top.items(), key=lambda kv: -kv[1]["calls"])])
+    calls = sum(v["calls"] for v in top.values())
+    print(f"\nRedis commands/task: {calls / n:.2f} (every command, also those inside scripts)")
+    print(f"Redis CPU/task: {cpu_r / n * 1e6:.1f} us (used_cpu_user+sys)")
+    print(f"worker CPU/task: {cpu_w / n * 1e6:.1f} us (utime+stime{', under valgrind' if ir else ''})")
+    if ir is not None:
+        print(f"worker instructions/task: {ir / n:,.0f} (callgrind Ir)")
+        print(f"Redis instructions/task: {redis_ir / n:,.0f} (callgrind Ir, without serverCron)")
 
 
 if __name__ == "__main__":

@@ -20,60 +20,40 @@ scripts/test sets up). Prints a Markdown table, the ratio, and the load average 
 Figures, not a test: run it on an idle machine.
 """
 import argparse
-import datetime
 import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-import redis
+from benchlib import (ROOT, add_celeriac_arg, c_args, concurrency, done_times, drained, flag, load, now, p50_p99,
+                      private_redis, produce, python_worker, round_trip, running, scratch, table, worker_env)
 
-from drain import c_args, concurrency, flag, free_port
-from latency import percentile
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 APP = os.path.join(ROOT, "examples", "django-app")
 PG = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres"]
-
-
-def load():
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def one_at_a_time(app, task, queue, sends, pause, expected):
     times = []
     for _ in range(sends):
-        t0 = time.perf_counter()
-        got = app.send_task(task, args=(1,), queue=queue).get(timeout=30)
-        times.append((time.perf_counter() - t0) * 1000)
-        if got != expected:
-            sys.exit(f"{task}(1) returned {got!r}, expected {expected!r}")
+        times.append(round_trip(app, task, (1,), expected, queue=queue)[0])
         time.sleep(pause)
-    return statistics.median(times), percentile(times, 99)
+    return p50_p99(times)
 
 
 def drain(app, r, task, queue, n):
     """The running worker stops consuming, n messages are queued, it consumes again: (tasks/s, seconds)."""
     if not app.control.cancel_consumer(queue, reply=True, timeout=5):
         sys.exit("no reply to cancel_consumer")
-    with app.producer_or_acquire() as producer:
-        ids = [app.send_task(task, args=(1,), queue=queue, producer=producer).id for _ in range(n)]
-    keys = [f"celery-task-meta-{i}" for i in ids]
+    ids = produce(app, n, task=task, args=(1,), queue=queue)
     t0 = time.time()
     if not app.control.add_consumer(queue, reply=True, timeout=5):
         sys.exit("no reply to add_consumer")
     deadline = t0 + 1800
-    while r.llen(queue) or r.hlen("unacked") or any(
-            v is None for i in range(0, n, 1000) for v in r.mget(keys[i:i + 1000])):
+    while not drained(r, ids, queue):
         if time.time() > deadline:
             sys.exit(f"{task}: did not drain {n} tasks (see the log)")
         time.sleep(0.05)
-    done = [datetime.datetime.fromisoformat(app.backend.decode(v)["date_done"]).timestamp()
-            for i in range(0, n, 1000) for v in r.mget(keys[i:i + 1000])]
+    done = done_times(r, ids, app)
     spread = max(done) - min(done)
     return (n / spread if spread > 0 else float("inf")), max(done) - t0
 
@@ -85,85 +65,59 @@ def main():
     ap.add_argument("--pause", type=float, default=0.1, help="seconds between one-at-a-time calls")
     ap.add_argument("--celeriac-concurrency", type=concurrency, default="default")
     ap.add_argument("--python-concurrency", type=concurrency, default="2")
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    ap.add_argument("--celeriac", default=os.path.join(target, "release/examples/demo"),
-                    help="a binary taking `celeriac worker`'s flags (the demo worker or `celeriac worker`'s path)")
+    add_celeriac_arg(ap, help="a binary taking `celeriac worker`'s flags (the demo worker or `celeriac worker`'s path)")
     args = ap.parse_args()
-    args.celeriac = os.path.abspath(args.celeriac)
 
-    tmp = tempfile.mkdtemp()
-    port = free_port()
     db = f"celeriac_bench_django_tasks_{os.getpid()}"
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-    subprocess.run(PG + ["-c", f"CREATE DATABASE {db}", "postgres"], check=True)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        r = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        dsn = f"postgres://postgres@127.0.0.1:5432/{db}"
-        env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url, DATABASE_URL=dsn,
-                   CELERIAC_SOURCE_MAIN_URL=dsn, DJANGO_SETTINGS_MODULE="proj.settings", PYTHONPATH=APP,
-                   CELERIAC_LOG_FORMAT="json")
-        for k in ("CELERY_WORKER_CONCURRENCY", "CELERIAC_ASYNC_CONCURRENCY", "DJANGO_CACHE_URL",
-                  "CELERIAC_CACHE_REDIS_URL"):
-            env.pop(k, None)
-        os.environ.update(env)
-        manage = [sys.executable, os.path.join(APP, "manage.py")]
-        subprocess.run(manage + ["migrate", "-v", "0", "--noinput"], check=True, cwd=APP)
-        subprocess.run(manage + ["seed_tickets"], check=True, cwd=APP, stdout=subprocess.DEVNULL)
-        sys.path.insert(0, APP)
-        import django
-        django.setup()
-        from proj.celery import app
-        from tickets.models import Ticket
-        expected = Ticket.objects.get(pk=1).as_dict()
-        log = open(os.path.join(tmp, "workers.log"), "w")
-        started, load_start = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), load()
-        cc, pc = args.celeriac_concurrency, args.python_concurrency
-        sides = [
-            ("tickets.get_ticket", "celeriac", f"celeriac (demo worker, {flag(cc)}), declarative task + its cache",
-             [args.celeriac, "-Q", "celeriac", "--config", os.path.join(APP, "celeriac.toml"), "-l", "WARNING"]
-             + c_args(cc)),
-            ("tickets.get_ticket_py", "celery", f"Python Celery prefork ({flag(pc)}), django-redis + ORM",
-             [sys.executable, "-m", "celery", "-A", "proj", "worker", "-Q", "celery", "-P", "prefork"] + c_args(pc)
-             + ["-l", "WARNING", "--without-mingle", "--without-gossip"]),
-        ]
-        rows = []
-        for task, queue, who, cmd in sides:
-            p = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=APP)
-            try:
-                got = app.send_task(task, args=(1,), queue=queue).get(timeout=120)  # ready, cache warm
-                if got != expected:
-                    sys.exit(f"{task}(1) returned {got!r}, expected {expected!r}")
-                p50, p99 = one_at_a_time(app, task, queue, args.sends, args.pause, expected)
-                rate, total = drain(app, r, task, queue, args.n)
-            finally:
-                p.terminate()
-                p.wait(timeout=60)
-            rows.append((task, who, rate, total, p50, p99))
+    with scratch() as tmp, private_redis(tmp) as (url, r, _):
+        subprocess.run(PG + ["-c", f"CREATE DATABASE {db}", "postgres"], check=True)
+        try:
+            run(args, db, url, r, tmp)
+        finally:
+            subprocess.run(PG + ["-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", "postgres"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        print(f"{started}, {os.cpu_count()} cores, load average at start {load_start}, at end {load()}; "
-              f"ticket 1, warm cache; drain: {args.n} messages queued in advance; one at a time: {args.sends} calls, "
-              f"{args.pause:g} s pause\n")
-        print("| task | served by | drain tasks/s | drain add_consumer -> last result (s) | one at a time p50 / p99 (ms) |")
-        print("|---|---|---:|---:|---:|")
-        for task, who, rate, total, p50, p99 in rows:
-            print(f"| `{task}` | {who} | {rate:.0f} | {total:.2f} | {p50:.1f} / {p99:.1f} |")
-        c, py = rows
-        print(f"\nSummary: drain ratio celeriac / Python {c[2] / py[2]:.1f}x (issue 15's goal: >= 20x); "
-              f"one at a time p50 {c[4]:.1f} vs {py[4]:.1f} ms, p99 {c[5]:.1f} vs {py[5]:.1f} ms")
-    finally:
-        server.terminate()
-        server.wait()
-        subprocess.run(PG + ["-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", "postgres"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+def run(args, db, url, r, tmp):
+    dsn = f"postgres://postgres@127.0.0.1:5432/{db}"
+    env = worker_env(url, drop=("DJANGO_CACHE_URL", "CELERIAC_CACHE_REDIS_URL"), DATABASE_URL=dsn,
+                     CELERIAC_SOURCE_MAIN_URL=dsn, DJANGO_SETTINGS_MODULE="proj.settings", PYTHONPATH=APP)
+    manage = [sys.executable, os.path.join(APP, "manage.py")]
+    subprocess.run(manage + ["migrate", "-v", "0", "--noinput"], check=True, cwd=APP)
+    subprocess.run(manage + ["seed_tickets"], check=True, cwd=APP, stdout=subprocess.DEVNULL)
+    sys.path.insert(0, APP)
+    import django
+    django.setup()
+    from proj.celery import app
+    from tickets.models import Ticket
+    expected = Ticket.objects.get(pk=1).as_dict()
+    log = open(os.path.join(tmp, "workers.log"), "w")
+    started, load_start = now(), load()
+    cc, pc = args.celeriac_concurrency, args.python_concurrency
+    sides = [
+        ("tickets.get_ticket", "celeriac", f"celeriac (demo worker, {flag(cc)}), declarative task + its cache",
+         [args.celeriac, "-Q", "celeriac", "--config", os.path.join(APP, "celeriac.toml"), "-l", "WARNING"]
+         + c_args(cc)),
+        ("tickets.get_ticket_py", "celery", f"Python Celery prefork ({flag(pc)}), django-redis + ORM",
+         python_worker("prefork", ["-Q", "celery"] + c_args(pc), app="proj")),
+    ]
+    rows = []
+    for task, queue, who, cmd in sides:
+        with running(cmd, env, log, cwd=APP):
+            round_trip(app, task, (1,), expected, queue=queue, timeout=120)  # ready, cache warm
+            p50, p99 = one_at_a_time(app, task, queue, args.sends, args.pause, expected)
+            rate, total = drain(app, r, task, queue, args.n)
+        rows.append((task, who, rate, total, p50, p99))
+
+    print(f"{started}, {os.cpu_count()} cores, load average at start {load_start}, at end {load()}; "
+          f"ticket 1, warm cache; drain: {args.n} messages queued in advance; one at a time: {args.sends} calls, "
+          f"{args.pause:g} s pause\n")
+    table(["task", "served by", "drain tasks/s", "drain add_consumer -> last result (s)", "one at a time p50 / p99 (ms)"],
+          [[f"`{task}`", who, f"{rate:.0f}", f"{total:.2f}", f"{p50:.1f} / {p99:.1f}"]
+           for task, who, rate, total, p50, p99 in rows], left=2)
+    c, py = rows
+    print(f"\nSummary: drain ratio celeriac / Python {c[2] / py[2]:.1f}x (issue 15's goal: >= 20x); "
+          f"one at a time p50 {c[4]:.1f} vs {py[4]:.1f} ms, p99 {c[5]:.1f} vs {py[5]:.1f} ms")
 
 
 if __name__ == "__main__":
