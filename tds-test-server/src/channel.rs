@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use crate::packet::{self, HEADER_LEN, PRELOGIN, STATUS_EOM};
 
 /// A client connection that reads and writes whole TDS messages.
-pub struct Channel {
+pub(crate) struct Channel {
     stream: TcpStream,
     tls: Option<ServerConnection>,
     plain: Vec<u8>,
@@ -27,7 +27,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
 
 impl Channel {
     /// Wraps an accepted socket; plaintext until [`Channel::start_tls`].
-    pub fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: TcpStream) -> Self {
         Channel {
             stream,
             tls: None,
@@ -86,7 +86,7 @@ impl Channel {
     }
 
     /// Writes application bytes (encrypted when TLS is on).
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         let Some(conn) = self.tls.as_mut() else {
             return self.stream.write_all(data).await;
         };
@@ -99,7 +99,7 @@ impl Channel {
     }
 
     /// Reads one whole message: its packet type and the joined payloads.
-    pub async fn read_message(&mut self) -> io::Result<(u8, Vec<u8>)> {
+    pub(crate) async fn read_message(&mut self) -> io::Result<(u8, Vec<u8>)> {
         let mut payload = Vec::new();
         loop {
             let head = self.read_exact(HEADER_LEN).await?;
@@ -118,13 +118,13 @@ impl Channel {
     }
 
     /// Sends one whole message, cut into packets.
-    pub async fn send_message(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+    pub(crate) async fn send_message(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
         self.write_all(&packet::frame(kind, payload)).await
     }
 
     /// Runs the server side of the TLS handshake with its records inside PRELOGIN packets;
     /// TLS stays on for everything after.
-    pub async fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+    pub(crate) async fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
         let mut conn = ServerConnection::new(config).map_err(tls_error)?;
         loop {
             let mut records = Vec::new();
@@ -155,13 +155,13 @@ impl Channel {
     }
 
     /// Drops TLS (the client encrypted the login only); later bytes are plaintext.
-    pub fn stop_tls(&mut self) {
+    pub(crate) fn stop_tls(&mut self) {
         self.tls = None;
     }
 }
 
 /// Streams one response message packet by packet, so large results are not held whole.
-pub struct MessageWriter {
+pub(crate) struct MessageWriter {
     kind: u8,
     buf: Vec<u8>,
     packet_id: u8,
@@ -169,7 +169,7 @@ pub struct MessageWriter {
 
 impl MessageWriter {
     /// A writer for one message of packet type `kind`.
-    pub fn new(kind: u8) -> Self {
+    pub(crate) fn new(kind: u8) -> Self {
         MessageWriter {
             kind,
             buf: Vec::with_capacity(packet::PACKET_SIZE),
@@ -178,7 +178,7 @@ impl MessageWriter {
     }
 
     /// Appends bytes, sending every packet that fills up.
-    pub async fn push(&mut self, chan: &mut Channel, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn push(&mut self, chan: &mut Channel, mut data: &[u8]) -> io::Result<()> {
         let room = packet::PACKET_SIZE - HEADER_LEN;
         while !data.is_empty() {
             if self.buf.len() == room {
@@ -192,7 +192,7 @@ impl MessageWriter {
     }
 
     /// Sends the last packet.
-    pub async fn finish(mut self, chan: &mut Channel) -> io::Result<()> {
+    pub(crate) async fn finish(mut self, chan: &mut Channel) -> io::Result<()> {
         self.send(chan, true).await
     }
 

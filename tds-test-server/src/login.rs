@@ -2,7 +2,7 @@
 
 /// What a client sent in LOGIN7.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Login {
+pub(crate) struct Login {
     /// SQL login name.
     pub user: String,
     /// Password, de-obfuscated.
@@ -39,7 +39,7 @@ fn utf16(bytes: &[u8]) -> String {
 }
 
 /// Parses the LOGIN7 payload.
-pub fn parse(payload: &[u8]) -> Result<Login, String> {
+pub(crate) fn parse(payload: &[u8]) -> Result<Login, String> {
     let password: Vec<u8> = field(payload, PASSWORD_AT)?
         .into_iter()
         .map(|b| (b ^ 0xA5).rotate_left(4))

@@ -1,20 +1,20 @@
 //! PRELOGIN: the client's encryption wish and the server's answer.
 
 /// ENCRYPT_OFF: encrypt the login packet only.
-pub const ENCRYPT_OFF: u8 = 0x00;
+pub(crate) const ENCRYPT_OFF: u8 = 0x00;
 /// ENCRYPT_ON: encrypt the whole session.
-pub const ENCRYPT_ON: u8 = 0x01;
+pub(crate) const ENCRYPT_ON: u8 = 0x01;
 /// ENCRYPT_NOT_SUP: no TLS at all.
-pub const ENCRYPT_NOT_SUP: u8 = 0x02;
+pub(crate) const ENCRYPT_NOT_SUP: u8 = 0x02;
 /// ENCRYPT_REQ: the client requires encryption (answered like ENCRYPT_ON).
 #[cfg(test)]
-pub const ENCRYPT_REQ: u8 = 0x03;
+pub(crate) const ENCRYPT_REQ: u8 = 0x03;
 
 const OPTION_ENCRYPTION: u8 = 0x01;
 const TERMINATOR: u8 = 0xFF;
 
 /// The ENCRYPTION option of a client's PRELOGIN payload (ENCRYPT_NOT_SUP when absent).
-pub fn client_encryption(payload: &[u8]) -> u8 {
+pub(crate) fn client_encryption(payload: &[u8]) -> u8 {
     let mut i = 0;
     while i + 5 <= payload.len() && payload[i] != TERMINATOR {
         if payload[i] == OPTION_ENCRYPTION {
@@ -28,7 +28,7 @@ pub fn client_encryption(payload: &[u8]) -> u8 {
 
 /// What the server answers: no TLS when it has no certificate or the client wants none,
 /// login-only TLS when the client asked for that, full TLS otherwise.
-pub fn negotiate(client: u8, server_has_tls: bool) -> u8 {
+pub(crate) fn negotiate(client: u8, server_has_tls: bool) -> u8 {
     match (server_has_tls, client) {
         (false, _) | (true, ENCRYPT_NOT_SUP) => ENCRYPT_NOT_SUP,
         (true, ENCRYPT_OFF) => ENCRYPT_OFF,
@@ -37,7 +37,7 @@ pub fn negotiate(client: u8, server_has_tls: bool) -> u8 {
 }
 
 /// The server's PRELOGIN response payload.
-pub fn response(encryption: u8) -> Vec<u8> {
+pub(crate) fn response(encryption: u8) -> Vec<u8> {
     let options: [(u8, &[u8]); 5] = [
         (0x00, &[16, 0, 0, 0, 0, 0]), // VERSION
         (OPTION_ENCRYPTION, &[encryption]),

@@ -6,7 +6,7 @@ use crate::{decimal, temporal, types};
 
 /// One `sp_executesql` call.
 #[derive(Debug, PartialEq)]
-pub struct ExecuteSql {
+pub(crate) struct ExecuteSql {
     /// The statement text.
     pub sql: String,
     /// Named parameters ("@P1" …) with their values as SQLite takes them.
@@ -74,7 +74,7 @@ fn utf16(bytes: &[u8]) -> String {
 }
 
 /// Length of the ALL_HEADERS block that starts SQL batch and RPC payloads.
-pub fn all_headers_len(payload: &[u8]) -> usize {
+pub(crate) fn all_headers_len(payload: &[u8]) -> usize {
     payload
         .get(..4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -82,7 +82,7 @@ pub fn all_headers_len(payload: &[u8]) -> usize {
 }
 
 /// Parses an RPC payload; only `sp_executesql` (by procedure id) is accepted.
-pub fn parse(payload: &[u8]) -> Result<ExecuteSql, String> {
+pub(crate) fn parse(payload: &[u8]) -> Result<ExecuteSql, String> {
     let mut r = Reader {
         bytes: payload,
         at: all_headers_len(payload),

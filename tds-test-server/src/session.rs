@@ -15,7 +15,7 @@ fn protocol(message: String) -> io::Error {
 }
 
 /// Serves one connection until the client disconnects.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
+pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
     let mut chan = Channel::new(stream);
     let (kind, payload) = chan.read_message().await?;
     if kind != PRELOGIN {

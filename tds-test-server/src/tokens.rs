@@ -1,27 +1,27 @@
 //! Writers for the response tokens this server sends.
 
 /// COLMETADATA token.
-pub const COLMETADATA: u8 = 0x81;
+pub(crate) const COLMETADATA: u8 = 0x81;
 /// ROW token.
-pub const ROW: u8 = 0xD1;
+pub(crate) const ROW: u8 = 0xD1;
 /// DONE token: end of a statement in a batch.
-pub const DONE: u8 = 0xFD;
+pub(crate) const DONE: u8 = 0xFD;
 /// DONEPROC token: end of a procedure (RPC) call.
-pub const DONEPROC: u8 = 0xFE;
+pub(crate) const DONEPROC: u8 = 0xFE;
 /// DONEINPROC token: end of a statement inside a procedure.
-pub const DONEINPROC: u8 = 0xFF;
+pub(crate) const DONEINPROC: u8 = 0xFF;
 
 /// DONE status: more results follow.
-pub const DONE_MORE: u16 = 0x01;
+pub(crate) const DONE_MORE: u16 = 0x01;
 /// DONE status: the statement failed.
-pub const DONE_ERROR: u16 = 0x02;
+pub(crate) const DONE_ERROR: u16 = 0x02;
 /// DONE status: the row count is valid.
-pub const DONE_COUNT: u16 = 0x10;
+pub(crate) const DONE_COUNT: u16 = 0x10;
 /// DONE status: acknowledges an attention.
-pub const DONE_ATTN: u16 = 0x20;
+pub(crate) const DONE_ATTN: u16 = 0x20;
 
 /// Appends a B_VARCHAR: a one-byte character count, then UTF-16LE.
-pub fn b_varchar(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn b_varchar(out: &mut Vec<u8>, s: &str) {
     let units: Vec<u16> = s.encode_utf16().take(255).collect();
     out.push(units.len() as u8);
     units
@@ -30,7 +30,7 @@ pub fn b_varchar(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends a US_VARCHAR: a two-byte character count, then UTF-16LE.
-pub fn us_varchar(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn us_varchar(out: &mut Vec<u8>, s: &str) {
     let units: Vec<u16> = s.encode_utf16().take(u16::MAX as usize).collect();
     out.extend_from_slice(&(units.len() as u16).to_le_bytes());
     units
@@ -45,7 +45,7 @@ fn with_length(out: &mut Vec<u8>, token: u8, body: &[u8]) {
 }
 
 /// ENVCHANGE token of a string-valued kind (1 = database, 4 = packet size).
-pub fn env_change(out: &mut Vec<u8>, kind: u8, new: &str, old: &str) {
+pub(crate) fn env_change(out: &mut Vec<u8>, kind: u8, new: &str, old: &str) {
     let mut body = vec![kind];
     b_varchar(&mut body, new);
     b_varchar(&mut body, old);
@@ -53,7 +53,7 @@ pub fn env_change(out: &mut Vec<u8>, kind: u8, new: &str, old: &str) {
 }
 
 /// LOGINACK token announcing TDS 7.4.
-pub fn login_ack(out: &mut Vec<u8>) {
+pub(crate) fn login_ack(out: &mut Vec<u8>) {
     let mut body = vec![0x01];
     body.extend_from_slice(&0x7400_0004u32.to_be_bytes());
     b_varchar(&mut body, "celeriac TDS test server");
@@ -62,7 +62,7 @@ pub fn login_ack(out: &mut Vec<u8>) {
 }
 
 /// ERROR token: the client reports `number` and `message` as a server error.
-pub fn error(out: &mut Vec<u8>, number: i32, class: u8, message: &str) {
+pub(crate) fn error(out: &mut Vec<u8>, number: i32, class: u8, message: &str) {
     let mut body = Vec::new();
     body.extend_from_slice(&number.to_le_bytes());
     body.push(1);
@@ -75,7 +75,7 @@ pub fn error(out: &mut Vec<u8>, number: i32, class: u8, message: &str) {
 }
 
 /// DONE, DONEPROC or DONEINPROC token.
-pub fn done(out: &mut Vec<u8>, token: u8, status: u16, row_count: u64) {
+pub(crate) fn done(out: &mut Vec<u8>, token: u8, status: u16, row_count: u64) {
     out.push(token);
     out.extend_from_slice(&status.to_le_bytes());
     out.extend_from_slice(&0x00C1u16.to_le_bytes());
@@ -83,7 +83,7 @@ pub fn done(out: &mut Vec<u8>, token: u8, status: u16, row_count: u64) {
 }
 
 /// RETURNSTATUS token (the procedure's return value).
-pub fn return_status(out: &mut Vec<u8>, value: i32) {
+pub(crate) fn return_status(out: &mut Vec<u8>, value: i32) {
     out.push(0x79);
     out.extend_from_slice(&value.to_le_bytes());
 }

@@ -42,7 +42,7 @@ pub(crate) struct ServerTlsFiles {
 }
 
 impl ServerTlsFiles {
-    pub fn copy(pki: &TestPki, dir: &Path) -> Result<Self> {
+    pub(crate) fn copy(pki: &TestPki, dir: &Path) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let tls = dir.join("tls");
         std::fs::create_dir_all(&tls)?;

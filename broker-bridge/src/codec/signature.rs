@@ -110,7 +110,7 @@ impl Signature {
 }
 
 /// Read an embed list (`callbacks`, `errbacks`, `chain`): `null` and `[]` are both empty.
-pub fn list(value: Option<&Value>, path: &str) -> Result<Vec<Signature>, DecodeErrorKind> {
+pub(crate) fn list(value: Option<&Value>, path: &str) -> Result<Vec<Signature>, DecodeErrorKind> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -123,7 +123,7 @@ pub fn list(value: Option<&Value>, path: &str) -> Result<Vec<Signature>, DecodeE
 }
 
 /// Write an embed list: empty → `null`, as Celery writes an unset list.
-pub fn list_to_value(list: &[Signature]) -> Value {
+pub(crate) fn list_to_value(list: &[Signature]) -> Value {
     if list.is_empty() {
         Value::Null
     } else {

@@ -20,7 +20,7 @@ use super::error::DecodeErrorKind;
 
 /// The budget of a short document: the most it may expand to, aliases included (one byte per
 /// node plus the text of each scalar).
-pub const MIN_BUDGET: usize = 64 * 1024;
+pub(crate) const MIN_BUDGET: usize = 64 * 1024;
 
 fn err(reason: impl Into<String>) -> DecodeErrorKind {
     DecodeErrorKind::Deserialize {
@@ -36,7 +36,7 @@ enum Frame {
 }
 
 /// Parse one YAML document (an empty stream is `null`, as `safe_load` gives `None`).
-pub fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
+pub(crate) fn from_yaml(text: &str) -> Result<Value, DecodeErrorKind> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let budget = text.len().saturating_mul(2).max(MIN_BUDGET);
     let mut parser = Parser::new_from_str(text);

@@ -6,18 +6,18 @@ use std::path::PathBuf;
 use super::{CertStore, Digest, Signer, Verifier};
 
 /// `proto-fixtures/fixtures/signed`.
-pub fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto-fixtures/fixtures/signed")
 }
 
 /// A verifier trusting both certificates of the store.
-pub fn verifier() -> Verifier {
+pub(crate) fn verifier() -> Verifier {
     let store = dir().join("store/*.pem").to_string_lossy().into_owned();
     Verifier::new(CertStore::load(&store).unwrap(), Digest::Sha256)
 }
 
 /// The signer of the fixtures.
-pub fn signer() -> Signer {
+pub(crate) fn signer() -> Signer {
     Signer::from_files(
         &dir().join("key.pem"),
         None,

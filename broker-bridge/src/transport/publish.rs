@@ -9,7 +9,7 @@ use crate::backend::python_json;
 use crate::envelope::Envelope;
 
 /// How long [`Broker::publish_once`] remembers a publication.
-pub const PUBLISH_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const PUBLISH_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What [`Broker::publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ enum Action<'a> {
 /// `unacked_mutex_expire`, 300 s by default). A worker killed mid-sweep leaves the lock behind
 /// until it expires, stopping every sweep meanwhile; since each give-back is compare-and-settle,
 /// two overlapping sweeps cannot restore a message twice, so a short lock costs nothing.
-pub const SWEEP_LOCK_MAX: Duration = Duration::from_secs(10);
+pub(crate) const SWEEP_LOCK_MAX: Duration = Duration::from_secs(10);
 
 impl Broker {
     /// Reject with requeue (kombu `basic_reject(requeue=True)`): the message goes to the back of

@@ -10,7 +10,7 @@ fn with_common(body: &str) -> Script {
 
 /// The compiled scripts (their SHA-1 is computed once; `EVALSHA` falls back to `EVAL` after a
 /// server restart flushed the script cache).
-pub struct Scripts {
+pub(crate) struct Scripts {
     /// Atomic pop + record in unacked, with dead-lettering of bad elements.
     pub fetch: Script,
     /// Compare-and-settle of one unacked message (ack, requeue, restore, dead-letter, move).
@@ -31,7 +31,7 @@ pub struct Scripts {
 
 impl Scripts {
     /// Load every script.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Scripts {
             fetch: with_common(include_str!("lua/fetch.lua")),
             settle: with_common(include_str!("lua/settle.lua")),

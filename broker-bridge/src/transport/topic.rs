@@ -10,7 +10,7 @@ enum Tok<'a> {
 }
 
 /// Whether `routing_key` matches the topic binding key `binding_key`, as kombu's regex does.
-pub fn topic_matches(binding_key: &str, routing_key: &str) -> bool {
+pub(crate) fn topic_matches(binding_key: &str, routing_key: &str) -> bool {
     let mut toks = Vec::new();
     for (i, word) in binding_key.split('.').enumerate() {
         if i > 0 {

@@ -1,7 +1,7 @@
 //! Shared helpers of the `backend_*` tests: a private Redis, a Python `AsyncResult.get()` that
 //! is provably blocked on pub/sub before we store, and small Redis reads.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Shared by the codec's integration tests: load the committed fixtures, compare JSON the way
 //! Python compares the same values.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::path::PathBuf;
 

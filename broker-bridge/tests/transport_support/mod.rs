@@ -1,6 +1,6 @@
 //! Helpers shared by the transport tests: a private Redis, a raw connection for assertions,
 //! and real Celery/kombu driven through the test venv.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use anyhow::{Context, Result};
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};

@@ -1,7 +1,7 @@
 //! Helpers of the cluster tests: a source whose value is a function of the key, readers that
 //! read every key in turn and count wrong values, polling with a deadline.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Shared helpers of the end-to-end tests: a private Redis, celeriac worker processes, Python
 //! Celery (producer, result reader, fellow worker) from the test venv.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // shared by test binaries that each use a part
 
 use std::fs::File;
 use std::io::Read;

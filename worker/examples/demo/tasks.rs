@@ -36,7 +36,7 @@ pub async fn sleep(ms: u64) -> Result<u64, TaskError> {
 }
 
 /// Registers the async demo tasks.
-pub fn register(builder: WorkerBuilder) -> WorkerBuilder {
+pub(crate) fn register(builder: WorkerBuilder) -> WorkerBuilder {
     builder
         .register(add)
         .register(echo)

@@ -84,7 +84,7 @@ impl Frozen {
 }
 
 /// Freeze `sig` in place; its result ids.
-pub fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
+pub(crate) fn freeze(sig: &mut Signature, reply_to: &str) -> Result<Frozen, String> {
     match sig.subtask_type.as_deref() {
         None => Ok(Frozen::task(freeze_task(&mut sig.options, reply_to))),
         Some("chain") => {

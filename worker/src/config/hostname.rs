@@ -1,7 +1,7 @@
 //! Celery's node-name templates: `%h` and friends.
 
 /// The name part Celery would use is `celery`; celeriac workers call themselves `celeriac`.
-pub const DEFAULT_NODE_NAME: &str = "celeriac";
+pub(crate) const DEFAULT_NODE_NAME: &str = "celeriac";
 
 /// Expands Celery's host placeholders in a node-name template: `%h` the full host name, `%n`
 /// its first label, `%d` its domain, `%%` a literal `%`. Like Celery, a result without `@` gets

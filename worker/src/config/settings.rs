@@ -458,16 +458,16 @@ fn non_empty_list(r: Raw) -> Result<Vec<String>, String> {
 }
 
 /// Celeriac's default `reserved_bytes`: 256 MiB.
-pub const DEFAULT_RESERVED_BYTES: u64 = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_RESERVED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Celeriac's default `eta_held_bytes`: 256 MiB.
-pub const DEFAULT_ETA_HELD_BYTES: u64 = 256 * 1024 * 1024;
+pub(crate) const DEFAULT_ETA_HELD_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Celeriac's default `max_message_bytes`: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The default node name template: `%h` is the host name.
-pub const DEFAULT_HOSTNAME: &str = "celeriac@%h";
+pub(crate) const DEFAULT_HOSTNAME: &str = "celeriac@%h";
 
 /// Async tasks run at once when neither `async_concurrency` nor `worker_concurrency` is given.
 pub const DEFAULT_ASYNC_CONCURRENCY: usize = 512;

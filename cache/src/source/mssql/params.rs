@@ -7,7 +7,7 @@ use crate::source::SourceError;
 
 /// One parameter, typed for tiberius.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Param {
+pub(crate) enum Param {
     /// NULL (sent as a typeless NULL; SQL Server converts it to any column type).
     Null,
     /// BIT.
@@ -24,7 +24,7 @@ pub enum Param {
 
 impl Param {
     /// Adds this parameter to the query.
-    pub fn bind(&self, query: &mut tiberius::Query<'_>) {
+    pub(crate) fn bind(&self, query: &mut tiberius::Query<'_>) {
         match self {
             Param::Null => query.bind(Option::<&str>::None),
             Param::Bool(b) => query.bind(*b),
@@ -37,7 +37,7 @@ impl Param {
 }
 
 /// Types every parameter, or says which one (1-based, as in `@P1`) cannot be sent.
-pub fn from_json(values: &[Value]) -> Result<Vec<Param>, SourceError> {
+pub(crate) fn from_json(values: &[Value]) -> Result<Vec<Param>, SourceError> {
     values
         .iter()
         .enumerate()

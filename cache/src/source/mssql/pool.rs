@@ -12,13 +12,13 @@ use super::MsSqlOptions;
 use crate::source::SourceError;
 
 /// One open SQL Server connection.
-pub type Connection = Client<Compat<TcpStream>>;
+pub(crate) type Connection = Client<Compat<TcpStream>>;
 
 /// The pool of a source.
-pub type Pool = managed::Pool<Manager>;
+pub(crate) type Pool = managed::Pool<Manager>;
 
 /// Makes connections for the pool.
-pub struct Manager {
+pub(crate) struct Manager {
     name: String,
     config: tiberius::Config,
     connect_timeout: Duration,
@@ -74,7 +74,7 @@ impl managed::Manager for Manager {
 }
 
 /// Builds the pool; no connection is made yet.
-pub fn build(
+pub(crate) fn build(
     name: &str,
     config: tiberius::Config,
     options: &MsSqlOptions,
@@ -96,7 +96,7 @@ pub fn build(
 }
 
 /// Takes a connection from the pool, making one when none is free.
-pub async fn get(pool: &Pool) -> Result<Object<Manager>, SourceError> {
+pub(crate) async fn get(pool: &Pool) -> Result<Object<Manager>, SourceError> {
     pool.get().await.map_err(|e| match e {
         PoolError::Backend(e) => e,
         PoolError::Timeout(_) => SourceError::Connect {
@@ -111,6 +111,6 @@ pub async fn get(pool: &Pool) -> Result<Object<Manager>, SourceError> {
 }
 
 /// Drops a connection whose state is unknown instead of returning it to the pool.
-pub fn discard(conn: Object<Manager>) {
+pub(crate) fn discard(conn: Object<Manager>) {
     drop(Object::take(conn));
 }

@@ -8,7 +8,7 @@ use tiberius::{ColumnData, ColumnType, FromSql};
 use crate::source::{convert, Row};
 
 /// One row: column name → value (a later column of the same name wins).
-pub fn to_json(row: &tiberius::Row) -> tiberius::Result<Row> {
+pub(crate) fn to_json(row: &tiberius::Row) -> tiberius::Result<Row> {
     let mut out = Row::new();
     for (column, data) in row.cells() {
         out.insert(
@@ -24,7 +24,7 @@ fn float(f: f64) -> Value {
 }
 
 /// `value × 10^-scale` with exactly `scale` fraction digits.
-pub fn decimal_text(value: i128, scale: u8) -> String {
+pub(crate) fn decimal_text(value: i128, scale: u8) -> String {
     let digits = value.unsigned_abs().to_string();
     let scale = scale as usize;
     let padded = format!("{digits:0>width$}", width = scale + 1);
