@@ -178,6 +178,38 @@ impl Cache {
 
     /// The value cached under `key` (a rendered template), loading it with `load` on a miss.
     /// `load` returns `Ok(None)` for "not found", which is cached for `policy.negative_ttl`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use celeriac_cache::{Cache, CacheConfig, Policy};
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), celeriac_cache::CacheError> {
+    /// // L1 only; `Some(redis::Client)` adds the shared L2 with leases.
+    /// let cache = Cache::new(CacheConfig::default(), None);
+    /// let policy = Policy::new(Duration::from_secs(60), Duration::from_secs(5)).with_source("main");
+    ///
+    /// // A miss runs `load` (a source query in practice) and keeps its value.
+    /// let ticket = cache
+    ///     .get_or_load("ticket:7", &policy, || async { Ok(Some(json!({"id": 7}))) })
+    ///     .await?;
+    /// assert_eq!(ticket, Some(json!({"id": 7})));
+    ///
+    /// // A hit does not call `load`.
+    /// let again = cache
+    ///     .get_or_load("ticket:7", &policy, || async { Ok(Some(json!({"id": 0}))) })
+    ///     .await?;
+    /// assert_eq!(again, Some(json!({"id": 7})));
+    ///
+    /// // "Not found" is `Ok(None)`, cached for the policy's `negative_ttl`.
+    /// let missing = cache.get_or_load("ticket:8", &policy, || async { Ok(None) }).await?;
+    /// assert_eq!(missing, None);
+    /// assert_eq!(cache.stats().l1_hits, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get_or_load<F, Fut>(
         &self,
         key: &str,

@@ -31,6 +31,32 @@ pub struct WorkerBuilder {
 
 impl Worker {
     /// Start building a worker.
+    ///
+    /// ```
+    /// use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError, Worker};
+    ///
+    /// // The easiest way (as the demo): a function declared as in Python, under its Celery name.
+    /// #[celeriac_worker::task(name = "demo.add")] // def add(a, b): return a + b
+    /// async fn add(a: PyNumber, b: PyNumber) -> Result<PyNumber, PyException> {
+    ///     a + b
+    /// }
+    ///
+    /// let builder = Worker::builder()
+    ///     .register(add)
+    ///     // A closure whose positional arguments bind as a tuple.
+    ///     .task("demo.upper", |_ctx: TaskContext, (text,): (String,)| async move {
+    ///         Ok::<_, TaskError>(text.to_uppercase())
+    ///     });
+    /// let worker = builder.build(); // Celery's default settings; see `.settings(..)`
+    /// assert!(worker.registry().get("demo.add").is_some());
+    /// assert!(worker.registry().get("demo.upper").is_some());
+    ///
+    /// // `celeriac worker`'s flags and `CELERY_*` environment, logging, run until SIGTERM:
+    /// // `celeriac_worker::cli::worker::run(builder, &args)`; or, settings given:
+    /// # async fn run(worker: Worker) -> anyhow::Result<()> {
+    /// worker.run().await
+    /// # }
+    /// ```
     pub fn builder() -> WorkerBuilder {
         WorkerBuilder::default()
     }

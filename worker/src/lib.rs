@@ -60,7 +60,7 @@ pub use builder::{Worker, WorkerBuilder};
 /// CPython's `TypeError` messages. Register it with [`WorkerBuilder::register`]. See
 /// [`task::params`].
 ///
-/// ```no_run
+/// ```
 /// use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError, Worker};
 /// use serde_json::{json, Map, Value};
 ///

@@ -9,6 +9,7 @@
 //! * [`Producer`] — the messages for a signature (pure: freeze, expand, encode).
 //!
 //! ```no_run
+//! // no_run: it needs a Redis and a worker running `tasks.add` and `tasks.mul`.
 //! use std::time::Duration;
 //! use celeriac_worker::client::{chain, Client, ClientError, Signature};
 //!

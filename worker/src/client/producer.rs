@@ -12,6 +12,44 @@ use super::{ClientError, Signature};
 use crate::canvas::{Parent, Plan};
 
 /// What the messages a client sends carry besides the call itself.
+///
+/// [`Producer::prepare`] is what [`Client::send`](super::Client::send) publishes, without the
+/// I/O:
+///
+/// ```
+/// use celeriac_worker::client::{chain, chord, group, Producer, Signature};
+///
+/// let producer = Producer::default(); // queue `celery`, JSON bodies, not inside a task
+/// let now = chrono::Utc::now();
+///
+/// // `add.apply_async((2, 3), queue="high", countdown=10)`: one message on its queue.
+/// let add = Signature::new("tasks.add").arg(2).arg(3).queue("high").countdown(10.0);
+/// let sent = producer.prepare(&add, now)?;
+/// assert_eq!(sent.messages.len(), 1);
+/// assert_eq!(sent.messages[0].queue, "high");
+/// assert_eq!(sent.result.id(), sent.messages[0].task_id);
+///
+/// // A chain publishes its first step (the rest travels in its message); its result is the
+/// // last step's, whose parent is the first.
+/// let flow = chain([
+///     Signature::new("tasks.add").arg(2).arg(3),
+///     Signature::new("tasks.mul").arg(4),
+/// ]);
+/// let sent = producer.prepare(&flow, now)?;
+/// assert_eq!(sent.messages.len(), 1);
+/// assert_eq!(sent.result.parent().map(|p| p.id()), Some(sent.messages[0].task_id.as_str()));
+///
+/// // A group: one message per task.
+/// let sums = group((0..3).map(|i| Signature::new("tasks.add").arg(i).arg(i)));
+/// assert_eq!(producer.prepare(&sums, now)?.messages.len(), 3);
+///
+/// // A chord: its header's messages, after its size is stored in the result backend.
+/// let header = (0..3).map(|i| Signature::new("tasks.add").arg(i).arg(i));
+/// let sent = producer.prepare(&chord(header, Signature::new("tasks.tsum")), now)?;
+/// assert_eq!(sent.messages.len(), 3);
+/// assert_eq!(sent.chord_sizes.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [3]);
+/// # Ok::<(), celeriac_worker::client::ClientError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Producer {
     /// The queue of a task sent without `queue` (Celery's `task_default_queue`).

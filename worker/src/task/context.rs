@@ -92,7 +92,7 @@ impl TaskContext {
     /// messages get `parent_id` = this task's id and `root_id` = its root, as a Python task
     /// calling `apply_async` does. Not available on an SQS broker, nor in task processes.
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
     /// use celeriac_worker::client::Signature;
     /// use celeriac_worker::{TaskContext, TaskError};

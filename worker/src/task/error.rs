@@ -100,6 +100,45 @@ impl RetryRequest {
 }
 
 /// A task's failure.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use celeriac_worker::task::RetryRequest;
+/// use celeriac_worker::{PyException, TaskError};
+///
+/// // def charge(amount, gateway_busy):
+/// //     if amount < 0: raise ValueError(f"negative amount {amount}")
+/// //     if gateway_busy: raise self.retry(countdown=30, max_retries=5, exc=GatewayBusy("later"))
+/// #[celeriac_worker::task(name = "billing.charge")]
+/// async fn charge(amount: i64, gateway_busy: bool) -> Result<i64, TaskError> {
+///     check(amount, gateway_busy)
+/// }
+///
+/// fn check(amount: i64, gateway_busy: bool) -> Result<i64, TaskError> {
+///     if amount < 0 {
+///         // Python's `AsyncResult.get()` raises `ValueError("negative amount -1")`.
+///         return Err(TaskError::fail("ValueError", format!("negative amount {amount}")));
+///     }
+///     if gateway_busy {
+///         // Republished to run in 30 s; after 5 retries FAILURE with the `exc`.
+///         return Err(TaskError::retry_in(Duration::from_secs(30))
+///             .max_retries(5)
+///             .because(PyException::in_module("billing.errors", "GatewayBusy", "later")));
+///     }
+///     Ok(amount)
+/// }
+///
+/// assert_eq!(
+///     check(-1, false),
+///     Err(TaskError::Fail(PyException::new("ValueError", "negative amount -1")))
+/// );
+/// let Err(TaskError::Retry(retry)) = check(10, true) else { panic!("not a retry") };
+/// let RetryRequest { countdown, max_retries, exc, .. } = *retry;
+/// assert_eq!((countdown, max_retries), (Some(Duration::from_secs(30)), Some(5)));
+/// assert_eq!(exc.map(|e| e.exc_module), Some("billing.errors".to_string()));
+/// # let _ = celeriac_worker::Worker::builder().register(charge);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskError {
     /// The task failed; stored as FAILURE with this exception.
