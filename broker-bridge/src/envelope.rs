@@ -364,9 +364,47 @@ struct WireDeliveryInfo<'a> {
     redelivered: Option<bool>,
 }
 
+/// The text of an envelope's `properties` object when it is the envelope's last member, as kombu
+/// writes it: from the last `"properties":` to just before the closing `}`. Reading that text
+/// instead of the whole envelope skips the body and headers. A key of that name inside a string
+/// is escaped, one nested deeper leaves unbalanced brackets, and a later member leaves trailing
+/// text, so when the returned text parses as exactly one JSON value it is the top-level
+/// `properties` (the last one when it is duplicated, an element [`Envelope::parse`] refuses);
+/// otherwise the caller reads the whole envelope. `None` when the element does not have that
+/// shape.
+pub fn trailing_properties(raw: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"properties\":";
+    if raw.first() != Some(&b'{') || raw.last() != Some(&b'}') {
+        return None;
+    }
+    let at = raw.windows(KEY.len()).rposition(|w| w == KEY)?;
+    Some(&raw[at + KEY.len()..raw.len() - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailing_properties_is_the_top_level_member_or_nothing_parseable() {
+        let object = |raw: &str| {
+            trailing_properties(raw.as_bytes())
+                .and_then(|t| serde_json::from_slice::<Map<String, Value>>(t).ok())
+        };
+        let kombu = r#"{"body": "e30=", "headers": {"properties": {"priority": 1}}, "properties": {"priority": 3, "delivery_info": {"routing_key": "q"}}}"#;
+        assert_eq!(object(kombu).unwrap()["priority"], 3);
+        assert_eq!(object(SAMPLE), None, "not the last member");
+        let nested = r#"{"properties": {"priority": 3}, "headers": {"x": {"properties": {}}}}"#;
+        assert_eq!(object(nested), None);
+        let listed = r#"{"properties": {"priority": 3}, "headers": [{"properties": {}}]}"#;
+        assert_eq!(object(listed), None);
+        let quoted = r#"{"properties": {"priority": 3, "x": "\"properties\": {}"}}"#;
+        assert_eq!(object(quoted).unwrap()["priority"], 3);
+        let twice = r#"{"properties": {"priority": 1}, "properties": {"priority": 2}}"#;
+        assert_eq!(object(twice).unwrap()["priority"], 2);
+        assert!(Envelope::parse(twice.as_bytes()).is_err(), "never decoded");
+        assert_eq!(trailing_properties(b" {\"properties\": {}}"), None);
+    }
 
     const SAMPLE: &str = r#"{"body": "W1tdLCB7fSwge31d", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"task": "t", "big": 1267650600228229401496703205376}, "properties": {"priority": 3, "delivery_tag": "tag-1", "body_encoding": "base64", "delivery_info": {"exchange": "", "routing_key": "celery"}}, "extra": [1.0e+300, -0.0]}"#;
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use celeriac_broker_bridge::codec::{decode, DecodeError, DecodeOptions, TaskMessage};
+use celeriac_broker_bridge::envelope::trailing_properties;
 use celeriac_broker_bridge::transport::Delivery;
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -227,11 +228,16 @@ async fn revoke_if_expired(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage)
 }
 
 /// The envelope's `properties` object as stored (Celery's `request.properties`); empty when the
-/// element has none (it was decoded already, so that does not happen for a task run).
+/// element has none (it was decoded already, so that does not happen for a task run). Read from
+/// the trailing `properties` text alone when it parses (kombu writes it last), else from the
+/// whole element.
 fn properties(raw: &[u8]) -> serde_json::Map<String, serde_json::Value> {
     #[derive(serde::Deserialize)]
     struct Properties {
         properties: serde_json::Map<String, serde_json::Value>,
+    }
+    if let Some(Ok(map)) = trailing_properties(raw).map(serde_json::from_slice) {
+        return map;
     }
     serde_json::from_slice::<Properties>(raw)
         .map(|p| p.properties)
@@ -532,6 +538,8 @@ mod tests {
         assert_eq!(props["delivery_info"]["redelivered"], true);
         assert_eq!(props.len(), 4);
         assert!(properties(b"not json").is_empty());
+        let later = br#"{"properties": {"priority": 7}, "headers": {"properties": {"a": 1}}}"#;
+        assert_eq!(properties(later)["priority"], 7);
     }
 
     fn after(id: bool, acked: bool, recorded: bool) -> AfterPanic {

@@ -6,6 +6,7 @@ use super::error::{Result, TransportError};
 use super::keys::message_priority;
 use super::options::QueueOrder;
 use super::{Broker, DeadLettered, Delivery, Fetched};
+use crate::envelope::trailing_properties;
 
 impl Broker {
     /// Take up to `max` messages from `queues` without blocking.
@@ -156,7 +157,8 @@ fn parse_reply(reply: Vec<Vec<u8>>, order: &[String]) -> Result<Fetched> {
 }
 
 /// Only `properties.priority` of an envelope, read without building the whole JSON tree (the
-/// worker parses the message fully once, later). Unreadable → 0, as kombu.
+/// worker parses the message fully once, later): from the trailing `properties` text alone when
+/// it parses, else from the whole element. Unreadable → 0, as kombu.
 fn priority_of(raw: &[u8]) -> u8 {
     #[derive(serde::Deserialize)]
     struct Envelope {
@@ -165,6 +167,9 @@ fn priority_of(raw: &[u8]) -> u8 {
     #[derive(serde::Deserialize)]
     struct Properties {
         priority: Option<serde_json::Value>,
+    }
+    if let Some(Ok(p)) = trailing_properties(raw).map(serde_json::from_slice::<Properties>) {
+        return message_priority(p.priority.as_ref());
     }
     serde_json::from_slice::<Envelope>(raw)
         .ok()
@@ -189,5 +194,14 @@ mod tests {
         assert_eq!(p(r#"{"properties": {}}"#), 0);
         assert_eq!(p(r#"{"properties": "x"}"#), 0);
         assert_eq!(p("not json"), 0);
+        assert_eq!(
+            p(r#"{"body": "e30=", "properties": {"priority": 2, "delivery_tag": "t"}}"#),
+            2
+        );
+        assert_eq!(
+            p(r#"{"properties": {"priority": 4}, "headers": {"properties": {"priority": 8}}}"#),
+            4,
+            "a nested properties object is not the envelope's"
+        );
     }
 }
