@@ -377,8 +377,15 @@ pub fn trailing_properties(raw: &[u8]) -> Option<&[u8]> {
     if raw.first() != Some(&b'{') || raw.last() != Some(&b'}') {
         return None;
     }
-    let at = raw.windows(KEY.len()).rposition(|w| w == KEY)?;
-    Some(&raw[at + KEY.len()..raw.len() - 1])
+    // Quote by quote from the end: the first that starts the key is its last occurrence.
+    let mut end = raw.len();
+    while let Some(at) = raw[..end].iter().rposition(|&b| b == b'"') {
+        if raw[at..].starts_with(KEY) {
+            return Some(&raw[at + KEY.len()..raw.len() - 1]);
+        }
+        end = at;
+    }
+    None
 }
 
 #[cfg(test)]
