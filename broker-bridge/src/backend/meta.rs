@@ -198,11 +198,42 @@ pub fn python_isoformat(d: DateTime<Utc>) -> String {
     let second = d.second() + u32::from(d.nanosecond() >= 1_000_000_000);
     let (year, month, day) = (d.year(), d.month(), d.day());
     let (hour, minute) = (d.hour(), d.minute());
-    let base = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-    if micros == 0 {
-        base + "+00:00"
-    } else {
-        format!("{base}.{micros:06}+00:00")
+    let Ok(year4 @ 0..=9999) = u32::try_from(year) else {
+        let base = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+        return if micros == 0 {
+            base + "+00:00"
+        } else {
+            format!("{base}.{micros:06}+00:00")
+        };
+    };
+    // Written digit by digit: this runs for every stored result, and `format!` costs several
+    // times more.
+    let mut out = String::with_capacity(32);
+    for (sep, value, width) in [
+        ("", year4, 4),
+        ("-", month, 2),
+        ("-", day, 2),
+        ("T", hour, 2),
+        (":", minute, 2),
+        (":", second, 2),
+    ] {
+        out.push_str(sep);
+        push_digits(&mut out, value, width);
+    }
+    if micros != 0 {
+        out.push('.');
+        push_digits(&mut out, micros, 6);
+    }
+    out.push_str("+00:00");
+    out
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    let mut div = 10u32.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + (value / div % 10) as u8));
+        div /= 10;
     }
 }
 
@@ -219,6 +250,10 @@ mod tests {
         assert_eq!(python_isoformat(d), "2026-11-21T23:44:34.032731+00:00");
         let d = d + chrono::Duration::nanoseconds(999);
         assert_eq!(python_isoformat(d), "2026-11-21T23:44:34.032731+00:00");
+        let d = Utc.with_ymd_and_hms(7, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(python_isoformat(d), "0007-01-02T03:04:05+00:00");
+        let d = Utc.with_ymd_and_hms(12345, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(python_isoformat(d), "12345-01-02T03:04:05+00:00");
     }
 
     #[test]
