@@ -4,17 +4,21 @@
 //! type, encoding and body swapped for other or broken ones; priorities, delivery info, past or
 //! broken ETAs and expiries; bytes flipped or cut). Inputs are pushed in batches to a private
 //! Redis that the real test worker consumes; after each batch every input must be accounted for —
-//! a result stored under its id, or the element intact in the dead-letter list — with nothing
-//! left queued or unacked, no dead letter saying the worker panicked, and the worker alive.
-//! Future ETAs are never generated (such a message is rightly held, not settled).
+//! a result stored under its id, the element intact in the dead-letter list (one dead letter per
+//! input), or acked with `ignore_result` — with nothing left queued or unacked, no dead letter
+//! saying the worker panicked, no panic printed on the worker's stderr (caught or not), and the
+//! worker alive. Future ETAs are never generated (such a message is rightly held, not settled).
+//! An input whose id is already in the batch under way waits for a later batch, so that each
+//! result key of a batch belongs to one input.
 //!
 //!   celeriac-fuzz-path --worker-bin target/release/celeriac-test-worker [--seed N]
-//!                      [--inputs N] [--batch N] [--time-limit SECS]
+//!                      [--inputs N] [--batch N] [--time-limit SECS] [--concurrency N]
+//!                      [--early-ack]
 //!   celeriac-fuzz-path --seed N --dump N   # input `fz-N`'s element, byte for byte
 //!
 //! Prints the totals last; exits 1 on a finding.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +42,7 @@ struct Opts {
     #[arg(long, default_value_t = 10_000_000)]
     inputs: u64,
     /// Inputs per batch.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 5000)]
     batch: usize,
     /// Stop after this many seconds (the batch under way is finished).
     #[arg(long, default_value_t = 600)]
@@ -46,6 +50,17 @@ struct Opts {
     /// Worker concurrency.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Run the worker with early acks (the default, `task_acks_late` off) instead of late ones:
+    /// the message is acked before the task runs, and its result must still be stored.
+    #[arg(long)]
+    early_ack: bool,
+    /// Seconds a batch may take to be settled (and, with early acks, its results to be stored)
+    /// before what is left counts as stuck or lost.
+    #[arg(long, default_value_t = 30)]
+    settle_timeout: u64,
+    /// Seconds between two progress lines on stderr.
+    #[arg(long, default_value_t = 10)]
+    progress_every: u64,
     /// Write input number N (`fz-N`) of this seed to stdout, byte for byte, and exit (to
     /// replay a finding by hand).
     #[arg(long, value_name = "N")]
@@ -246,6 +261,58 @@ struct Totals {
     stuck: u64,
 }
 
+/// One input of a batch: its number (`fz-N`, for `--dump`), its element and the id its result
+/// would be stored under.
+struct Input {
+    n: u64,
+    raw: Vec<u8>,
+    id: Option<String>,
+}
+
+/// The inputs still to push, in order: generated from the seed, with those whose id is already
+/// in the batch under way held over to a later batch, so that each result key of a batch belongs
+/// to exactly one input.
+struct Source {
+    rng: Rng,
+    generated: u64,
+    limit: u64,
+    held_over: VecDeque<Input>,
+}
+
+impl Source {
+    fn batch(&mut self, size: usize) -> Vec<Input> {
+        let mut ids = HashSet::new();
+        let mut batch = Vec::with_capacity(size);
+        let mut later = VecDeque::new();
+        while batch.len() < size {
+            let next = match self.held_over.pop_front() {
+                Some(input) => input,
+                None if self.generated < self.limit => {
+                    let n = self.generated;
+                    self.generated += 1;
+                    let (raw, id) = input(&mut self.rng, n);
+                    Input { n, raw, id }
+                }
+                None => break,
+            };
+            match &next.id {
+                Some(id) if !ids.insert(id.clone()) => later.push_back(next),
+                _ => batch.push(next),
+            }
+        }
+        later.extend(self.held_over.drain(..));
+        self.held_over = later;
+        batch
+    }
+}
+
+fn note(findings: &mut Vec<String>, finding: String) {
+    eprintln!("{finding}");
+    if findings.len() < 20 {
+        findings.push(finding);
+    }
+}
+
 fn main() -> Result<()> {
     let opts = Opts::parse();
     if let Some(n) = opts.dump {
@@ -259,8 +326,22 @@ fn main() -> Result<()> {
     }
     let redis_server = RedisServer::start()?;
     let url = redis_server.url(0);
-    let logs = tempfile::tempdir()?;
-    let log_path = logs.path().join("worker.log");
+    // Kept when there is a finding (removed otherwise). The worker's log is opened for appending
+    // so that it can be emptied after each batch without a finding; its stderr (where a panic
+    // prints, caught or not) is kept whole and read after each batch.
+    let logs = tempfile::Builder::new()
+        .prefix("celeriac-fuzz-path")
+        .tempdir()?
+        .keep();
+    let log_path = logs.join("worker.log");
+    let stderr_path = logs.join("stderr.log");
+    let append = |path: &PathBuf| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let log = append(&log_path)?;
     let mut worker: Child = Command::new(opts.worker_bin.as_ref().context("--worker-bin")?)
         .args([
             "-n",
@@ -272,30 +353,38 @@ fn main() -> Result<()> {
         ])
         .env("CELERY_BROKER_URL", &url)
         .env("CELERY_RESULT_BACKEND", &url)
-        .env("CELERY_TASK_ACKS_LATE", "true")
-        .stdout(Stdio::from(std::fs::File::create(&log_path)?))
-        .stderr(Stdio::from(std::fs::File::create(
-            logs.path().join("stderr.log"),
-        )?))
+        .env("CELERY_TASK_ACKS_LATE", (!opts.early_ack).to_string())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(append(&stderr_path)?))
         .spawn()
         .context("start the worker")?;
     let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
-    let mut rng = Rng(opts.seed);
+    let mut source = Source {
+        rng: Rng(opts.seed),
+        generated: 0,
+        limit: opts.inputs,
+        held_over: VecDeque::new(),
+    };
     let mut t = Totals::default();
     let started = Instant::now();
     let limit = Duration::from_secs(opts.time_limit);
+    let settle = Duration::from_secs(opts.settle_timeout);
     let mut findings = Vec::new();
-    while t.inputs < opts.inputs && started.elapsed() < limit {
-        let batch: Vec<(Vec<u8>, Option<String>)> = (0..opts.batch as u64)
-            .map(|i| input(&mut rng, t.inputs + i))
-            .collect();
-        let mut stuck: Vec<Vec<u8>> = Vec::new();
+    let mut stderr_seen = 0usize;
+    let mut last_progress = Instant::now();
+    let mut next = source.batch(opts.batch);
+    while !next.is_empty() && started.elapsed() < limit {
+        let batch = std::mem::take(&mut next);
+        let findings_before = findings.len();
         let mut pipe = redis::pipe();
-        for (raw, _) in &batch {
-            pipe.lpush("celery", raw).ignore();
+        for input in &batch {
+            pipe.lpush("celery", &input.raw).ignore();
         }
         pipe.query::<()>(&mut conn)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // The next batch is made while the worker takes this one.
+        next = source.batch(opts.batch);
+        let mut stuck: Vec<Vec<u8>> = Vec::new();
+        let deadline = Instant::now() + settle;
         loop {
             let (queued, held): (usize, usize) = redis::pipe()
                 .llen("celery")
@@ -305,24 +394,24 @@ fn main() -> Result<()> {
                 break;
             }
             if let Some(status) = worker.try_wait()? {
-                bail!(
-                    "the worker exited ({status}); log in {}",
-                    log_path.display()
-                );
+                bail!("the worker exited ({status}); logs in {}", logs.display());
             }
             if Instant::now() > deadline {
                 if queued > 0 {
-                    bail!("batch not consumed in 30 s: {queued} queued");
+                    bail!(
+                        "batch not consumed in {} s: {queued} queued; logs in {}",
+                        settle.as_secs(),
+                        logs.display()
+                    );
                 }
                 // Fetched and never settled: a finding; taken out so the run goes on.
                 let left: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall("unacked")?;
                 for (tag, entry) in left {
-                    let finding = format!("stuck unacked: {}", String::from_utf8_lossy(&entry));
-                    eprintln!("{finding}");
                     t.stuck += 1;
-                    if findings.len() < 5 {
-                        findings.push(finding);
-                    }
+                    note(
+                        &mut findings,
+                        format!("stuck unacked: {}", String::from_utf8_lossy(&entry)),
+                    );
                     redis::pipe()
                         .hdel("unacked", &tag)
                         .zrem("unacked_index", &tag)
@@ -331,47 +420,101 @@ fn main() -> Result<()> {
                 }
                 break;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        let dead: Vec<Vec<u8>> = conn.lrange("celeriac.dead_letter", 0, -1)?;
-        let reasons: Vec<Vec<u8>> = conn.hvals("celeriac.dead_letter.reasons")?;
-        t.panics += reasons
-            .iter()
-            .filter(|r| r.windows(8).any(|w| w == b"panicked"))
-            .count() as u64;
-        let dead: HashSet<Vec<u8>> = dead.into_iter().collect();
         let keys: Vec<String> = batch
             .iter()
-            .map(|(_, id)| format!("celery-task-meta-{}", id.as_deref().unwrap_or("\u{0}none")))
+            .map(|i| {
+                format!(
+                    "celery-task-meta-{}",
+                    i.id.as_deref().unwrap_or("\u{0}none")
+                )
+            })
             .collect();
-        let metas: Vec<Option<Vec<u8>>> = conn.mget(&keys)?;
-        for ((raw, id), meta) in batch.iter().zip(&metas) {
-            t.inputs += 1;
-            let ignored = serde_json::from_slice::<Value>(raw)
-                .ok()
-                .and_then(|v| v["headers"].get("ignore_result").map(truthy))
-                .unwrap_or(false);
-            if dead.contains(raw) {
-                t.dead_lettered += 1;
-            } else if meta.is_some() {
-                t.results += 1;
-            } else if stuck
-                .iter()
-                .any(|e| e.windows(raw.len()).any(|w| w == raw.as_slice()))
-            {
-                // Counted as stuck above.
-            } else if ignored {
-                // Taken and acked (nothing is left queued or unacked), no result by request.
-                t.ignored += 1;
+        // Every input is a result, a dead letter (each counted once: identical elements need as
+        // many dead letters), stuck, or acked with ignore_result. With early acks a result may
+        // still be on its way when the queue and `unacked` are empty: what is missing is looked
+        // for again until the settle timeout.
+        let mut missing: Vec<usize> = (0..batch.len()).collect();
+        let mut dead: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut dead_read = 0isize;
+        let deadline = Instant::now() + settle;
+        loop {
+            let more: Vec<Vec<u8>> = conn.lrange("celeriac.dead_letter", dead_read, -1)?;
+            dead_read += more.len() as isize;
+            for d in more {
+                *dead.entry(d).or_default() += 1;
+            }
+            let wanted: Vec<&String> = missing.iter().map(|&i| &keys[i]).collect();
+            let metas: Vec<Option<Vec<u8>>> = if wanted.is_empty() {
+                Vec::new()
             } else {
-                t.lost += 1;
-                let finding = format!("lost: id {id:?}: {}", String::from_utf8_lossy(raw));
-                eprintln!("{finding}");
-                if findings.len() < 5 {
-                    findings.push(finding);
+                redis::cmd("MGET").arg(&wanted).query(&mut conn)?
+            };
+            let mut still = Vec::new();
+            for (&i, meta) in missing.iter().zip(&metas) {
+                let raw = &batch[i].raw;
+                if let Some(count) = dead.get_mut(raw).filter(|c| **c > 0) {
+                    *count -= 1;
+                    t.dead_lettered += 1;
+                } else if meta.is_some() {
+                    t.results += 1;
+                } else if stuck
+                    .iter()
+                    .any(|e| e.windows(raw.len()).any(|w| w == raw.as_slice()))
+                {
+                    // Counted as stuck above.
+                } else if serde_json::from_slice::<Value>(raw)
+                    .ok()
+                    .and_then(|v| v["headers"].get("ignore_result").map(truthy))
+                    .unwrap_or(false)
+                {
+                    // Taken and acked (nothing is left queued or unacked), no result by request.
+                    t.ignored += 1;
+                } else {
+                    still.push(i);
                 }
             }
+            missing = still;
+            if missing.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(if opts.early_ack { 20 } else { 200 }));
         }
+        for &i in &missing {
+            let input = &batch[i];
+            t.lost += 1;
+            note(
+                &mut findings,
+                format!(
+                    "lost: input {} (id {:?}): {}",
+                    input.n,
+                    input.id,
+                    String::from_utf8_lossy(&input.raw)
+                ),
+            );
+        }
+        t.inputs += batch.len() as u64;
+        let reasons: Vec<Vec<u8>> = conn.hvals("celeriac.dead_letter.reasons")?;
+        for r in reasons
+            .iter()
+            .filter(|r| r.windows(8).any(|w| w == b"panicked"))
+        {
+            t.panics += 1;
+            note(
+                &mut findings,
+                format!("dead letter for a panic: {}", String::from_utf8_lossy(r)),
+            );
+        }
+        let stderr = std::fs::read(&stderr_path)?;
+        if let Some(new) = stderr.get(stderr_seen..) {
+            let text = String::from_utf8_lossy(new);
+            for line in text.lines().filter(|l| l.contains("panicked")) {
+                t.panics += 1;
+                note(&mut findings, format!("worker stderr: {line}"));
+            }
+        }
+        stderr_seen = stderr.len();
         let mut clean = redis::pipe();
         clean
             .del("celeriac.dead_letter")
@@ -382,15 +525,24 @@ fn main() -> Result<()> {
             clean.del(chunk).ignore();
         }
         clean.query::<()>(&mut conn)?;
-        eprintln!(
-            "{} inputs, {:.0}/s, results {}, dead-lettered {}, lost {}, panics {}",
-            t.inputs,
-            t.inputs as f64 / started.elapsed().as_secs_f64(),
-            t.results,
-            t.dead_lettered,
-            t.lost,
-            t.panics
-        );
+        if findings.len() == findings_before {
+            log.set_len(0)?;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(opts.progress_every) {
+            last_progress = Instant::now();
+            eprintln!(
+                "{:.0} s: {} inputs, {:.0}/s, results {}, dead-lettered {}, ignored {}, lost {}, stuck {}, panics {}",
+                started.elapsed().as_secs_f64(),
+                t.inputs,
+                t.inputs as f64 / started.elapsed().as_secs_f64(),
+                t.results,
+                t.dead_lettered,
+                t.ignored,
+                t.lost,
+                t.stuck,
+                t.panics
+            );
+        }
     }
     let alive = worker.try_wait()?.is_none();
     let _ = worker.kill();
@@ -400,8 +552,9 @@ fn main() -> Result<()> {
         println!("{f}");
     }
     println!(
-        "seed {}: {} executions in {:.0} s ({:.0}/s): {} results stored, {} dead-lettered intact, {} acked with ignore_result, {} lost, {} stuck unacked, {} panics; worker alive: {}",
+        "seed {}{}: {} executions in {:.0} s ({:.0}/s): {} results stored, {} dead-lettered intact, {} acked with ignore_result, {} lost, {} stuck unacked, {} panics; worker alive: {}",
         opts.seed,
+        if opts.early_ack { " (early acks)" } else { "" },
         t.inputs,
         secs,
         t.inputs as f64 / secs,
@@ -414,7 +567,9 @@ fn main() -> Result<()> {
         alive
     );
     if t.lost > 0 || t.stuck > 0 || t.panics > 0 || !alive {
+        println!("worker logs kept in {}", logs.display());
         std::process::exit(1);
     }
+    std::fs::remove_dir_all(&logs)?;
     Ok(())
 }
