@@ -11,7 +11,7 @@ use syn::{Attribute, Error, Expr, FnArg, ItemFn, LitStr, Meta, Pat, Type};
 
 /// Turns `async fn name(params) -> Result<R, E>` into a task (a plain `fn` becomes a blocking
 /// task: each run on its own thread, as `WorkerBuilder::blocking_task`): a unit struct `name` that
-/// implements `celeriac_worker::task::Handler` and `celeriac_worker::task::TaskDefinition`,
+/// implements `celeriac_worker::Handler` and `celeriac_worker::TaskDefinition`,
 /// registered with `WorkerBuilder::register(name)`; the function itself stays callable as
 /// `name::run(...)`.
 ///
@@ -171,9 +171,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         };
         let has_default = p.default.is_some();
         quote! {
-            #krate::task::params::Param {
+            #krate::__private::params::Param {
                 name: #name,
-                kind: #krate::task::params::ParamKind::#kind,
+                kind: #krate::__private::params::ParamKind::#kind,
                 has_default: #has_default,
             }
         }
@@ -196,12 +196,12 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         let ty = &p.ty;
         let missing = match &p.default {
             Some(expr) => quote!(#expr),
-            None => quote!(return ::core::result::Result::Err(#krate::task::params::unbound(#python_fn, #name))),
+            None => quote!(return ::core::result::Result::Err(#krate::__private::params::unbound(#python_fn, #name))),
         };
         quote! {
             let #local: #ty = match __celeriac_slots.next().flatten() {
                 ::core::option::Option::Some(__celeriac_value) => {
-                    #krate::task::params::convert(#python_fn, #name, __celeriac_value)?
+                    #krate::__private::params::convert(#python_fn, #name, __celeriac_value)?
                 }
                 ::core::option::Option::None => #missing,
             };
@@ -227,10 +227,10 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let call_args: Vec<TokenStream2> = call_args.collect();
     let call_body = if blocking {
         quote! {
-            #krate::task::BlockingHandler::new(
+            #krate::BlockingHandler::new(
                 |__celeriac_ctx: #krate::TaskContext, _: #krate::CallArgs| {
                     let (#(#bound_locals,)*) = #fn_ident::__celeriac_bind(&__celeriac_ctx)?;
-                    #krate::task::params::into_result(#fn_ident::run(#(#call_args),*))
+                    #krate::__private::params::into_result(#fn_ident::run(#(#call_args),*))
                 },
             )
             .call(__celeriac_ctx)
@@ -240,11 +240,11 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             let (#(#bound_locals,)*) = match #fn_ident::__celeriac_bind(&__celeriac_ctx) {
                 ::core::result::Result::Ok(__celeriac_bound) => __celeriac_bound,
                 ::core::result::Result::Err(__celeriac_error) => {
-                    return #krate::task::params::failed(__celeriac_error)
+                    return #krate::__private::params::failed(__celeriac_error)
                 }
             };
             ::std::boxed::Box::pin(async move {
-                #krate::task::params::into_result(#fn_ident::run(#(#call_args),*).await)
+                #krate::__private::params::into_result(#fn_ident::run(#(#call_args),*).await)
             })
         }
     };
@@ -263,7 +263,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 
         impl #fn_ident {
             /// The parameters as Python sees them.
-            pub const PARAMS: #krate::task::params::Params = #krate::task::params::Params {
+            pub const PARAMS: #krate::__private::params::Params = #krate::__private::params::Params {
                 function: #python_fn,
                 params: &[#(#descriptors),*],
             };
@@ -282,17 +282,17 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             }
         }
 
-        impl #krate::task::Handler for #fn_ident {
-            fn call(&self, __celeriac_ctx: #krate::TaskContext) -> #krate::task::TaskFuture {
+        impl #krate::Handler for #fn_ident {
+            fn call(&self, __celeriac_ctx: #krate::TaskContext) -> #krate::TaskFuture {
                 #call_body
             }
 
-            fn params(&self) -> ::core::option::Option<#krate::task::params::Params> {
+            fn params(&self) -> ::core::option::Option<#krate::__private::params::Params> {
                 ::core::option::Option::Some(#fn_ident::PARAMS)
             }
         }
 
-        impl #krate::task::TaskDefinition for #fn_ident {
+        impl #krate::TaskDefinition for #fn_ident {
             fn name(&self) -> &'static str {
                 #task_name
             }

@@ -13,7 +13,7 @@ use support::{query_task_config, World};
 
 #[test]
 fn broker_backend_and_cache_over_tls_with_client_certificates() {
-    celeriac_worker::launcher::install_crypto_provider();
+    celeriac_worker::__private::install_crypto_provider();
     let pki = TestPki::generate("celeriac").unwrap();
     let world = World::tls(&pki, &[]);
     let cache_url = world

@@ -13,7 +13,7 @@ use std::time::Duration;
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};
 use celeriac_testkit::RedisServer;
 use celeriac_tests::fault_proxy::FaultProxy;
-use celeriac_worker::keepalive;
+use celeriac_worker::__private::keepalive;
 use redis::AsyncCommands;
 
 const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(6);

@@ -8,12 +8,12 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::launcher;
+use crate::message::time_limits::Polled;
 use crate::process::{FnProcess, Pool, ProcessHandler};
-use crate::registry::Registry;
-use crate::task::{
+use crate::task_api::registry::Registry;
+use crate::task_api::{
     BlockingHandler, FnHandler, TaskContext, TaskDefinition, TaskError, TaskOptions,
 };
-use crate::time_limits::Polled;
 
 /// A configured worker, ready to run.
 pub struct Worker {
@@ -116,7 +116,7 @@ impl WorkerBuilder {
         self.task_with_options(name, TaskOptions::default(), f)
     }
 
-    /// Register a task declared with [`#[celeriac_worker::task]`](macro@crate::task) under its
+    /// Register a task declared with [`#[celeriac_worker::task]`](macro@crate::task_api) under its
     /// name, with the options of its attribute.
     pub fn register<T: TaskDefinition>(self, task: T) -> Self {
         let options = task.options();
@@ -130,7 +130,7 @@ impl WorkerBuilder {
         options: TaskOptions,
     ) -> Self {
         let name = task.name();
-        let handler: Arc<dyn crate::task::Handler> = if task.blocking() {
+        let handler: Arc<dyn crate::task_api::Handler> = if task.blocking() {
             Arc::new(Polled(task))
         } else {
             Arc::new(task)

@@ -16,18 +16,18 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::Batcher;
 use crate::config::Settings;
-use crate::fetch;
-use crate::keepalive;
-use crate::registry::Registry;
+use crate::message::batch::Batcher;
+use crate::message::fetch;
 use crate::runtime::{Counters, Runtime};
+use crate::task_api::registry::Registry;
+use crate::upkeep::keepalive;
 
 /// A stop request: the first asks for a warm shutdown, the second for a cold one.
-pub type StopRequests = mpsc::UnboundedReceiver<()>;
+pub(crate) type StopRequests = mpsc::UnboundedReceiver<()>;
 
 /// Stop requests from SIGTERM and SIGINT.
-pub fn signal_stop_requests() -> anyhow::Result<StopRequests> {
+pub(crate) fn signal_stop_requests() -> anyhow::Result<StopRequests> {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = mpsc::unbounded_channel();
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -48,7 +48,7 @@ pub fn signal_stop_requests() -> anyhow::Result<StopRequests> {
 }
 
 /// Stop requests from a future (for embedding and tests): it resolving asks for a warm shutdown.
-pub fn stop_requests_from(fut: impl Future<Output = ()> + Send + 'static) -> StopRequests {
+pub(crate) fn stop_requests_from(fut: impl Future<Output = ()> + Send + 'static) -> StopRequests {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         fut.await;
@@ -65,7 +65,7 @@ pub fn install_crypto_provider() {
 
 /// Run a worker until stopped. In a task process (see [`crate::process`]) it serves the child
 /// role instead and never returns, so a child can never become a second worker.
-pub async fn run(
+pub(crate) async fn run(
     settings: Settings,
     registry: Registry,
     mut stop: StopRequests,
@@ -87,15 +87,18 @@ pub async fn run(
     transport.max_message_bytes = usize::try_from(settings.max_message_bytes).ok();
     let sweep_period = transport.restore_interval;
     let signing = crate::signing::Signing::from_settings(&settings)?;
-    let metrics = Arc::new(crate::metrics::Metrics::new(&settings.worker_hostname));
+    let metrics = Arc::new(crate::observe::metrics::Metrics::new(
+        &settings.worker_hostname,
+    ));
     if let Some(data) = registry.data() {
         metrics
-            .register(Box::new(crate::cache_metrics::CacheCollector::new(
-                data.cache.clone(),
-            )))
+            .register(Box::new(
+                crate::observe::cache_metrics::CacheCollector::new(data.cache.clone()),
+            ))
             .context("register the cache metrics")?;
     }
-    let http = crate::http::HttpServer::start(settings.metrics_port, metrics.clone()).await?;
+    let http =
+        crate::observe::http::HttpServer::start(settings.metrics_port, metrics.clone()).await?;
     let visibility_timeout = transport.visibility_timeout;
     let sqs = if on_sqs {
         let opts = SqsOptions::from_map(&settings.broker_transport_options)
@@ -151,7 +154,7 @@ pub async fn run(
     let slots = settings.slots();
     let concurrency = capacity(&slots, registry.kinds());
     let mut registry = registry;
-    crate::builtins::install(&mut registry);
+    crate::task_api::builtins::install(&mut registry);
     let thread_slots = Arc::new(Semaphore::new(slots.thread_tasks));
     let async_slots = if slots.shared {
         thread_slots.clone()
@@ -221,21 +224,21 @@ pub async fn run(
         running: Mutex::default(),
         eta_held: AtomicUsize::new(0),
         eta_held_bytes: AtomicUsize::new(0),
-        reserved_bytes: crate::reserved_bytes::ReservedBytes::new(
+        reserved_bytes: crate::message::reserved_bytes::ReservedBytes::new(
             usize::try_from(settings.reserved_bytes).unwrap_or(usize::MAX),
         ),
         draining: CancellationToken::new(),
         finishing: Default::default(),
         tracker: TaskTracker::new(),
         counters: Counters::default(),
-        revoked: crate::revoked::Revoked::from_env(),
-        events: crate::events::Events::new(
+        revoked: crate::message::revoked::Revoked::from_env(),
+        events: crate::observe::events::Events::new(
             settings.worker_send_task_events && !on_sqs,
             settings.events_batch,
         ),
-        tracked: crate::tracked::Tracked::default(),
-        rate_limits: crate::control::RateLimits::default(),
-        rate_buckets: crate::rate_limit::Buckets::default(),
+        tracked: crate::message::tracked::Tracked::default(),
+        rate_limits: crate::upkeep::control::RateLimits::default(),
+        rate_buckets: crate::message::rate_limit::Buckets::default(),
         queues: Mutex::new(settings.queues.clone()),
         remote_stop: CancellationToken::new(),
         started: std::time::Instant::now(),
@@ -246,7 +249,7 @@ pub async fn run(
         signing,
         settings,
     });
-    crate::revoked::load(&rt).await;
+    crate::message::revoked::load(&rt).await;
     rt.metrics
         .set_capacity(concurrency, concurrency + lookahead);
     http.attach(&rt);
@@ -283,29 +286,29 @@ pub async fn run(
         )),
     };
     let sweeper = spawn_unless_sqs(Box::pin(keepalive::sweep_loop(rt.clone(), sweep_period)));
-    let control = spawn_unless_sqs(Box::pin(crate::control::run(
+    let control = spawn_unless_sqs(Box::pin(crate::upkeep::control::run(
         rt.clone(),
         upkeep_stop.clone(),
     )));
     if !rt.settings.without_mingle {
-        spawn_unless_sqs(Box::pin(crate::control::mingle(rt.clone())));
+        spawn_unless_sqs(Box::pin(crate::upkeep::control::mingle(rt.clone())));
     }
     // `--without-heartbeat`: no worker-online/heartbeat/offline events, as Celery's worker
     // without its Heart.
     let heartbeats = !rt.settings.without_heartbeat;
     let heartbeat = if heartbeats {
-        spawn_unless_sqs(Box::pin(crate::events::heartbeat_loop(
+        spawn_unless_sqs(Box::pin(crate::observe::events::heartbeat_loop(
             rt.clone(),
             upkeep_stop.clone(),
         )))
     } else {
         tokio::spawn(async {})
     };
-    let event_batches = spawn_unless_sqs(Box::pin(crate::events::batch_loop(
+    let event_batches = spawn_unless_sqs(Box::pin(crate::observe::events::batch_loop(
         rt.clone(),
         upkeep_stop.clone(),
     )));
-    let registration = spawn_unless_sqs(Box::pin(crate::registration::run(
+    let registration = spawn_unless_sqs(Box::pin(crate::upkeep::registration::run(
         rt.clone(),
         upkeep_stop.clone(),
     )));
@@ -344,7 +347,7 @@ pub async fn run(
     let _ = heartbeat.await;
     let _ = event_batches.await;
     if heartbeats {
-        crate::events::worker_event(&rt, "worker-offline").await;
+        crate::observe::events::worker_event(&rt, "worker-offline").await;
     }
     tracing::info!(
         processed = rt

@@ -1,64 +1,42 @@
 //! The celeriac worker runtime: consume Celery task messages from Redis, run Rust tasks, write
 //! results as a Python Celery worker does.
 //!
-//! One file per role: [`fetch`] takes messages off the queues, [`processor`] runs one message,
-//! [`scheduled`] holds ETA messages, [`retry`] republishes retries, [`settle`] acks or rejects a
-//! finished run's message, [`dead_letter`] disposes of what cannot run, [`keepalive`] keeps held
-//! messages from being restored by sweeps, [`launcher`] starts and stops it all; [`control`]
-//! answers remote control, [`revoked`] keeps revoked ids, [`events`] sends monitoring events,
-//! [`tracked`] lists held requests, [`signing`] signs and checks messages (`auth`); [`builder`] is the Rust API and [`mod@task`] what a task sees; [`builtins`] runs Celery's `celery.map`/`celery.starmap`, [`errbacks`] calls new-style errbacks; [`client`] sends tasks and reads results.
+//! The public API is small: [`Worker`] / [`WorkerBuilder`] assemble and run a worker, the
+//! [`task`](macro@task) attribute and the types at this crate's root are what a task sees,
+//! [`client`] sends tasks and reads results, [`config`] holds the settings and [`cli`] the
+//! `celeriac` subcommands. The rest is internal, one folder per role (see ARCHITECTURE.md):
+//! `message/` is the path of a message (fetch, process, hold for an ETA, retry, settle,
+//! dead-letter), `upkeep/` the loops beside it (keepalive, queue registration, remote control),
+//! `observe/` what the worker reports (events, metrics, HTTP, telemetry, logs), `task/` the task
+//! API and registry, `canvas/` callbacks, chains, groups and chords, `process/` task processes.
 
 // The `#[task]` macro's expansion names this crate `::celeriac_worker`, also inside it.
 extern crate self as celeriac_worker;
 
-pub mod batch;
-pub mod builder;
-pub mod builtins;
-pub mod cache_metrics;
-pub mod canvas;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod control;
-pub mod dead_letter;
-pub mod errbacks;
-pub mod events;
-pub mod fetch;
-pub mod http;
-pub mod http_limits;
-pub mod keepalive;
-pub mod launcher;
-pub mod logging;
-pub mod metrics;
-pub mod process;
-pub mod processor;
-pub mod query_tasks;
-pub mod rate_limit;
-pub mod registration;
-pub mod registry;
-pub mod reserved_bytes;
-pub mod results;
-pub mod retry;
-pub mod retrying;
-pub mod revoked;
-pub mod runtime;
-pub mod scheduled;
-pub mod settle;
-pub mod signing;
-pub mod sqs;
-pub mod task;
-pub mod telemetry;
-pub mod time_limits;
-pub mod tracked;
-pub mod warm;
+
+mod builder;
+mod canvas;
+mod launcher;
+mod message;
+mod observe;
+mod process;
+mod query_tasks;
+mod runtime;
+mod signing;
+mod sqs;
+mod task_api;
+mod upkeep;
+mod warm;
 
 pub use builder::{Worker, WorkerBuilder};
 /// Declares a task as a Python-style function: `#[celeriac_worker::task(name = "app.add")]` on
 /// `async fn add(a: PyNumber, b: PyNumber) -> Result<PyNumber, PyException>` binds positional,
 /// keyword and mixed calls, defaults (`#[default(..)]`), `*args` (`#[args]`), keyword-only
 /// parameters (`#[kw_only]`) and `**kwargs` (`#[kwargs]`) as CPython binds them, failing with
-/// CPython's `TypeError` messages. Register it with [`WorkerBuilder::register`]. See
-/// [`task::params`].
+/// CPython's `TypeError` messages. Register it with [`WorkerBuilder::register`].
 ///
 /// ```
 /// use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError, Worker};
@@ -86,5 +64,24 @@ pub use builder::{Worker, WorkerBuilder};
 /// # }
 /// ```
 pub use celeriac_macros::task;
-pub use client::{AsyncResult, Client, GroupResult};
-pub use task::{CallArgs, PyException, PyNumber, TaskContext, TaskError, TaskOptions};
+pub use message::time_limits::SoftTimeLimitExceeded;
+pub use process::child::check_soft_time_limit;
+pub use task_api::{
+    BlockingHandler, CallArgs, DeliveryInfo, FnHandler, Handler, PyException, PyNumber,
+    RetryRequest, TaskContext, TaskDefinition, TaskError, TaskFuture, TaskOptions, WireTime,
+};
+
+/// What the `#[task]` macro's expansion, the end-to-end tests and the fuzz targets reach into;
+/// not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::launcher::install_crypto_provider;
+    pub use crate::query_tasks::config::{QueryTaskConfig, ResultShape};
+    pub use crate::query_tasks::handler::bind_call;
+    pub use crate::task_api::params;
+
+    /// The keepalive loop, for the silent-connection test.
+    pub mod keepalive {
+        pub use crate::upkeep::keepalive::{keep_fresh, refresh_period};
+    }
+}

@@ -11,13 +11,13 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::Batcher;
 use crate::config::Settings;
-use crate::registry::Registry;
-use crate::retrying::{retrying, Write};
+use crate::message::batch::Batcher;
+use crate::message::retrying::{retrying, Write};
+use crate::task_api::registry::Registry;
 
 /// A task being executed right now.
-pub struct Running {
+pub(crate) struct Running {
     /// Cancels the task's future (used at the end of a warm shutdown's grace).
     pub abort: AbortHandle,
     /// The message, kept so an early-acked task stopped at shutdown can be put back.
@@ -28,7 +28,7 @@ pub struct Running {
 
 /// Counters kept for logs and, later, metrics.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Tasks that finished (any state).
     pub processed: AtomicU64,
     /// Messages moved to the dead-letter list or requeued elsewhere.
@@ -38,7 +38,7 @@ pub struct Counters {
 }
 
 /// Everything the worker's parts share.
-pub struct Runtime {
+pub(crate) struct Runtime {
     /// Effective settings.
     pub settings: Settings,
     /// Message signing: serializers for what the worker writes, the verifier for what it reads.
@@ -55,7 +55,7 @@ pub struct Runtime {
     /// The producer API on this worker's connections (for [`crate::TaskContext::client`]);
     /// `None` on an SQS broker.
     pub client: Option<crate::client::Client>,
-    /// Batched acks (see [`crate::batch`]).
+    /// Batched acks (see [`crate::message::batch`]).
     pub acker: Batcher<String, Result<(), String>>,
     /// Batched result writes (metas encoded by their tasks), when there is a backend.
     pub writer: Option<Batcher<EncodedMeta, Result<StoreOutcome, String>>>,
@@ -82,23 +82,23 @@ pub struct Runtime {
     /// Bytes (as on the wire) of the ETA messages held without a reservation.
     pub eta_held_bytes: AtomicUsize,
     /// Bytes (as on the wire) of the reserved messages, against `reserved_bytes`.
-    pub reserved_bytes: crate::reserved_bytes::ReservedBytes,
+    pub reserved_bytes: crate::message::reserved_bytes::ReservedBytes,
     /// Cancelled when the worker stops taking new work (warm shutdown begins).
     pub draining: CancellationToken,
     /// Tracks every spawned message handler so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Counters.
     pub counters: Counters,
-    /// Remote control, revocation and events (see [`crate::control`]).
-    pub revoked: crate::revoked::Revoked,
+    /// Remote control, revocation and events (see [`crate::upkeep::control`]).
+    pub revoked: crate::message::revoked::Revoked,
     /// Event state and Lamport clock.
-    pub events: crate::events::Events,
+    pub events: crate::observe::events::Events,
     /// Held requests, for inspection and termination.
-    pub tracked: crate::tracked::Tracked,
+    pub tracked: crate::message::tracked::Tracked,
     /// Rate limits set by remote control (read by the rate-limit enforcement).
-    pub rate_limits: crate::control::RateLimits,
-    /// Per-worker rate-limit schedules (see [`crate::rate_limit`]).
-    pub rate_buckets: crate::rate_limit::Buckets,
+    pub rate_limits: crate::upkeep::control::RateLimits,
+    /// Per-worker rate-limit schedules (see [`crate::message::rate_limit`]).
+    pub rate_buckets: crate::message::rate_limit::Buckets,
     /// The queues consumed now (`add_consumer` / `cancel_consumer` change it).
     pub queues: Mutex<Vec<String>>,
     /// Cancelled by the `shutdown` control command: the launcher starts a warm shutdown.
@@ -107,10 +107,10 @@ pub struct Runtime {
     pub started: std::time::Instant,
     /// Reservation slots in all (`stats.prefetch_count`).
     pub reservations_capacity: usize,
-    /// Prometheus metrics (served by [`crate::http`]).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Prometheus metrics (served by [`crate::observe::http`]).
+    pub metrics: Arc<crate::observe::metrics::Metrics>,
     /// Signalled by the fetch loop when the broker answers again after failing (see
-    /// [`crate::registration`]).
+    /// [`crate::upkeep::registration`]).
     pub reconnected: tokio::sync::Notify,
     /// Signalled when the consumed queues change, so the fetch loop stops waiting on the old ones.
     pub queues_changed: tokio::sync::Notify,
@@ -118,12 +118,12 @@ pub struct Runtime {
 
 impl Runtime {
     /// The queues consumed now.
-    pub fn consumed_queues(&self) -> Vec<String> {
+    pub(crate) fn consumed_queues(&self) -> Vec<String> {
         self.queues.lock().expect("queues lock").clone()
     }
 
     /// Consume `queue` too (no-op when consumed already).
-    pub fn add_queue(&self, queue: &str) {
+    pub(crate) fn add_queue(&self, queue: &str) {
         let mut queues = self.queues.lock().expect("queues lock");
         if !queues.iter().any(|q| q == queue) {
             queues.push(queue.to_string());
@@ -132,7 +132,7 @@ impl Runtime {
     }
 
     /// Stop consuming `queue`.
-    pub fn remove_queue(&self, queue: &str) {
+    pub(crate) fn remove_queue(&self, queue: &str) {
         self.queues
             .lock()
             .expect("queues lock")
@@ -141,17 +141,17 @@ impl Runtime {
     }
 
     /// Start holding `tag` (its `unacked_index` score is kept fresh from now on).
-    pub fn hold(&self, tag: &str) {
+    pub(crate) fn hold(&self, tag: &str) {
         self.held.lock().expect("held lock").insert(tag.to_string());
     }
 
     /// Stop holding `tag` (it was acked, restored or dead-lettered).
-    pub fn release(&self, tag: &str) {
+    pub(crate) fn release(&self, tag: &str) {
         self.held.lock().expect("held lock").remove(tag);
     }
 
     /// A snapshot of the held tags.
-    pub fn held_tags(&self) -> Vec<String> {
+    pub(crate) fn held_tags(&self) -> Vec<String> {
         self.held
             .lock()
             .expect("held lock")
@@ -162,7 +162,7 @@ impl Runtime {
 
     /// Ack a message in Redis and stop holding it. Errors are logged: the message then comes back
     /// after the visibility timeout (at-least-once).
-    pub async fn ack(&self, delivery: &Delivery) {
+    pub(crate) async fn ack(&self, delivery: &Delivery) {
         if let Some(sqs) = &self.sqs {
             return crate::sqs::ack(self, sqs, delivery).await;
         }

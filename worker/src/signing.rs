@@ -20,7 +20,7 @@ use crate::config::{SerializerName, Settings};
 
 /// The serializers and verifier of a worker.
 #[derive(Debug, Clone, Default)]
-pub struct Signing {
+pub(crate) struct Signing {
     /// Retries, canvas messages, control requests and replies (`task_serializer`).
     pub tasks: BodySerializer,
     /// Results (`result_serializer`).
@@ -41,7 +41,7 @@ fn is_auth(name: &str) -> bool {
 
 impl Signing {
     /// Build from the settings, loading keys and certificates (errors name the setting).
-    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+    pub(crate) fn from_settings(s: &Settings) -> anyhow::Result<Self> {
         let result_accept = s.effective_result_accept_content();
         let accepts_auth = s
             .accept_content
@@ -110,13 +110,13 @@ impl Signing {
     }
 
     /// The verifier, borrowed.
-    pub fn verifier(&self) -> Option<&Verifier> {
+    pub(crate) fn verifier(&self) -> Option<&Verifier> {
         self.verifier.as_deref()
     }
 
     /// How task messages and remote control are written and read (`task_serializer`,
     /// `accept_content`).
-    pub fn for_tasks(&self) -> Signatures<'_> {
+    pub(crate) fn for_tasks(&self) -> Signatures<'_> {
         Signatures {
             serializer: &self.tasks,
             verifier: self.verifier(),

@@ -33,14 +33,14 @@ use celeriac_broker_bridge::transport::{Delivery, Depths};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::processor;
-use crate::retrying::{retrying, Write};
+use crate::message::processor;
+use crate::message::retrying::{retrying, Write};
 use crate::runtime::Runtime;
 
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The SQS broker and the queue of each message held.
-pub struct SqsSide {
+pub(crate) struct SqsSide {
     /// The SQS client.
     pub broker: SqsBroker,
     /// Receipt handle → Celery queue, for the messages held now.
@@ -49,7 +49,7 @@ pub struct SqsSide {
 
 impl SqsSide {
     /// Wrap a connected broker.
-    pub fn new(broker: SqsBroker) -> Self {
+    pub(crate) fn new(broker: SqsBroker) -> Self {
         SqsSide {
             broker,
             queue_of: Mutex::default(),
@@ -69,7 +69,7 @@ impl SqsSide {
 }
 
 /// The fetch loop on SQS; runs until the worker starts draining.
-pub async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
+pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
     let mut failing = Duration::ZERO;
     let mut next = 0usize;
     loop {
@@ -166,7 +166,7 @@ pub async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
 }
 
 /// Ack (`DeleteMessage`, retried); on failure the message returns after its visibility timeout.
-pub async fn ack(rt: &Runtime, sqs: &SqsSide, delivery: &Delivery) {
+pub(crate) async fn ack(rt: &Runtime, sqs: &SqsSide, delivery: &Delivery) {
     let tag = &delivery.delivery_tag;
     let queue = sqs.forget(tag).unwrap_or_else(|| delivery.queue.clone());
     let del = || sqs.broker.ack(&queue, tag);
@@ -177,7 +177,13 @@ pub async fn ack(rt: &Runtime, sqs: &SqsSide, delivery: &Delivery) {
 }
 
 /// Requeue (`ChangeMessageVisibility` 0) or dead-letter (see the module's rule) a held message.
-pub async fn reject(rt: &Runtime, sqs: &SqsSide, delivery: &Delivery, requeue: bool, reason: &str) {
+pub(crate) async fn reject(
+    rt: &Runtime,
+    sqs: &SqsSide,
+    delivery: &Delivery,
+    requeue: bool,
+    reason: &str,
+) {
     let tag = &delivery.delivery_tag;
     let queue = sqs.forget(tag).unwrap_or_else(|| delivery.queue.clone());
     if requeue {
@@ -192,7 +198,7 @@ pub async fn reject(rt: &Runtime, sqs: &SqsSide, delivery: &Delivery, requeue: b
 
 /// The dead-letter rule: the queue's redrive policy when it has one, else celeriac's Redis
 /// dead-letter list and `DeleteMessage`. On any failure the message stays in SQS.
-pub async fn dead_letter(
+pub(crate) async fn dead_letter(
     rt: &Runtime,
     sqs: &SqsSide,
     queue: &str,
@@ -224,7 +230,7 @@ pub async fn dead_letter(
 }
 
 /// Publish an envelope to an SQS queue (retries, canvas): the routing key names the queue.
-pub async fn publish(
+pub(crate) async fn publish(
     sqs: &SqsSide,
     envelope: &Envelope,
     exchange: &str,
@@ -238,7 +244,7 @@ pub async fn publish(
 }
 
 /// Make every given held message visible again (shutdown).
-pub async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
+pub(crate) async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
     let mut restored = 0;
     for tag in tags {
         if let Some(queue) = sqs.forget(tag) {
@@ -258,7 +264,7 @@ pub async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
 /// `ApproximateNumberOfMessages` (waiting), summed `ApproximateNumberOfMessagesNotVisible` as
 /// unacked (SQS cannot tell ETA-held messages apart: they are in it), and celeriac's Redis
 /// dead-letter list.
-pub async fn depths(rt: &Runtime, sqs: &SqsSide) -> anyhow::Result<Depths> {
+pub(crate) async fn depths(rt: &Runtime, sqs: &SqsSide) -> anyhow::Result<Depths> {
     let mut queues = Vec::new();
     let mut unacked = 0;
     for queue in &rt.settings.queues {
@@ -276,7 +282,7 @@ pub async fn depths(rt: &Runtime, sqs: &SqsSide) -> anyhow::Result<Depths> {
 }
 
 /// Keep the messages held here invisible to other consumers until `stop`.
-pub async fn extend_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>, stop: CancellationToken) {
+pub(crate) async fn extend_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>, stop: CancellationToken) {
     let timeout = sqs.broker.options().visibility_timeout;
     let period = Duration::from_secs(u64::from(timeout) / 3).max(Duration::from_secs(1));
     loop {

@@ -3,7 +3,7 @@
 //! CPython (the test venv's) binds it to the same `def`: the same values in the same
 //! parameters, or the same `TypeError` message.
 
-use celeriac_worker::task::Handler;
+use celeriac_worker::Handler;
 use celeriac_worker::{TaskContext, TaskError};
 use serde_json::{json, Map, Value};
 

@@ -1,6 +1,6 @@
 //! `#[celeriac_worker::task]`: calls bind as CPython binds them to the same `def`.
 
-use celeriac_worker::task::{Handler, TaskDefinition};
+use celeriac_worker::{Handler, TaskDefinition};
 use std::time::Duration;
 
 use celeriac_worker::{PyException, PyNumber, TaskContext, TaskError, TaskOptions};

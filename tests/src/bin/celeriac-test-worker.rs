@@ -7,8 +7,8 @@ mod demo_tasks;
 
 use std::time::Duration;
 
+use celeriac_broker_bridge::codec::Signature;
 use celeriac_worker::config::WorkerArgs;
-use celeriac_worker::task::Signature;
 use celeriac_worker::{PyException, TaskContext, TaskError, TaskOptions, Worker};
 use clap::Parser;
 use serde_json::Value;
@@ -190,7 +190,7 @@ fn main() -> anyhow::Result<()> {
         })
         .task("t.record", {
             let marks = canvas_redis;
-            move |ctx: TaskContext, _: celeriac_worker::task::CallArgs| {
+            move |ctx: TaskContext, _: celeriac_worker::CallArgs| {
                 let marks = marks.clone();
                 async move {
                     let mut conn = connection(&marks).await?;
@@ -309,8 +309,8 @@ fn main() -> anyhow::Result<()> {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
                 if fail {
-                    celeriac_worker::process::check_soft_time_limit()?;
-                } else if celeriac_worker::process::check_soft_time_limit().is_err() {
+                    celeriac_worker::check_soft_time_limit()?;
+                } else if celeriac_worker::check_soft_time_limit().is_err() {
                     return Ok::<_, TaskError>("soft");
                 }
             }

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use celeriac_worker::task::Signature;
+use celeriac_broker_bridge::codec::Signature;
 use celeriac_worker::{PyException, TaskContext, TaskError, WorkerBuilder};
 use serde_json::{json, Map, Value};
 

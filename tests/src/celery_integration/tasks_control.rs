@@ -1,5 +1,5 @@
 //! The tasks of Celery's `t/integration/tasks.py` that a worker calls as new-style errbacks,
-//! with `(request, exc, traceback)` (see `celeriac_worker::errbacks`), under the same names and
+//! with `(request, exc, traceback)` (see `celeriac_worker::canvas::errbacks`), under the same names and
 //! with the same behaviour. The Python source is quoted in each doc comment.
 
 use celeriac_worker::{PyException, TaskError, WorkerBuilder};

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use celeriac_broker_bridge::backend::TaskMeta;
-use celeriac_worker::task::Signature;
+use celeriac_broker_bridge::codec::Signature;
 use celeriac_worker::{TaskContext, TaskError, WorkerBuilder};
 use serde_json::{json, Map, Value};
 

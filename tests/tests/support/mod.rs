@@ -84,7 +84,7 @@ impl World {
 
     /// A redis connection to the private server (over TLS when it is a TLS server).
     pub fn redis(&self) -> redis::Connection {
-        celeriac_worker::launcher::install_crypto_provider();
+        celeriac_worker::__private::install_crypto_provider();
         celeriac_broker_bridge::redis_url::parse(&self.url)
             .expect("the world's URL parses")
             .client()

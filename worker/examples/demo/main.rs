@@ -10,8 +10,8 @@ mod tasks;
 use celeriac_cache::source::sqlite::SqliteSource;
 use celeriac_cache::source::SourceConfig;
 use celeriac_cache::Source;
+use celeriac_worker::config::parse_query_tasks as parse_query_config;
 use celeriac_worker::config::{process_env, Settings, WorkerArgs};
-use celeriac_worker::query_tasks::config::parse as parse_query_config;
 use celeriac_worker::{TaskError, Worker};
 use clap::Parser;
 

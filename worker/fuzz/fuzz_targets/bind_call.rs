@@ -4,8 +4,8 @@
 #![no_main]
 
 use celeriac_cache::{KeyTemplate, NamedSql, Policy, SourceKind};
-use celeriac_worker::query_tasks::bind_call;
-use celeriac_worker::query_tasks::config::{QueryTaskConfig, ResultShape};
+use celeriac_worker::__private::bind_call;
+use celeriac_worker::__private::{QueryTaskConfig, ResultShape};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Duration;

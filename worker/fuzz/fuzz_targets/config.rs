@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
                     "key password in Debug: {debug}"
                 );
             }
-            if let Err(e) = celeriac_worker::query_tasks::config::parse(&settings.extra, &lookup) {
+            if let Err(e) = celeriac_worker::config::parse_query_tasks(&settings.extra, &lookup) {
                 assert!(
                     !shows_credential(&e),
                     "secret in a query-task config error: {e}"

@@ -11,14 +11,14 @@ use celeriac_broker_bridge::codec::{args_repr, Signature, TaskMessage};
 use serde_json::{Map, Value};
 
 use super::expand::{Parent, Plan};
-use crate::retrying::{retrying, Write};
+use crate::message::retrying::{retrying, Write};
 use crate::runtime::Runtime;
 
 /// Celery's `result_chord_join_timeout` default, which sets the claim's lifetime.
 const JOIN_TIMEOUT_S: f64 = 3.0;
 
 /// A chord header member.
-pub struct Member<'a> {
+pub(crate) struct Member<'a> {
     /// Its task id.
     pub task_id: &'a str,
     /// The chord's group id.
@@ -36,7 +36,7 @@ pub struct Member<'a> {
 }
 
 /// If `msg` is a chord header member, return its part (any final state).
-pub async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskState, result: Value) {
+pub(crate) async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskState, result: Value) {
     let (Some(body), Some(gid)) = (&msg.chord, &msg.group) else {
         return;
     };
@@ -52,7 +52,7 @@ pub async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskState, resu
 }
 
 /// Return one member's part and, if it completes the chord, fire or fail the body.
-pub async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, result: Value) {
+pub(crate) async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, result: Value) {
     let Some(backend) = &rt.backend else {
         tracing::error!(group_id = %member.group_id, "chord member without a result backend: the chord cannot complete");
         return;
@@ -288,7 +288,7 @@ async fn group_chord_error(
             root_id: Some(id.clone()),
             parent_id: Some(id.clone()),
         };
-        let request = crate::errbacks::request_of_signature(&id, task);
+        let request = crate::canvas::errbacks::request_of_signature(&id, task);
         let children =
             super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;
         store_failure(rt, &id, exc, children).await;
@@ -309,7 +309,7 @@ async fn store_failure(rt: &Runtime, id: &str, exc: &ExceptionInfo, children: Ve
 }
 
 /// `ChordError("Dependency <id> raised <repr(exc)>")`, as Celery words it.
-pub fn dependency_error(part: &PartResult) -> ExceptionInfo {
+pub(crate) fn dependency_error(part: &PartResult) -> ExceptionInfo {
     chord_exception(format!(
         "Dependency {} raised {}",
         part.task_id,
@@ -318,7 +318,7 @@ pub fn dependency_error(part: &PartResult) -> ExceptionInfo {
 }
 
 /// Python's `repr()` of a stored exception dict, e.g. `ValueError('boom')`.
-pub fn exception_repr(exc: &Value) -> String {
+pub(crate) fn exception_repr(exc: &Value) -> String {
     let name = exc
         .get("exc_type")
         .and_then(Value::as_str)
@@ -377,7 +377,7 @@ async fn chord_error(
         root_id: Some(body_id.clone()),
         parent_id: Some(body_id.clone()),
     };
-    let request = crate::errbacks::request_of_signature(&body_id, body);
+    let request = crate::canvas::errbacks::request_of_signature(&body_id, body);
     // The errbacks' group is a child of the task completing the chord, which Celery stores
     // as the body's `children` (the failing body is stored from within that task).
     let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;

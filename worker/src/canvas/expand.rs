@@ -29,7 +29,7 @@ pub struct Parent {
 
 /// What applying signatures publishes.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Chord sizes to store before any message is published: `(group id, size)`.
     pub chord_sizes: Vec<(String, usize)>,
     /// Messages to publish, in order (`routing_key` = `options.queue`, `None`: default queue).
@@ -41,7 +41,7 @@ pub struct Plan {
 /// A signature that cannot be applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("cannot apply signature {task}: {reason}")]
-pub struct CanvasError {
+pub(crate) struct CanvasError {
     /// The signature's task name.
     pub task: String,
     /// What is wrong with it.
@@ -58,7 +58,7 @@ fn err(sig: &Signature, reason: impl Into<String>) -> CanvasError {
 impl Plan {
     /// Apply `sig` with `prefix` prepended to its args (unless immutable) and `call` options
     /// overriding its own; record the result tuple in `children`.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         sig: &Signature,
         prefix: &[Value],
@@ -411,7 +411,7 @@ fn chord_size(sig: &Signature) -> Result<usize, CanvasError> {
 }
 
 /// `[prefix] + args`, unless the signature is immutable.
-pub fn with_prefix(sig: &Signature, prefix: &[Value]) -> Vec<Value> {
+pub(crate) fn with_prefix(sig: &Signature, prefix: &[Value]) -> Vec<Value> {
     if sig.immutable {
         sig.args.clone()
     } else {
@@ -420,7 +420,7 @@ pub fn with_prefix(sig: &Signature, prefix: &[Value]) -> Vec<Value> {
 }
 
 /// A `celery.group` signature of `tasks` (how several callbacks or errbacks are applied).
-pub fn group_of(tasks: &[Signature]) -> Signature {
+pub(crate) fn group_of(tasks: &[Signature]) -> Signature {
     let mut kwargs = Map::new();
     kwargs.insert("tasks".into(), signature_list(tasks));
     let mut g = Signature::new("celery.group", Vec::new(), kwargs);

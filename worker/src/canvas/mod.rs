@@ -7,23 +7,24 @@
 //! * [`on_failure`] — after FAILURE is stored: chord part, the rest of the chain failed, errbacks.
 //! * [`replace()`] — a task replaced by a signature or a canvas (`Task.replace`).
 
-pub mod chord;
-pub mod expand;
-pub mod replace;
+pub(crate) mod chord;
+pub(crate) mod errbacks;
+pub(crate) mod expand;
+pub(crate) mod replace;
 
 use celeriac_broker_bridge::backend::{ExceptionInfo, TaskMeta, TaskState};
 use celeriac_broker_bridge::codec::{EncodeOptions, Signature, TaskMessage};
 use serde_json::{Map, Value};
 
-pub use expand::{CanvasError, Parent, Plan};
-pub use replace::replacement;
+pub(crate) use expand::{CanvasError, Parent, Plan};
+pub(crate) use replace::replacement;
 
-use crate::retrying::{retrying, Write};
+use crate::message::retrying::{retrying, Write};
 use crate::runtime::Runtime;
-use crate::task::PyException;
+use crate::task_api::PyException;
 
 /// The ids a task's follow-ups are published with: root kept, parent = this task.
-pub fn parent_of(msg: &TaskMessage) -> Parent {
+pub(crate) fn parent_of(msg: &TaskMessage) -> Parent {
     Parent {
         root_id: Some(msg.root_id.clone().unwrap_or_else(|| msg.id.clone())),
         parent_id: Some(msg.id.clone()),
@@ -32,7 +33,7 @@ pub fn parent_of(msg: &TaskMessage) -> Parent {
 
 /// The plan of a successful task: its callbacks (several plain ones as one group, group
 /// callbacks each on their own, as Celery) and then the next chain step, with `retval` prepended.
-pub fn success_plan(msg: &TaskMessage, retval: &Value) -> Result<Plan, CanvasError> {
+pub(crate) fn success_plan(msg: &TaskMessage, retval: &Value) -> Result<Plan, CanvasError> {
     let mut plan = Plan::default();
     let parent = parent_of(msg);
     let prefix = std::slice::from_ref(retval);
@@ -65,8 +66,8 @@ pub fn success_plan(msg: &TaskMessage, retval: &Value) -> Result<Plan, CanvasErr
 }
 
 /// Old-style errbacks are published as one group called with `[failed_task_id] + args` (the
-/// new-style ones are called in the worker first: see [`crate::errbacks`]).
-pub fn errback_plan(
+/// new-style ones are called in the worker first: see [`crate::canvas::errbacks`]).
+pub(crate) fn errback_plan(
     errbacks: &[Signature],
     task_id: &str,
     parent: &Parent,
@@ -87,7 +88,7 @@ pub fn errback_plan(
 /// again, as Celery allows) are published again.
 ///
 /// [`Broker::publish_once_in`]: celeriac_broker_bridge::transport::Broker::publish_once_in
-pub async fn publish(rt: &Runtime, plan: Plan, run: Option<&str>) -> Result<(), String> {
+pub(crate) async fn publish(rt: &Runtime, plan: Plan, run: Option<&str>) -> Result<(), String> {
     publish_run(rt, plan, true, run).await
 }
 
@@ -140,7 +141,7 @@ async fn publish_run(
 
 /// After a task succeeded and before its result is stored: publish callbacks and the next chain
 /// step. Returns the `children` of the result, or the exception the task fails with instead.
-pub async fn on_success(
+pub(crate) async fn on_success(
     rt: &Runtime,
     msg: &TaskMessage,
     retval: &Value,
@@ -158,23 +159,23 @@ pub async fn on_success(
 }
 
 /// After a result is stored: a chord header member returns its part.
-pub async fn after_success(rt: &Runtime, msg: &TaskMessage, retval: &Value) {
+pub(crate) async fn after_success(rt: &Runtime, msg: &TaskMessage, retval: &Value) {
     chord::part_return(rt, msg, TaskState::Success, retval.clone()).await;
 }
 
 /// After FAILURE was stored (Celery's `mark_as_failure` order): the chord part, the rest of the
 /// chain marked FAILURE with the same exception, then the errbacks.
-pub async fn on_failure(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
+pub(crate) async fn on_failure(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
     let info = ExceptionInfo::from(exc);
     chord::part_return(rt, msg, TaskState::Failure, info.to_json()).await;
     fail_chain(rt, &msg.chain, &info).await;
-    let request = crate::errbacks::request_of(msg);
+    let request = crate::canvas::errbacks::request_of(msg);
     let run = msg.delivery_tag.as_deref();
     call_errbacks_for(rt, &msg.errbacks, &request, &info, &parent_of(msg), run).await;
 }
 
 /// After REVOKED was stored: a chord header member still returns its part.
-pub async fn on_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
+pub(crate) async fn on_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
     let info = ExceptionInfo::task_revoked(reason);
     chord::part_return(rt, msg, TaskState::Revoked, info.to_json()).await;
 }
@@ -182,7 +183,7 @@ pub async fn on_revoked(rt: &Runtime, msg: &TaskMessage, reason: &str) {
 /// Celery's `_call_task_errbacks` for the failed `request` (its `id` the failed task's): the
 /// new-style errbacks called here with `(request, exc, traceback)`, then the others published
 /// within `run` (see [`publish`]).
-pub async fn call_errbacks_for(
+pub(crate) async fn call_errbacks_for(
     rt: &Runtime,
     errbacks: &[Signature],
     request: &Value,
@@ -193,7 +194,7 @@ pub async fn call_errbacks_for(
     if errbacks.is_empty() {
         return Vec::new();
     }
-    let old_style = crate::errbacks::call_new_style(rt, errbacks, request, exc).await;
+    let old_style = crate::canvas::errbacks::call_new_style(rt, errbacks, request, exc).await;
     let task_id = request
         .get("id")
         .and_then(Value::as_str)
@@ -204,7 +205,7 @@ pub async fn call_errbacks_for(
 /// Publish `errbacks` for the failed task `task_id` within `run` (see [`publish`]); returns the
 /// result tuple of what was published (the group of errbacks), which Celery adds to the current
 /// task's `children`.
-pub async fn call_errbacks(
+pub(crate) async fn call_errbacks(
     rt: &Runtime,
     errbacks: &[Signature],
     task_id: &str,
@@ -226,7 +227,7 @@ pub async fn call_errbacks(
 
 /// Celery's `_fail_chain`: every remaining chain step with a frozen id gets FAILURE with the
 /// same exception; chord members among them return their part; a chord step's body is failed too.
-pub async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) {
+pub(crate) async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) {
     let mut queue: std::collections::VecDeque<Signature> = chain.iter().cloned().collect();
     while let Some(step) = queue.pop_front() {
         let id = step.task_id().map(str::to_string);
@@ -284,7 +285,11 @@ pub async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &ExceptionInfo) 
 /// Publish the replacement of `msg` by `sig` (see [`replace::replacement`]); `Err` is the
 /// exception the task fails with instead (`ImproperlyConfigured` for a signature that cannot
 /// replace it).
-pub async fn replace(rt: &Runtime, msg: &TaskMessage, sig: &Signature) -> Result<(), PyException> {
+pub(crate) async fn replace(
+    rt: &Runtime,
+    msg: &TaskMessage,
+    sig: &Signature,
+) -> Result<(), PyException> {
     let plan = replacement(msg, sig).map_err(|e| {
         PyException::in_module("celery.exceptions", "ImproperlyConfigured", e.reason)
     })?;

@@ -18,11 +18,11 @@ use celeriac_broker_bridge::codec::{Signature, TaskMessage};
 use serde_json::{Map, Value};
 
 use super::expand::{CanvasError, Plan};
-use crate::builtins::ACCUMULATE;
+use crate::task_api::builtins::ACCUMULATE;
 
 /// The messages replacing the task of `msg` by `sig`; `Err` is why `sig` cannot replace it
 /// (Celery's `ImproperlyConfigured`).
-pub fn replacement(msg: &TaskMessage, sig: &Signature) -> Result<Plan, CanvasError> {
+pub(crate) fn replacement(msg: &TaskMessage, sig: &Signature) -> Result<Plan, CanvasError> {
     let fail = |reason: &str| CanvasError {
         task: sig.task.clone(),
         reason: reason.to_string(),

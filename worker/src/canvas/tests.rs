@@ -366,7 +366,7 @@ fn replacement_by_a_group_is_a_chord_accumulating_its_results() {
         (Some(gid.as_str()), Some(1))
     );
     let body = member.chord.as_ref().expect("a chord member");
-    assert_eq!(body.task, crate::builtins::ACCUMULATE);
+    assert_eq!(body.task, crate::task_api::builtins::ACCUMULATE);
     assert_eq!(body.kwargs["index"], json!(0));
     assert_eq!(body.task_id(), Some("t1"));
     // The body takes the replaced task's place in its own chord.
@@ -391,7 +391,10 @@ fn a_chain_ending_with_a_group_ends_with_an_accumulating_chord() {
         panic!("one step after: {:?}", first.chain)
     };
     assert_eq!(chord.subtask_type.as_deref(), Some("chord"));
-    assert_eq!(chord.kwargs["body"]["task"], crate::builtins::ACCUMULATE);
+    assert_eq!(
+        chord.kwargs["body"]["task"],
+        crate::task_api::builtins::ACCUMULATE
+    );
     assert_eq!(chord.kwargs["body"]["options"]["task_id"], "t1");
 }
 

@@ -82,7 +82,7 @@ pub fn main(args: &WarmArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = crate::logging::init(settings.loglevel, settings.log_format) {
+    if let Err(e) = crate::observe::logging::init(settings.loglevel, settings.log_format) {
         eprintln!("celeriac warm: logging: {e}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

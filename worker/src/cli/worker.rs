@@ -3,7 +3,7 @@
 use super::pidfile::Pidfile;
 use crate::builder::WorkerBuilder;
 use crate::config::{process_env, Settings, WorkerArgs};
-use crate::logging;
+use crate::observe::logging;
 
 /// Load settings for `args` from the process environment, start logging and run the worker
 /// built by `builder` (its tasks) until SIGTERM/SIGINT.
@@ -12,7 +12,7 @@ use crate::logging;
 pub fn run(builder: WorkerBuilder, args: &WorkerArgs) -> anyhow::Result<()> {
     builder.serve_if_task_process();
     let settings = Settings::load(args, process_env())?;
-    let _telemetry = crate::telemetry::init()?;
+    let _telemetry = crate::observe::telemetry::init()?;
     logging::init_to(
         settings.loglevel,
         settings.log_format,

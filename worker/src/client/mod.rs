@@ -49,7 +49,7 @@ pub use result::{AnyResult, AsyncResult, GroupResult};
 pub use signature::{chain, chord, group, Signature};
 
 use crate::canvas::Parent;
-use crate::task::PyException;
+use crate::task_api::PyException;
 
 /// Celery's `E_WOULDBLOCK`.
 const WOULD_BLOCK: &str = "Never call result.get() within a task!\nSee https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks\n";
@@ -346,7 +346,7 @@ impl Client {
         let clock = self.inner.clock.fetch_add(1, Ordering::Relaxed) + 1;
         pidbox::broadcast(
             &self.inner.broker,
-            crate::control::NAMESPACE,
+            crate::upkeep::control::NAMESPACE,
             "revoke",
             arguments,
             clock,

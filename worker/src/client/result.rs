@@ -7,7 +7,7 @@ use celeriac_broker_bridge::backend::TaskState;
 use serde_json::{Map, Value};
 
 use super::{Client, ClientError, Frozen};
-use crate::task::PyException;
+use crate::task_api::PyException;
 
 /// The result of one sent task (Celery's `AsyncResult`).
 #[derive(Debug, Clone)]

@@ -276,7 +276,7 @@ shown_as_debug!(
     RateLimit,
     SerializerName,
     celeriac_broker_bridge::signing::Digest,
-    crate::rate_limit::Scope,
+    crate::message::rate_limit::Scope,
     Password = Hidden,
 );
 

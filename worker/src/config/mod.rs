@@ -22,6 +22,8 @@ mod value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The query tasks' tables (`[sources.*]`, `[tasks.*]`) read from the settings' extra keys.
+pub use crate::query_tasks::config::{parse as parse_query_tasks, QueryConfig};
 pub use celeriac_secrets::redact as redacted;
 pub(crate) use env::lookup as lookup_env;
 pub use env::process_env;

@@ -363,7 +363,7 @@ declare_settings! {
 
         /// Whom rate limits bind: `worker` (each worker on its own, as Celery) or `fleet` (one
         /// limit shared by all workers through Redis).
-        celeriac rate_limit_scope: crate::rate_limit::Scope = crate::rate_limit::Scope::Worker,
+        celeriac rate_limit_scope: crate::message::rate_limit::Scope = crate::message::rate_limit::Scope::Worker,
             "`worker`",
             env "CELERIAC_RATE_LIMIT_SCOPE",
             parse |r| r.parsed();

@@ -7,18 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::protocol::{reply_line, RunRequest, ToChild};
-use crate::registry::Registry;
-use crate::task::{PyException, TaskError};
-use crate::time_limits::SoftTimeLimitExceeded;
+use crate::message::time_limits::SoftTimeLimitExceeded;
+use crate::task_api::registry::Registry;
+use crate::task_api::{PyException, TaskError};
 
 /// Set in a child's environment: the process serves process tasks instead of being a worker.
-pub const CHILD_ENV: &str = "CELERIAC_PROCESS_CHILD";
+pub(crate) const CHILD_ENV: &str = "CELERIAC_PROCESS_CHILD";
 
 static SOFT_PASSED: AtomicBool = AtomicBool::new(false);
 static CURRENT: Mutex<String> = Mutex::new(String::new());
 
 /// Whether this process is a task process (started by a worker for its process tasks).
-pub fn is_child() -> bool {
+pub(crate) fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
@@ -33,7 +33,7 @@ pub fn check_soft_time_limit() -> Result<(), SoftTimeLimitExceeded> {
 }
 
 /// Serve the child role until stdin closes (the worker is gone), then exit. Never returns.
-pub fn serve(registry: &Registry) -> ! {
+pub(crate) fn serve(registry: &Registry) -> ! {
     let (tx, rx) = std::sync::mpsc::channel::<RunRequest>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::pool::Pool;
 use super::protocol::{parse_reply, RunRequest, ToChild};
-use crate::task::args::bind;
-use crate::task::{Handler, PyException, TaskContext, TaskError, TaskFuture};
+use crate::task_api::args::bind;
+use crate::task_api::{Handler, PyException, TaskContext, TaskError, TaskFuture};
 
 /// A process task's function, type-erased: run in a child with the call's arguments.
 pub trait ProcessFn: Send + Sync + 'static {
@@ -20,14 +20,14 @@ pub trait ProcessFn: Send + Sync + 'static {
 }
 
 /// Adapts `fn(A) -> Result<R, TaskError>` into a [`ProcessFn`] (`A` bound as for every task).
-pub struct FnProcess<F, A, R> {
+pub(crate) struct FnProcess<F, A, R> {
     f: F,
     _types: PhantomData<fn(A) -> R>,
 }
 
 impl<F, A, R> FnProcess<F, A, R> {
     /// Wrap a function.
-    pub fn new(f: F) -> Self {
+    pub(crate) fn new(f: F) -> Self {
         FnProcess {
             f,
             _types: PhantomData,
@@ -55,13 +55,13 @@ where
 
 /// Runs a task in a task process of `pool`; at the soft limit the child is told, and when the
 /// run is dropped (hard limit, terminate, shutdown) its child is killed.
-pub struct ProcessHandler {
+pub(crate) struct ProcessHandler {
     pool: Arc<Pool>,
 }
 
 impl ProcessHandler {
     /// Runs in `pool`'s processes.
-    pub fn new(pool: Arc<Pool>) -> Self {
+    pub(crate) fn new(pool: Arc<Pool>) -> Self {
         ProcessHandler { pool }
     }
 }

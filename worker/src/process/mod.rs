@@ -19,11 +19,11 @@
 //! Anything the function prints on stdout is logged (`task process output`); its stderr is the
 //! worker's.
 
-pub mod child;
-pub mod handler;
-pub mod pool;
-pub mod protocol;
+pub(crate) mod child;
+pub(crate) mod handler;
+pub(crate) mod pool;
+pub(crate) mod protocol;
 
-pub use child::{check_soft_time_limit, is_child, serve, CHILD_ENV};
-pub use handler::{FnProcess, ProcessFn, ProcessHandler};
-pub use pool::Pool;
+pub(crate) use child::{is_child, serve};
+pub(crate) use handler::{FnProcess, ProcessFn, ProcessHandler};
+pub(crate) use pool::Pool;

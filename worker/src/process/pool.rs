@@ -15,10 +15,10 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::child::CHILD_ENV;
 use super::protocol::ToChild;
-use crate::task::PyException;
+use crate::task_api::PyException;
 
 /// A running task process.
-pub struct TaskProcess {
+pub(crate) struct TaskProcess {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -57,12 +57,12 @@ impl TaskProcess {
     }
 
     /// The child's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Send one line.
-    pub async fn send(&mut self, msg: &ToChild) -> std::io::Result<()> {
+    pub(crate) async fn send(&mut self, msg: &ToChild) -> std::io::Result<()> {
         let mut line = msg.to_line();
         line.push('\n');
         self.stdin.write_all(line.as_bytes()).await?;
@@ -70,7 +70,7 @@ impl TaskProcess {
     }
 
     /// The next stdout line; `None` when the child closed it (it exited).
-    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+    pub(crate) async fn next_line(&mut self) -> std::io::Result<Option<String>> {
         self.stdout.next_line().await
     }
 
@@ -127,7 +127,7 @@ impl TaskProcess {
 
 /// The worker's task processes.
 #[derive(Default)]
-pub struct Pool {
+pub(crate) struct Pool {
     idle: Mutex<Vec<TaskProcess>>,
     jobs: AtomicU64,
     /// `worker_max_tasks_per_child` (0: no limit).
@@ -140,7 +140,7 @@ impl Pool {
     /// Replace a child after `max_tasks` runs, or when its resident memory exceeds
     /// `max_memory_kib` after a run (Celery's `worker_max_tasks_per_child` and
     /// `worker_max_memory_per_child`; the run that crossed the line completes).
-    pub fn set_limits(&self, max_tasks: Option<u64>, max_memory_kib: Option<u64>) {
+    pub(crate) fn set_limits(&self, max_tasks: Option<u64>, max_memory_kib: Option<u64>) {
         self.max_tasks
             .store(max_tasks.unwrap_or(0), Ordering::Relaxed);
         self.max_memory_kib
@@ -167,7 +167,7 @@ impl Pool {
     /// Take an idle child that is still alive, or start one, for run `run_id`. (An idle child
     /// may have died meanwhile, e.g. killed by the OOM killer; it is reaped and replaced, so the
     /// run does not fail for it.)
-    pub fn checkout(self: &Arc<Self>, run_id: &str) -> std::io::Result<Lease> {
+    pub(crate) fn checkout(self: &Arc<Self>, run_id: &str) -> std::io::Result<Lease> {
         let process = loop {
             let idle = self.idle.lock().expect("pool lock").pop();
             match idle {
@@ -190,16 +190,11 @@ impl Pool {
             job: self.jobs.fetch_add(1, Ordering::Relaxed),
         })
     }
-
-    /// Idle children now.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().expect("pool lock").len()
-    }
 }
 
 /// A child lent to one run. Dropped without [`Lease::give_back`] or [`Lease::lost`], it kills
 /// the child.
-pub struct Lease {
+pub(crate) struct Lease {
     process: Option<TaskProcess>,
     pool: Arc<Pool>,
     run_id: String,
@@ -208,7 +203,7 @@ pub struct Lease {
 
 impl Lease {
     /// The child.
-    pub fn process(&mut self) -> &mut TaskProcess {
+    pub(crate) fn process(&mut self) -> &mut TaskProcess {
         self.process
             .as_mut()
             .expect("a lease holds its process until it ends")
@@ -216,7 +211,7 @@ impl Lease {
 
     /// The run finished with a reply: the child goes back to the pool, unless it is past a
     /// per-child limit (then it is replaced).
-    pub fn give_back(mut self) {
+    pub(crate) fn give_back(mut self) {
         if let Some(mut p) = self.process.take() {
             p.runs += 1;
             match self.pool.past_limit(&p) {
@@ -227,7 +222,7 @@ impl Lease {
     }
 
     /// The child died before replying: Celery's `WorkerLostError`, worded as billiard words it.
-    pub async fn lost(mut self) -> PyException {
+    pub(crate) async fn lost(mut self) -> PyException {
         let mut process = self.process.take().expect("a lease holds its process");
         let status = process.exit_status().await;
         let human = status.map_or_else(|| "exitcode unknown".to_string(), human_status);
@@ -249,7 +244,7 @@ impl Drop for Lease {
 }
 
 /// billiard's `human_status`: `signal 9 (SIGKILL)` or `exitcode 1`.
-pub fn human_status(status: ExitStatus) -> String {
+pub(crate) fn human_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.signal(), status.code()) {
         (Some(sig), _) => match signal_name(sig) {

@@ -10,14 +10,14 @@ use celeriac_broker_bridge::codec::Signature;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::task::{PyException, RetryRequest, TaskError};
+use crate::task_api::{PyException, RetryRequest, TaskError};
 
 /// Starts every reply line, so a task printing to stdout cannot be taken for a reply.
-pub const REPLY_PREFIX: &str = "\u{1e}celeriac-process-reply ";
+pub(crate) const REPLY_PREFIX: &str = "\u{1e}celeriac-process-reply ";
 
 /// One run asked of a child.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunRequest {
+pub(crate) struct RunRequest {
     /// Task id.
     pub id: String,
     /// Registered task name.
@@ -30,7 +30,7 @@ pub struct RunRequest {
 
 /// A line a child reads.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ToChild {
+pub(crate) enum ToChild {
     /// Run a task.
     Run(RunRequest),
     /// The soft time limit of run `id` passed.
@@ -39,7 +39,7 @@ pub enum ToChild {
 
 impl ToChild {
     /// The JSON line (without the newline).
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         match self {
             ToChild::Run(r) => json!({"run": {
                 "id": r.id, "task": r.task, "args": r.args, "kwargs": r.kwargs,
@@ -50,7 +50,7 @@ impl ToChild {
     }
 
     /// Parse a line; `None` for anything else.
-    pub fn parse(line: &str) -> Option<ToChild> {
+    pub(crate) fn parse(line: &str) -> Option<ToChild> {
         let v: Value = serde_json::from_str(line).ok()?;
         if let Some(id) = v.get("soft_limit").and_then(Value::as_str) {
             return Some(ToChild::SoftLimit(id.to_string()));
@@ -66,7 +66,7 @@ impl ToChild {
 }
 
 /// The reply line of run `id` (with [`REPLY_PREFIX`], without the newline).
-pub fn reply_line(id: &str, outcome: &Result<Value, TaskError>) -> String {
+pub(crate) fn reply_line(id: &str, outcome: &Result<Value, TaskError>) -> String {
     let body = match outcome {
         Ok(v) => json!({"id": id, "ok": v}),
         Err(e) => json!({"id": id, "error": error_to_value(e)}),
@@ -75,7 +75,7 @@ pub fn reply_line(id: &str, outcome: &Result<Value, TaskError>) -> String {
 }
 
 /// Parse a reply line: the run id and its outcome. `None` when the line is not a reply.
-pub fn parse_reply(line: &str) -> Option<(String, Result<Value, TaskError>)> {
+pub(crate) fn parse_reply(line: &str) -> Option<(String, Result<Value, TaskError>)> {
     let v: Value = serde_json::from_str(line.strip_prefix(REPLY_PREFIX)?).ok()?;
     let id = v.get("id")?.as_str()?.to_string();
     if let Some(ok) = v.get("ok") {

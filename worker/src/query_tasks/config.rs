@@ -181,7 +181,7 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// The environment variable prefix of a source: `CELERIAC_SOURCE_<NAME>` (upper case, `_` for others).
-pub fn source_env_prefix(name: &str) -> String {
+pub(crate) fn source_env_prefix(name: &str) -> String {
     let upper: String = name
         .chars()
         .map(|c| {

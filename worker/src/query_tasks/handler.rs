@@ -8,11 +8,11 @@ use serde_json::{Map, Value};
 
 use super::config::{QueryTaskConfig, ResultShape};
 use super::DataAccess;
-use crate::task::Handler;
-use crate::task::{PyException, TaskContext, TaskError, TaskFuture};
+use crate::task_api::Handler;
+use crate::task_api::{PyException, TaskContext, TaskError, TaskFuture};
 
 /// A `[[tasks]]` entry ready to run.
-pub struct QueryTask {
+pub(crate) struct QueryTask {
     config: Arc<QueryTaskConfig>,
     sql: Arc<NamedSql>,
     source: Arc<dyn Source>,
@@ -35,7 +35,7 @@ impl QueryTask {
     }
 
     /// The Celery task name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.config.name
     }
 }

@@ -20,8 +20,8 @@
 //! Python's `TypeError`/`ValueError`. Rust tasks reach the same cache and sources through
 //! [`crate::TaskContext::data`].
 
-pub mod config;
-mod handler;
+pub(crate) mod config;
+pub(crate) mod handler;
 pub(crate) mod toml_read;
 
 use std::sync::Arc;
@@ -30,12 +30,12 @@ use std::time::Duration;
 use anyhow::Context;
 use celeriac_cache::{Cache, NamedSql, Sources};
 
-pub use config::{QueryConfig, QueryTaskConfig, ResultShape};
-pub use handler::{bind_call, BoundCall, QueryTask};
+pub(crate) use config::{QueryConfig, ResultShape};
+pub(crate) use handler::QueryTask;
 
 use crate::config::Settings;
-use crate::registry::Registry;
-use crate::task::TaskOptions;
+use crate::task_api::registry::Registry;
+use crate::task_api::TaskOptions;
 
 /// The cache and sources a worker's tasks share.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ impl std::fmt::Debug for DataAccess {
 
 /// Check the `[cache]`, `[sources]` and `[[tasks]]` tables and the SQL of every task, without
 /// connecting to anything. `env` looks up environment variables.
-pub fn check(
+pub(crate) fn check(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(QueryConfig, Sources, Vec<QueryTask>)> {
@@ -97,7 +97,7 @@ pub fn check(
 
 /// Build the cache and sources from `settings`, register every `[[tasks]]` entry in `registry`
 /// and return the shared [`DataAccess`] (`None` when the file declares no sources or tasks).
-pub async fn install(
+pub(crate) async fn install(
     settings: &Settings,
     registry: &mut Registry,
 ) -> anyhow::Result<Option<Arc<DataAccess>>> {

@@ -15,10 +15,10 @@ use anyhow::Context;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// The label naming the `[[warm]]` entry.
-pub const LABEL: &str = "warm_job";
+pub(crate) const LABEL: &str = "warm_job";
 
 /// The run's metrics.
-pub struct WarmMetrics {
+pub(crate) struct WarmMetrics {
     registry: Registry,
     last_success: GaugeVec,
     complete: GaugeVec,
@@ -34,7 +34,7 @@ impl Default for WarmMetrics {
 
 impl WarmMetrics {
     /// Empty metrics.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let last_success = GaugeVec::new(
             Opts::new(
@@ -84,7 +84,7 @@ impl WarmMetrics {
 
     /// Record one job's run: whether it completed, and when the job last completed (unix ms;
     /// `None`: never, and the series is left out).
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         job: &str,
         rows: u64,
@@ -108,7 +108,7 @@ impl WarmMetrics {
 
     /// Re-expose the stored last success of a job this run did not work on (another run held
     /// its lock), so a push does not drop the series.
-    pub fn keep_last_success(&mut self, job: &str, last_success_ms: Option<u64>) {
+    pub(crate) fn keep_last_success(&mut self, job: &str, last_success_ms: Option<u64>) {
         if let Some(ms) = last_success_ms {
             self.last_success
                 .with_label_values(&[job])
@@ -117,14 +117,14 @@ impl WarmMetrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Write the textfile atomically (temporary file, then rename).
-    pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("prom.tmp");
         std::fs::write(&tmp, self.text())?;
         std::fs::rename(&tmp, path)
@@ -135,7 +135,7 @@ impl WarmMetrics {
     /// `/metrics/job/celeriac_warm`). Credentials in the URL (`https://user:pass@host`) are sent
     /// as basic auth; `bearer_token` as `Authorization: Bearer`; `ca_file` (PEM) is trusted
     /// besides the system's roots.
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         url: &str,
         bearer_token: Option<&str>,
@@ -196,7 +196,7 @@ impl WarmMetrics {
 }
 
 /// The Pushgateway group (`job` label) the warm run replaces at each push.
-pub const PUSH_JOB: &str = "celeriac_warm";
+pub(crate) const PUSH_JOB: &str = "celeriac_warm";
 
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();

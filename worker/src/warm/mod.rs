@@ -20,8 +20,8 @@
 //! Key parameters come from the row: a task with one parameter takes it from `key_column`,
 //! otherwise each parameter from the column of the same name.
 
-pub mod metrics;
-pub mod progress;
+pub(crate) mod metrics;
+pub(crate) mod progress;
 
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use crate::query_tasks::toml_read::{table, PositiveInt, PositiveNumber, Required
 use crate::query_tasks::{QueryConfig, ResultShape};
 
 /// One `[[warm]]` entry, checked against its task.
-pub struct WarmSpec {
+pub(crate) struct WarmSpec {
     /// The job (the task's name is the job's name).
     pub job: WarmJob,
     /// How long the run lock lives without renewal.
@@ -62,7 +62,7 @@ struct WarmTable {
 }
 
 /// Read every `[[warm]]` entry of `extra` against the declared tasks and sources.
-pub fn parse(
+pub(crate) fn parse(
     extra: &std::collections::BTreeMap<String, toml::Value>,
     config: &QueryConfig,
     sources: &Sources,

@@ -7,7 +7,7 @@ use celeriac_cache::warm::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Shows one job's progress.
-pub struct Reporter {
+pub(crate) struct Reporter {
     job: String,
     bar: Option<ProgressBar>,
     last_log: Instant,
@@ -16,7 +16,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// A reporter for `job`; a bar when `terminal`.
-    pub fn new(job: &str, terminal: bool) -> Self {
+    pub(crate) fn new(job: &str, terminal: bool) -> Self {
         let bar = terminal.then(|| {
             let bar = ProgressBar::new(0);
             let style = ProgressStyle::with_template(
@@ -36,7 +36,7 @@ impl Reporter {
     }
 
     /// After every page.
-    pub fn update(&mut self, p: &Progress) {
+    pub(crate) fn update(&mut self, p: &Progress) {
         if let Some(bar) = &self.bar {
             if let Some(total) = p.total {
                 bar.set_length(total.max(p.rows));
@@ -69,7 +69,7 @@ impl Reporter {
     }
 
     /// The run ended.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish();
         }
