@@ -72,7 +72,7 @@ impl Worker {
     }
 
     /// Run until SIGTERM/SIGINT (first: warm shutdown; second: cold). In a task process (see
-    /// [`crate::process`]) this serves the child role instead and never returns.
+    /// [`WorkerBuilder::process_task`]) this serves the child role instead and never returns.
     pub async fn run(self) -> anyhow::Result<()> {
         self.serve_if_task_process();
         let stop = launcher::signal_stop_requests()?;
@@ -116,7 +116,7 @@ impl WorkerBuilder {
         self.task_with_options(name, TaskOptions::default(), f)
     }
 
-    /// Register a task declared with [`#[celeriac_worker::task]`](macro@crate::task_api) under its
+    /// Register a task declared with [`#[celeriac_worker::task]`](macro@crate::task) under its
     /// name, with the options of its attribute.
     pub fn register<T: TaskDefinition>(self, task: T) -> Self {
         let options = task.options();
@@ -189,9 +189,9 @@ impl WorkerBuilder {
     }
 
     /// Register a CPU-bound or blocking function to run in a **task process** (a child process
-    /// of the worker, reused between runs; see [`crate::process`]): at the hard time limit the
+    /// of the worker, reused between runs): at the hard time limit the
     /// child is killed, so the run stops for sure even if the function never checks anything.
-    /// The soft limit is seen with [`crate::process::check_soft_time_limit`]. A child that dies fails the run with
+    /// The soft limit is seen with [`crate::check_soft_time_limit`]. A child that dies fails the run with
     /// `WorkerLostError`. The function gets only its arguments (no [`TaskContext`]).
     pub fn process_task<F, A, R>(self, name: impl Into<String>, f: F) -> Self
     where

@@ -5,7 +5,7 @@
 //! published with the failed task's id (see [`crate::canvas::call_errbacks`]).
 //!
 //! A Rust errback declares itself new-style by its parameters: a
-//! [`#[celeriac_worker::task]`](macro@crate::task_api) function such as
+//! [`#[celeriac_worker::task]`](macro@crate::task) function such as
 //! `async fn on_error(request: Value, exc: Value, traceback: Value)`. `request` is the failed
 //! task's request as a JSON object (`id`, `task`, `args`, `kwargs`, `root_id`, `parent_id`,
 //! `group`, …), `exc` its exception as Celery stores it (`exc_type`, `exc_message`,

@@ -7,7 +7,7 @@ use crate::observe::logging;
 
 /// Load settings for `args` from the process environment, start logging and run the worker
 /// built by `builder` (its tasks) until SIGTERM/SIGINT.
-/// In a task process (see [`crate::process`]) it serves the child role instead, before loading
+/// In a task process (see [`crate::WorkerBuilder::process_task`]) it serves the child role instead, before loading
 /// settings or logging anything, and never returns.
 pub fn run(builder: WorkerBuilder, args: &WorkerArgs) -> anyhow::Result<()> {
     builder.serve_if_task_process();

@@ -15,7 +15,7 @@ pub const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+socket", "sentine
 pub struct SecretUrl(String, Option<PathBuf>);
 
 impl SecretUrl {
-    /// A broker URL: one `sqs://` URL (Amazon SQS, see [`crate::sqs`]), or Redis URLs as
+    /// A broker URL: one `sqs://` URL (Amazon SQS), or Redis URLs as
     /// [`SecretUrl::parse`] takes them.
     pub fn parse_broker(url: &str) -> Result<Self, String> {
         let trimmed = url.trim();
@@ -212,7 +212,7 @@ pub enum SerializerName {
     /// `json` (Celery's default).
     #[default]
     Json,
-    /// `auth`: signed with `security_key` (see [`crate::signing`]).
+    /// `auth`: signed with `security_key` (Celery's `auth` serializer).
     Auth,
 }
 

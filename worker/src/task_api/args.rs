@@ -131,7 +131,7 @@ impl<'de> de::Deserializer<'de> for &mut FieldProbe {
 }
 
 impl<'de> Deserialize<'de> for CallArgs {
-    /// `CallArgs` is produced by [`bind`] directly; deserializing it from data takes
+    /// `CallArgs` is produced by the worker's binder directly; deserializing it from data takes
     /// `{"args": [...], "kwargs": {...}}`.
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut v = Map::deserialize(d)?;

@@ -28,20 +28,20 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// The function's parameters as Python sees them, when it declares them (tasks of
-    /// [`#[celeriac_worker::task]`](macro@crate::task_api)); a retry with new arguments binds them
+    /// [`#[celeriac_worker::task]`](macro@crate::task)); a retry with new arguments binds them
     /// to the names as Celery does.
     fn params(&self) -> Option<Params> {
         None
     }
 }
 
-/// A task declared with [`#[celeriac_worker::task]`](macro@crate::task_api): its own handler, with
+/// A task declared with [`#[celeriac_worker::task]`](macro@crate::task): its own handler, with
 /// its Celery name (registered by [`crate::WorkerBuilder::register`]).
 pub trait TaskDefinition: Handler {
     /// The name producers send it by (`"demo.add"`).
     fn name(&self) -> &'static str;
 
-    /// Whether it is a plain `fn`, run on its own thread (see [`super::blocking`]); its code sees
+    /// Whether it is a plain `fn`, run on its own thread (see [`crate::BlockingHandler`]); its code sees
     /// the soft time limit where it checks it.
     fn blocking(&self) -> bool {
         false
@@ -54,7 +54,7 @@ pub trait TaskDefinition: Handler {
 }
 
 /// Adapts `async fn(TaskContext, A) -> Result<R, TaskError>` into a [`Handler`]: `A` is bound from
-/// the call's args/kwargs (see [`super::args`]), `R` is serialized to JSON as the result.
+/// the call's args/kwargs (see [`crate::CallArgs`]), `R` is serialized to JSON as the result.
 pub struct FnHandler<F, A, R, Fut> {
     f: F,
     _types: PhantomData<fn(A) -> (R, Fut)>,

@@ -1,6 +1,6 @@
 //! Binding a call to a task's named parameters exactly as CPython binds a call to a `def`.
 //!
-//! [`#[celeriac_worker::task]`](macro@crate::task_api) describes an `async fn`'s parameters as
+//! [`#[celeriac_worker::task]`](macro@crate::task) describes an `async fn`'s parameters as
 //! [`Params`]; [`Params::bind`] places the call's positional and keyword arguments into them
 //! (positional, keyword or both, defaults, `*args`, `**kwargs`, keyword-only parameters) and
 //! fails with the `TypeError` CPython raises for the same call, word for word.
