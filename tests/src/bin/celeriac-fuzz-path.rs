@@ -7,7 +7,8 @@
 //! a result stored under its id, the element intact in the dead-letter list (one dead letter per
 //! input), or acked with `ignore_result` — with nothing left queued or unacked, no dead letter
 //! saying the worker panicked, no panic printed on the worker's stderr (caught or not), and the
-//! worker alive. Future ETAs are never generated (such a message is rightly held, not settled).
+//! worker alive. Future ETAs are never generated, nor pushed when a byte flip makes one (such a
+//! message is rightly held, not settled).
 //! An input whose id is already in the batch under way waits for a later batch, so that each
 //! result key of a batch belongs to one input.
 //!
@@ -21,10 +22,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
+use celeriac_broker_bridge::codec::WireTime;
 use celeriac_testkit::RedisServer;
 use clap::Parser;
 use redis::Commands;
@@ -159,8 +161,10 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// One input: the element's bytes and the id its result would be stored under (when it has one).
-fn input(rng: &mut Rng, n: u64) -> (Vec<u8>, Option<String>) {
+/// One input: the element's bytes, the id its result would be stored under (when it has one), and
+/// whether its ETA, as the worker will read it, is in the future (a byte flip can make one:
+/// `2001` → `2401`; such a message is rightly held, not settled, so it is not pushed).
+fn input(rng: &mut Rng, n: u64) -> (Vec<u8>, Option<String>, bool) {
     let id = format!("fz-{n}");
     let (task, args) = if rng.chance(2) {
         ("t.echo", json!([odd_value(rng, 0)]))
@@ -241,13 +245,21 @@ fn input(rng: &mut Rng, n: u64) -> (Vec<u8>, Option<String>) {
         raw.truncate(rng.below(raw.len() as u64) as usize);
     }
     // The id as the worker will read it, after any byte flips.
-    let expected = serde_json::from_slice::<Value>(&raw).ok().and_then(|v| {
-        v["headers"]
-            .get("id")
-            .and_then(Value::as_str)
-            .map(String::from)
-    });
-    (raw, expected)
+    let parsed = serde_json::from_slice::<Value>(&raw).ok();
+    let headers = parsed.as_ref().map(|v| &v["headers"]);
+    let expected = headers
+        .and_then(|h| h.get("id"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let future_eta = headers
+        .and_then(|h| h.get("eta"))
+        .and_then(Value::as_str)
+        .and_then(WireTime::parse)
+        .is_some_and(|eta| eta.utc.timestamp() > now);
+    (raw, expected, future_eta)
 }
 
 #[derive(Default)]
@@ -277,6 +289,8 @@ struct Source {
     generated: u64,
     limit: u64,
     held_over: VecDeque<Input>,
+    /// Inputs not pushed: a byte flip made their ETA a future one.
+    future_eta: u64,
 }
 
 impl Source {
@@ -290,7 +304,11 @@ impl Source {
                 None if self.generated < self.limit => {
                     let n = self.generated;
                     self.generated += 1;
-                    let (raw, id) = input(&mut self.rng, n);
+                    let (raw, id, future_eta) = input(&mut self.rng, n);
+                    if future_eta {
+                        self.future_eta += 1;
+                        continue;
+                    }
                     Input { n, raw, id }
                 }
                 None => break,
@@ -364,6 +382,7 @@ fn main() -> Result<()> {
         generated: 0,
         limit: opts.inputs,
         held_over: VecDeque::new(),
+        future_eta: 0,
     };
     let mut t = Totals::default();
     let started = Instant::now();
@@ -552,7 +571,7 @@ fn main() -> Result<()> {
         println!("{f}");
     }
     println!(
-        "seed {}{}: {} executions in {:.0} s ({:.0}/s): {} results stored, {} dead-lettered intact, {} acked with ignore_result, {} lost, {} stuck unacked, {} panics; worker alive: {}",
+        "seed {}{}: {} executions in {:.0} s ({:.0}/s): {} results stored, {} dead-lettered intact, {} acked with ignore_result, {} lost, {} stuck unacked, {} panics; worker alive: {}; {} not pushed (a byte flip made a future ETA)",
         opts.seed,
         if opts.early_ack { " (early acks)" } else { "" },
         t.inputs,
@@ -564,7 +583,8 @@ fn main() -> Result<()> {
         t.lost,
         t.stuck,
         t.panics,
-        alive
+        alive,
+        source.future_eta
     );
     if t.lost > 0 || t.stuck > 0 || t.panics > 0 || !alive {
         println!("worker logs kept in {}", logs.display());
