@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::launcher;
 use crate::message::time_limits::Polled;
+use crate::observe::lifecycle::Lifecycle;
 use crate::process::{FnProcess, Pool, ProcessHandler};
 use crate::task_api::registry::Registry;
 use crate::task_api::{
@@ -19,6 +20,7 @@ use crate::task_api::{
 pub struct Worker {
     settings: Settings,
     registry: Registry,
+    hooks: Vec<Arc<dyn Lifecycle>>,
 }
 
 /// Builds a [`Worker`]: register tasks, give settings.
@@ -27,6 +29,7 @@ pub struct WorkerBuilder {
     settings: Option<Settings>,
     registry: Registry,
     processes: Option<Arc<Pool>>,
+    hooks: Vec<Arc<dyn Lifecycle>>,
 }
 
 impl Worker {
@@ -78,7 +81,7 @@ impl Worker {
         let stop = launcher::signal_stop_requests()?;
         let mut registry = self.registry;
         crate::query_tasks::install(&self.settings, &mut registry).await?;
-        launcher::run(self.settings, registry, stop).await
+        launcher::run(self.settings, registry, self.hooks, stop).await
     }
 
     /// Run until `stop` resolves (then shut down warm).
@@ -90,7 +93,7 @@ impl Worker {
         let stop = launcher::stop_requests_from(stop);
         let mut registry = self.registry;
         crate::query_tasks::install(&self.settings, &mut registry).await?;
-        launcher::run(self.settings, registry, stop).await
+        launcher::run(self.settings, registry, self.hooks, stop).await
     }
 
     /// In a task process started for process tasks: serve them, then exit (never returns).
@@ -234,6 +237,14 @@ impl WorkerBuilder {
         }
     }
 
+    /// Tell `hook` what happens to every task message (received, started, succeeded, failed,
+    /// retried, revoked, rejected), after the built-in events, metrics and telemetry; hooks are
+    /// called in the order they were added. See [`Lifecycle`].
+    pub fn hook(mut self, hook: impl Lifecycle) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Use these settings (default: Celery's defaults).
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = Some(settings);
@@ -252,6 +263,7 @@ impl WorkerBuilder {
         Worker {
             settings,
             registry: self.registry,
+            hooks: self.hooks,
         }
     }
 }

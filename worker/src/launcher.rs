@@ -68,6 +68,7 @@ pub fn install_crypto_provider() {
 pub(crate) async fn run(
     settings: Settings,
     registry: Registry,
+    hooks: Vec<Arc<dyn crate::observe::lifecycle::Lifecycle>>,
     mut stop: StopRequests,
 ) -> anyhow::Result<()> {
     if crate::process::is_child() {
@@ -207,6 +208,16 @@ pub(crate) async fn run(
         };
         crate::client::Client::from_parts(broker.clone(), backend.clone(), producer)
     });
+    let events = Arc::new(crate::observe::events::Events::new(
+        broker.clone(),
+        hostname.clone(),
+        signing.events.clone(),
+        settings.worker_send_task_events && !on_sqs,
+        settings.events_batch,
+    ));
+    let hooks = crate::observe::lifecycle::Hooks::new(events.clone(), metrics.clone(), hooks);
+    let revoked = crate::message::revoked::Revoked::from_env()
+        .persisted(broker.clone(), settings.revoked_key.clone());
     let rt = Arc::new(Runtime {
         registry,
         broker,
@@ -220,23 +231,18 @@ pub(crate) async fn run(
         async_slots,
         concurrency,
         reservations: Arc::new(Semaphore::new(concurrency + lookahead)),
-        held: Mutex::default(),
-        running: Mutex::default(),
+        inflight: Arc::default(),
         eta_held: AtomicUsize::new(0),
         eta_held_bytes: AtomicUsize::new(0),
         reserved_bytes: crate::message::reserved_bytes::ReservedBytes::new(
             usize::try_from(settings.reserved_bytes).unwrap_or(usize::MAX),
         ),
         draining: CancellationToken::new(),
-        finishing: Default::default(),
         tracker: TaskTracker::new(),
         counters: Counters::default(),
-        revoked: crate::message::revoked::Revoked::from_env(),
-        events: crate::observe::events::Events::new(
-            settings.worker_send_task_events && !on_sqs,
-            settings.events_batch,
-        ),
-        tracked: crate::message::tracked::Tracked::default(),
+        revoked,
+        events,
+        hooks,
         rate_limits: crate::upkeep::control::RateLimits::default(),
         rate_buckets: crate::message::rate_limit::Buckets::default(),
         queues: Mutex::new(settings.queues.clone()),
@@ -249,7 +255,7 @@ pub(crate) async fn run(
         signing,
         settings,
     });
-    crate::message::revoked::load(&rt).await;
+    rt.revoked.load().await;
     rt.metrics
         .set_capacity(concurrency, concurrency + lookahead);
     http.attach(&rt);
@@ -297,17 +303,17 @@ pub(crate) async fn run(
     // without its Heart.
     let heartbeats = !rt.settings.without_heartbeat;
     let heartbeat = if heartbeats {
-        spawn_unless_sqs(Box::pin(crate::observe::events::heartbeat_loop(
-            rt.clone(),
-            upkeep_stop.clone(),
-        )))
+        let (rt, stop) = (rt.clone(), upkeep_stop.clone());
+        spawn_unless_sqs(Box::pin(async move {
+            rt.events.heartbeat_loop(|| rt.load(), stop).await;
+        }))
     } else {
         tokio::spawn(async {})
     };
-    let event_batches = spawn_unless_sqs(Box::pin(crate::observe::events::batch_loop(
-        rt.clone(),
-        upkeep_stop.clone(),
-    )));
+    let event_batches = {
+        let (events, stop) = (rt.events.clone(), upkeep_stop.clone());
+        spawn_unless_sqs(Box::pin(async move { events.batch_loop(stop).await }))
+    };
     let registration = spawn_unless_sqs(Box::pin(crate::upkeep::registration::run(
         rt.clone(),
         upkeep_stop.clone(),
@@ -347,7 +353,7 @@ pub(crate) async fn run(
     let _ = heartbeat.await;
     let _ = event_batches.await;
     if heartbeats {
-        crate::observe::events::worker_event(&rt, "worker-offline").await;
+        rt.events.worker_event("worker-offline", rt.load()).await;
     }
     tracing::info!(
         processed = rt
@@ -422,18 +428,9 @@ async fn sleep_or_forever(d: Option<Duration>) {
 /// Stop the tasks still running and put their messages back: late-acked ones are still held
 /// (restored with the rest); early-acked ones are republished so nothing is lost.
 async fn stop_running(rt: &Runtime) {
-    let running: Vec<_> = rt
-        .running
-        .lock()
-        .expect("running lock")
-        .drain()
-        .map(|(_, r)| r)
-        .collect();
-    for r in &running {
-        r.abort.abort();
-    }
+    let stopped = rt.inflight.stop_running();
     let _ = tokio::time::timeout(Duration::from_secs(5), rt.tracker.wait()).await;
-    for r in running.into_iter().filter(|r| r.acked) {
+    for r in stopped.into_iter().filter(|r| r.acked) {
         republish(rt, &r.delivery).await;
     }
 }
@@ -476,7 +473,7 @@ const FINISHING_WAIT: Duration = Duration::from_secs(40);
 /// Wait (up to [`FINISHING_WAIT`]) until no run that is over is still recording its outcome.
 async fn finishing_done(rt: &Runtime) {
     let wait = async {
-        while !rt.finishing.lock().expect("finishing lock").is_empty() {
+        while rt.inflight.finishing() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -489,15 +486,10 @@ async fn finishing_done(rt: &Runtime) {
 /// written: given back, they would run twice; left unacked, they come back only if never acked,
 /// after the visibility timeout.
 async fn give_back_held(rt: &Runtime) {
-    let finishing = rt.finishing.lock().expect("finishing lock").clone();
-    let tags: Vec<String> = rt
-        .held_tags()
-        .into_iter()
-        .filter(|t| !finishing.contains(t))
-        .collect();
-    if !finishing.is_empty() {
+    let (tags, finishing) = rt.inflight.to_give_back();
+    if finishing > 0 {
         tracing::warn!(
-            finishing = finishing.len(),
+            finishing,
             "left unacked: runs over whose outcome is still being written"
         );
     }

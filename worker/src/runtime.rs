@@ -1,30 +1,20 @@
 //! The shared state of a running worker: connections, registry, slots and the messages it holds.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use celeriac_broker_bridge::backend::{EncodedMeta, ResultBackend, StoreOutcome};
 use celeriac_broker_bridge::transport::{Broker, Delivery};
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::message::batch::Batcher;
+use crate::message::inflight::InFlight;
 use crate::message::retrying::{retrying, Write};
+use crate::observe::lifecycle::Hooks;
 use crate::task_api::registry::Registry;
-
-/// A task being executed right now.
-pub(crate) struct Running {
-    /// Cancels the task's future (used at the end of a warm shutdown's grace).
-    pub abort: AbortHandle,
-    /// The message, kept so an early-acked task stopped at shutdown can be put back.
-    pub delivery: Delivery,
-    /// Whether the message was already acked (early ack).
-    pub acked: bool,
-}
 
 /// Counters kept for logs and, later, metrics.
 #[derive(Default)]
@@ -70,13 +60,8 @@ pub(crate) struct Runtime {
     pub concurrency: usize,
     /// Reservation slots: messages taken off the queue and not yet finished (ETA-held excluded).
     pub reservations: Arc<Semaphore>,
-    /// Delivery tags this worker holds unacked in Redis (waiting, ETA-held, running with late ack).
-    pub held: Mutex<HashSet<String>>,
-    /// Tasks running now, by delivery tag.
-    pub running: Mutex<HashMap<String, Running>>,
-    /// Delivery tags whose run is over and whose outcome is being recorded and settled: a warm
-    /// shutdown waits for them and never gives them back (they would run twice).
-    pub finishing: Mutex<HashSet<String>>,
+    /// Every message held, by delivery tag (see [`InFlight`]).
+    pub(crate) inflight: Arc<InFlight>,
     /// ETA-held messages right now.
     pub eta_held: AtomicUsize,
     /// Bytes (as on the wire) of the ETA messages held without a reservation.
@@ -91,10 +76,10 @@ pub(crate) struct Runtime {
     pub counters: Counters,
     /// Remote control, revocation and events (see [`crate::upkeep::control`]).
     pub revoked: crate::message::revoked::Revoked,
-    /// Event state and Lamport clock.
-    pub events: crate::observe::events::Events,
-    /// Held requests, for inspection and termination.
-    pub tracked: crate::message::tracked::Tracked,
+    /// The event sender and Lamport clock.
+    pub events: Arc<crate::observe::events::Events>,
+    /// Where the message path reports each step (events, metrics, telemetry, the user's hooks).
+    pub(crate) hooks: Hooks,
     /// Rate limits set by remote control (read by the rate-limit enforcement).
     pub rate_limits: crate::upkeep::control::RateLimits,
     /// Per-worker rate-limit schedules (see [`crate::message::rate_limit`]).
@@ -142,22 +127,26 @@ impl Runtime {
 
     /// Start holding `tag` (its `unacked_index` score is kept fresh from now on).
     pub(crate) fn hold(&self, tag: &str) {
-        self.held.lock().expect("held lock").insert(tag.to_string());
+        self.inflight.hold(tag);
     }
 
     /// Stop holding `tag` (it was acked, restored or dead-lettered).
     pub(crate) fn release(&self, tag: &str) {
-        self.held.lock().expect("held lock").remove(tag);
+        self.inflight.release(tag);
     }
 
-    /// A snapshot of the held tags.
+    /// A snapshot of the tags held unacked.
     pub(crate) fn held_tags(&self) -> Vec<String> {
-        self.held
-            .lock()
-            .expect("held lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.inflight.held_tags()
+    }
+
+    /// The tasks running now and those finished, for the worker events.
+    pub(crate) fn load(&self) -> (usize, u64) {
+        let processed = self
+            .counters
+            .processed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (self.inflight.running(), processed)
     }
 
     /// Ack a message in Redis and stop holding it. Errors are logged: the message then comes back

@@ -2,11 +2,14 @@
 //! ([`scheduled`]), retried ([`retry`]), its outcome stored ([`results`]) and settled ([`settle`]),
 //! or moved to the dead-letter list ([`dead_letter`]); with what the path needs on the way: time
 //! limits, rate limits, the byte budget of reserved messages, batched acks and writes, writes
-//! retried across reconnects, the revoked set and the table of held requests.
+//! retried across reconnects, the revoked set and the one table of messages in flight ([`inflight`]); [`job`] is one
+//! message and its transitions.
 
 pub(crate) mod batch;
 pub(crate) mod dead_letter;
 pub(crate) mod fetch;
+pub(crate) mod inflight;
+pub(crate) mod job;
 pub(crate) mod processor;
 pub(crate) mod rate_limit;
 pub(crate) mod reserved_bytes;
@@ -17,4 +20,3 @@ pub(crate) mod revoked;
 pub(crate) mod scheduled;
 pub(crate) mod settle;
 pub(crate) mod time_limits;
-pub(crate) mod tracked;

@@ -13,12 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use celeriac_broker_bridge::codec::TaskMessage;
-use celeriac_broker_bridge::transport::Delivery;
+use celeriac_broker_bridge::transport::Broker;
 use serde_json::{Map, Value};
-
-use crate::message::results;
-use crate::observe::events;
-use crate::runtime::Runtime;
 
 /// Celery's default bound on the set.
 pub(crate) const DEFAULT_MAX: usize = 50_000;
@@ -28,13 +24,16 @@ pub(crate) const DEFAULT_EXPIRES: Duration = Duration::from_secs(10_800);
 /// Stale pairs tolerated in the insertion queue beyond twice the live ids.
 const COMPACT_SLACK: usize = 64;
 
-/// The bounded, expiring set of revoked ids.
+/// The bounded, expiring set of revoked ids, and its persistent copy in the broker's Redis (with
+/// `revoked_key`).
 pub(crate) struct Revoked {
     max: usize,
     expires: Duration,
     inner: Mutex<Entries>,
     /// Revoked stamps: stamp name → the values revoked (Celery's `worker_state.revoked_stamps`).
     stamps: Mutex<Map<String, Value>>,
+    /// The broker connection and the sorted set's key, when revocations persist.
+    persisted: Option<(Broker, String)>,
 }
 
 #[derive(Default)]
@@ -60,6 +59,15 @@ impl Revoked {
             expires,
             inner: Mutex::default(),
             stamps: Mutex::default(),
+            persisted: None,
+        }
+    }
+
+    /// Persist revocations in the sorted set `key` (the setting `revoked_key`) over `broker`.
+    pub(crate) fn persisted(self, broker: Broker, key: Option<String>) -> Self {
+        Revoked {
+            persisted: key.map(|key| (broker, key)),
+            ..self
         }
     }
 
@@ -75,16 +83,6 @@ impl Revoked {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_EXPIRES, Duration::from_secs_f64);
         Self::new(max, expires)
-    }
-
-    /// The lifetime of an entry.
-    pub(crate) fn expires(&self) -> Duration {
-        self.expires
-    }
-
-    /// The bound on the number of entries.
-    pub(crate) fn max(&self) -> usize {
-        self.max
     }
 
     /// Add `id`, revoked at unix time `at`.
@@ -198,48 +196,57 @@ impl Revoked {
             }
         }
     }
-}
-
-/// Revoke `ids` on this worker: in memory and, with `revoked_key`, in Redis.
-pub(crate) async fn revoke(rt: &Runtime, ids: &[String]) {
-    for id in ids {
-        rt.revoked.insert(id);
-    }
-    persist(rt, ids).await;
-}
-
-/// Write `ids` to the persistent set, if one is configured.
-pub(crate) async fn persist(rt: &Runtime, ids: &[String]) {
-    let Some(key) = &rt.settings.revoked_key else {
-        return;
-    };
-    let r = &rt.revoked;
-    if let Err(e) = rt
-        .broker
-        .revoked_add(key, ids, now(), r.expires().as_secs_f64(), r.max())
-        .await
-    {
-        tracing::error!(error = %e, "could not persist revoked ids");
-    }
-}
-
-/// Load the persistent set (at start), if one is configured.
-pub(crate) async fn load(rt: &Runtime) {
-    let Some(key) = &rt.settings.revoked_key else {
-        return;
-    };
-    match rt
-        .broker
-        .revoked_load(key, now() - rt.revoked.expires().as_secs_f64())
-        .await
-    {
-        Ok(items) => {
-            for (id, at) in &items {
-                rt.revoked.insert_at(id, *at);
-            }
-            tracing::info!(count = items.len(), "loaded revoked task ids");
+    /// Revoke `ids` on this worker: in memory and, with `revoked_key`, in Redis.
+    pub(crate) async fn revoke(&self, ids: &[String]) {
+        for id in ids {
+            self.insert(id);
         }
-        Err(e) => tracing::error!(error = %e, "could not load revoked task ids"),
+        self.persist(ids).await;
+    }
+
+    /// Write `ids` to the persistent set, if one is configured.
+    async fn persist(&self, ids: &[String]) {
+        let Some((broker, key)) = &self.persisted else {
+            return;
+        };
+        let expires = self.expires.as_secs_f64();
+        if let Err(e) = broker.revoked_add(key, ids, now(), expires, self.max).await {
+            tracing::error!(error = %e, "could not persist revoked ids");
+        }
+    }
+
+    /// Load the persistent set (at start), if one is configured.
+    pub(crate) async fn load(&self) {
+        let Some((broker, key)) = &self.persisted else {
+            return;
+        };
+        match broker
+            .revoked_load(key, now() - self.expires.as_secs_f64())
+            .await
+        {
+            Ok(items) => {
+                for (id, at) in &items {
+                    self.insert_at(id, *at);
+                }
+                tracing::info!(count = items.len(), "loaded revoked task ids");
+            }
+            Err(e) => tracing::error!(error = %e, "could not load revoked task ids"),
+        }
+    }
+
+    /// Whether `msg` is revoked, by its id or one of its stamps (logged: it is not run).
+    pub(crate) fn refuses(&self, msg: &TaskMessage) -> bool {
+        if self.contains(&msg.id) {
+            tracing::info!("task revoked; not run");
+        } else if let Some((name, value)) = self.revoking_stamp(&request_stamps(msg)) {
+            let mut header = Map::new();
+            header.insert(name, value);
+            let header = celeriac_broker_bridge::codec::value_repr(&Value::Object(header));
+            tracing::info!(revoked_by_header = %header, "task revoked; not run");
+        } else {
+            return false;
+        }
+        true
     }
 }
 
@@ -275,30 +282,6 @@ pub(crate) fn py_eq(a: &Value, b: &Value) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
-}
-
-/// If `msg` is revoked: store REVOKED ("revoked"), send `task-revoked`, ack, return true.
-pub(crate) async fn reject_if_revoked(
-    rt: &Runtime,
-    delivery: &Delivery,
-    msg: &TaskMessage,
-) -> bool {
-    if rt.revoked.contains(&msg.id) {
-        tracing::info!("task revoked; not run");
-    } else if let Some((name, value)) = rt.revoked.revoking_stamp(&request_stamps(msg)) {
-        let mut header = Map::new();
-        header.insert(name, value);
-        let header = celeriac_broker_bridge::codec::value_repr(&Value::Object(header));
-        tracing::info!(revoked_by_header = %header, "task revoked; not run");
-    } else {
-        return false;
-    }
-    rt.metrics.task_revoked(&msg.task, &delivery.queue);
-    results::store_revoked(rt, msg, "revoked").await;
-    crate::canvas::on_revoked(rt, msg, "revoked").await;
-    events::task_revoked(rt, &msg.id, false, false).await;
-    rt.ack(delivery).await;
-    true
 }
 
 #[cfg(test)]

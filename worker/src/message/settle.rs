@@ -7,7 +7,6 @@
 use celeriac_broker_bridge::transport::Delivery;
 
 use crate::config::Settings;
-use crate::observe::events;
 use crate::runtime::Runtime;
 use crate::task_api::{PyException, TaskOptions};
 
@@ -84,27 +83,12 @@ pub(crate) fn is_worker_lost(exc: &PyException) -> bool {
         )
 }
 
-/// Settle a late-acked message.
-pub(crate) async fn apply(rt: &Runtime, delivery: &Delivery, id: &str, settle: Settle) {
-    match settle {
-        Settle::Ack => rt.ack(delivery).await,
-        Settle::Reject { requeue, reason } => reject(rt, delivery, id, requeue, &reason).await,
-    }
-}
-
 /// Reject a held message: requeue it (back of its queue, `redelivered`) or move it intact to the
-/// dead-letter list with `reason`; then send `task-rejected`.
-pub(crate) async fn reject(
-    rt: &Runtime,
-    delivery: &Delivery,
-    id: &str,
-    requeue: bool,
-    reason: &str,
-) {
+/// dead-letter list with `reason` (the caller reports `task-rejected`).
+pub(crate) async fn reject(rt: &Runtime, delivery: &Delivery, requeue: bool, reason: &str) {
     if let Some(sqs) = &rt.sqs {
         tracing::warn!(%reason, requeue, "task rejected");
-        crate::sqs::reject(rt, sqs, delivery, requeue, reason).await;
-        return events::task_rejected(rt, id, requeue).await;
+        return crate::sqs::reject(rt, sqs, delivery, requeue, reason).await;
     }
     let tag = &delivery.delivery_tag;
     let result = if requeue {
@@ -127,7 +111,6 @@ pub(crate) async fn reject(
         }
     }
     rt.release(tag);
-    events::task_rejected(rt, id, requeue).await;
 }
 
 #[cfg(test)]

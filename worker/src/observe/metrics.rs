@@ -396,13 +396,10 @@ impl Metrics {
     }
 
     fn update_worker(&self, rt: &Runtime) {
-        let (running, running_held) = {
-            let running = rt.running.lock().expect("running lock");
-            (running.len(), running.values().filter(|r| !r.acked).count())
-        };
-        let held = rt.held.lock().expect("held lock").len();
-        self.tasks_active.set(running as i64);
-        self.reserved.set(held.saturating_sub(running_held) as i64);
+        let held = rt.inflight.counts();
+        self.tasks_active.set(held.running as i64);
+        self.reserved
+            .set(held.held.saturating_sub(held.running_held) as i64);
         self.eta_held
             .set(rt.eta_held.load(Ordering::Relaxed) as i64);
         let capacity = self.capacity.load(Ordering::Relaxed);

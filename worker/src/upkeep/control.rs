@@ -15,9 +15,8 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RateLimit, SerializerName, Settings};
+use crate::message::inflight::Stage;
 use crate::message::revoked;
-use crate::message::tracked::Stage;
-use crate::observe::events;
 use crate::runtime::Runtime;
 use crate::task_api::TaskOptions;
 
@@ -193,24 +192,24 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
         "hello" => hello(rt, req),
         "stats" => stats(rt),
         "active" => Value::Array(
-            rt.tracked
-                .all()
+            rt.inflight
+                .requests()
                 .iter()
                 .filter(|r| matches!(r.stage, Stage::Active(_)))
                 .map(|r| r.info(host))
                 .collect(),
         ),
         "reserved" => Value::Array(
-            rt.tracked
-                .all()
+            rt.inflight
+                .requests()
                 .iter()
                 .filter(|r| r.stage == Stage::Reserved)
                 .map(|r| r.info(host))
                 .collect(),
         ),
         "scheduled" => Value::Array(
-            rt.tracked
-                .all()
+            rt.inflight
+                .requests()
                 .iter()
                 .filter_map(|r| r.scheduled_info(host))
                 .collect(),
@@ -242,7 +241,7 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
             }
         }
         "heartbeat" => {
-            events::worker_event(rt, "worker-heartbeat").await;
+            rt.events.worker_event("worker-heartbeat", rt.load()).await;
             Value::Null
         }
         "add_consumer" => add_consumer(rt, req).await,
@@ -279,7 +278,7 @@ fn hello(rt: &Runtime, req: &ControlRequest) -> Value {
 
 fn stats(rt: &Runtime) -> Value {
     let totals: Map<String, Value> = rt
-        .tracked
+        .inflight
         .totals()
         .into_iter()
         .map(|(k, v)| (k, v.into()))
@@ -327,7 +326,12 @@ fn query_task(rt: &Runtime, req: &ControlRequest) -> Value {
         _ => Vec::new(),
     };
     let mut out = Map::new();
-    for r in rt.tracked.all().iter().filter(|r| ids.contains(&r.id)) {
+    for r in rt
+        .inflight
+        .requests()
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+    {
         let state = match r.stage {
             Stage::Active(_) => "active",
             Stage::Reserved => "reserved",
@@ -598,10 +602,10 @@ async fn revoke(rt: &Arc<Runtime>, req: &ControlRequest) -> Value {
         _ => Vec::new(),
     };
     ids.dedup();
-    revoked::revoke(rt, &ids).await;
+    rt.revoked.revoke(&ids).await;
     let active: Vec<String> = rt
-        .tracked
-        .all()
+        .inflight
+        .requests()
         .into_iter()
         .filter(|r| matches!(r.stage, Stage::Active(_)))
         .map(|r| r.id)
@@ -612,14 +616,10 @@ async fn revoke(rt: &Arc<Runtime>, req: &ControlRequest) -> Value {
     if req.arg_bool("terminate") {
         let mut terminated = Vec::new();
         for id in &ids {
-            for tag in rt.tracked.tags_of(id) {
-                let running = rt.running.lock().expect("running lock").remove(&tag);
-                if let Some(r) = running {
-                    tracing::info!(task_id = %id, "terminating (remote control)");
-                    r.abort.abort();
-                    if !terminated.contains(id) {
-                        terminated.push(id.clone());
-                    }
+            if rt.inflight.terminate(id) {
+                tracing::info!(task_id = %id, "terminating (remote control)");
+                if !terminated.contains(id) {
+                    terminated.push(id.clone());
                 }
             }
         }
@@ -660,7 +660,7 @@ fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
     }
     // Stamp name → the values by which running tasks were terminated.
     let mut terminated: Vec<(String, Vec<Value>)> = Vec::new();
-    for r in rt.tracked.all() {
+    for r in rt.inflight.requests() {
         if !matches!(r.stage, Stage::Active(_)) {
             continue;
         }
@@ -692,14 +692,8 @@ fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
                 }
             }
         }
-        if hit {
-            for tag in rt.tracked.tags_of(&r.id) {
-                let running = rt.running.lock().expect("running lock").remove(&tag);
-                if let Some(running) = running {
-                    tracing::info!(task_id = %r.id, "terminating (revoked by stamped headers)");
-                    running.abort.abort();
-                }
-            }
+        if hit && rt.inflight.terminate(&r.id) {
+            tracing::info!(task_id = %r.id, "terminating (revoked by stamped headers)");
         }
     }
     if terminated.is_empty() {

@@ -1,0 +1,478 @@
+//! One task message in this worker's hands — its delivery, the decoded message, the task it
+//! names, its reservation and its entry in the in-flight table — and the transitions that move
+//! it: received, refused (expired or revoked), held for its ETA, run, and settled (acked,
+//! rejected, retried, revoked). Each transition is written once, here; [`crate::message::processor`]
+//! walks a message through them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use celeriac_broker_bridge::codec::TaskMessage;
+use celeriac_broker_bridge::transport::Delivery;
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::canvas;
+use crate::message::inflight::Tracking;
+use crate::message::settle::{self, AckPolicy, Settle};
+use crate::observe::lifecycle::{Revocation, TaskRef};
+use crate::runtime::Runtime;
+use crate::task_api::registry::RegisteredTask;
+use crate::task_api::{DeliveryInfo, PyException, TaskContext, TaskError};
+use crate::{message::results, message::retry, message::scheduled, message::time_limits};
+
+/// What has become of one message so far; read when its handling panics.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// The task id, once decoded.
+    pub(crate) id: OnceLock<String>,
+    /// The message was acked (early, or settled).
+    pub(crate) acked: AtomicBool,
+    /// The run's outcome is recorded (stored, or deliberately not: an ignored result).
+    pub(crate) recorded: AtomicBool,
+}
+
+/// A decoded message of a registered task, from receipt until it leaves this worker's hands.
+pub(crate) struct Job<'a> {
+    rt: &'a Arc<Runtime>,
+    delivery: &'a Delivery,
+    progress: &'a Progress,
+    msg: TaskMessage,
+    task: RegisteredTask,
+    /// Released when the message leaves (or while it waits for a far ETA).
+    reservation: Option<OwnedSemaphorePermit>,
+    policy: AckPolicy,
+    tracking: Tracking,
+}
+
+/// How the run of a job went, for recording its outcome.
+struct Ran {
+    /// What the handler returned (`Err`: it failed, asked for a retry, replaced itself ...).
+    outcome: Result<Value, TaskError>,
+    runtime: Duration,
+    /// The result is not stored (`ignore_result`).
+    ignore_result: bool,
+}
+
+impl<'a> Job<'a> {
+    /// Take a decoded message of `task` in hand: tracked (inspect `reserved`) and reported
+    /// received.
+    pub(crate) async fn receive(
+        rt: &'a Arc<Runtime>,
+        delivery: &'a Delivery,
+        msg: TaskMessage,
+        task: RegisteredTask,
+        reservation: OwnedSemaphorePermit,
+        progress: &'a Progress,
+    ) -> Job<'a> {
+        tracing::info!(queue = %delivery.queue, "task received");
+        let tracking = rt.inflight.track(delivery, &msg);
+        rt.hooks.received(&msg, &delivery.queue).await;
+        Job {
+            rt,
+            delivery,
+            progress,
+            policy: AckPolicy::resolve(&task.options, &rt.settings),
+            msg,
+            task,
+            reservation: Some(reservation),
+            tracking,
+        }
+    }
+
+    /// Whether the message is refused — expired or revoked — and was revoked (see
+    /// [`Job::revoke`]).
+    pub(crate) async fn refused(&self) -> bool {
+        self.expired().await || self.revoked().await
+    }
+
+    /// If the message's `expires` has passed: revoked ("expired"), true.
+    async fn expired(&self) -> bool {
+        match self.msg.expires.as_ref().map(|t| t.utc) {
+            Some(expires) if expires <= Utc::now() => {
+                tracing::info!("task expired; not run");
+                self.revoke(Revocation::Expired).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// If the task (its id or one of its stamps) is revoked: revoked ("revoked"), true.
+    pub(crate) async fn revoked(&self) -> bool {
+        if !self.rt.revoked.refuses(&self.msg) {
+            return false;
+        }
+        self.revoke(Revocation::Revoked).await;
+        true
+    }
+
+    /// The revoke sequence: REVOKED stored, the canvas told (chord part), `task-revoked` and the
+    /// hooks, then the message acked (when it was not already).
+    async fn revoke(&self, why: Revocation) {
+        let reason = match why {
+            Revocation::Revoked => "revoked",
+            Revocation::Expired => "expired",
+            Revocation::Terminated => "terminated",
+        };
+        results::store_revoked(self.rt, &self.msg, reason).await;
+        canvas::on_revoked(self.rt, &self.msg, reason).await;
+        self.rt
+            .hooks
+            .revoked(&self.msg, &self.delivery.queue, why)
+            .await;
+        self.ack().await;
+    }
+
+    /// Ack the message, unless it was acked already.
+    async fn ack(&self) {
+        if self.progress.acked.load(Ordering::Acquire) {
+            return;
+        }
+        self.rt.ack(self.delivery).await;
+        self.progress.acked.store(true, Ordering::Release);
+    }
+
+    /// Hold the message until its ETA, if it has one in the future, then check it again; false
+    /// when it is not to run (refused, or the worker began a warm shutdown: it stays held and is
+    /// given back at the end).
+    pub(crate) async fn wait_for_eta(&mut self) -> bool {
+        let Some(eta) = self.msg.eta.as_ref().map(|t| t.utc) else {
+            return true;
+        };
+        if eta <= Utc::now() {
+            return true;
+        }
+        self.tracking.scheduled(eta);
+        let bytes = self.delivery.raw.len();
+        match scheduled::wait_for_eta(self.rt, eta, bytes, &mut self.reservation).await {
+            scheduled::Waited::Due => {
+                self.tracking.reserved();
+                !self.refused().await
+            }
+            scheduled::Waited::Draining => false,
+        }
+    }
+
+    /// Wait for the task's rate limit to allow a run (holding no execution slot); false when the
+    /// worker began a warm shutdown.
+    pub(crate) async fn wait_turn(&self) -> bool {
+        crate::message::rate_limit::wait_turn(self.rt, &self.msg.task, &self.task.options).await
+    }
+
+    /// An execution slot of the task's kind; `None` when the worker began a warm shutdown.
+    pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let rt = self.rt;
+        let slots = if self.task.handler.on_threads() {
+            &rt.slots
+        } else {
+            &rt.async_slots
+        };
+        tokio::select! {
+            biased;
+            _ = rt.draining.cancelled() => None,
+            slot = slots.clone().acquire_owned() => Some(slot.expect("the slot semaphore is never closed")),
+        }
+    }
+
+    /// Run the task in `slot` and settle the message with its outcome.
+    pub(crate) async fn execute(mut self, slot: OwnedSemaphorePermit) {
+        let Some(ran) = self.run(slot).await else {
+            return;
+        };
+        let settle = self.record(ran).await;
+        self.progress.recorded.store(true, Ordering::Release);
+        self.rt.counters.processed.fetch_add(1, Ordering::Relaxed);
+        if self.policy.acks_late {
+            self.settle(settle).await;
+        }
+    }
+
+    /// The task's context: everything the run needs from the message (computed before an
+    /// early ack).
+    fn context(&self, limits: &time_limits::Limits, signals: &time_limits::Signals) -> TaskContext {
+        let (rt, msg, delivery) = (self.rt, &self.msg, self.delivery);
+        TaskContext {
+            id: msg.id.clone(),
+            name: msg.task.clone(),
+            retries: u32::try_from(msg.retries).unwrap_or(0),
+            root_id: msg.root_id.clone(),
+            parent_id: msg.parent_id.clone(),
+            group: msg.group.clone(),
+            queue: delivery.queue.clone(),
+            hostname: rt.hostname.clone(),
+            headers: msg.extra_headers.clone(),
+            args: msg.args.clone(),
+            kwargs: msg.kwargs.clone(),
+            delivery_info: DeliveryInfo {
+                exchange: msg.exchange.clone(),
+                routing_key: msg.routing_key.clone(),
+                priority: msg.priority,
+                redelivered: msg.redelivered,
+            },
+            eta: msg.eta.clone(),
+            expires: msg.expires.clone(),
+            properties: properties(&delivery.raw),
+            time_limit: limits.hard,
+            soft_time_limit: limits.soft,
+            replaced_task_nesting: u32::try_from(msg.replaced_task_nesting).unwrap_or(0),
+            reply_to: msg.reply_to.clone(),
+            correlation_id: msg.correlation_id.clone(),
+            chord: msg.chord.clone(),
+            group_index: msg.group_index,
+            data: rt.registry.data().cloned(),
+            time_limits: signals.clone(),
+            client: rt.client.as_ref().map(|c| c.for_task(msg)),
+        }
+    }
+
+    /// Start the run (early ack, `task-started`, STARTED stored when tracked), supervise it
+    /// within its time limits, free `slot` when it is over. `None` when there is nothing more to
+    /// record: terminated by `revoke(terminate=True)` (revoked here) or stopped by the end of a
+    /// warm shutdown's grace (the shutdown puts the message back).
+    async fn run(&mut self, slot: OwnedSemaphorePermit) -> Option<Ran> {
+        let (rt, settings) = (self.rt, &self.rt.settings);
+        let ignore_result = self
+            .msg
+            .ignore_result
+            .or(self.task.options.ignore_result)
+            .unwrap_or(settings.task_ignore_result);
+        let track_started = self
+            .task
+            .options
+            .track_started
+            .unwrap_or(settings.task_track_started);
+        if ignore_result && !settings.task_store_errors_even_if_ignored {
+            self.progress.recorded.store(true, Ordering::Release);
+        }
+        let limits = time_limits::Limits::resolve(&self.msg, &self.task.options, settings);
+        let signals = time_limits::Signals::default();
+        let ctx = self.context(&limits, &signals);
+        if !self.policy.acks_late {
+            self.ack().await;
+        }
+        self.tracking.started(self.delivery);
+        rt.hooks.started(&self.msg, &self.delivery.queue).await;
+        if track_started && !ignore_result {
+            results::store_started(rt, &self.msg).await;
+        }
+        let started = std::time::Instant::now();
+        // The handler is called inside the spawned run: a panic there fails the run (FAILURE
+        // stored).
+        let handler = self.task.handler.clone();
+        let join = tokio::spawn(async move { handler.call(ctx).await }.in_current_span());
+        self.tracking.attach(join.abort_handle());
+        let outcome = match time_limits::supervise(join, limits, &signals).await {
+            time_limits::Supervised::Finished(outcome) => outcome,
+            time_limits::Supervised::TimedOut(limit) => Ok(Err(TaskError::Fail(
+                time_limits::time_limit_exceeded(limit),
+            ))),
+            time_limits::Supervised::SoftTimedOut => {
+                Ok(Err(time_limits::SoftTimeLimitExceeded.into()))
+            }
+        };
+        // The task's work is done: its slot goes to the next task while this one's outcome is
+        // written (still bounded by the reservation, which is held until the end).
+        drop(slot);
+        self.tracking.finishing();
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            // Terminated by `revoke(terminate=True)`: REVOKED, acked, the worker goes on.
+            Err(e) if e.is_cancelled() && !rt.draining.is_cancelled() => {
+                tracing::info!("task terminated (revoked)");
+                self.revoke(Revocation::Terminated).await;
+                rt.counters.processed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            // Stopped by the end of a warm shutdown's grace: the shutdown puts the message back.
+            Err(e) if e.is_cancelled() => return None,
+            Err(e) => Err(TaskError::Fail(PyException::new(
+                "RuntimeError",
+                format!("task panicked: {}", panic_message(e)),
+            ))),
+        };
+        Some(Ran {
+            outcome,
+            runtime: started.elapsed(),
+            ignore_result,
+        })
+    }
+
+    /// Record a run's outcome (result stored, canvas follow-ups, events and hooks); returns what
+    /// becomes of the message.
+    async fn record(&self, ran: Ran) -> Settle {
+        let (rt, msg) = (self.rt, &self.msg);
+        let Ran {
+            outcome,
+            runtime,
+            ignore_result,
+        } = ran;
+        let runtime_s = runtime.as_secs_f64();
+        let failed =
+            |exc: PyException| async move { self.failed(&exc, runtime, ignore_result).await };
+        match outcome {
+            // Canvas: callbacks and the next chain step are published before the result is
+            // stored.
+            Ok(value) => match canvas::on_success(rt, msg, &value).await {
+                Ok(children) => {
+                    tracing::info!(runtime_s, "task succeeded");
+                    rt.hooks
+                        .succeeded(msg, &self.delivery.queue, &value, runtime)
+                        .await;
+                    if !ignore_result {
+                        results::store_success_with_children(rt, msg, value.clone(), children)
+                            .await;
+                    }
+                    self.progress.recorded.store(true, Ordering::Release);
+                    canvas::after_success(rt, msg, &value).await;
+                    Settle::Ack
+                }
+                Err(exc) => failed(exc).await,
+            },
+            Err(TaskError::Fail(exc)) => failed(exc).await,
+            Err(TaskError::Replace(sig)) => match canvas::replace(rt, msg, &sig).await {
+                Ok(()) => {
+                    tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced");
+                    Settle::Ack
+                }
+                Err(exc) => failed(exc).await,
+            },
+            Err(TaskError::Retry(request)) => {
+                let exc = request.exc.clone();
+                let task = &self.task;
+                match retry::retry(rt, self.delivery, msg, task, *request, ignore_result).await {
+                    Ok(()) => {
+                        self.retried(exc).await;
+                        Settle::Ack
+                    }
+                    // Retries exhausted (or the retry could not be sent): the run failed.
+                    Err(exc) => failed(exc).await,
+                }
+            }
+            // Celery's `Reject`. Requeued: nothing stored. Not requeued, the task never runs
+            // again: Celery 5.7's worker stores a terminal FAILURE (`celery.exceptions.Reject(
+            // reason, False)`, with its chord and errbacks) and sends `task-failed`, then rejects
+            // the message. An early-acked message is already gone either way.
+            Err(TaskError::Reject { reason, requeue }) => {
+                tracing::warn!(runtime_s, requeue, %reason, "task rejected its message");
+                if !requeue {
+                    let exc = PyException {
+                        exc_type: "Reject".into(),
+                        exc_module: "celery.exceptions".into(),
+                        args: vec![reason.clone().into(), false.into()],
+                    };
+                    failed(exc).await;
+                }
+                Settle::Reject { requeue, reason }
+            }
+        }
+    }
+
+    /// A retry was published: `task-retried` (with the retry's exception, or `Retry`) and the
+    /// hooks.
+    async fn retried(&self, exc: Option<PyException>) {
+        let exc = exc.unwrap_or_else(|| PyException::new("Retry", "Retry in"));
+        let tb = results::traceback(&self.msg, &self.rt.hostname, &exc);
+        self.rt
+            .hooks
+            .retried(&self.msg, &self.delivery.queue, &exc, tb)
+            .await;
+    }
+
+    /// The run failed with `exc`: FAILURE stored (unless ignored), then the canvas follow-ups:
+    /// chord part, chain, errbacks. A run whose process was lost with late acks and
+    /// `reject_on_worker_lost` is requeued instead: nothing stored, no `task-failed` (as
+    /// Celery). Returns what becomes of the message.
+    async fn failed(&self, exc: &PyException, runtime: Duration, ignore_result: bool) -> Settle {
+        let (rt, msg) = (self.rt, &self.msg);
+        let runtime_s = runtime.as_secs_f64();
+        let settle = self.policy.after_failure(exc);
+        if self.policy.requeues_lost_run(exc) {
+            tracing::warn!(runtime_s, exception = %exc, "task lost its process; requeued");
+            return settle;
+        }
+        tracing::warn!(runtime_s, exception = %exc, "task failed");
+        let tb = results::traceback(msg, &rt.hostname, exc);
+        let task = TaskRef::of(msg, &self.delivery.queue);
+        rt.hooks.failed(&task, exc, tb, Some(runtime)).await;
+        if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
+            results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
+        }
+        canvas::on_failure(rt, msg, exc).await;
+        settle
+    }
+
+    /// Settle a late-acked message after its run: ack it, or reject it (requeued, or to the
+    /// dead-letter list) and report `task-rejected`.
+    async fn settle(&self, settle: Settle) {
+        match settle {
+            Settle::Ack => self.ack().await,
+            Settle::Reject { requeue, reason } => {
+                settle::reject(self.rt, self.delivery, requeue, &reason).await;
+                self.progress.acked.store(true, Ordering::Release);
+                self.rt
+                    .hooks
+                    .rejected(&self.msg, &self.delivery.queue, requeue)
+                    .await;
+            }
+        }
+    }
+}
+
+/// The envelope's `properties` object as stored (Celery's `request.properties`); empty when the
+/// element has none (it was decoded already, so that does not happen for a task run). Read from
+/// the trailing `properties` text alone when it parses (kombu writes it last), else from the
+/// whole element.
+fn properties(raw: &[u8]) -> serde_json::Map<String, Value> {
+    #[derive(serde::Deserialize)]
+    struct Properties {
+        properties: serde_json::Map<String, Value>,
+    }
+    if let Some(Ok(map)) =
+        celeriac_broker_bridge::envelope::trailing_properties(raw).map(serde_json::from_slice)
+    {
+        return map;
+    }
+    serde_json::from_slice::<Properties>(raw)
+        .map(|p| p.properties)
+        .unwrap_or_default()
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => panic_text(payload.as_ref()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_the_envelopes_as_stored() {
+        let raw = br#"{"body": "W10=", "content-type": "application/json", "headers": {},
+            "properties": {"correlation_id": "c1", "app_id": "1234", "priority": 7,
+            "delivery_info": {"exchange": "", "routing_key": "celery", "redelivered": true}}}"#;
+        let props = properties(raw);
+        assert_eq!(props["app_id"], "1234");
+        assert_eq!(props["priority"], 7);
+        assert_eq!(props["delivery_info"]["redelivered"], true);
+        assert_eq!(props.len(), 4);
+        assert!(properties(b"not json").is_empty());
+        let later = br#"{"properties": {"priority": 7}, "headers": {"properties": {"a": 1}}}"#;
+        assert_eq!(properties(later)["priority"], 7);
+    }
+}
