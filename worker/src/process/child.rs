@@ -18,7 +18,7 @@ static SOFT_PASSED: AtomicBool = AtomicBool::new(false);
 static CURRENT: Mutex<String> = Mutex::new(String::new());
 
 /// Whether this process is a task process (started by a worker for its process tasks).
-pub(crate) fn is_child() -> bool {
+pub fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 

@@ -104,8 +104,7 @@ impl RetryRequest {
 /// ```
 /// use std::time::Duration;
 ///
-/// use celeriac_worker::task::RetryRequest;
-/// use celeriac_worker::{PyException, TaskError};
+/// use celeriac_worker::{PyException, RetryRequest, TaskError};
 ///
 /// // def charge(amount, gateway_busy):
 /// //     if amount < 0: raise ValueError(f"negative amount {amount}")
