@@ -19,6 +19,9 @@ pub mod config;
 
 mod builder;
 mod canvas;
+mod connection;
+#[cfg(test)]
+mod import_circles;
 mod launcher;
 mod message;
 mod observe;
@@ -76,7 +79,7 @@ pub use task_api::{
 /// not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::launcher::install_crypto_provider;
+    pub use crate::connection::install_crypto_provider;
     pub use crate::query_tasks::config::{QueryTaskConfig, ResultShape};
     pub use crate::query_tasks::handler::bind_call;
     pub use crate::task_api::params;

@@ -81,9 +81,7 @@ pub(crate) struct Runtime {
     /// Where the message path reports each step (events, metrics, telemetry, the user's hooks).
     pub(crate) hooks: Hooks,
     /// Rate limits set by remote control (read by the rate-limit enforcement).
-    pub rate_limits: crate::upkeep::control::RateLimits,
-    /// Per-worker rate-limit schedules (see [`crate::message::rate_limit`]).
-    pub rate_buckets: crate::message::rate_limit::Buckets,
+    pub rate_limits: crate::message::rate_limit::RateLimits,
     /// The queues consumed now (`add_consumer` / `cancel_consumer` change it).
     pub queues: Mutex<Vec<String>>,
     /// Cancelled by the `shutdown` control command: the launcher starts a warm shutdown.

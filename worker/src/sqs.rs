@@ -6,10 +6,8 @@
 //! dead-letter list, the revoked store and rate limits. Events and remote control are off
 //! (kombu's SQS transport has no fanout exchange without SNS).
 //!
-//! * Fetch: one `ReceiveMessage` at a time (up to the free reservations, at most 10), long
-//!   polling `wait_time_seconds`, then `polling_interval` after an empty poll, as kombu does.
-//!   A delivery's tag is its receipt handle. A receive still in flight at shutdown is let
-//!   finish and what it got is made visible again.
+//! * Fetch (the loop is [`crate::message::sqs_fetch`]): one `ReceiveMessage` at a time, long
+//!   polling. A delivery's tag is its receipt handle.
 //! * Ack = `DeleteMessage`; requeue = `ChangeMessageVisibility` 0.
 //! * Dead-letter rule: when the queue has a redrive policy, the message is made visible again
 //!   and SQS moves it to the dead-letter queue after `maxReceiveCount` receives (kombu 5.7
@@ -23,21 +21,17 @@
 //!   `visibility_timeout`.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celeriac_broker_bridge::envelope::Envelope;
-use celeriac_broker_bridge::sqs::{SqsBroker, SQS_MAX_MESSAGES};
-use celeriac_broker_bridge::transport::{Delivery, Depths};
+use celeriac_broker_bridge::sqs::SqsBroker;
+use celeriac_broker_bridge::transport::{Broker, Delivery, Depths};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::message::processor;
 use crate::message::retrying::{retrying, Write};
 use crate::runtime::Runtime;
-
-const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The SQS broker and the queue of each message held.
 pub(crate) struct SqsSide {
@@ -56,7 +50,8 @@ impl SqsSide {
         }
     }
 
-    fn remember(&self, tag: &str, queue: &str) {
+    /// Remember that the message `tag` was received from `queue`.
+    pub(crate) fn remember(&self, tag: &str, queue: &str) {
         self.queue_of
             .lock()
             .expect("queue_of lock")
@@ -65,103 +60,6 @@ impl SqsSide {
 
     fn forget(&self, tag: &str) -> Option<String> {
         self.queue_of.lock().expect("queue_of lock").remove(tag)
-    }
-}
-
-/// The fetch loop on SQS; runs until the worker starts draining.
-pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
-    let mut failing = Duration::ZERO;
-    let mut next = 0usize;
-    loop {
-        if rt.draining.is_cancelled() {
-            return;
-        }
-        let free = rt.reservations.available_permits();
-        if free == 0 {
-            tokio::select! {
-                permit = rt.reservations.acquire() => { drop(permit); continue }
-                _ = rt.draining.cancelled() => return,
-            }
-        }
-        // The reserved-bytes budget: SQS cannot bound a receive in bytes, so one receive (at most
-        // 10 messages) may go past it; nothing more is received until there is room again.
-        if rt.reserved_bytes.room().is_none() {
-            tokio::select! {
-                _ = rt.reserved_bytes.wait_for_room() => continue,
-                _ = rt.draining.cancelled() => return,
-            }
-        }
-        let queues = rt.consumed_queues();
-        if queues.is_empty() {
-            pause(
-                &rt,
-                sqs.broker
-                    .options()
-                    .polling_interval
-                    .max(Duration::from_millis(100)),
-            )
-            .await;
-            continue;
-        }
-        let queue = queues[next % queues.len()].clone();
-        next = next.wrapping_add(1);
-        let max = (free as u32).min(SQS_MAX_MESSAGES);
-        match sqs.broker.receive(&queue, max, None).await {
-            Ok(received) => {
-                rt.metrics.broker_reachable(true);
-                if !failing.is_zero() {
-                    tracing::info!("SQS reachable again; consuming resumed");
-                    failing = Duration::ZERO;
-                }
-                let got = received.deliveries.len() + received.undecodable.len();
-                for bad in received.undecodable {
-                    rt.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(queue = %bad.queue, message_id = %bad.message_id, reason = %bad.reason, "an SQS message is not a kombu message");
-                    dead_letter(
-                        &rt,
-                        &sqs,
-                        &bad.queue,
-                        bad.body.as_bytes(),
-                        &bad.receipt_handle,
-                        &bad.reason,
-                    )
-                    .await;
-                }
-                for d in received.deliveries {
-                    let delivery = d.to_delivery();
-                    if rt.draining.is_cancelled() {
-                        // Received while shutting down: visible again now for other workers.
-                        if let Err(e) = sqs.broker.requeue(&queue, &delivery.delivery_tag).await {
-                            tracing::warn!(error = %e, "could not release a message received at shutdown; it returns after the visibility timeout");
-                        }
-                        continue;
-                    }
-                    let permit = rt.reservations.clone().try_acquire_owned().expect(
-                        "only the fetch loop takes reservations, and it asked for free ones",
-                    );
-                    sqs.remember(&delivery.delivery_tag, &queue);
-                    rt.hold(&delivery.delivery_tag);
-                    let bytes = delivery.raw.len();
-                    rt.reserved_bytes.add(bytes);
-                    let rt2 = rt.clone();
-                    // Boxed, as in the Redis fetch loop: the handling future is large.
-                    rt.tracker.spawn(Box::pin(async move {
-                        let rt3 = rt2.clone();
-                        processor::dispatch(rt2, delivery, permit).await;
-                        rt3.reserved_bytes.sub(bytes);
-                    }));
-                }
-                if got == 0 {
-                    pause(&rt, sqs.broker.options().polling_interval).await;
-                }
-            }
-            Err(e) => {
-                rt.metrics.broker_reachable(false);
-                failing = (failing * 2).clamp(Duration::from_millis(100), RECONNECT_BACKOFF_MAX);
-                tracing::warn!(error = %e, queue = %queue, retry_in_ms = failing.as_millis() as u64, "SQS receive failed; retrying");
-                pause(&rt, failing).await;
-            }
-        }
     }
 }
 
@@ -264,25 +162,34 @@ pub(crate) async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
 /// `ApproximateNumberOfMessages` (waiting), summed `ApproximateNumberOfMessagesNotVisible` as
 /// unacked (SQS cannot tell ETA-held messages apart: they are in it), and celeriac's Redis
 /// dead-letter list.
-pub(crate) async fn depths(rt: &Runtime, sqs: &SqsSide) -> anyhow::Result<Depths> {
-    let mut queues = Vec::new();
+pub(crate) async fn depths(
+    sqs: &SqsSide,
+    redis: &Broker,
+    queues: &[String],
+) -> anyhow::Result<Depths> {
+    let mut waiting = Vec::new();
     let mut unacked = 0;
-    for queue in &rt.settings.queues {
+    for queue in queues {
         let d = sqs.broker.depth(queue).await?;
-        queues.push((queue.clone(), d.visible));
+        waiting.push((queue.clone(), d.visible));
         unacked += d.not_visible;
     }
-    let dead_letter = rt.broker.depths(&[]).await?.dead_letter;
+    let dead_letter = redis.depths(&[]).await?.dead_letter;
     Ok(Depths {
-        queues,
+        queues: waiting,
         unacked,
         eta_held: 0,
         dead_letter,
     })
 }
 
-/// Keep the messages held here invisible to other consumers until `stop`.
-pub(crate) async fn extend_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>, stop: CancellationToken) {
+/// Keep the messages held here (of those `held` names) invisible to other consumers until
+/// `stop`.
+pub(crate) async fn extend_loop(
+    sqs: Arc<SqsSide>,
+    held: impl Fn() -> Vec<String>,
+    stop: CancellationToken,
+) {
     let timeout = sqs.broker.options().visibility_timeout;
     let period = Duration::from_secs(u64::from(timeout) / 3).max(Duration::from_secs(1));
     loop {
@@ -292,7 +199,7 @@ pub(crate) async fn extend_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>, stop: Cance
         }
         let held: Vec<(String, String)> = {
             let queue_of = sqs.queue_of.lock().expect("queue_of lock");
-            rt.held_tags()
+            held()
                 .into_iter()
                 .filter_map(|t| queue_of.get(&t).map(|q| (t, q.clone())))
                 .collect()
@@ -302,12 +209,5 @@ pub(crate) async fn extend_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>, stop: Cance
                 tracing::warn!(queue = %queue, error = %e, "could not extend a held message's visibility");
             }
         }
-    }
-}
-
-async fn pause(rt: &Runtime, d: Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = rt.draining.cancelled() => {}
     }
 }

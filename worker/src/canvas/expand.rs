@@ -486,3 +486,11 @@ fn inherited(options: &Map<String, Value>) -> Map<String, Value> {
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// The ids a task's follow-ups are published with: root kept, parent = this task.
+pub(crate) fn parent_of(msg: &TaskMessage) -> Parent {
+    Parent {
+        root_id: Some(msg.root_id.clone().unwrap_or_else(|| msg.id.clone())),
+        parent_id: Some(msg.id.clone()),
+    }
+}

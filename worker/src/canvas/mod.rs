@@ -16,20 +16,12 @@ use celeriac_broker_bridge::backend::{ExceptionInfo, TaskMeta, TaskState};
 use celeriac_broker_bridge::codec::{EncodeOptions, Signature, TaskMessage};
 use serde_json::{Map, Value};
 
-pub(crate) use expand::{CanvasError, Parent, Plan};
+pub(crate) use expand::{parent_of, CanvasError, Parent, Plan};
 pub(crate) use replace::replacement;
 
 use crate::message::retrying::{retrying, Write};
 use crate::runtime::Runtime;
 use crate::task_api::PyException;
-
-/// The ids a task's follow-ups are published with: root kept, parent = this task.
-pub(crate) fn parent_of(msg: &TaskMessage) -> Parent {
-    Parent {
-        root_id: Some(msg.root_id.clone().unwrap_or_else(|| msg.id.clone())),
-        parent_id: Some(msg.id.clone()),
-    }
-}
 
 /// The plan of a successful task: its callbacks (several plain ones as one group, group
 /// callbacks each on their own, as Celery) and then the next chain step, with `retval` prepended.

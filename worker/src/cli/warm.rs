@@ -218,7 +218,7 @@ const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The cache's Redis: the node `url` names, or (`cluster`) the Redis Cluster it belongs to.
 async fn connect(url: &str, cluster: bool) -> anyhow::Result<L2Conn> {
-    crate::launcher::install_crypto_provider();
+    crate::connection::install_crypto_provider();
     let client = celeriac_broker_bridge::redis_url::parse(url)
         .and_then(|u| u.client())
         .context("[cache] redis_url")?;

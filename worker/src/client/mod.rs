@@ -48,7 +48,7 @@ pub use producer::{ChordMember, Outgoing, Prepared, Producer};
 pub use result::{AnyResult, AsyncResult, GroupResult};
 pub use signature::{chain, chord, group, Signature};
 
-use crate::canvas::Parent;
+use crate::canvas::expand::{parent_of, Parent};
 use crate::task_api::PyException;
 
 /// Celery's `E_WOULDBLOCK`.
@@ -159,7 +159,7 @@ impl Client {
         broker_url: &str,
         backend_url: Option<&str>,
     ) -> Result<Client, ClientError> {
-        crate::launcher::install_crypto_provider();
+        crate::connection::install_crypto_provider();
         let broker = Broker::connect(broker_url, TransportOptions::default())
             .await
             .map_err(|e| ClientError::Publish(e.to_string()))?;
@@ -176,7 +176,7 @@ impl Client {
     /// `Client::from_settings(&Settings::load(&WorkerArgs::default(), config::process_env())?)`.
     pub async fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Client> {
         use anyhow::Context;
-        crate::launcher::install_crypto_provider();
+        crate::connection::install_crypto_provider();
         let mut transport =
             TransportOptions::from_json(&Value::Object(settings.broker_transport_options.clone()))
                 .context("CELERY_BROKER_TRANSPORT_OPTIONS")?;
@@ -190,7 +190,7 @@ impl Client {
             Some(url) => Some(
                 ResultBackend::connect(
                     url.expose(),
-                    crate::launcher::backend_options(settings, &signing)?,
+                    crate::connection::backend_options(settings, &signing)?,
                 )
                 .await
                 .context("connect to the result backend")?,
@@ -235,7 +235,7 @@ impl Client {
     /// its root as `root_id`), which may extend its chord with [`Client::add_to_chord`].
     pub fn for_task(&self, msg: &TaskMessage) -> Client {
         let mut producer = (*self.producer).clone();
-        producer.parent = crate::canvas::parent_of(msg);
+        producer.parent = parent_of(msg);
         producer.chord = match (&msg.chord, &msg.group) {
             (Some(body), Some(group_id)) => Some(ChordMember {
                 group_id: group_id.clone(),
@@ -346,7 +346,7 @@ impl Client {
         let clock = self.inner.clock.fetch_add(1, Ordering::Relaxed) + 1;
         pidbox::broadcast(
             &self.inner.broker,
-            crate::upkeep::control::NAMESPACE,
+            crate::config::CONTROL_NAMESPACE,
             "revoke",
             arguments,
             clock,

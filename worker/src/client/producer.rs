@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::freeze::{freeze, Frozen};
 use super::{ClientError, Signature};
-use crate::canvas::{Parent, Plan};
+use crate::canvas::expand::{Parent, Plan};
 
 /// What the messages a client sends carry besides the call itself.
 ///

@@ -16,7 +16,8 @@ use std::time::Duration;
 use super::redact::redacted_json;
 use super::settings::{Settings, WorkerArgs, FIELDS};
 use super::types::{
-    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, SecretUrl, SerializerName,
+    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, RateLimitScope, SecretUrl,
+    SerializerName,
 };
 use super::value::{Raw, Secrecy};
 use super::ConfigError;
@@ -276,7 +277,7 @@ shown_as_debug!(
     RateLimit,
     SerializerName,
     celeriac_broker_bridge::signing::Digest,
-    crate::message::rate_limit::Scope,
+    RateLimitScope,
     Password = Hidden,
 );
 

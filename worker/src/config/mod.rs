@@ -34,9 +34,13 @@ pub use settings::{
     Settings, Slots, WorkerArgs, DEFAULT_ASYNC_CONCURRENCY, DEFAULT_MAX_MESSAGE_BYTES,
 };
 pub use types::{
-    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, SecretUrl, SerializerName,
-    REDIS_SCHEMES,
+    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, RateLimitScope, SecretUrl,
+    SerializerName, REDIS_SCHEMES,
 };
+
+/// The remote control namespace (Celery's `control_exchange`): where workers listen and
+/// `revoke` is broadcast.
+pub(crate) const CONTROL_NAMESPACE: &str = "celery";
 
 /// The environment variable naming the TOML configuration file.
 pub const CONFIG_ENV: &str = "CELERIAC_CONFIG";

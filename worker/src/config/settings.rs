@@ -10,7 +10,8 @@ use celeriac_broker_bridge::signing::Digest;
 
 use super::declare::declare_settings;
 use super::types::{
-    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, SecretUrl, SerializerName,
+    DeadLetterPolicy, LogFormat, LogLevel, Password, RateLimit, RateLimitScope, SecretUrl,
+    SerializerName,
 };
 use super::value::Raw;
 
@@ -363,7 +364,7 @@ declare_settings! {
 
         /// Whom rate limits bind: `worker` (each worker on its own, as Celery) or `fleet` (one
         /// limit shared by all workers through Redis).
-        celeriac rate_limit_scope: crate::message::rate_limit::Scope = crate::message::rate_limit::Scope::Worker,
+        celeriac rate_limit_scope: RateLimitScope = RateLimitScope::Worker,
             "`worker`",
             env "CELERIAC_RATE_LIMIT_SCOPE",
             parse |r| r.parsed();

@@ -772,3 +772,13 @@ fn readme_settings_table_is_generated_from_the_declarations() {
          -p celeriac-worker --lib config::tests::readme_settings_table`"
     );
 }
+
+#[test]
+fn rate_limit_scope_parses() {
+    assert_eq!("Fleet".parse::<RateLimitScope>(), Ok(RateLimitScope::Fleet));
+    assert_eq!(
+        "worker".parse::<RateLimitScope>(),
+        Ok(RateLimitScope::Worker)
+    );
+    assert!("all".parse::<RateLimitScope>().is_err());
+}

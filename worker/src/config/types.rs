@@ -248,3 +248,24 @@ impl fmt::Debug for Password {
         f.write_str(celeriac_secrets::MASK)
     }
 }
+
+/// Whom a rate limit binds (`rate_limit_scope`; see the worker's rate limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitScope {
+    /// Each worker process on its own (Celery's behaviour).
+    #[default]
+    Worker,
+    /// All workers sharing the broker together (celeriac only).
+    Fleet,
+}
+
+impl std::str::FromStr for RateLimitScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "worker" => Ok(RateLimitScope::Worker),
+            "fleet" => Ok(RateLimitScope::Fleet),
+            _ => Err("expected `worker` or `fleet`".into()),
+        }
+    }
+}

@@ -29,7 +29,7 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Run until the worker starts draining.
 pub(crate) async fn run(rt: Arc<Runtime>) {
     if let Some(sqs) = rt.sqs.clone() {
-        return crate::sqs::fetch_loop(rt, sqs).await;
+        return crate::message::sqs_fetch::fetch_loop(rt, sqs).await;
     }
     let mut arrivals = rt.broker.arrival_wait();
     let mut idle = POLL_INTERVAL_MIN;

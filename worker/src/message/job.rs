@@ -160,7 +160,10 @@ impl<'a> Job<'a> {
     /// Wait for the task's rate limit to allow a run (holding no execution slot); false when the
     /// worker began a warm shutdown.
     pub(crate) async fn wait_turn(&self) -> bool {
-        crate::message::rate_limit::wait_turn(self.rt, &self.msg.task, &self.task.options).await
+        let rt = self.rt;
+        rt.rate_limits
+            .wait_turn(&rt.broker, &rt.draining, &self.msg.task, &self.task.options)
+            .await
     }
 
     /// An execution slot of the task's kind; `None` when the worker began a warm shutdown.

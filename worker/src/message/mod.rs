@@ -19,4 +19,5 @@ pub(crate) mod retrying;
 pub(crate) mod revoked;
 pub(crate) mod scheduled;
 pub(crate) mod settle;
+pub(crate) mod sqs_fetch;
 pub(crate) mod time_limits;

@@ -25,7 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::observe::metrics::{desired_replicas, Metrics};
+use celeriac_broker_bridge::transport::Depths;
+
+use crate::observe::metrics::{desired_replicas, Metrics, WorkerState};
 use crate::runtime::Runtime;
 
 /// How often the watchdog task ticks.
@@ -116,10 +118,14 @@ async fn watchdog(state: Arc<Shared>) {
 }
 
 async fn metrics_text(State(state): State<Arc<Shared>>) -> Response {
-    let text = state
-        .metrics
-        .render(state.runtime.get().map(|rt| rt.as_ref()))
-        .await;
+    let text = match state.runtime.get() {
+        Some(rt) => {
+            let worker = worker_state(rt);
+            let depths = state.metrics.depths(read_depths(rt)).await;
+            state.metrics.render(Some((&worker, depths)))
+        }
+        None => state.metrics.render(None),
+    };
     (
         [(
             header::CONTENT_TYPE,
@@ -128,6 +134,28 @@ async fn metrics_text(State(state): State<Arc<Shared>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// What `rt` holds and runs now, for `/metrics`.
+fn worker_state(rt: &Runtime) -> WorkerState {
+    let counts = rt.inflight.counts();
+    WorkerState {
+        running: counts.running,
+        running_held: counts.running_held,
+        held: counts.held,
+        eta_held: rt.eta_held.load(Ordering::Relaxed),
+        reservations_free: rt.reservations.available_permits(),
+        draining: rt.draining.is_cancelled(),
+        dead_lettered: rt.counters.dead_lettered.load(Ordering::Relaxed),
+    }
+}
+
+/// Read the depth of `rt`'s queues from its broker (SQS or Redis).
+async fn read_depths(rt: &Runtime) -> anyhow::Result<Depths> {
+    match &rt.sqs {
+        Some(sqs) => crate::sqs::depths(sqs, &rt.broker, &rt.settings.queues).await,
+        None => Ok(rt.broker.depths(&rt.settings.queues).await?),
+    }
 }
 
 async fn healthz(State(state): State<Arc<Shared>>) -> Response {
@@ -164,7 +192,7 @@ async fn keda(State(state): State<Arc<Shared>>) -> Response {
         )
             .into_response();
     };
-    let depths = match state.metrics.depths(rt).await {
+    let depths = match state.metrics.depths(read_depths(rt)).await {
         Ok(d) => d,
         Err(e) => {
             let body = format!("cannot read the queue depth: {e:#}\n");

@@ -6,6 +6,7 @@
 //!
 //! More collectors (e.g. caches) are added with [`Metrics::register`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,7 @@ use prometheus::{
 };
 use tokio::sync::Mutex;
 
-use crate::message::retrying::Write;
-use crate::runtime::Runtime;
+use crate::message::retrying::{Write, WriteCounter};
 
 /// How long one read of the queue depth is reused.
 pub(crate) const DEPTH_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -32,8 +32,27 @@ const RUNTIME_BUCKETS: &[f64] = &[
 /// Labels of the task series (besides the constant `hostname`), as celery-exporter's.
 const TASK_LABELS: &[&str] = &["name", "queue_name"];
 
+/// What a worker holds and runs at a scrape (read from its runtime by the HTTP endpoints).
+#[derive(Debug, Default)]
+pub(crate) struct WorkerState {
+    /// Tasks running now.
+    pub(crate) running: usize,
+    /// Of them, those whose message is still held (late ack).
+    pub(crate) running_held: usize,
+    /// Messages held unacked (waiting, ETA-held, running with late ack).
+    pub(crate) held: usize,
+    /// ETA-held messages.
+    pub(crate) eta_held: usize,
+    /// Reservation slots free.
+    pub(crate) reservations_free: usize,
+    /// Whether a warm shutdown began.
+    pub(crate) draining: bool,
+    /// Messages dead-lettered since the start.
+    pub(crate) dead_lettered: u64,
+}
+
 /// Every metric of one worker. Created before the broker connection, shared through
-/// [`Runtime::metrics`].
+/// the runtime's `metrics`.
 pub(crate) struct Metrics {
     registry: Registry,
     received: IntCounterVec,
@@ -309,18 +328,6 @@ impl Metrics {
         self.retried.with_label_values(&[name, queue]).inc();
     }
 
-    /// A Redis write failed and is tried again.
-    pub(crate) fn redis_write_retried(&self, write: Write) {
-        self.write_retries.with_label_values(&[write.label()]).inc();
-    }
-
-    /// A Redis write was given up after the retry budget.
-    pub(crate) fn redis_write_failed(&self, write: Write) {
-        self.write_failures
-            .with_label_values(&[write.label()])
-            .inc();
-    }
-
     /// The fetch loop reached the broker (`true`) or failed to (`false`).
     pub(crate) fn broker_reachable(&self, reachable: bool) {
         let was = self.broker_reachable.swap(reachable, Ordering::Relaxed);
@@ -339,23 +346,19 @@ impl Metrics {
         self.broker_reachable.load(Ordering::Relaxed)
     }
 
-    /// The queue depth of the worker's queues: a fresh read at most every [`DEPTH_CACHE_TTL`];
-    /// concurrent callers share one read.
-    pub(crate) async fn depths(&self, rt: &Runtime) -> anyhow::Result<Depths> {
+    /// The queue depth of the worker's queues: `read` at most every [`DEPTH_CACHE_TTL`] (given
+    /// up after 5 s), else the last read; concurrent callers share one read.
+    pub(crate) async fn depths(
+        &self,
+        read: impl Future<Output = anyhow::Result<Depths>>,
+    ) -> anyhow::Result<Depths> {
         let mut cached = self.depths.lock().await;
         if let Some((at, d)) = cached.as_ref() {
             if at.elapsed() < DEPTH_CACHE_TTL {
                 return Ok(d.clone());
             }
         }
-        let read = tokio::time::timeout(Duration::from_secs(5), async {
-            match &rt.sqs {
-                Some(sqs) => crate::sqs::depths(rt, sqs).await,
-                None => Ok(rt.broker.depths(&rt.settings.queues).await?),
-            }
-        })
-        .await;
-        match read {
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
             Ok(Ok(d)) => {
                 *cached = Some((Instant::now(), d.clone()));
                 Ok(d)
@@ -371,13 +374,13 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric, with `rt`'s state and the queue depth
-    /// read now (or from the cache); without a runtime (still connecting) only the counters.
-    pub(crate) async fn render(&self, rt: Option<&Runtime>) -> String {
-        match rt {
-            Some(rt) => {
-                self.update_worker(rt);
-                match self.depths(rt).await {
+    /// The Prometheus text exposition of every metric, with the worker's state and its queue
+    /// depth (see [`Metrics::depths`]); without them (still connecting) only the counters.
+    pub(crate) fn render(&self, worker: Option<(&WorkerState, anyhow::Result<Depths>)>) -> String {
+        match worker {
+            Some((state, depths)) => {
+                self.update_worker(state);
+                match depths {
                     Ok(d) => self.update_depths(&d),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the queue depth for metrics");
@@ -395,20 +398,20 @@ impl Metrics {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn update_worker(&self, rt: &Runtime) {
-        let held = rt.inflight.counts();
-        self.tasks_active.set(held.running as i64);
+    fn update_worker(&self, w: &WorkerState) {
+        self.tasks_active.set(w.running as i64);
         self.reserved
-            .set(held.held.saturating_sub(held.running_held) as i64);
-        self.eta_held
-            .set(rt.eta_held.load(Ordering::Relaxed) as i64);
+            .set(w.held.saturating_sub(w.running_held) as i64);
+        self.eta_held.set(w.eta_held as i64);
         let capacity = self.capacity.load(Ordering::Relaxed);
         self.prefetch_in_use
-            .set(capacity.saturating_sub(rt.reservations.available_permits()) as i64);
-        self.worker_up.set(i64::from(!rt.draining.is_cancelled()));
-        let total = rt.counters.dead_lettered.load(Ordering::Relaxed);
-        let seen = self.dead_lettered_seen.swap(total, Ordering::Relaxed);
-        self.dead_lettered.inc_by(total.saturating_sub(seen));
+            .set(capacity.saturating_sub(w.reservations_free) as i64);
+        self.worker_up.set(i64::from(!w.draining));
+        let seen = self
+            .dead_lettered_seen
+            .swap(w.dead_lettered, Ordering::Relaxed);
+        self.dead_lettered
+            .inc_by(w.dead_lettered.saturating_sub(seen));
     }
 
     fn update_depths(&self, d: &Depths) {
@@ -418,6 +421,20 @@ impl Metrics {
         self.unacked.set(d.unacked as i64);
         self.unacked_eta_held.set(d.eta_held as i64);
         self.dead_letter_length.set(d.dead_letter as i64);
+    }
+}
+
+/// Redis writes retried (`celeriac_redis_write_retries_total`) and given up
+/// (`celeriac_redis_write_failures_total`).
+impl WriteCounter for Metrics {
+    fn retried(&self, write: Write) {
+        self.write_retries.with_label_values(&[write.label()]).inc();
+    }
+
+    fn failed(&self, write: Write) {
+        self.write_failures
+            .with_label_values(&[write.label()])
+            .inc();
     }
 }
 
@@ -468,7 +485,7 @@ mod tests {
         m.task_failed("t.add", "celery", "ValueError('bad')");
         m.broker_reachable(false);
         m.broker_reachable(true);
-        let text = block_on(m.render(None));
+        let text = m.render(None);
         for line in [
             r#"celery_task_received_total{name="t.add",queue_name="celery",hostname="host"} 1"#,
             r#"celery_task_succeeded_total{name="t.add",queue_name="celery",hostname="host"} 1"#,
@@ -511,10 +528,55 @@ mod tests {
         assert_eq!(exception_class("(1)"), "UnknownException");
     }
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(f)
+    #[test]
+    fn worker_state_write_retries_and_depth_are_rendered() {
+        let m = Metrics::new("w1@host");
+        m.set_capacity(4, 6);
+        m.retried(Write::Ack);
+        m.retried(Write::Ack);
+        m.failed(Write::Result);
+        let state = WorkerState {
+            running: 2,
+            running_held: 1,
+            held: 5,
+            eta_held: 1,
+            reservations_free: 2,
+            draining: false,
+            dead_lettered: 3,
+        };
+        let depths = Depths {
+            queues: vec![("celery".into(), 7)],
+            unacked: 5,
+            eta_held: 1,
+            dead_letter: 3,
+        };
+        let text = m.render(Some((&state, Ok(depths))));
+        for line in [
+            r#"celeriac_redis_write_retries_total{operation="ack",hostname="host"} 2"#,
+            r#"celeriac_redis_write_failures_total{operation="result",hostname="host"} 1"#,
+            r#"celeriac_redis_write_failures_total{operation="ack",hostname="host"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        for (name, value) in [
+            ("celery_worker_up", 1),
+            ("celery_worker_tasks_active", 2),
+            ("celeriac_worker_prefetch_slots_in_use", 4),
+            ("celeriac_worker_reserved", 4),
+            ("celeriac_worker_eta_held", 1),
+            ("celeriac_unacked_messages", 5),
+            ("celeriac_dead_lettered_total", 3),
+        ] {
+            let line = format!(r#"{name}{{hostname="host"}} {value}"#);
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let text = m.render(Some((&state, Err(anyhow::anyhow!("down")))));
+        assert!(
+            text.contains(r#"celeriac_dead_lettered_total{hostname="host"} 3"#),
+            "counted once: {text}"
+        );
+        assert!(m
+            .render(None)
+            .contains(r#"celery_worker_up{hostname="host"} 0"#));
     }
 }

@@ -7,7 +7,7 @@ use celeriac_cache::{NamedSql, Source, SourceError};
 use serde_json::{Map, Value};
 
 use super::config::{QueryTaskConfig, ResultShape};
-use super::DataAccess;
+use crate::task_api::data::DataAccess;
 use crate::task_api::Handler;
 use crate::task_api::{PyException, TaskContext, TaskError, TaskFuture};
 

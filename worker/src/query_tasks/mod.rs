@@ -34,26 +34,9 @@ pub(crate) use config::{QueryConfig, ResultShape};
 pub(crate) use handler::QueryTask;
 
 use crate::config::Settings;
+use crate::task_api::data::DataAccess;
 use crate::task_api::registry::Registry;
 use crate::task_api::TaskOptions;
-
-/// The cache and sources a worker's tasks share.
-#[derive(Clone)]
-pub struct DataAccess {
-    /// The read-through cache.
-    pub cache: Cache,
-    /// The configured sources by name.
-    pub sources: Sources,
-}
-
-impl std::fmt::Debug for DataAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataAccess")
-            .field("sources", &self.sources.names().collect::<Vec<_>>())
-            .field("cache", &self.cache.config())
-            .finish()
-    }
-}
 
 /// Check the `[cache]`, `[sources]` and `[[tasks]]` tables and the SQL of every task, without
 /// connecting to anything. `env` looks up environment variables.
@@ -117,7 +100,7 @@ pub(crate) async fn install(
             (first.to_owned(), url.file())
         }
     };
-    crate::launcher::install_crypto_provider();
+    crate::connection::install_crypto_provider();
     let mut url =
         celeriac_broker_bridge::redis_url::parse(&redis_url).context("[cache] redis_url")?;
     // A URL from `CELERY_RESULT_BACKEND_FILE` / `CELERY_BROKER_URL_FILE`: rotated credentials

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::client::{Client, ClientError};
 use crate::message::time_limits::{Signals, SoftTimeLimitExceeded};
-use crate::query_tasks::DataAccess;
+use crate::task_api::data::DataAccess;
 
 /// The request a task is running for (Celery's `self.request`).
 #[derive(Debug, Clone, Default)]

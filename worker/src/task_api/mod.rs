@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod blocking;
 pub(crate) mod builtins;
 pub(crate) mod context;
+pub(crate) mod data;
 pub(crate) mod error;
 pub(crate) mod handler;
 pub(crate) mod number;

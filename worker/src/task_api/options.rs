@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::RateLimit;
-use crate::message::rate_limit::Scope;
+use crate::config::{RateLimit, RateLimitScope};
 
 /// Options of one registered task.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +29,7 @@ pub struct TaskOptions {
     /// Rate limit (`None` = `task_default_rate_limit`); remote control's `rate_limit` wins.
     pub rate_limit: Option<RateLimit>,
     /// Whom the rate limit binds (`None` = the `rate_limit_scope` setting).
-    pub rate_limit_scope: Option<Scope>,
+    pub rate_limit_scope: Option<RateLimitScope>,
 }
 
 impl Default for TaskOptions {

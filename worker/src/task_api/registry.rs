@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::process::ProcessFn;
-use crate::query_tasks::DataAccess;
+use crate::task_api::data::DataAccess;
 use crate::task_api::{Handler, TaskOptions};
 
 /// One registered task.

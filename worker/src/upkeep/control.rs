@@ -3,10 +3,9 @@
 //! after a lost connection); requests for this node run here and replies go to the caller's
 //! reply queue (see broker-bridge's `pidbox`).
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_broker_bridge::backend::TaskMeta;
@@ -14,38 +13,17 @@ use celeriac_broker_bridge::pidbox::{self, ControlRequest};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RateLimit, SerializerName, Settings};
+use crate::config::{RateLimit, SerializerName, Settings, CONTROL_NAMESPACE};
 use crate::message::inflight::Stage;
 use crate::message::revoked;
 use crate::runtime::Runtime;
 use crate::task_api::TaskOptions;
 
-/// The control namespace (Celery's `control_exchange`).
-pub(crate) const NAMESPACE: &str = "celery";
-
-/// Rate limits set by remote control, by task name (`None`: disabled). The enforcement reads
-/// this map; a task absent from it keeps its configured limit.
-#[derive(Default)]
-pub(crate) struct RateLimits(Mutex<HashMap<String, Option<RateLimit>>>);
-
-impl RateLimits {
-    /// The limit set remotely for `task`: `None` = not set remotely, `Some(None)` = disabled.
-    pub(crate) fn get(&self, task: &str) -> Option<Option<RateLimit>> {
-        self.0.lock().expect("rate limits lock").get(task).cloned()
-    }
-
-    /// Set (or disable, with `None`) the limit of `task`.
-    pub(crate) fn set(&self, task: &str, limit: Option<RateLimit>) {
-        self.0
-            .lock()
-            .expect("rate limits lock")
-            .insert(task.to_string(), limit);
-    }
-}
-
 /// Serve remote control until `stop`.
 pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
-    let channel = rt.broker.fanout_channel(&pidbox::exchange(NAMESPACE), "");
+    let channel = rt
+        .broker
+        .fanout_channel(&pidbox::exchange(CONTROL_NAMESPACE), "");
     let mut backoff = Duration::from_millis(100);
     loop {
         let sub = tokio::select! {
@@ -92,7 +70,7 @@ pub(crate) async fn mingle(rt: Arc<Runtime>) {
     args.insert("revoked".into(), json!(rt.revoked.ids()));
     let replies = pidbox::broadcast_and_collect(
         &rt.broker,
-        NAMESPACE,
+        CONTROL_NAMESPACE,
         "hello",
         args,
         rt.events.forward(),

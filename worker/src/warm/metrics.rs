@@ -152,7 +152,7 @@ impl WarmMetrics {
         let _ = target.set_password(None);
         let base = target.path().trim_end_matches('/').to_owned();
         target.set_path(&format!("{base}/metrics/job/{PUSH_JOB}"));
-        crate::launcher::install_crypto_provider();
+        crate::connection::install_crypto_provider();
         let mut client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("celeriac/", env!("CARGO_PKG_VERSION")));
