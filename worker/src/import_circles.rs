@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// The largest import circle allowed: today's largest is 4 (`message::time_limits`,
-/// `task_api::{context, handler, params}`). Issue 19's goal is 3 (a file and its one or two
-/// close helpers). Only ever lower this.
-const MAX_CIRCLE: usize = 4;
+/// The largest import circle allowed: 3 files (a file and its one or two close helpers). Today's
+/// largest are pairs (`task_api::{handler, params}`, `runtime`/`sqs`,
+/// `config::{declare, settings}`). Only ever lower this.
+const MAX_CIRCLE: usize = 3;
 
 /// Module path (`message::fetch`, `` for lib.rs) → source, for every `.rs` file under `dir`.
 fn modules(dir: &Path) -> BTreeMap<String, String> {

@@ -67,9 +67,9 @@ pub use builder::{Worker, WorkerBuilder};
 /// # }
 /// ```
 pub use celeriac_macros::task;
-pub use message::time_limits::SoftTimeLimitExceeded;
 pub use observe::lifecycle::{Lifecycle, Revocation, TaskRef};
 pub use process::child::{check_soft_time_limit, is_child};
+pub use task_api::soft_limit::SoftTimeLimitExceeded;
 pub use task_api::{
     BlockingHandler, CallArgs, DeliveryInfo, FnHandler, Handler, PyException, PyNumber,
     RetryRequest, TaskContext, TaskDefinition, TaskError, TaskFuture, TaskOptions, WireTime,

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::protocol::{reply_line, RunRequest, ToChild};
-use crate::message::time_limits::SoftTimeLimitExceeded;
 use crate::task_api::registry::Registry;
+use crate::task_api::soft_limit::SoftTimeLimitExceeded;
 use crate::task_api::{PyException, TaskError};
 
 /// Set in a child's environment: the process serves process tasks instead of being a worker.

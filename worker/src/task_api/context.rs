@@ -8,8 +8,8 @@ use celeriac_broker_bridge::codec::{Signature, WireTime};
 use serde_json::{Map, Value};
 
 use crate::client::{Client, ClientError};
-use crate::message::time_limits::{Signals, SoftTimeLimitExceeded};
 use crate::task_api::data::DataAccess;
+use crate::task_api::soft_limit::{Signals, SoftTimeLimitExceeded};
 
 /// The request a task is running for (Celery's `self.request`).
 #[derive(Debug, Clone, Default)]

@@ -12,6 +12,7 @@ pub(crate) mod options;
 #[doc(hidden)]
 pub mod params;
 pub(crate) mod registry;
+pub(crate) mod soft_limit;
 
 pub use args::CallArgs;
 pub use blocking::BlockingHandler;
