@@ -57,6 +57,19 @@ struct Shared {
     samples: BTreeMap<String, f64>,
 }
 
+/// The same families, types, label sets and values; a histogram's `_sum` is a sum of floats that
+/// the exporter and celeriac add up separately, so values agree to 1e-9 relative, not bit for bit
+/// (0.00034235 against 0.00034234999999999995 was seen).
+fn same(a: &Shared, b: &Shared) -> bool {
+    a.types == b.types
+        && a.samples.len() == b.samples.len()
+        && a.samples.iter().all(|(k, x)| {
+            b.samples
+                .get(k)
+                .is_some_and(|y| x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()))
+        })
+}
+
 fn shared(text: &str) -> Shared {
     let family_of = |name: &str| {
         SHARED.iter().find(|f| {
@@ -230,7 +243,7 @@ app.send_task("t.reject", args=(False,), queue=q)
     // values (histogram buckets included: it observes the runtime celeriac's events carry).
     let seen = eventually(Duration::from_secs(60), || {
         let s = shared(&scrape(exporter_port)?);
-        (s == celeriac).then_some(s)
+        same(&s, &celeriac).then_some(s)
     });
     if seen.is_none() {
         let last = shared(&scrape(exporter_port).unwrap_or_default());
