@@ -451,14 +451,7 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// The text of a panic's payload.
-pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
+pub(crate) use crate::task_api::blocking::panic_text;
 
 #[cfg(test)]
 mod tests {

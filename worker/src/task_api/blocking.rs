@@ -126,7 +126,8 @@ fn thread_name(id: &str) -> String {
     format!("celeriac-task-{}", id.replace('\0', ""))
 }
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+/// The text of a panic's payload.
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
