@@ -152,10 +152,12 @@ print(json.dumps(app.control.broadcast("no_such_command", reply=True, timeout=2)
 fn revoke_an_eta_task_never_runs_it() {
     let world = World::new(&[]);
     let mut w = world.celeriac("rev", &[]);
+    // 30 s: the inspect and revoke calls below start Python processes, several seconds each on a
+    // loaded machine; with 8 s the ETA sometimes came before the revoke.
     let id = world
         .py(r#"
 from celery_app import app
-print(app.send_task("t.mark", args=(0,), countdown=8).id)
+print(app.send_task("t.mark", args=(0,), countdown=30).id)
 "#)
         .trim()
         .to_string();
@@ -174,7 +176,7 @@ print(app.send_task("t.mark", args=(0,), countdown=8).id)
     let revoked = inspect(&world, "revoked");
     assert_eq!(revoked["rev@test"], serde_json::json!([id]), "{revoked}");
     // When the ETA comes, the worker sees the id is revoked and does not run it.
-    w.wait_for_log("task revoked; not run", Duration::from_secs(20))
+    w.wait_for_log("task revoked; not run", Duration::from_secs(60))
         .expect("the ETA fires and the task is dropped as revoked");
     assert_eq!(state_of(&world, &id), "REVOKED");
     let mut redis = world.redis();
