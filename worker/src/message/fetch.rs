@@ -70,20 +70,7 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
                 }
                 let taken = fetched.deliveries.len() + fetched.dead_lettered.len();
                 for delivery in fetched.deliveries {
-                    let permit = rt.reservations.clone().try_acquire_owned().expect(
-                        "only the fetch loop takes reservations, and it asked for free ones",
-                    );
-                    rt.hold(&delivery.delivery_tag);
-                    let bytes = delivery.raw.len();
-                    rt.reserved_bytes.add(bytes);
-                    let rt2 = rt.clone();
-                    // Boxed: the handling future is large, and tokio moves a spawned future
-                    // (and its finished stage) by value several times.
-                    rt.tracker.spawn(Box::pin(async move {
-                        let rt3 = rt2.clone();
-                        processor::dispatch(rt2, delivery, permit).await;
-                        rt3.reserved_bytes.sub(bytes);
-                    }));
+                    processor::spawn_dispatch(&rt, delivery);
                 }
                 // Fewer than asked because the byte room ran out: wait for room, not arrivals.
                 if taken >= free || rt.reserved_bytes.room().is_none() {

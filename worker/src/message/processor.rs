@@ -22,13 +22,30 @@ use crate::runtime::Runtime;
 use crate::task_api::PyException;
 use crate::{message::dead_letter, message::results};
 
+/// Start handling a fetched message on the runtime's task tracker: it takes a free reservation
+/// slot (the fetch loops ask only for as many messages as there are free slots), is held, and
+/// counts against the reserved bytes until it is handled.
+pub(crate) fn spawn_dispatch(rt: &Arc<Runtime>, delivery: Delivery) {
+    let permit = rt
+        .reservations
+        .clone()
+        .try_acquire_owned()
+        .expect("only the fetch loop takes reservations, and it asked for free ones");
+    rt.hold(&delivery.delivery_tag);
+    let bytes = delivery.raw.len();
+    rt.reserved_bytes.add(bytes);
+    let handling = rt.clone();
+    // Boxed: the handling future is large, and tokio moves a spawned future (and its finished
+    // stage) by value several times.
+    rt.tracker.spawn(Box::pin(async move {
+        dispatch(handling.clone(), delivery, permit).await;
+        handling.reserved_bytes.sub(bytes);
+    }));
+}
+
 /// Handle one fetched message. `reservation` is released when the message leaves this worker's
 /// hands (or when it starts waiting for a far ETA).
-pub(crate) async fn dispatch(
-    rt: Arc<Runtime>,
-    delivery: Delivery,
-    reservation: OwnedSemaphorePermit,
-) {
+async fn dispatch(rt: Arc<Runtime>, delivery: Delivery, reservation: OwnedSemaphorePermit) {
     let progress = Progress::default();
     let handled = AssertUnwindSafe(decode_and_handle(&rt, &delivery, reservation, &progress))
         .catch_unwind()

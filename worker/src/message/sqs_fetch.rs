@@ -83,20 +83,8 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
                         }
                         continue;
                     }
-                    let permit = rt.reservations.clone().try_acquire_owned().expect(
-                        "only the fetch loop takes reservations, and it asked for free ones",
-                    );
                     sqs.remember(&delivery.delivery_tag, &queue);
-                    rt.hold(&delivery.delivery_tag);
-                    let bytes = delivery.raw.len();
-                    rt.reserved_bytes.add(bytes);
-                    let rt2 = rt.clone();
-                    // Boxed, as in the Redis fetch loop: the handling future is large.
-                    rt.tracker.spawn(Box::pin(async move {
-                        let rt3 = rt2.clone();
-                        processor::dispatch(rt2, delivery, permit).await;
-                        rt3.reserved_bytes.sub(bytes);
-                    }));
+                    processor::spawn_dispatch(&rt, delivery);
                 }
                 if got == 0 {
                     pause(&rt, sqs.broker.options().polling_interval).await;
