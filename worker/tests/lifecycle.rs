@@ -1,6 +1,6 @@
 //! The lifecycle hook seen from a worker run in-process on a private Redis: a hook added with
-//! `WorkerBuilder::hook` is told of a success, a failure, a retry, a rejection and a revocation,
-//! in the order they happen.
+//! `WorkerBuilder::hook` is told of a success, a failure, a retry, a rejection, a revocation and
+//! a panic on the message path (outside the task's handler), in the order they happen.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,6 +62,15 @@ impl Lifecycle for Recorder {
     }
 }
 
+/// Panics when told that a `t.boom` task starts: a panic on the message path, outside the task.
+struct PanicOnStart;
+
+impl Lifecycle for PanicOnStart {
+    fn started(&self, t: &TaskRef<'_>) {
+        assert_ne!(t.name, "t.boom", "a hook panics");
+    }
+}
+
 /// Wait until task `id`'s calls number `n` (or 30 s), and return them.
 async fn calls(recorder: &Recorder, id: &str, n: usize) -> Vec<String> {
     for _ in 0..300 {
@@ -92,6 +101,7 @@ async fn a_hook_is_told_each_step_of_each_outcome() {
     let worker = Worker::builder()
         .settings(settings)
         .hook(recorder.clone())
+        .hook(PanicOnStart)
         .task("t.ok", |_: TaskContext, (a,): (i64,)| async move {
             Ok::<_, TaskError>(a + 1)
         })
@@ -107,6 +117,9 @@ async fn a_hook_is_told_each_step_of_each_outcome() {
                 requeue: false,
             })
         })
+        .task("t.boom", |_: TaskContext, (): ()| async move {
+            Ok::<_, TaskError>(())
+        })
         .build();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run_until(async {
@@ -121,6 +134,7 @@ async fn a_hook_is_told_each_step_of_each_outcome() {
     let fail = send(Signature::new("t.fail")).await;
     let retry = send(Signature::new("t.retry")).await;
     let reject = send(Signature::new("t.reject")).await;
+    let boom = send(Signature::new("t.boom")).await;
     let expired = send(Signature::new("t.ok").arg(1).expires_in(-10.0)).await;
 
     assert_eq!(
@@ -161,6 +175,15 @@ async fn a_hook_is_told_each_step_of_each_outcome() {
             "started t.reject",
             "failed t.reject Reject",
             "rejected t.reject requeue=false",
+        ]
+    );
+    // The worker catches the panic and fails the task through the hooks, as any failure.
+    assert_eq!(
+        calls(&recorder, &boom, 3).await,
+        [
+            "received t.boom",
+            "started t.boom",
+            "failed t.boom RuntimeError"
         ]
     );
     assert_eq!(

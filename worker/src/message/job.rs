@@ -27,12 +27,42 @@ use crate::{message::results, message::retry, message::scheduled, message::time_
 /// What has become of one message so far; read when its handling panics.
 #[derive(Default)]
 pub(crate) struct Progress {
-    /// The task id, once decoded.
-    pub(crate) id: OnceLock<String>,
+    /// The task, once decoded.
+    pub(crate) task: OnceLock<Decoded>,
     /// The message was acked (early, or settled).
     pub(crate) acked: AtomicBool,
     /// The run's outcome is recorded (stored, or deliberately not: an ignored result).
     pub(crate) recorded: AtomicBool,
+}
+
+/// What a panic's failure is reported about: the task a decoded message carries.
+pub(crate) struct Decoded {
+    /// The task id.
+    pub(crate) id: String,
+    /// The task name.
+    pub(crate) name: String,
+    /// How many times the task was retried before this run.
+    pub(crate) retries: i64,
+}
+
+impl Decoded {
+    pub(crate) fn of(msg: &TaskMessage) -> Self {
+        Decoded {
+            id: msg.id.clone(),
+            name: msg.task.clone(),
+            retries: msg.retries,
+        }
+    }
+
+    /// As the lifecycle hooks see it, taken from `queue`.
+    pub(crate) fn task_ref<'a>(&'a self, queue: &'a str) -> TaskRef<'a> {
+        TaskRef {
+            id: &self.id,
+            name: &self.name,
+            queue,
+            retries: self.retries,
+        }
+    }
 }
 
 /// A decoded message of a registered task, from receipt until it leaves this worker's hands.

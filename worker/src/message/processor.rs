@@ -15,8 +15,7 @@ use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::message::job::{panic_text, Job, Progress};
-use crate::observe::events;
+use crate::message::job::{panic_text, Decoded, Job, Progress};
 use crate::observe::lifecycle::TaskRef;
 use crate::runtime::Runtime;
 use crate::task_api::PyException;
@@ -68,7 +67,7 @@ async fn decode_and_handle(
             return;
         }
     };
-    let _ = progress.id.set(msg.id.clone());
+    let _ = progress.task.set(Decoded::of(&msg));
     let span = crate::observe::telemetry::task_span(&msg);
     handle(rt, delivery, msg, reservation, progress)
         .instrument(span)
@@ -88,13 +87,13 @@ fn after_panic(progress: &Progress) -> AfterPanic {
     let acked = progress.acked.load(Ordering::Acquire);
     let recorded = progress.recorded.load(Ordering::Acquire);
     AfterPanic {
-        store_failure: !recorded && progress.id.get().is_some(),
+        store_failure: !recorded && progress.task.get().is_some(),
         dead_letter: !acked,
     }
 }
 
-/// A panic while `delivery` was handled: a FAILURE stored when no outcome was, the message
-/// dead-lettered when it was not acked; the worker goes on.
+/// A panic while `delivery` was handled: a failure reported (the lifecycle hooks) and stored when
+/// no outcome was, the message dead-lettered when it was not acked; the worker goes on.
 async fn panicked(rt: &Runtime, delivery: &Delivery, progress: &Progress, text: &str) {
     let tag = &delivery.delivery_tag;
     let after = after_panic(progress);
@@ -103,11 +102,12 @@ async fn panicked(rt: &Runtime, delivery: &Delivery, progress: &Progress, text: 
     if after.dead_letter {
         dead_letter::dispose(rt, delivery, &reason, false).await;
     }
-    if let (true, Some(id)) = (after.store_failure, progress.id.get()) {
+    if let (true, Some(task)) = (after.store_failure, progress.task.get()) {
         let exc = PyException::new("RuntimeError", reason);
-        let repr = events::exception_repr(&exc);
-        rt.events.task_failed(id, repr, String::new()).await;
-        results::store_failure(rt, id, None, &exc, Some(&rt.hostname)).await;
+        rt.hooks
+            .failed(&task.task_ref(&delivery.queue), &exc, String::new(), None)
+            .await;
+        results::store_failure(rt, &task.id, None, &exc, Some(&rt.hostname)).await;
     }
     if !after.dead_letter {
         rt.release(tag);
@@ -187,7 +187,12 @@ mod tests {
     fn after(id: bool, acked: bool, recorded: bool) -> AfterPanic {
         let p = Progress::default();
         if id {
-            p.id.set("id".into()).unwrap();
+            let decoded = Decoded {
+                id: "id".into(),
+                name: "t".into(),
+                retries: 0,
+            };
+            assert!(p.task.set(decoded).is_ok());
         }
         p.acked.store(acked, Ordering::Release);
         p.recorded.store(recorded, Ordering::Release);
