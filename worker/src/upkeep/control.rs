@@ -163,35 +163,12 @@ fn nok(v: impl Into<Value>) -> Value {
 
 /// Run one command; `None` means no reply (shutdown).
 async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
-    let host = rt.hostname.as_str();
     let reply = match req.method.as_str() {
         "ping" => ok("pong"),
         "clock" => json!({ "clock": rt.events.clock() }),
         "hello" => hello(rt, req),
         "stats" => stats(rt),
-        "active" => Value::Array(
-            rt.inflight
-                .requests()
-                .iter()
-                .filter(|r| matches!(r.stage, Stage::Active(_)))
-                .map(|r| r.info(host))
-                .collect(),
-        ),
-        "reserved" => Value::Array(
-            rt.inflight
-                .requests()
-                .iter()
-                .filter(|r| r.stage == Stage::Reserved)
-                .map(|r| r.info(host))
-                .collect(),
-        ),
-        "scheduled" => Value::Array(
-            rt.inflight
-                .requests()
-                .iter()
-                .filter_map(|r| r.scheduled_info(host))
-                .collect(),
-        ),
+        "active" | "reserved" | "scheduled" => in_stage(rt, &req.method),
         "query_task" => query_task(rt, req),
         "revoked" => json!(rt.revoked.ids()),
         "registered" => registered(rt, req),
@@ -310,14 +287,36 @@ fn query_task(rt: &Runtime, req: &ControlRequest) -> Value {
         .iter()
         .filter(|r| ids.contains(&r.id))
     {
-        let state = match r.stage {
-            Stage::Active(_) => "active",
-            Stage::Reserved => "reserved",
-            Stage::Scheduled(_) => "scheduled",
-        };
-        out.insert(r.id.clone(), json!([state, r.info(&rt.hostname)]));
+        out.insert(
+            r.id.clone(),
+            json!([stage_name(&r.stage), r.info(&rt.hostname)]),
+        );
     }
     Value::Object(out)
+}
+
+/// A request's stage as `query_task` names it, and the command listing that stage.
+fn stage_name(stage: &Stage) -> &'static str {
+    match stage {
+        Stage::Active(_) => "active",
+        Stage::Reserved => "reserved",
+        Stage::Scheduled(_) => "scheduled",
+    }
+}
+
+/// The `active`, `reserved` or `scheduled` reply: the in-flight requests in that `stage`, as
+/// Celery lists them (a scheduled one with its ETA and priority).
+fn in_stage(rt: &Runtime, stage: &str) -> Value {
+    let host = rt.hostname.as_str();
+    let requests = rt.inflight.requests();
+    let listed = requests
+        .iter()
+        .filter(|r| stage_name(&r.stage) == stage)
+        .filter_map(|r| match r.stage {
+            Stage::Scheduled(_) => r.scheduled_info(host),
+            _ => Some(r.info(host)),
+        });
+    Value::Array(listed.collect())
 }
 
 /// The task attributes `registered` shows when the caller names none (Celery's
