@@ -14,7 +14,7 @@ use crate::task_api::args::bind;
 use crate::task_api::{Handler, PyException, TaskContext, TaskError, TaskFuture};
 
 /// A process task's function, type-erased: run in a child with the call's arguments.
-pub trait ProcessFn: Send + Sync + 'static {
+pub(crate) trait ProcessFn: Send + Sync + 'static {
     /// Run once (in the child).
     fn run(&self, args: &[Value], kwargs: &Map<String, Value>) -> Result<Value, TaskError>;
 }

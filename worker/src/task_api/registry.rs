@@ -9,16 +9,16 @@ use crate::task_api::{Handler, TaskOptions};
 
 /// One registered task.
 #[derive(Clone)]
-pub struct RegisteredTask {
+pub(crate) struct RegisteredTask {
     /// The function to run.
-    pub handler: Arc<dyn Handler>,
+    pub(crate) handler: Arc<dyn Handler>,
     /// Its options.
-    pub options: TaskOptions,
+    pub(crate) options: TaskOptions,
 }
 
 /// Task name → task. Names are the ones producers use (`"tickets.get_ticket"`).
 #[derive(Clone, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     tasks: BTreeMap<String, RegisteredTask>,
     process_fns: BTreeMap<String, Arc<dyn ProcessFn>>,
     data: Option<Arc<DataAccess>>,
@@ -26,7 +26,7 @@ pub struct Registry {
 
 impl Registry {
     /// Register (or replace) a task under `name`.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         name: impl Into<String>,
         handler: Arc<dyn Handler>,
@@ -38,7 +38,7 @@ impl Registry {
 
     /// Whether some task runs as async code, and whether some runs on a thread or in a task
     /// process (see [`Handler::on_threads`]).
-    pub fn kinds(&self) -> (bool, bool) {
+    pub(crate) fn kinds(&self) -> (bool, bool) {
         let threads = self
             .tasks
             .values()
@@ -48,42 +48,37 @@ impl Registry {
     }
 
     /// Register the function a task process runs for `name` (see [`crate::process`]).
-    pub fn insert_process_fn(&mut self, name: impl Into<String>, f: Arc<dyn ProcessFn>) {
+    pub(crate) fn insert_process_fn(&mut self, name: impl Into<String>, f: Arc<dyn ProcessFn>) {
         self.process_fns.insert(name.into(), f);
     }
 
     /// The function a task process runs for `name`.
-    pub fn process_fn(&self, name: &str) -> Option<&Arc<dyn ProcessFn>> {
+    pub(crate) fn process_fn(&self, name: &str) -> Option<&Arc<dyn ProcessFn>> {
         self.process_fns.get(name)
     }
 
     /// Look a task up by name.
-    pub fn get(&self, name: &str) -> Option<&RegisteredTask> {
+    pub(crate) fn get(&self, name: &str) -> Option<&RegisteredTask> {
         self.tasks.get(name)
     }
 
     /// Registered names, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.tasks.keys().map(String::as_str)
     }
 
     /// Give every task the shared cache and sources ([`crate::TaskContext::data`]).
-    pub fn set_data(&mut self, data: Arc<DataAccess>) {
+    pub(crate) fn set_data(&mut self, data: Arc<DataAccess>) {
         self.data = Some(data);
     }
 
     /// The shared cache and sources, when configured.
-    pub fn data(&self) -> Option<&Arc<DataAccess>> {
+    pub(crate) fn data(&self) -> Option<&Arc<DataAccess>> {
         self.data.as_ref()
     }
 
-    /// Number of registered tasks.
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
     /// Whether no task is registered.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
 }
