@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The largest import circle allowed: 3 files (a file and its one or two close helpers). Today's
-/// largest are pairs (`task_api::{handler, params}`, `runtime`/`sqs`,
-/// `config::{declare, settings}`). Only ever lower this.
+/// largest are pairs (`task_api::{handler, params}`, `config::{declare, settings}`). Only ever
+/// lower this.
 const MAX_CIRCLE: usize = 3;
 
 /// Module path (`message::fetch`, `` for lib.rs) → source, for every `.rs` file under `dir`.

@@ -30,8 +30,9 @@ use celeriac_broker_bridge::transport::{Broker, Delivery, Depths};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::message::inflight::InFlight;
 use crate::message::retrying::{retrying, Write};
-use crate::runtime::Runtime;
+use crate::observe::metrics::Metrics;
 
 /// The SQS broker and the queue of each message held.
 pub(crate) struct SqsSide {
@@ -63,20 +64,28 @@ impl SqsSide {
     }
 }
 
-/// Ack (`DeleteMessage`, retried); on failure the message returns after its visibility timeout.
-pub(crate) async fn ack(rt: &Runtime, sqs: &SqsSide, delivery: &Delivery) {
+/// Ack (`DeleteMessage`, retried with [`retrying`], which reports to `metrics`) and stop holding
+/// the message in `inflight`; on failure the message returns after its visibility timeout.
+pub(crate) async fn ack(
+    metrics: &Metrics,
+    inflight: &InFlight,
+    sqs: &SqsSide,
+    delivery: &Delivery,
+) {
     let tag = &delivery.delivery_tag;
     let queue = sqs.forget(tag).unwrap_or_else(|| delivery.queue.clone());
     let del = || sqs.broker.ack(&queue, tag);
-    if let Err(e) = retrying(&rt.metrics, Write::Ack, del).await {
+    if let Err(e) = retrying(metrics, Write::Ack, del).await {
         tracing::error!(queue = %queue, error = %e, "SQS ack failed; the message will be redelivered after the visibility timeout");
     }
-    rt.release(tag);
+    inflight.release(tag);
 }
 
-/// Requeue (`ChangeMessageVisibility` 0) or dead-letter (see the module's rule) a held message.
+/// Requeue (`ChangeMessageVisibility` 0) or dead-letter (see the module's rule, `redis`: as for
+/// [`dead_letter`]) a held message, and stop holding it in `inflight`.
 pub(crate) async fn reject(
-    rt: &Runtime,
+    redis: &Broker,
+    inflight: &InFlight,
     sqs: &SqsSide,
     delivery: &Delivery,
     requeue: bool,
@@ -89,15 +98,16 @@ pub(crate) async fn reject(
             tracing::error!(queue = %queue, error = %e, "could not requeue; the message returns after the visibility timeout");
         }
     } else {
-        dead_letter(rt, sqs, &queue, &delivery.raw, tag, reason).await;
+        dead_letter(redis, sqs, &queue, &delivery.raw, tag, reason).await;
     }
-    rt.release(tag);
+    inflight.release(tag);
 }
 
 /// The dead-letter rule: the queue's redrive policy when it has one, else celeriac's Redis
-/// dead-letter list and `DeleteMessage`. On any failure the message stays in SQS.
+/// dead-letter list (on `redis`, the transport handle on the result backend's server) and
+/// `DeleteMessage`. On any failure the message stays in SQS.
 pub(crate) async fn dead_letter(
-    rt: &Runtime,
+    redis: &Broker,
     sqs: &SqsSide,
     queue: &str,
     raw: &[u8],
@@ -111,7 +121,7 @@ pub(crate) async fn dead_letter(
                 tracing::warn!(queue, error = %e, "could not make the message visible again; it returns after the visibility timeout");
             }
         }
-        Ok(None) => match rt.broker.dead_letter_foreign(raw, queue, tag, reason).await {
+        Ok(None) => match redis.dead_letter_foreign(raw, queue, tag, reason).await {
             Ok(()) => {
                 if let Err(e) = sqs.broker.ack(queue, tag).await {
                     tracing::error!(queue, error = %e, "dead-lettered in Redis but not deleted from SQS; it will be delivered again");
@@ -141,8 +151,8 @@ pub(crate) async fn publish(
         .map_err(|e| e.to_string())
 }
 
-/// Make every given held message visible again (shutdown).
-pub(crate) async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
+/// Make every given held message visible again and stop holding it in `inflight` (shutdown).
+pub(crate) async fn give_back(inflight: &InFlight, sqs: &SqsSide, tags: &[String]) {
     let mut restored = 0;
     for tag in tags {
         if let Some(queue) = sqs.forget(tag) {
@@ -153,7 +163,7 @@ pub(crate) async fn give_back(rt: &Runtime, sqs: &SqsSide, tags: &[String]) {
                 }
             }
         }
-        rt.release(tag);
+        inflight.release(tag);
     }
     tracing::info!(restored, "gave back held messages to their SQS queues");
 }

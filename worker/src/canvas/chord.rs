@@ -53,7 +53,7 @@ pub(crate) async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskStat
 
 /// Return one member's part and, if it completes the chord, fire or fail the body.
 pub(crate) async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskState, result: Value) {
-    let Some(backend) = &rt.backend else {
+    let Some(backend) = rt.backend() else {
         tracing::error!(group_id = %member.group_id, "chord member without a result backend: the chord cannot complete");
         return;
     };
@@ -67,7 +67,7 @@ pub(crate) async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskSta
     // One token for every attempt: if a reply is lost after the claim was taken, the next
     // attempt still gets the claim.
     let token = celeriac_broker_bridge::backend::ResultBackend::new_claim_token();
-    let outcome = retrying(&rt.metrics, Write::ChordPart, || {
+    let outcome = retrying(rt.metrics(), Write::ChordPart, || {
         backend.chord_part_return_with_token(&part, JOIN_TIMEOUT_S, &token)
     })
     .await;
@@ -87,7 +87,7 @@ pub(crate) async fn return_part(rt: &Runtime, member: Member<'_>, state: TaskSta
 }
 
 async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
-    let Some(backend) = &rt.backend else { return };
+    let Some(backend) = rt.backend() else { return };
     // Without a delivery tag, the claim identifies the run.
     let run = member.run.unwrap_or(&claim.token);
     let results = match header_results(rt, &claim).await {
@@ -106,7 +106,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
             return;
         }
     };
-    match retrying(&rt.metrics, Write::ChordClaim, || {
+    match retrying(rt.metrics(), Write::ChordClaim, || {
         backend.chord_extend_claim(&claim)
     })
     .await
@@ -137,7 +137,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
     } else {
         tracing::info!(group_id = %claim.group_id, "chord body published");
     }
-    match retrying(&rt.metrics, Write::ChordCleanup, || {
+    match retrying(rt.metrics(), Write::ChordCleanup, || {
         backend.chord_finish(&claim)
     })
     .await
@@ -153,7 +153,7 @@ async fn fire(rt: &Runtime, member: &Member<'_>, claim: ChordClaim) {
 /// The header results in order, or the `ChordError` of the first failed member. A header
 /// `GroupResult` saved by the producer (nested groups) is joined instead, keeping its structure.
 async fn header_results(rt: &Runtime, claim: &ChordClaim) -> Result<Vec<Value>, ExceptionInfo> {
-    if let Some(backend) = &rt.backend {
+    if let Some(backend) = rt.backend() {
         if let Ok(Some(ResultTree::Group(_, members))) =
             backend.restore_group(&claim.group_id).await
         {
@@ -180,7 +180,7 @@ async fn header_results(rt: &Runtime, claim: &ChordClaim) -> Result<Vec<Value>, 
 async fn join_tree(rt: &Runtime, tree: &ResultTree) -> Result<Value, ExceptionInfo> {
     match tree {
         ResultTree::Task(id) => {
-            let meta = match &rt.backend {
+            let meta = match rt.backend() {
                 Some(b) => b.get(id).await.ok().flatten(),
                 None => None,
             };
@@ -299,10 +299,10 @@ async fn group_chord_error(
 }
 
 async fn store_failure(rt: &Runtime, id: &str, exc: &ExceptionInfo, children: Vec<Value>) {
-    if let Some(backend) = &rt.backend {
+    if let Some(backend) = rt.backend() {
         let mut meta = TaskMeta::failure(id, exc, None);
         meta.children = Some(children);
-        if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
+        if let Err(e) = retrying(rt.metrics(), Write::Result, || backend.store(&meta)).await {
             tracing::error!(task_id = %id, error = %e, "could not store the chord error");
         }
     }
@@ -381,10 +381,10 @@ async fn chord_error(
     // The errbacks' group is a child of the task completing the chord, which Celery stores
     // as the body's `children` (the failing body is stored from within that task).
     let children = super::call_errbacks_for(rt, &errbacks, &request, exc, &parent, Some(run)).await;
-    if let Some(backend) = &rt.backend {
+    if let Some(backend) = rt.backend() {
         let mut meta = TaskMeta::failure(body_id.clone(), exc, None);
         meta.children = Some(children);
-        if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
+        if let Err(e) = retrying(rt.metrics(), Write::Result, || backend.store(&meta)).await {
             tracing::error!(task_id = %body_id, error = %e, "could not store the chord error");
         }
     }

@@ -29,7 +29,7 @@ pub(crate) async fn call_new_style(
 ) -> Vec<Signature> {
     let mut old_style = Vec::new();
     for errback in errbacks {
-        let handler = rt.registry.get(&errback.task).and_then(|t| {
+        let handler = rt.registry().get(&errback.task).and_then(|t| {
             let params = t.handler.params()?;
             takes_request(&params, errback).then(|| t.handler.clone())
         });
@@ -46,11 +46,11 @@ pub(crate) async fn call_new_style(
         };
         let ctx = TaskContext {
             name: errback.task.clone(),
-            hostname: rt.hostname.clone(),
+            hostname: rt.hostname().to_string(),
             args,
             kwargs: errback.kwargs.clone(),
-            data: rt.registry.data().cloned(),
-            client: rt.client.clone(),
+            data: rt.registry().data().cloned(),
+            client: rt.client().cloned(),
             ..TaskContext::default()
         };
         if let Err(e) = handler.call(ctx).await {

@@ -92,10 +92,9 @@ async fn publish_run(
 ) -> Result<(), String> {
     for (gid, size) in &plan.chord_sizes {
         let backend = rt
-            .backend
-            .as_ref()
+            .backend()
             .ok_or("chords need a result backend (result_backend is not set)")?;
-        retrying(&rt.metrics, Write::ChordSize, || {
+        retrying(rt.metrics(), Write::ChordSize, || {
             backend.set_chord_size(gid, *size)
         })
         .await
@@ -105,22 +104,22 @@ async fn publish_run(
         let queue = msg
             .routing_key
             .clone()
-            .unwrap_or_else(|| rt.settings.task_default_queue.clone());
+            .unwrap_or_else(|| rt.settings().task_default_queue.clone());
         msg.routing_key = Some(queue.clone());
         let envelope = msg
-            .to_envelope_as(&EncodeOptions::queue(queue.clone()), &rt.signing.tasks)
+            .to_envelope_as(&EncodeOptions::queue(queue.clone()), &rt.signing().tasks)
             .map_err(|e| format!("could not sign {}[{}]: {e}", msg.task, msg.id))?;
-        retrying(&rt.metrics, Write::CanvasMessage, || async {
-            if let Some(sqs) = &rt.sqs {
+        retrying(rt.metrics(), Write::CanvasMessage, || async {
+            if let Some(sqs) = rt.sqs() {
                 return crate::sqs::publish(sqs, &envelope, "", &queue).await;
             }
             let published = if once {
-                rt.broker
+                rt.broker()
                     .publish_once_in(&envelope, "", &queue, run)
                     .await
                     .map(|_| ())
             } else {
-                rt.broker.publish(&envelope, "", &queue).await.map(|_| ())
+                rt.broker().publish(&envelope, "", &queue).await.map(|_| ())
             };
             published.map_err(|e| e.to_string())
         })
@@ -228,7 +227,7 @@ pub(crate) async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &Exceptio
             .get("group_id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        if let (Some(id), Some(backend)) = (&id, &rt.backend) {
+        if let (Some(id), Some(backend)) = (&id, rt.backend()) {
             let meta = TaskMeta::failure(id.clone(), exc, None).with_request_ids(
                 group.clone(),
                 step.options
@@ -236,7 +235,7 @@ pub(crate) async fn fail_chain(rt: &Runtime, chain: &[Signature], exc: &Exceptio
                     .and_then(Value::as_str)
                     .map(str::to_string),
             );
-            if let Err(e) = retrying(&rt.metrics, Write::Result, || backend.store(&meta)).await {
+            if let Err(e) = retrying(rt.metrics(), Write::Result, || backend.store(&meta)).await {
                 tracing::error!(task_id = %id, error = %e, "could not store FAILURE for a chain step");
             }
         }

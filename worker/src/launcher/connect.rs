@@ -1,8 +1,7 @@
 //! The first step of a start: connect to the broker (and SQS) and the result backend, declare
 //! the queues, size the slots and assemble the [`Runtime`] every part shares.
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,13 +9,11 @@ use celeriac_broker_bridge::backend::{EncodedMeta, ResultBackend};
 use celeriac_broker_bridge::sqs::{is_sqs_url, SqsBroker, SqsOptions};
 use celeriac_broker_bridge::transport::{Broker, TransportOptions};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::StopRequests;
 use crate::config::Settings;
 use crate::message::batch::Batcher;
-use crate::runtime::{Counters, Runtime};
+use crate::runtime::{Parts, Runtime};
 use crate::task_api::registry::Registry;
 
 /// A connected worker, ready to run.
@@ -177,7 +174,7 @@ pub(super) async fn connect(
     });
     let events = Arc::new(crate::observe::events::Events::new(
         broker.clone(),
-        hostname.clone(),
+        hostname,
         signing.events.clone(),
         settings.worker_send_task_events && !on_sqs,
         settings.events_batch,
@@ -185,53 +182,36 @@ pub(super) async fn connect(
     let hooks = crate::observe::lifecycle::Hooks::new(events.clone(), metrics.clone(), hooks);
     let revoked = crate::message::revoked::Revoked::from_env()
         .persisted(broker.clone(), settings.revoked_key.clone());
-    let rt = Arc::new(Runtime {
+    let rt = Arc::new(Runtime::new(Parts {
+        settings,
+        signing,
         registry,
         broker,
-        sqs: sqs.clone(),
+        sqs,
         backend,
         client,
         acker,
         writer,
-        hostname,
         slots: thread_slots,
         async_slots,
         concurrency,
-        reservations: Arc::new(Semaphore::new(concurrency + lookahead)),
-        inflight: Arc::default(),
-        eta_held: AtomicUsize::new(0),
-        eta_held_bytes: AtomicUsize::new(0),
-        reserved_bytes: crate::message::reserved_bytes::ReservedBytes::new(
-            usize::try_from(settings.reserved_bytes).unwrap_or(usize::MAX),
-        ),
-        draining: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        counters: Counters::default(),
-        revoked,
+        reservations: concurrency + lookahead,
         events,
         hooks,
-        rate_limits: crate::message::rate_limit::RateLimits::new(&settings),
-        queues: Mutex::new(settings.queues.clone()),
-        remote_stop: CancellationToken::new(),
-        started: std::time::Instant::now(),
-        reservations_capacity: concurrency + lookahead,
+        revoked,
         metrics,
-        reconnected: tokio::sync::Notify::new(),
-        queues_changed: tokio::sync::Notify::new(),
-        signing,
-        settings,
-    });
-    rt.revoked.load().await;
-    rt.metrics
+    }));
+    rt.revoked().load().await;
+    rt.metrics()
         .set_capacity(concurrency, concurrency + lookahead);
     http.attach(&rt);
     tracing::info!(
-        hostname = %rt.hostname,
-        queues = ?rt.settings.queues,
+        hostname = %rt.hostname(),
+        queues = ?rt.settings().queues,
         concurrency,
         async_slots = if slots.shared { None } else { Some(slots.async_tasks) },
         thread_slots = slots.thread_tasks,
-        tasks = ?rt.registry.names().collect::<Vec<_>>(),
+        tasks = ?rt.registry().names().collect::<Vec<_>>(),
         "celeriac worker ready"
     );
     Ok(Some(Connected {

@@ -2,7 +2,6 @@
 //! held is given back) that turns cold on a second stop request (running tasks are stopped and
 //! given back now).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use celeriac_broker_bridge::envelope::Envelope;
@@ -16,14 +15,14 @@ use crate::runtime::Runtime;
 /// give back what is held, then stop the upkeep loops and say the worker is offline.
 pub(super) async fn drain(rt: &Runtime, loops: Loops, stop: &mut StopRequests) {
     tracing::info!("warm shutdown: no new tasks; waiting for running ones");
-    rt.draining.cancel();
+    rt.draining().cancel();
     let _ = loops.fetcher.await;
     let _ = loops.sweeper.await;
-    rt.tracker.close();
-    let grace = rt.settings.shutdown_grace();
+    rt.tracker().close();
+    let grace = rt.settings().shutdown_grace();
     let mut cold = false;
     let finished = tokio::select! {
-        _ = rt.tracker.wait() => true,
+        _ = rt.tracker().wait() => true,
         _ = sleep_or_forever(grace) => false,
         _ = stop.recv() => { tracing::warn!("cold shutdown: stopping running tasks"); cold = true; false }
     };
@@ -44,12 +43,9 @@ pub(super) async fn drain(rt: &Runtime, loops: Loops, stop: &mut StopRequests) {
     let _ = loops.heartbeat.await;
     let _ = loops.event_batches.await;
     if loops.heartbeats {
-        rt.events.worker_event("worker-offline", rt.load()).await;
+        rt.events().worker_event("worker-offline", rt.load()).await;
     }
-    tracing::info!(
-        processed = rt.counters.processed.load(Ordering::Relaxed),
-        "celeriac worker stopped"
-    );
+    tracing::info!(processed = rt.processed(), "celeriac worker stopped");
 }
 
 async fn sleep_or_forever(d: Option<Duration>) {
@@ -62,8 +58,8 @@ async fn sleep_or_forever(d: Option<Duration>) {
 /// Stop the tasks still running and put their messages back: late-acked ones are still held
 /// (restored with the rest); early-acked ones are republished so nothing is lost.
 async fn stop_running(rt: &Runtime) {
-    let stopped = rt.inflight.stop_running();
-    let _ = tokio::time::timeout(Duration::from_secs(5), rt.tracker.wait()).await;
+    let stopped = rt.inflight().stop_running();
+    let _ = tokio::time::timeout(Duration::from_secs(5), rt.tracker().wait()).await;
     for r in stopped.into_iter().filter(|r| r.acked) {
         republish(rt, &r.delivery).await;
     }
@@ -75,10 +71,10 @@ async fn republish(rt: &Runtime, d: &Delivery) {
     let result = match Envelope::parse(&d.raw) {
         Ok(mut envelope) => {
             envelope.mark_redelivered();
-            match &rt.sqs {
+            match rt.sqs() {
                 Some(sqs) => crate::sqs::publish(sqs, &envelope, &d.exchange, &d.routing_key).await,
                 None => rt
-                    .broker
+                    .broker()
                     .publish_restored(&envelope, &d.exchange, &d.routing_key)
                     .await
                     .map(|_| ())
@@ -107,7 +103,7 @@ const FINISHING_WAIT: Duration = Duration::from_secs(40);
 /// Wait (up to [`FINISHING_WAIT`]) until no run that is over is still recording its outcome.
 async fn finishing_done(rt: &Runtime) {
     let wait = async {
-        while rt.inflight.finishing() > 0 {
+        while rt.inflight().finishing() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -120,7 +116,7 @@ async fn finishing_done(rt: &Runtime) {
 /// written: given back, they would run twice; left unacked, they come back only if never acked,
 /// after the visibility timeout.
 async fn give_back_held(rt: &Runtime) {
-    let (tags, finishing) = rt.inflight.to_give_back();
+    let (tags, finishing) = rt.inflight().to_give_back();
     if finishing > 0 {
         tracing::warn!(
             finishing,
@@ -130,10 +126,10 @@ async fn give_back_held(rt: &Runtime) {
     if tags.is_empty() {
         return;
     }
-    if let Some(sqs) = &rt.sqs {
-        return crate::sqs::give_back(rt, sqs, &tags).await;
+    if let Some(sqs) = rt.sqs() {
+        return crate::sqs::give_back(rt.inflight(), sqs, &tags).await;
     }
-    match rt.broker.restore(&tags).await {
+    match rt.broker().restore(&tags).await {
         Ok(n) => tracing::info!(restored = n, "gave back held messages to their queues"),
         Err(e) => {
             tracing::error!(error = %e, held = tags.len(), "could not restore held messages; they return after the visibility timeout")

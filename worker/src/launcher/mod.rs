@@ -69,7 +69,7 @@ pub(crate) async fn run(
     let loops = run::Loops::start(&connected);
     tokio::select! {
         _ = stop.recv() => {}
-        _ = rt.remote_stop.cancelled() => {}
+        _ = rt.remote_stop().cancelled() => {}
     }
     drain::drain(&rt, loops, &mut stop).await;
     // The HTTP endpoints answer until here.

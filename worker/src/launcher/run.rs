@@ -31,7 +31,7 @@ impl Loops {
     /// for remote control and events.
     pub(super) fn start(connected: &Connected) -> Loops {
         let rt = &connected.runtime;
-        let on_sqs = rt.sqs.is_some();
+        let on_sqs = rt.sqs().is_some();
         let upkeep_stop = CancellationToken::new();
         let spawn_unless_sqs = |fut: Pin<Box<dyn Future<Output = ()> + Send>>| {
             if on_sqs {
@@ -40,7 +40,7 @@ impl Loops {
                 tokio::spawn(fut)
             }
         };
-        let refresher = match &rt.sqs {
+        let refresher = match rt.sqs() {
             Some(sqs) => {
                 let held = rt.clone();
                 tokio::spawn(crate::sqs::extend_loop(
@@ -63,22 +63,22 @@ impl Loops {
             rt.clone(),
             upkeep_stop.clone(),
         )));
-        if !rt.settings.without_mingle {
+        if !rt.settings().without_mingle {
             spawn_unless_sqs(Box::pin(crate::upkeep::control::mingle(rt.clone())));
         }
         // `--without-heartbeat`: no worker-online/heartbeat/offline events, as Celery's worker
         // without its Heart.
-        let heartbeats = !rt.settings.without_heartbeat;
+        let heartbeats = !rt.settings().without_heartbeat;
         let heartbeat = if heartbeats {
             let (rt, stop) = (rt.clone(), upkeep_stop.clone());
             spawn_unless_sqs(Box::pin(async move {
-                rt.events.heartbeat_loop(|| rt.load(), stop).await;
+                rt.events().heartbeat_loop(|| rt.load(), stop).await;
             }))
         } else {
             tokio::spawn(async {})
         };
         let event_batches = {
-            let (events, stop) = (rt.events.clone(), upkeep_stop.clone());
+            let (events, stop) = (rt.events().clone(), upkeep_stop.clone());
             spawn_unless_sqs(Box::pin(async move { events.batch_loop(stop).await }))
         };
         let registration = spawn_unless_sqs(Box::pin(crate::upkeep::registration::run(

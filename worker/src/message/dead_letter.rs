@@ -9,13 +9,11 @@ use crate::runtime::Runtime;
 /// Only unknown task names may be requeued; a message that cannot be decoded always goes to the
 /// dead-letter list (no other worker could run it either).
 pub(crate) async fn dispose(rt: &Runtime, delivery: &Delivery, reason: &str, decodable: bool) {
-    rt.counters
-        .dead_lettered
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some(sqs) = &rt.sqs {
+    rt.count_dead_lettered();
+    if let Some(sqs) = rt.sqs() {
         tracing::error!(queue = %delivery.queue, %reason, "dead-lettering an SQS message");
         crate::sqs::dead_letter(
-            rt,
+            rt.broker(),
             sqs,
             &delivery.queue,
             &delivery.raw,
@@ -25,14 +23,14 @@ pub(crate) async fn dispose(rt: &Runtime, delivery: &Delivery, reason: &str, dec
         .await;
         return rt.release(&delivery.delivery_tag);
     }
-    let result = match (&rt.settings.dead_letter_policy, decodable) {
+    let result = match (&rt.settings().dead_letter_policy, decodable) {
         (DeadLetterPolicy::Requeue(queue), true) => {
             tracing::warn!(queue = %delivery.queue, target = %queue, delivery_tag = %delivery.delivery_tag, %reason, "handing message to another queue");
-            rt.broker.move_to(delivery, queue, reason).await
+            rt.broker().move_to(delivery, queue, reason).await
         }
         _ => {
             tracing::error!(queue = %delivery.queue, delivery_tag = %delivery.delivery_tag, %reason, "moving message to the dead-letter list");
-            rt.broker.dead_letter(delivery, reason).await
+            rt.broker().dead_letter(delivery, reason).await
         }
     };
     if let Err(e) = result {

@@ -28,44 +28,42 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Run until the worker starts draining.
 pub(crate) async fn run(rt: Arc<Runtime>) {
-    if let Some(sqs) = rt.sqs.clone() {
+    if let Some(sqs) = rt.sqs().cloned() {
         return crate::message::sqs_fetch::fetch_loop(rt, sqs).await;
     }
-    let mut arrivals = rt.broker.arrival_wait();
+    let mut arrivals = rt.broker().arrival_wait();
     let mut idle = POLL_INTERVAL_MIN;
     let mut failing = Duration::ZERO;
     let mut watchers_lost = false;
     loop {
-        if rt.draining.is_cancelled() {
+        if rt.draining().is_cancelled() {
             return;
         }
-        let free = rt.reservations.available_permits();
+        let free = rt.reservations().available_permits();
         if free == 0 {
             tokio::select! {
-                permit = rt.reservations.acquire() => { drop(permit); continue }
-                _ = rt.draining.cancelled() => return,
+                permit = rt.reservations().acquire() => { drop(permit); continue }
+                _ = rt.draining().cancelled() => return,
             }
         }
-        let Some(room) = rt.reserved_bytes.room() else {
+        let Some(room) = rt.reserved_bytes().room() else {
             tokio::select! {
-                _ = rt.reserved_bytes.wait_for_room() => continue,
-                _ = rt.draining.cancelled() => return,
+                _ = rt.reserved_bytes().wait_for_room() => continue,
+                _ = rt.draining().cancelled() => return,
             }
         };
         let queues = rt.consumed_queues();
-        match rt.broker.fetch_within(&queues, free, room).await {
+        match rt.broker().fetch_within(&queues, free, room).await {
             Ok(fetched) => {
-                rt.metrics.broker_reachable(true);
+                rt.metrics().broker_reachable(true);
                 if !failing.is_zero() {
                     tracing::info!("broker reachable again; consuming resumed");
                     failing = Duration::ZERO;
                     arrivals.reset();
-                    rt.reconnected.notify_one();
+                    rt.reconnected().notify_one();
                 }
                 for dead in &fetched.dead_lettered {
-                    rt.counters
-                        .dead_lettered
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    rt.count_dead_lettered();
                     tracing::error!(queue = %dead.queue, reason = %dead.reason, "moved an element that is not a kombu message to the dead-letter list");
                 }
                 let taken = fetched.deliveries.len() + fetched.dead_lettered.len();
@@ -73,7 +71,7 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
                     processor::spawn_dispatch(&rt, delivery);
                 }
                 // Fewer than asked because the byte room ran out: wait for room, not arrivals.
-                if taken >= free || rt.reserved_bytes.room().is_none() {
+                if taken >= free || rt.reserved_bytes().room().is_none() {
                     idle = POLL_INTERVAL_MIN;
                     continue;
                 }
@@ -84,7 +82,7 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
                         if std::mem::take(&mut watchers_lost) {
                             // The watchers' connections broke and work again: the server may
                             // be a new one (restarted empty, a promoted replica).
-                            rt.reconnected.notify_one();
+                            rt.reconnected().notify_one();
                         }
                     }
                     Waited::Polled { lost } => {
@@ -94,7 +92,7 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
                 }
             }
             Err(e) => {
-                rt.metrics.broker_reachable(false);
+                rt.metrics().broker_reachable(false);
                 failing = (failing * 2).clamp(Duration::from_millis(100), RECONNECT_BACKOFF_MAX);
                 tracing::warn!(error = %e, retry_in_ms = failing.as_millis() as u64, "fetch failed; retrying");
                 pause(&rt, failing).await;
@@ -119,15 +117,15 @@ async fn wait_for_arrival(
     queues: &[String],
     idle: Duration,
 ) -> Waited {
-    let lists = rt.broker.consumed_lists(queues);
+    let lists = rt.broker().consumed_lists(queues);
     let woken = tokio::select! {
         w = arrivals.wait(&lists, BLOCK_TIMEOUT) => w,
-        _ = rt.queues_changed.notified() => return Waited::Blocked,
-        _ = rt.draining.cancelled() => return Waited::Blocked,
+        _ = rt.queues_changed().notified() => return Waited::Blocked,
+        _ = rt.draining().cancelled() => return Waited::Blocked,
     };
     match woken {
         Woken::Arrived => {
-            rt.metrics.fetch_woken();
+            rt.metrics().fetch_woken();
             Waited::Blocked
         }
         Woken::TimedOut => Waited::Blocked,
@@ -145,6 +143,6 @@ async fn wait_for_arrival(
 async fn pause(rt: &Runtime, d: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
-        _ = rt.draining.cancelled() => {}
+        _ = rt.draining().cancelled() => {}
     }
 }

@@ -99,13 +99,13 @@ impl<'a> Job<'a> {
         progress: &'a Progress,
     ) -> Job<'a> {
         tracing::info!(queue = %delivery.queue, "task received");
-        let tracking = rt.inflight.track(delivery, &msg);
-        rt.hooks.received(&msg, &delivery.queue).await;
+        let tracking = rt.inflight().track(delivery, &msg);
+        rt.hooks().received(&msg, &delivery.queue).await;
         Job {
             rt,
             delivery,
             progress,
-            policy: AckPolicy::resolve(&task.options, &rt.settings),
+            policy: AckPolicy::resolve(&task.options, rt.settings()),
             msg,
             task,
             reservation: Some(reservation),
@@ -133,7 +133,7 @@ impl<'a> Job<'a> {
 
     /// If the task (its id or one of its stamps) is revoked: revoked ("revoked"), true.
     pub(crate) async fn revoked(&self) -> bool {
-        if !self.rt.revoked.refuses(&self.msg) {
+        if !self.rt.revoked().refuses(&self.msg) {
             return false;
         }
         self.revoke(Revocation::Revoked).await;
@@ -151,7 +151,7 @@ impl<'a> Job<'a> {
         results::store_revoked(self.rt, &self.msg, reason).await;
         canvas::on_revoked(self.rt, &self.msg, reason).await;
         self.rt
-            .hooks
+            .hooks()
             .revoked(&self.msg, &self.delivery.queue, why)
             .await;
         self.ack().await;
@@ -191,8 +191,13 @@ impl<'a> Job<'a> {
     /// worker began a warm shutdown.
     pub(crate) async fn wait_turn(&self) -> bool {
         let rt = self.rt;
-        rt.rate_limits
-            .wait_turn(&rt.broker, &rt.draining, &self.msg.task, &self.task.options)
+        rt.rate_limits()
+            .wait_turn(
+                rt.broker(),
+                rt.draining(),
+                &self.msg.task,
+                &self.task.options,
+            )
             .await
     }
 
@@ -200,13 +205,13 @@ impl<'a> Job<'a> {
     pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         let rt = self.rt;
         let slots = if self.task.handler.on_threads() {
-            &rt.slots
+            rt.slots()
         } else {
-            &rt.async_slots
+            rt.async_slots()
         };
         tokio::select! {
             biased;
-            _ = rt.draining.cancelled() => None,
+            _ = rt.draining().cancelled() => None,
             slot = slots.clone().acquire_owned() => Some(slot.expect("the slot semaphore is never closed")),
         }
     }
@@ -218,7 +223,7 @@ impl<'a> Job<'a> {
         };
         let settle = self.record(ran).await;
         self.progress.recorded.store(true, Ordering::Release);
-        self.rt.counters.processed.fetch_add(1, Ordering::Relaxed);
+        self.rt.count_processed();
         if self.policy.acks_late {
             self.settle(settle).await;
         }
@@ -236,7 +241,7 @@ impl<'a> Job<'a> {
             parent_id: msg.parent_id.clone(),
             group: msg.group.clone(),
             queue: delivery.queue.clone(),
-            hostname: rt.hostname.clone(),
+            hostname: rt.hostname().to_string(),
             headers: msg.extra_headers.clone(),
             args: msg.args.clone(),
             kwargs: msg.kwargs.clone(),
@@ -256,9 +261,9 @@ impl<'a> Job<'a> {
             correlation_id: msg.correlation_id.clone(),
             chord: msg.chord.clone(),
             group_index: msg.group_index,
-            data: rt.registry.data().cloned(),
+            data: rt.registry().data().cloned(),
             time_limits: signals.clone(),
-            client: rt.client.as_ref().map(|c| c.for_task(msg)),
+            client: rt.client().map(|c| c.for_task(msg)),
         }
     }
 
@@ -267,7 +272,7 @@ impl<'a> Job<'a> {
     /// record: terminated by `revoke(terminate=True)` (revoked here) or stopped by the end of a
     /// warm shutdown's grace (the shutdown puts the message back).
     async fn run(&mut self, slot: OwnedSemaphorePermit) -> Option<Ran> {
-        let (rt, settings) = (self.rt, &self.rt.settings);
+        let (rt, settings) = (self.rt, self.rt.settings());
         let ignore_result = self
             .msg
             .ignore_result
@@ -288,7 +293,7 @@ impl<'a> Job<'a> {
             self.ack().await;
         }
         self.tracking.started(self.delivery);
-        rt.hooks.started(&self.msg, &self.delivery.queue).await;
+        rt.hooks().started(&self.msg, &self.delivery.queue).await;
         if track_started && !ignore_result {
             results::store_started(rt, &self.msg).await;
         }
@@ -314,10 +319,10 @@ impl<'a> Job<'a> {
         let outcome = match outcome {
             Ok(outcome) => outcome,
             // Terminated by `revoke(terminate=True)`: REVOKED, acked, the worker goes on.
-            Err(e) if e.is_cancelled() && !rt.draining.is_cancelled() => {
+            Err(e) if e.is_cancelled() && !rt.draining().is_cancelled() => {
                 tracing::info!("task terminated (revoked)");
                 self.revoke(Revocation::Terminated).await;
-                rt.counters.processed.fetch_add(1, Ordering::Relaxed);
+                rt.count_processed();
                 return None;
             }
             // Stopped by the end of a warm shutdown's grace: the shutdown puts the message back.
@@ -352,7 +357,7 @@ impl<'a> Job<'a> {
             Ok(value) => match canvas::on_success(rt, msg, &value).await {
                 Ok(children) => {
                     tracing::info!(runtime_s, "task succeeded");
-                    rt.hooks
+                    rt.hooks()
                         .succeeded(msg, &self.delivery.queue, &value, runtime)
                         .await;
                     if !ignore_result {
@@ -408,9 +413,9 @@ impl<'a> Job<'a> {
     /// hooks.
     async fn retried(&self, exc: Option<PyException>) {
         let exc = exc.unwrap_or_else(|| PyException::new("Retry", "Retry in"));
-        let tb = results::traceback(&self.msg, &self.rt.hostname, &exc);
+        let tb = results::traceback(&self.msg, self.rt.hostname(), &exc);
         self.rt
-            .hooks
+            .hooks()
             .retried(&self.msg, &self.delivery.queue, &exc, tb)
             .await;
     }
@@ -428,11 +433,11 @@ impl<'a> Job<'a> {
             return settle;
         }
         tracing::warn!(runtime_s, exception = %exc, "task failed");
-        let tb = results::traceback(msg, &rt.hostname, exc);
+        let tb = results::traceback(msg, rt.hostname(), exc);
         let task = TaskRef::of(msg, &self.delivery.queue);
-        rt.hooks.failed(&task, exc, tb, Some(runtime)).await;
-        if !ignore_result || rt.settings.task_store_errors_even_if_ignored {
-            results::store_failure(rt, &msg.id, Some(msg), exc, Some(&rt.hostname)).await;
+        rt.hooks().failed(&task, exc, tb, Some(runtime)).await;
+        if !ignore_result || rt.settings().task_store_errors_even_if_ignored {
+            results::store_failure(rt, &msg.id, Some(msg), exc, Some(rt.hostname())).await;
         }
         canvas::on_failure(rt, msg, exc).await;
         settle
@@ -447,7 +452,7 @@ impl<'a> Job<'a> {
                 settle::reject(self.rt, self.delivery, requeue, &reason).await;
                 self.progress.acked.store(true, Ordering::Release);
                 self.rt
-                    .hooks
+                    .hooks()
                     .rejected(&self.msg, &self.delivery.queue, requeue)
                     .await;
             }

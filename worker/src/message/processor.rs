@@ -26,19 +26,19 @@ use crate::{message::dead_letter, message::results};
 /// counts against the reserved bytes until it is handled.
 pub(crate) fn spawn_dispatch(rt: &Arc<Runtime>, delivery: Delivery) {
     let permit = rt
-        .reservations
+        .reservations()
         .clone()
         .try_acquire_owned()
         .expect("only the fetch loop takes reservations, and it asked for free ones");
     rt.hold(&delivery.delivery_tag);
     let bytes = delivery.raw.len();
-    rt.reserved_bytes.add(bytes);
+    rt.reserved_bytes().add(bytes);
     let handling = rt.clone();
     // Boxed: the handling future is large, and tokio moves a spawned future (and its finished
     // stage) by value several times.
-    rt.tracker.spawn(Box::pin(async move {
+    rt.tracker().spawn(Box::pin(async move {
         dispatch(handling.clone(), delivery, permit).await;
-        handling.reserved_bytes.sub(bytes);
+        handling.reserved_bytes().sub(bytes);
     }));
 }
 
@@ -104,10 +104,10 @@ async fn panicked(rt: &Runtime, delivery: &Delivery, progress: &Progress, text: 
     }
     if let (true, Some(task)) = (after.store_failure, progress.task.get()) {
         let exc = PyException::new("RuntimeError", reason);
-        rt.hooks
+        rt.hooks()
             .failed(&task.task_ref(&delivery.queue), &exc, String::new(), None)
             .await;
-        results::store_failure(rt, &task.id, None, &exc, Some(&rt.hostname)).await;
+        results::store_failure(rt, &task.id, None, &exc, Some(rt.hostname())).await;
     }
     if !after.dead_letter {
         rt.release(tag);
@@ -124,7 +124,7 @@ async fn handle(
     reservation: OwnedSemaphorePermit,
     progress: &Progress,
 ) {
-    let Some(task) = rt.registry.get(&msg.task).cloned() else {
+    let Some(task) = rt.registry().get(&msg.task).cloned() else {
         unregistered(rt, delivery, &msg).await;
         return;
     };
@@ -143,9 +143,9 @@ async fn handle(
 
 fn decode_options(rt: &Runtime) -> DecodeOptions {
     DecodeOptions {
-        accept: results::accepted_content_types(&rt.settings.accept_content),
-        max_bytes: usize::try_from(rt.settings.max_message_bytes).unwrap_or(usize::MAX),
-        verifier: rt.signing.verifier.clone(),
+        accept: results::accepted_content_types(&rt.settings().accept_content),
+        max_bytes: usize::try_from(rt.settings().max_message_bytes).unwrap_or(usize::MAX),
+        verifier: rt.signing().verifier.clone(),
     }
 }
 
@@ -153,8 +153,8 @@ async fn undecodable(rt: &Runtime, delivery: &Delivery, err: &DecodeError) {
     let reason = err.to_string();
     // When only signed messages are accepted, a refused message's headers are nobody's word:
     // no result is written for its id, or anyone could fail anyone's task.
-    let trusted_ids = rt.signing.unsigned_tasks;
-    if let (true, true, Some(id), Some(_)) = (trusted_ids, err.is_refused(), err.id(), &rt.backend)
+    let trusted_ids = rt.signing().unsigned_tasks;
+    if let (true, true, Some(id), Some(_)) = (trusted_ids, err.is_refused(), err.id(), rt.backend())
     {
         let exc = PyException::in_module("kombu.exceptions", "ContentDisallowed", reason.clone());
         results::store_failure(rt, id, None, &exc, None).await;
@@ -167,8 +167,8 @@ async fn unregistered(rt: &Runtime, delivery: &Delivery, msg: &TaskMessage) {
     // `task-failed` with `NotRegistered('<name>')`.
     let raised = PyException::in_module("celery.exceptions", "NotRegistered", msg.task.clone());
     let task = TaskRef::of(msg, &delivery.queue);
-    rt.hooks.failed(&task, &raised, String::new(), None).await;
-    if rt.settings.dead_letter_policy == crate::config::DeadLetterPolicy::DeadLetter {
+    rt.hooks().failed(&task, &raised, String::new(), None).await;
+    if rt.settings().dead_letter_policy == crate::config::DeadLetterPolicy::DeadLetter {
         // As a Python worker does, so callers waiting on the result fail fast instead of hanging.
         let exc = PyException::in_module(
             "celery.exceptions",

@@ -62,6 +62,48 @@ impl ReservedBytes {
     }
 }
 
+/// How many ETA messages may wait without holding a reservation.
+pub(crate) const MAX_ETA_HELD: usize = 100_000;
+
+/// The ETA messages waiting now, and the bytes (as on the wire) of those waiting without a
+/// reservation, against `eta_held_bytes` (see [`crate::message::scheduled`]).
+#[derive(Debug, Default)]
+pub(crate) struct EtaHeld {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl EtaHeld {
+    /// A message of `bytes` starts waiting for its ETA: whether it waits without its reservation
+    /// (fewer than [`MAX_ETA_HELD`] wait already and its bytes fit in `budget`; they are then
+    /// counted).
+    pub(crate) fn enter(&self, bytes: usize, budget: usize) -> bool {
+        let under_count = self.count.fetch_add(1, Ordering::Relaxed) < MAX_ETA_HELD;
+        under_count && take_bytes(&self.bytes, bytes, budget)
+    }
+
+    /// The message's wait ended; `unreserved`: what [`EtaHeld::enter`] answered for it.
+    pub(crate) fn leave(&self, bytes: usize, unreserved: bool) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        if unreserved {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// The ETA messages waiting now.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Add `bytes` to `held` if the total stays within `budget`; whether it was added.
+fn take_bytes(held: &AtomicUsize, bytes: usize, budget: usize) -> bool {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+        cur.checked_add(bytes).filter(|n| *n <= budget)
+    })
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +129,16 @@ mod tests {
         });
         assert_eq!(room, Some(400));
         assert_eq!(r.used(), 600);
+    }
+
+    #[test]
+    fn the_eta_byte_budget_is_never_exceeded() {
+        let held = AtomicUsize::new(0);
+        assert!(take_bytes(&held, 600, 1000));
+        assert!(!take_bytes(&held, 600, 1000), "over the budget");
+        assert!(take_bytes(&held, 400, 1000), "exactly the budget");
+        assert!(!take_bytes(&held, 1, 1000));
+        assert!(!take_bytes(&held, usize::MAX, usize::MAX), "no overflow");
+        assert_eq!(held.load(Ordering::Relaxed), 1000);
     }
 }

@@ -44,14 +44,14 @@ pub(crate) fn traceback(msg: &TaskMessage, hostname: &str, exc: &PyException) ->
 fn with_request(rt: &Runtime, meta: TaskMeta, msg: Option<&TaskMessage>) -> TaskMeta {
     let Some(msg) = msg else { return meta };
     let meta = meta.with_request_ids(msg.group.clone(), msg.parent_id.clone());
-    if !rt.settings.result_extended {
+    if !rt.settings().result_extended {
         return meta;
     }
     meta.with_extended(ExtendedMeta {
         name: Some(msg.task.clone()),
         args: Value::Array(msg.args.clone()),
         kwargs: Value::Object(msg.kwargs.clone()),
-        worker: Some(rt.hostname.clone()),
+        worker: Some(rt.hostname().to_string()),
         retries: u64::try_from(msg.retries).ok(),
         queue: msg.routing_key.clone(),
         stamped_headers: msg.stamped_headers.clone().unwrap_or_default(),
@@ -60,7 +60,7 @@ fn with_request(rt: &Runtime, meta: TaskMeta, msg: Option<&TaskMessage>) -> Task
 }
 
 async fn store(rt: &Runtime, meta: TaskMeta) {
-    let (Some(writer), Some(backend)) = (&rt.writer, &rt.backend) else {
+    let (Some(writer), Some(backend)) = (rt.writer(), rt.backend()) else {
         return;
     };
     // Encoded (and signed) here, by each task in parallel, not in the one batch writer.
@@ -77,7 +77,7 @@ async fn store(rt: &Runtime, meta: TaskMeta) {
             .await
             .unwrap_or_else(|| Err("the result writer stopped".into()))
     };
-    if let Err(e) = retrying(&rt.metrics, Write::Result, write).await {
+    if let Err(e) = retrying(rt.metrics(), Write::Result, write).await {
         tracing::error!(task_id = %meta.task_id, state = meta.status.as_str(), error = %e, "could not store the task state");
     }
 }
@@ -112,13 +112,13 @@ pub(crate) async fn store_failure(
 
 /// STARTED with this worker's pid and hostname.
 pub(crate) async fn store_started(rt: &Runtime, msg: &TaskMessage) {
-    let meta = TaskMeta::started(&msg.id, &rt.hostname, std::process::id());
+    let meta = TaskMeta::started(&msg.id, rt.hostname(), std::process::id());
     store(rt, with_request(rt, meta, Some(msg))).await;
 }
 
 /// RETRY with the exception that caused it.
 pub(crate) async fn store_retry(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
-    let tb = traceback(msg, &rt.hostname, exc);
+    let tb = traceback(msg, rt.hostname(), exc);
     let meta = TaskMeta::retry(&msg.id, Some(&ExceptionInfo::from(exc)), Some(tb));
     store(rt, with_request(rt, meta, Some(msg))).await;
 }

@@ -1,7 +1,6 @@
 //! Retries as Celery does them: a new message with the same task id, `retries + 1` and an ETA,
 //! published where the original came from; RETRY stored; FAILURE once `max_retries` is reached.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use celeriac_broker_bridge::codec::{EncodeOptions, TaskMessage, WireTime};
@@ -27,7 +26,7 @@ pub(crate) async fn retry(
     request: RetryRequest,
     ignore_result: bool,
 ) -> Result<(), PyException> {
-    let store_errors = !ignore_result || rt.settings.task_store_errors_even_if_ignored;
+    let store_errors = !ignore_result || rt.settings().task_store_errors_even_if_ignored;
     let max_retries = request.max_retries.or(task.options.max_retries);
     let (args, kwargs) = retry_arguments(
         task.handler.params().as_ref(),
@@ -75,15 +74,15 @@ pub(crate) async fn retry(
         now: Utc::now(),
     };
     let envelope = next
-        .to_envelope_as(&opts, &rt.signing.tasks)
+        .to_envelope_as(&opts, &rt.signing().tasks)
         .map_err(|e| PyException::new("RuntimeError", format!("could not sign the retry: {e}")))?;
     let publish = || async {
-        match &rt.sqs {
+        match rt.sqs() {
             Some(sqs) => {
                 crate::sqs::publish(sqs, &envelope, &delivery.exchange, &delivery.routing_key).await
             }
             None => rt
-                .broker
+                .broker()
                 .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)
                 .await
                 .map(|_| ())
@@ -91,7 +90,7 @@ pub(crate) async fn retry(
         }
     };
     if let Err(e) = crate::message::retrying::retrying(
-        &rt.metrics,
+        rt.metrics(),
         crate::message::retrying::Write::Retry,
         publish,
     )
@@ -103,7 +102,7 @@ pub(crate) async fn retry(
             format!("could not publish the retry: {e}"),
         ));
     }
-    rt.counters.retried.fetch_add(1, Ordering::Relaxed);
+    rt.count_retried();
     let exc = request.exc.unwrap_or_else(|| {
         PyException::in_module(
             "celery.exceptions",

@@ -2,19 +2,14 @@
 //! restore sweep duplicates them) until they are due, without taking an execution slot.
 //!
 //! A held message gives back its reservation while it waits, so ETA tasks do not stop the worker
-//! from consuming — up to [`MAX_ETA_HELD`] of them and `eta_held_bytes` (their size on the wire);
-//! past that, new ETA messages keep their reservation, so the worker fetches less, which bounds
-//! the memory ETA messages can take.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! from consuming — up to [`MAX_ETA_HELD`](crate::message::reserved_bytes::MAX_ETA_HELD) of them
+//! and `eta_held_bytes` (their size on the wire); past that, new ETA messages keep their
+//! reservation, so the worker fetches less, which bounds the memory ETA messages can take.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::runtime::Runtime;
-
-/// How many ETA messages may wait without holding a reservation.
-pub(crate) const MAX_ETA_HELD: usize = 100_000;
 
 /// How a wait for an ETA ended.
 pub(crate) enum Waited {
@@ -32,48 +27,21 @@ pub(crate) async fn wait_for_eta(
     bytes: usize,
     reservation: &mut Option<OwnedSemaphorePermit>,
 ) -> Waited {
-    let under_count = rt.eta_held.fetch_add(1, Ordering::Relaxed) < MAX_ETA_HELD;
-    let budget = usize::try_from(rt.settings.eta_held_bytes).unwrap_or(usize::MAX);
-    let counted = under_count && take_bytes(&rt.eta_held_bytes, bytes, budget);
+    let counted = rt.start_eta_wait(bytes);
     if counted {
         reservation.take();
-        rt.reserved_bytes.sub(bytes);
+        rt.reserved_bytes().sub(bytes);
     }
     tracing::info!(eta = %eta.to_rfc3339(), "task scheduled");
     let delay = (eta - Utc::now()).to_std().unwrap_or_default();
     let waited = tokio::select! {
         _ = tokio::time::sleep(delay) => Waited::Due,
-        _ = rt.draining.cancelled() => Waited::Draining,
+        _ = rt.draining().cancelled() => Waited::Draining,
     };
-    rt.eta_held.fetch_sub(1, Ordering::Relaxed);
+    rt.end_eta_wait(bytes, counted);
     if counted {
-        rt.eta_held_bytes.fetch_sub(bytes, Ordering::Relaxed);
         // Due (or draining): reserved again until its handling ends.
-        rt.reserved_bytes.add(bytes);
+        rt.reserved_bytes().add(bytes);
     }
     waited
-}
-
-/// Add `bytes` to `held` if the total stays within `budget`; whether it was added.
-fn take_bytes(held: &AtomicUsize, bytes: usize, budget: usize) -> bool {
-    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-        cur.checked_add(bytes).filter(|n| *n <= budget)
-    })
-    .is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_byte_budget_is_never_exceeded() {
-        let held = AtomicUsize::new(0);
-        assert!(take_bytes(&held, 600, 1000));
-        assert!(!take_bytes(&held, 600, 1000), "over the budget");
-        assert!(take_bytes(&held, 400, 1000), "exactly the budget");
-        assert!(!take_bytes(&held, 1, 1000));
-        assert!(!take_bytes(&held, usize::MAX, usize::MAX), "no overflow");
-        assert_eq!(held.load(Ordering::Relaxed), 1000);
-    }
 }

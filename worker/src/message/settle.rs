@@ -86,20 +86,19 @@ pub(crate) fn is_worker_lost(exc: &PyException) -> bool {
 /// Reject a held message: requeue it (back of its queue, `redelivered`) or move it intact to the
 /// dead-letter list with `reason` (the caller reports `task-rejected`).
 pub(crate) async fn reject(rt: &Runtime, delivery: &Delivery, requeue: bool, reason: &str) {
-    if let Some(sqs) = &rt.sqs {
+    if let Some(sqs) = rt.sqs() {
         tracing::warn!(%reason, requeue, "task rejected");
-        return crate::sqs::reject(rt, sqs, delivery, requeue, reason).await;
+        return crate::sqs::reject(rt.broker(), rt.inflight(), sqs, delivery, requeue, reason)
+            .await;
     }
     let tag = &delivery.delivery_tag;
     let result = if requeue {
         tracing::warn!(delivery_tag = %tag, %reason, "task rejected; message requeued");
-        rt.broker.requeue(delivery).await
+        rt.broker().requeue(delivery).await
     } else {
         tracing::warn!(delivery_tag = %tag, %reason, "task rejected; message moved to the dead-letter list");
-        rt.counters
-            .dead_lettered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rt.broker.dead_letter(delivery, reason).await
+        rt.count_dead_lettered();
+        rt.broker().dead_letter(delivery, reason).await
     };
     match result {
         Ok(true) => {}

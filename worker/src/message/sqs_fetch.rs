@@ -3,7 +3,6 @@
 //! `wait_time_seconds`, then `polling_interval` after an empty poll, as kombu does. A receive
 //! still in flight at shutdown is let finish and what it got is made visible again.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,22 +19,22 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
     let mut failing = Duration::ZERO;
     let mut next = 0usize;
     loop {
-        if rt.draining.is_cancelled() {
+        if rt.draining().is_cancelled() {
             return;
         }
-        let free = rt.reservations.available_permits();
+        let free = rt.reservations().available_permits();
         if free == 0 {
             tokio::select! {
-                permit = rt.reservations.acquire() => { drop(permit); continue }
-                _ = rt.draining.cancelled() => return,
+                permit = rt.reservations().acquire() => { drop(permit); continue }
+                _ = rt.draining().cancelled() => return,
             }
         }
         // The reserved-bytes budget: SQS cannot bound a receive in bytes, so one receive (at most
         // 10 messages) may go past it; nothing more is received until there is room again.
-        if rt.reserved_bytes.room().is_none() {
+        if rt.reserved_bytes().room().is_none() {
             tokio::select! {
-                _ = rt.reserved_bytes.wait_for_room() => continue,
-                _ = rt.draining.cancelled() => return,
+                _ = rt.reserved_bytes().wait_for_room() => continue,
+                _ = rt.draining().cancelled() => return,
             }
         }
         let queues = rt.consumed_queues();
@@ -55,17 +54,17 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
         let max = (free as u32).min(SQS_MAX_MESSAGES);
         match sqs.broker.receive(&queue, max, None).await {
             Ok(received) => {
-                rt.metrics.broker_reachable(true);
+                rt.metrics().broker_reachable(true);
                 if !failing.is_zero() {
                     tracing::info!("SQS reachable again; consuming resumed");
                     failing = Duration::ZERO;
                 }
                 let got = received.deliveries.len() + received.undecodable.len();
                 for bad in received.undecodable {
-                    rt.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    rt.count_dead_lettered();
                     tracing::error!(queue = %bad.queue, message_id = %bad.message_id, reason = %bad.reason, "an SQS message is not a kombu message");
                     dead_letter(
-                        &rt,
+                        rt.broker(),
                         &sqs,
                         &bad.queue,
                         bad.body.as_bytes(),
@@ -76,7 +75,7 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
                 }
                 for d in received.deliveries {
                     let delivery = d.to_delivery();
-                    if rt.draining.is_cancelled() {
+                    if rt.draining().is_cancelled() {
                         // Received while shutting down: visible again now for other workers.
                         if let Err(e) = sqs.broker.requeue(&queue, &delivery.delivery_tag).await {
                             tracing::warn!(error = %e, "could not release a message received at shutdown; it returns after the visibility timeout");
@@ -91,7 +90,7 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
                 }
             }
             Err(e) => {
-                rt.metrics.broker_reachable(false);
+                rt.metrics().broker_reachable(false);
                 failing = (failing * 2).clamp(Duration::from_millis(100), RECONNECT_BACKOFF_MAX);
                 tracing::warn!(error = %e, queue = %queue, retry_in_ms = failing.as_millis() as u64, "SQS receive failed; retrying");
                 pause(&rt, failing).await;
@@ -103,6 +102,6 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
 async fn pause(rt: &Runtime, d: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
-        _ = rt.draining.cancelled() => {}
+        _ = rt.draining().cancelled() => {}
     }
 }

@@ -138,23 +138,23 @@ async fn metrics_text(State(state): State<Arc<Shared>>) -> Response {
 
 /// What `rt` holds and runs now, for `/metrics`.
 fn worker_state(rt: &Runtime) -> WorkerState {
-    let counts = rt.inflight.counts();
+    let counts = rt.inflight().counts();
     WorkerState {
         running: counts.running,
         running_held: counts.running_held,
         held: counts.held,
-        eta_held: rt.eta_held.load(Ordering::Relaxed),
-        reservations_free: rt.reservations.available_permits(),
-        draining: rt.draining.is_cancelled(),
-        dead_lettered: rt.counters.dead_lettered.load(Ordering::Relaxed),
+        eta_held: rt.eta_held(),
+        reservations_free: rt.reservations().available_permits(),
+        draining: rt.draining().is_cancelled(),
+        dead_lettered: rt.dead_lettered(),
     }
 }
 
 /// Read the depth of `rt`'s queues from its broker (SQS or Redis).
 async fn read_depths(rt: &Runtime) -> anyhow::Result<Depths> {
-    match &rt.sqs {
-        Some(sqs) => crate::sqs::depths(sqs, &rt.broker, &rt.settings.queues).await,
-        None => Ok(rt.broker.depths(&rt.settings.queues).await?),
+    match rt.sqs() {
+        Some(sqs) => crate::sqs::depths(sqs, rt.broker(), &rt.settings().queues).await,
+        None => Ok(rt.broker().depths(&rt.settings().queues).await?),
     }
 }
 
@@ -175,7 +175,7 @@ async fn readyz(State(state): State<Arc<Shared>>) -> Response {
     let Some(rt) = state.runtime.get() else {
         return not_ready("connecting to the broker");
     };
-    if rt.draining.is_cancelled() {
+    if rt.draining().is_cancelled() {
         return not_ready("draining: shutting down");
     }
     if !state.metrics.is_broker_reachable() {
@@ -199,7 +199,7 @@ async fn keda(State(state): State<Arc<Shared>>) -> Response {
             return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
         }
     };
-    let concurrency = rt.concurrency;
+    let concurrency = rt.concurrency();
     let depth = depths.waiting() + depths.unacked;
     let queues: serde_json::Map<String, serde_json::Value> = depths
         .queues

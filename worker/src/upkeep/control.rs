@@ -22,12 +22,12 @@ use crate::task_api::TaskOptions;
 /// Serve remote control until `stop`.
 pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
     let channel = rt
-        .broker
+        .broker()
         .fanout_channel(&pidbox::exchange(CONTROL_NAMESPACE), "");
     let mut backoff = Duration::from_millis(100);
     loop {
         let sub = tokio::select! {
-            s = rt.broker.subscribe_fanout(std::slice::from_ref(&channel)) => s,
+            s = rt.broker().subscribe_fanout(std::slice::from_ref(&channel)) => s,
             _ = stop.cancelled() => return,
         };
         let mut sub = match sub {
@@ -66,16 +66,16 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
 /// Runs beside the fetch loop instead of before it, so it never delays the start.
 pub(crate) async fn mingle(rt: Arc<Runtime>) {
     let mut args = Map::new();
-    args.insert("from_node".into(), rt.hostname.clone().into());
-    args.insert("revoked".into(), json!(rt.revoked.ids()));
+    args.insert("from_node".into(), rt.hostname().to_string().into());
+    args.insert("revoked".into(), json!(rt.revoked().ids()));
     let replies = pidbox::broadcast_and_collect(
-        &rt.broker,
+        rt.broker(),
         CONTROL_NAMESPACE,
         "hello",
         args,
-        rt.events.forward(),
+        rt.events().forward(),
         MINGLE_TIMEOUT,
-        rt.signing.for_tasks(),
+        rt.signing().for_tasks(),
     )
     .await;
     let replies = match replies {
@@ -88,15 +88,15 @@ pub(crate) async fn mingle(rt: Arc<Runtime>) {
     let mut nodes = Vec::new();
     for reply in replies {
         for (node, data) in reply {
-            if node == rt.hostname {
+            if node == rt.hostname() {
                 continue;
             }
             if let Some(r) = data.get("revoked") {
-                let ids = rt.revoked.merge(r);
+                let ids = rt.revoked().merge(r);
                 tracing::debug!(node = %node, ids, "merged revoked ids");
             }
             if let Some(c) = data.get("clock").and_then(Value::as_u64) {
-                rt.events.adjust(c);
+                rt.events().adjust(c);
             }
             nodes.push(node);
         }
@@ -114,14 +114,14 @@ pub(crate) const MINGLE_TIMEOUT: Duration = Duration::from_secs(1);
 async fn handle_message(rt: &Arc<Runtime>, payload: &[u8]) {
     let accept = pidbox::Accept {
         content_types: Some(crate::message::results::accepted_content_types(
-            &rt.settings.accept_content,
+            &rt.settings().accept_content,
         )),
-        max_bytes: usize::try_from(rt.settings.max_message_bytes).unwrap_or(usize::MAX),
+        max_bytes: usize::try_from(rt.settings().max_message_bytes).unwrap_or(usize::MAX),
     };
     let request = match ControlRequest::parse_accepted(
         payload,
-        rt.signing.verifier(),
-        rt.signing.unsigned_tasks,
+        rt.signing().verifier(),
+        rt.signing().unsigned_tasks,
         &accept,
     ) {
         Ok(r) => r,
@@ -130,22 +130,22 @@ async fn handle_message(rt: &Arc<Runtime>, payload: &[u8]) {
             return;
         }
     };
-    if !request.is_for(&rt.hostname) {
+    if !request.is_for(rt.hostname()) {
         return;
     }
-    rt.events.adjust(request.clock);
+    rt.events().adjust(request.clock);
     tracing::debug!(method = %request.method, "remote control");
     let Some(reply) = dispatch(rt, &request).await else {
         return;
     };
-    let clock = rt.events.forward();
+    let clock = rt.events().forward();
     let sent = pidbox::send_reply(
-        &rt.broker,
+        rt.broker(),
         &request,
-        &rt.hostname,
+        rt.hostname(),
         reply,
         clock,
-        &rt.signing.tasks,
+        &rt.signing().tasks,
     )
     .await;
     if let Err(e) = sent {
@@ -165,12 +165,12 @@ fn nok(v: impl Into<Value>) -> Value {
 async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
     let reply = match req.method.as_str() {
         "ping" => ok("pong"),
-        "clock" => json!({ "clock": rt.events.clock() }),
+        "clock" => json!({ "clock": rt.events().clock() }),
         "hello" => hello(rt, req),
         "stats" => stats(rt),
         "active" | "reserved" | "scheduled" => in_stage(rt, &req.method),
         "query_task" => query_task(rt, req),
-        "revoked" => json!(rt.revoked.ids()),
+        "revoked" => json!(rt.revoked().ids()),
         "registered" => registered(rt, req),
         "active_queues" => {
             Value::Array(rt.consumed_queues().iter().map(|q| queue_dict(q)).collect())
@@ -187,7 +187,7 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
         "rate_limit" => rate_limit(rt, req),
         "enable_events" | "disable_events" => {
             let on = req.method == "enable_events";
-            let was = rt.events.task_events.swap(on, Ordering::Relaxed);
+            let was = rt.events().task_events.swap(on, Ordering::Relaxed);
             let word = if on { "enabled" } else { "disabled" };
             if was == on {
                 ok(format!("task events already {word}"))
@@ -196,7 +196,9 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
             }
         }
         "heartbeat" => {
-            rt.events.worker_event("worker-heartbeat", rt.load()).await;
+            rt.events()
+                .worker_event("worker-heartbeat", rt.load())
+                .await;
             Value::Null
         }
         "add_consumer" => add_consumer(rt, req).await,
@@ -211,7 +213,7 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
         "shutdown" => {
             let msg = req.arg_str("msg").unwrap_or("Got shutdown from remote");
             tracing::warn!("{msg}");
-            rt.remote_stop.cancel();
+            rt.remote_stop().cancel();
             return None;
         }
         other => nok(format!("KeyError('{other}')")),
@@ -221,29 +223,29 @@ async fn dispatch(rt: &Arc<Runtime>, req: &ControlRequest) -> Option<Value> {
 
 fn hello(rt: &Runtime, req: &ControlRequest) -> Value {
     let from = req.arg_str("from_node").unwrap_or_default();
-    if from == rt.hostname {
+    if from == rt.hostname() {
         return Value::Null;
     }
     tracing::info!(from_node = from, "sync with");
     if let Some(r) = req.arguments.get("revoked") {
-        rt.revoked.merge(r);
+        rt.revoked().merge(r);
     }
-    json!({ "revoked": rt.revoked.ids(), "clock": rt.events.forward() })
+    json!({ "revoked": rt.revoked().ids(), "clock": rt.events().forward() })
 }
 
 fn stats(rt: &Runtime) -> Value {
     let totals: Map<String, Value> = rt
-        .inflight
+        .inflight()
         .totals()
         .into_iter()
         .map(|(k, v)| (k, v.into()))
         .collect();
-    let concurrency = rt.concurrency;
+    let concurrency = rt.concurrency();
     json!({
         "total": totals,
         "pid": std::process::id(),
-        "clock": rt.events.clock().to_string(),
-        "uptime": rt.started.elapsed().as_secs(),
+        "clock": rt.events().clock().to_string(),
+        "uptime": rt.started().elapsed().as_secs(),
         "pool": {
             "implementation": "celeriac:tokio",
             "max-concurrency": concurrency,
@@ -254,9 +256,9 @@ fn stats(rt: &Runtime) -> Value {
         },
         "broker": {
             "transport": "redis",
-            "hostname": broker_host(rt.settings.broker_url.expose()),
+            "hostname": broker_host(rt.settings().broker_url.expose()),
         },
-        "prefetch_count": rt.reservations_capacity,
+        "prefetch_count": rt.reservations_capacity(),
         "rusage": {},
     })
 }
@@ -282,14 +284,14 @@ fn query_task(rt: &Runtime, req: &ControlRequest) -> Value {
     };
     let mut out = Map::new();
     for r in rt
-        .inflight
+        .inflight()
         .requests()
         .iter()
         .filter(|r| ids.contains(&r.id))
     {
         out.insert(
             r.id.clone(),
-            json!([stage_name(&r.stage), r.info(&rt.hostname)]),
+            json!([stage_name(&r.stage), r.info(rt.hostname())]),
         );
     }
     Value::Object(out)
@@ -307,8 +309,8 @@ fn stage_name(stage: &Stage) -> &'static str {
 /// The `active`, `reserved` or `scheduled` reply: the in-flight requests in that `stage`, as
 /// Celery lists them (a scheduled one with its ETA and priority).
 fn in_stage(rt: &Runtime, stage: &str) -> Value {
-    let host = rt.hostname.as_str();
-    let requests = rt.inflight.requests();
+    let host = rt.hostname();
+    let requests = rt.inflight().requests();
     let listed = requests
         .iter()
         .filter(|r| stage_name(&r.stage) == stage)
@@ -340,14 +342,14 @@ fn registered(rt: &Runtime, req: &ControlRequest) -> Value {
     items.retain(|i| !i.starts_with('_'));
     let builtins = req.arg_bool("builtins");
     let list: Vec<Value> = rt
-        .registry
+        .registry()
         .names()
         .filter(|n| builtins || !n.starts_with("celery."))
         .filter_map(|name| {
-            let task = rt.registry.get(name)?;
-            let remote = rt.rate_limits.get(name);
+            let task = rt.registry().get(name)?;
+            let remote = rt.rate_limits().get(name);
             Some(Value::from(task_info(name, &items, |attr| {
-                task_attribute(name, &task.options, &rt.settings, remote.clone(), attr)
+                task_attribute(name, &task.options, rt.settings(), remote.clone(), attr)
             })))
         })
         .collect();
@@ -456,7 +458,7 @@ fn conf(rt: &Runtime) -> Value {
 }
 
 fn conf_table(rt: &Runtime) -> Map<String, Value> {
-    let s = &rt.settings;
+    let s = rt.settings();
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     let conf = json!({
         "broker_url": celeriac_secrets::redact(s.broker_url.expose()),
@@ -484,7 +486,7 @@ fn conf_table(rt: &Runtime) -> Map<String, Value> {
         "worker_concurrency": s.worker_concurrency,
         "async_concurrency": s.async_concurrency,
         "worker_prefetch_multiplier": s.worker_prefetch_multiplier,
-        "worker_send_task_events": rt.events.task_events.load(Ordering::Relaxed),
+        "worker_send_task_events": rt.events().task_events.load(Ordering::Relaxed),
         "worker_max_tasks_per_child": s.worker_max_tasks_per_child,
         "worker_max_memory_per_child": s.worker_max_memory_per_child,
         "worker_soft_shutdown_timeout": s.worker_soft_shutdown_timeout.as_secs_f64(),
@@ -506,7 +508,7 @@ fn conf_table(rt: &Runtime) -> Map<String, Value> {
 /// `report`: Celery's bug-report text (`app.bugreport()`), its software line naming the Celery
 /// version whose protocol celeriac speaks and celeriac's own in place of Celery's codename.
 fn report(rt: &Runtime) -> String {
-    let results = rt.settings.result_backend.as_ref().map_or_else(
+    let results = rt.settings().result_backend.as_ref().map_or_else(
         || "disabled".to_string(),
         |u| celeriac_secrets::redact(u.expose()),
     );
@@ -579,9 +581,9 @@ async fn revoke(rt: &Arc<Runtime>, req: &ControlRequest) -> Value {
         _ => Vec::new(),
     };
     ids.dedup();
-    rt.revoked.revoke(&ids).await;
+    rt.revoked().revoke(&ids).await;
     let active: Vec<String> = rt
-        .inflight
+        .inflight()
         .requests()
         .into_iter()
         .filter(|r| matches!(r.stage, Stage::Active(_)))
@@ -593,7 +595,7 @@ async fn revoke(rt: &Arc<Runtime>, req: &ControlRequest) -> Value {
     if req.arg_bool("terminate") {
         let mut terminated = Vec::new();
         for id in &ids {
-            if rt.inflight.terminate(id) {
+            if rt.inflight().terminate(id) {
                 tracing::info!(task_id = %id, "terminating (remote control)");
                 if !terminated.contains(id) {
                     terminated.push(id.clone());
@@ -628,7 +630,7 @@ fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
             .collect(),
         _ => return nok("missing argument: headers"),
     };
-    rt.revoked.revoke_stamps(&headers);
+    rt.revoked().revoke_stamps(&headers);
     let shown = celeriac_broker_bridge::codec::value_repr(&Value::Object(headers.clone()));
     if !req.arg_bool("terminate") {
         return ok(format!(
@@ -637,7 +639,7 @@ fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
     }
     // Stamp name → the values by which running tasks were terminated.
     let mut terminated: Vec<(String, Vec<Value>)> = Vec::new();
-    for r in rt.inflight.requests() {
+    for r in rt.inflight().requests() {
         if !matches!(r.stage, Stage::Active(_)) {
             continue;
         }
@@ -669,7 +671,7 @@ fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
                 }
             }
         }
-        if hit && rt.inflight.terminate(&r.id) {
+        if hit && rt.inflight().terminate(&r.id) {
             tracing::info!(task_id = %r.id, "terminating (revoked by stamped headers)");
         }
     }
@@ -694,7 +696,7 @@ fn revoke_by_stamped_headers(rt: &Runtime, req: &ControlRequest) -> Value {
 
 /// Celery 5.7: write REVOKED at broadcast time for a task still PENDING/RECEIVED/RETRY/REJECTED.
 async fn mark_revoked_if_pending(rt: &Runtime, id: &str) {
-    let Some(backend) = &rt.backend else { return };
+    let Some(backend) = rt.backend() else { return };
     let state = match backend.get(id).await {
         Ok(meta) => meta
             .as_ref()
@@ -734,12 +736,12 @@ fn rate_limit(rt: &Runtime, req: &ControlRequest) -> Value {
             Err(e) => return nok(format!("Invalid rate limit string: ValueError('{e}')")),
         }
     };
-    if rt.registry.get(task).is_none() {
+    if rt.registry().get(task).is_none() {
         tracing::error!(task, "rate limit attempt for an unknown task");
         return nok("unknown task");
     }
     let disabled = limit.is_none();
-    rt.rate_limits.set(task, limit);
+    rt.rate_limits().set(task, limit);
     if disabled {
         tracing::info!(task, "rate limits disabled (remote control)");
         ok("rate limit disabled successfully")
@@ -753,7 +755,7 @@ async fn add_consumer(rt: &Runtime, req: &ControlRequest) -> Value {
     let Some(queue) = req.arg_str("queue") else {
         return nok("missing argument: queue");
     };
-    if let Err(e) = rt.broker.declare_queues(&[queue.to_string()]).await {
+    if let Err(e) = rt.broker().declare_queues(&[queue.to_string()]).await {
         return nok(format!("cannot declare {queue}: {e}"));
     }
     rt.add_queue(queue);

@@ -26,7 +26,7 @@ pub(crate) async fn refresh_loop(
     period: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    keep_fresh(&rt.broker, || rt.held_tags(), period, stop).await;
+    keep_fresh(rt.broker(), || rt.held_tags(), period, stop).await;
 }
 
 /// Every `period`, refresh the scores of the tags `held` names, until `stop`. A refresh that
@@ -83,9 +83,9 @@ pub(crate) async fn sweep_loop(rt: Arc<Runtime>, period: Duration) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = rt.draining.cancelled() => return,
+            _ = rt.draining().cancelled() => return,
         }
-        match rt.broker.restore_visibility_timeouts().await {
+        match rt.broker().restore_visibility_timeouts().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 restored = n,

@@ -22,13 +22,13 @@ pub(crate) async fn run(rt: Arc<Runtime>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = rt.reconnected.notified() => {
+            _ = rt.reconnected().notified() => {
                 tracing::info!("broker reconnected; declaring the queues again");
             }
             _ = stop.cancelled() => return,
         }
         let queues = rt.consumed_queues();
-        if let Err(e) = rt.broker.declare_queues(&queues).await {
+        if let Err(e) = rt.broker().declare_queues(&queues).await {
             tracing::warn!(error = %e, "could not declare the queues again; retrying later");
         }
     }
