@@ -340,7 +340,10 @@ async fn signed_results_are_read_by_celery_with_setup_security() -> Result<()> {
     assert_eq!(b.get("t").await?.unwrap()["status"], "SUCCESS");
     // An unsigned meta planted by someone else is refused on read.
     let mut conn = redis::Client::open(env.url.as_str())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+        )
         .await?;
     let _: () = redis::cmd("SET")
         .arg(b.key_for("forged"))

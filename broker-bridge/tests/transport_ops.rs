@@ -254,7 +254,10 @@ async fn fetch_works_again_after_a_redis_restart() -> anyhow::Result<()> {
     let other = Broker::connect(&env.url, TransportOptions::default()).await?;
     assert_eq!(other.queue_lengths(&q).await?, vec![("q".to_string(), 0)]);
     env.raw = redis::Client::open(env.url.as_str())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+        )
         .await?;
     let held: i64 = env.cmd(&[b"HLEN", b"unacked"]).await?;
     assert_eq!(held, 0);

@@ -170,7 +170,10 @@ async fn watchers_connect_again_after_a_cut_and_a_restart() -> anyhow::Result<()
     let killer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut c = redis::Client::open(url.as_str())?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+            )
             .await?;
         redis::cmd("CLIENT")
             .arg("KILL")
@@ -188,7 +191,10 @@ async fn watchers_connect_again_after_a_cut_and_a_restart() -> anyhow::Result<()
     );
     killer.await??;
     let mut raw = redis::Client::open(env.url.as_str())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+        )
         .await?;
     redis::cmd("LPUSH")
         .arg("q\x06\x163")
@@ -203,7 +209,10 @@ async fn watchers_connect_again_after_a_cut_and_a_restart() -> anyhow::Result<()
     // Redis restarted (empty): the watchers follow it.
     env.server.restart()?;
     let mut raw = redis::Client::open(env.url.as_str())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+        )
         .await?;
     redis::cmd("DEL")
         .arg("q\x06\x163")

@@ -57,7 +57,10 @@ async fn held_through_a_silent_connection(
     let holder = Broker::connect(&proxy.url(0), opts.clone()).await?;
     let sweeper = Broker::connect(&redis.url(0), opts).await?;
     let mut direct = redis::Client::open(redis.url(0))?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+        )
         .await?;
     let _: () = direct.lpush("q", message("tag-1")).await?;
     let fetched = holder.fetch(&["q".to_string()], 10).await?;

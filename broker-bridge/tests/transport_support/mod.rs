@@ -22,7 +22,10 @@ impl Env {
         let url = server.url(0);
         let broker = Broker::connect(&url, TransportOptions::from_json(&opts)?).await?;
         let raw = redis::Client::open(url.as_str())?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(std::time::Duration::from_secs(30))),
+            )
             .await?;
         Ok(Env {
             server,
