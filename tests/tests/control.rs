@@ -72,15 +72,17 @@ fn celery_cli_inspects_celeriac() {
     let cli_stats = celery_cli(&world, &["inspect", "stats", "--timeout", "3"]);
     assert!(cli_stats.contains("max-concurrency"), "{cli_stats}");
 
-    // A running task shows in `active`; one waiting for its ETA in `scheduled`.
+    // A running task shows in `active`; one waiting for its ETA in `scheduled`. The task sleeps
+    // a minute: each `inspect` starts Python, seconds on a loaded machine, and a 3 s task had
+    // ended before one came (the worker is killed at the end, not waited for).
     let ids = world.py(r#"
 from celery_app import app
-r1 = app.send_task("t.sleep", args=(3000,))
+r1 = app.send_task("t.sleep", args=(60000,))
 r2 = app.send_task("t.add", args=(1, 2), countdown=60)
 print(r1.id, r2.id)
 "#);
     let (running, eta) = ids.trim().split_once(' ').expect("two ids");
-    let active = eventually(Duration::from_secs(10), || {
+    let active = eventually(Duration::from_secs(50), || {
         let a = inspect(&world, "active");
         (a[host].as_array().is_some_and(|l| !l.is_empty())).then_some(a)
     })
@@ -88,7 +90,7 @@ print(r1.id, r2.id)
     let req = &active[host][0];
     assert_eq!(req["id"], running, "{active}");
     assert_eq!(req["name"], "t.sleep");
-    assert_eq!(req["args"], serde_json::json!([3000]));
+    assert_eq!(req["args"], serde_json::json!([60000]));
     assert!(req["time_start"].as_f64().is_some(), "{active}");
     assert_eq!(req["delivery_info"]["routing_key"], "celery");
 
