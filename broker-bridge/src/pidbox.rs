@@ -438,6 +438,7 @@ pub async fn broadcast_and_collect(
     headers.insert("expires".into(), 0.into());
     let request = body_envelope(&body, headers, 2, signatures.serializer)?;
     let collected: TransportResult<Vec<Map<String, Value>>> = async {
+        let mut waiter = broker.list_waiter().await?;
         broker
             .publish_fanout(&request, &exchange(namespace), "")
             .await?;
@@ -449,7 +450,7 @@ pub async fn broadcast_and_collect(
                 break;
             }
             // `None`: this wait ended (it may be shorter than `left`); the loop checks the deadline.
-            let Some(raw) = broker.pop_list(&queue, left).await? else {
+            let Some(raw) = waiter.pop(&queue, left).await? else {
                 continue;
             };
             let Ok(envelope) = Envelope::parse(&raw) else {

@@ -234,3 +234,25 @@ async fn watchers_connect_again_after_a_cut_and_a_restart() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// A remote-control reply wait (mingle's, an inspect's) blocks on a connection of its own: the
+/// broker's shared connection, which carries every fetch, ack and publish, keeps answering while
+/// it waits (on the shared connection the `BRPOP` held them all up for its whole timeout, so a
+/// worker took no message in the first second after its start).
+#[tokio::test]
+async fn a_reply_wait_does_not_hold_up_the_shared_connection() -> anyhow::Result<()> {
+    let env = Env::start(json!({})).await?;
+    let mut waiter = env.broker.list_waiter().await?;
+    let waiting = tokio::spawn(async move { waiter.pop("reply.q", Duration::from_secs(60)).await });
+    blocked_clients(&env, 1).await?;
+    env.cmd::<()>(&[b"LPUSH", b"q", b"m1"]).await?;
+    let fetched = env.broker.fetch(&s(&["q"]), 10).await?;
+    assert_eq!(fetched.deliveries.len() + fetched.dead_lettered.len(), 1);
+    assert!(
+        !waiting.is_finished(),
+        "the fetch was answered while the reply wait still blocks"
+    );
+    env.cmd::<()>(&[b"LPUSH", b"reply.q", b"r1"]).await?;
+    assert_eq!(waiting.await??, Some(b"r1".to_vec()));
+    Ok(())
+}

@@ -79,20 +79,27 @@ impl Broker {
         Ok(())
     }
 
-    /// Wait up to `timeout` for an element of `queue` (its priority-0 list; replies and other
-    /// plain lists), `BRPOP` as kombu's consumer does. One call blocks at most half the
-    /// connection's reply timeout (a longer wait would count as a dead connection): callers that
-    /// wait longer call again until their deadline.
-    pub async fn pop_list(
-        &self,
-        queue: &str,
-        timeout: std::time::Duration,
-    ) -> Result<Option<Vec<u8>>> {
-        let key = self.inner.keys.queue_list(queue, 0);
-        let cap = super::response_timeout(self.inner.opts.visibility_timeout) / 2;
-        let secs = timeout.min(cap).as_secs_f64().max(0.01);
-        let got: Option<(String, Vec<u8>)> = self.conn().brpop(key, secs).await?;
-        Ok(got.map(|(_, v)| v))
+    /// A connection of its own for waiting on plain lists (remote-control replies): commands on
+    /// one connection are answered in order, so a `BRPOP` on the shared connection would hold up
+    /// every fetch, ack and publish behind it for its whole timeout.
+    pub async fn list_waiter(&self) -> Result<ListWaiter> {
+        let reply_timeout = super::response_timeout(self.inner.opts.visibility_timeout);
+        let config = self.inner.url.connection_config(
+            redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(std::time::Duration::from_secs(10)))
+                .set_response_timeout(Some(reply_timeout)),
+        );
+        let conn = self
+            .inner
+            .url
+            .client()?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(ListWaiter {
+            broker: self.clone(),
+            conn,
+            cap: reply_timeout / 2,
+        })
     }
 
     /// The queues a message published to `exchange` with `routing_key` goes to, as kombu's
@@ -130,5 +137,30 @@ impl Broker {
             return Ok(fallback());
         }
         Ok(queues)
+    }
+}
+
+/// Blocking pops on a connection of its own (see [`Broker::list_waiter`]).
+pub struct ListWaiter {
+    broker: Broker,
+    conn: redis::aio::MultiplexedConnection,
+    /// The longest single `BRPOP`: half the connection's reply timeout.
+    cap: std::time::Duration,
+}
+
+impl ListWaiter {
+    /// Wait up to `timeout` for an element of `queue` (its priority-0 list; replies and other
+    /// plain lists), `BRPOP` as kombu's consumer does. One call blocks at most half the
+    /// connection's reply timeout (a longer wait would count as a dead connection): callers that
+    /// wait longer call again until their deadline.
+    pub async fn pop(
+        &mut self,
+        queue: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = self.broker.inner.keys.queue_list(queue, 0);
+        let secs = timeout.min(self.cap).as_secs_f64().max(0.01);
+        let got: Option<(String, Vec<u8>)> = self.conn.brpop(key, secs).await?;
+        Ok(got.map(|(_, v)| v))
     }
 }

@@ -27,7 +27,7 @@ mod wait;
 
 use std::sync::{Arc, Mutex};
 
-pub use bindings::Binding;
+pub use bindings::{Binding, ListWaiter};
 pub use conn::{response_timeout, RESPONSE_TIMEOUT_MAX, RESPONSE_TIMEOUT_MIN};
 pub use depth::Depths;
 pub use error::{Result, TransportError};
