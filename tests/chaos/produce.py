@@ -4,7 +4,8 @@ usage: produce.py TOTAL SEED MANIFEST [QUERY_ITEMS]
 
 Each manifest line is `<task id> <kind> <expected result as JSON>`; kinds: plain, eta, retry,
 part (chord header member), body (chord body), query (declarative query task on Postgres,
-queue `rust`, served by celeriac only). Lines are written only after the send returned.
+queue `rust`, served by celeriac only). A chord body's line is followed by
+`<body id> chord <its parts' ids as a JSON list>`. Lines are written only after the send returned.
 """
 import json
 import random
@@ -32,6 +33,7 @@ with open(manifest, "w") as out, app.producer_or_acquire() as producer:
             for child, p in zip(res.parent.results, parts):
                 record(child.id, "part", p)
             record(res.id, "body", sum(parts))
+            record(res.id, "chord", [child.id for child in res.parent.results])
             sent += 6
             continue
         if roll < 0.06 and query_items:

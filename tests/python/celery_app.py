@@ -124,7 +124,10 @@ def _tally_start(request):
 
 
 def _tally_end(request):
-    _tally_client().smove(f"running:{request.hostname}", f"finished:{request.hostname}", request.id)
+    pipe = _tally_client().pipeline()
+    pipe.smove(f"running:{request.hostname}", f"finished:{request.hostname}", request.id)
+    pipe.hincrby("ends", request.id, 1)
+    pipe.execute()
 
 
 @app.task(name="t.chaos", bind=True)

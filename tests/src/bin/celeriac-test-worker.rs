@@ -449,16 +449,20 @@ async fn tally_start(
 }
 
 /// A chaos task's body is done: move its id to `finished:<node>` (its message may still be
-/// unacked; the chaos run checks that after a kill).
+/// unacked; the chaos run checks that after a kill) and count the end in `ends`.
 async fn tally_end(
     conn: &mut redis::aio::MultiplexedConnection,
     ctx: &TaskContext,
 ) -> anyhow::Result<()> {
-    redis::cmd("SMOVE")
+    redis::pipe()
+        .cmd("SMOVE")
         .arg(format!("running:{}", ctx.hostname))
         .arg(format!("finished:{}", ctx.hostname))
         .arg(&ctx.id)
-        .query_async::<i64>(conn)
+        .ignore()
+        .hincr("ends", &ctx.id, 1)
+        .ignore()
+        .query_async::<()>(conn)
         .await?;
     Ok(())
 }

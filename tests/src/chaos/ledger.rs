@@ -100,11 +100,14 @@ pub struct Sent {
     pub kind: Kind,
     /// The result it must end with.
     pub expected: Value,
+    /// A chord body's parts (the ids of its header), empty for every other kind.
+    pub parts: Vec<String>,
 }
 
 /// Every task sent, by id.
 pub fn read_manifests(paths: &[impl AsRef<Path>]) -> Result<HashMap<String, Sent>> {
     let mut out = HashMap::new();
+    let mut chords: Vec<(String, Vec<String>)> = Vec::new();
     for path in paths {
         let text = std::fs::read_to_string(path.as_ref())
             .with_context(|| format!("read {}", path.as_ref().display()))?;
@@ -114,11 +117,29 @@ pub fn read_manifests(paths: &[impl AsRef<Path>]) -> Result<HashMap<String, Sent
             else {
                 continue;
             };
+            if kind == "chord" {
+                if let Ok(parts) = serde_json::from_str(expected) {
+                    chords.push((id.to_string(), parts));
+                }
+                continue;
+            }
             let (Some(kind), Ok(expected)) = (Kind::parse(kind), serde_json::from_str(expected))
             else {
                 continue;
             };
-            out.insert(id.to_string(), Sent { kind, expected });
+            out.insert(
+                id.to_string(),
+                Sent {
+                    kind,
+                    expected,
+                    parts: Vec::new(),
+                },
+            );
+        }
+    }
+    for (body, parts) in chords {
+        if let Some(sent) = out.get_mut(&body) {
+            sent.parts = parts;
         }
     }
     Ok(out)
@@ -195,8 +216,18 @@ pub struct Audit {
     pub unfinished: usize,
     /// No final state and no message anywhere: lost.
     pub lost: usize,
+    /// A retry task whose two runs both ended, its message gone, but whose stored state is the
+    /// RETRY a Python worker wrote: Celery publishes the retry before it stores RETRY, and its
+    /// Redis backend's guard against overwriting SUCCESS is a read then a write, so a stalled
+    /// Python process can write RETRY over the retry's SUCCESS. Nothing lost; the state is
+    /// Celery's race, counted apart and shown.
+    pub stale_retry_by_python: usize,
     /// Executions beyond the expected, explained by a kill while the id was in flight.
     pub duplicates_at_kills: u64,
+    /// Chord-body executions beyond the expected, explained by re-runs of the chord's parts (a
+    /// part run again after a kill joins again, and Celery's join fires the body whenever its
+    /// count reaches the chord's size after its own add).
+    pub duplicates_after_part_reruns: u64,
     /// Executions beyond the expected with no kill to explain them.
     pub duplicates_unexplained: u64,
     /// Of which ETA tasks.
@@ -248,6 +279,7 @@ pub fn audit(
     a.sent_by_kind = by_kind.into_iter().collect();
     a.sent_by_kind.sort();
     let execs: HashMap<String, u64> = tally.hgetall("execs")?;
+    let ends: HashMap<String, u64> = tally.hgetall("ends")?;
     let still_there = ids_in_broker(broker, queues)?;
     let ids: Vec<&String> = sent.keys().collect();
     let mut failed: HashMap<String, usize> = HashMap::new();
@@ -295,6 +327,21 @@ pub fn audit(
                         .or_default() += 1;
                 }
                 _ if still_there.contains(*id) => a.unfinished += 1,
+                "RETRY"
+                    if task.kind == Kind::Retry
+                        && ends.get(*id).copied().unwrap_or(0)
+                            >= task.kind.expected_executions()
+                        && meta
+                            .as_ref()
+                            .and_then(|m| m["worker"].as_str())
+                            .is_some_and(|w| w.starts_with("py@")) =>
+                {
+                    a.stale_retry_by_python += 1;
+                    note(
+                        &mut a.examples,
+                        format!("{id} (retry): both runs ended, state RETRY written by the Python worker after the retry's result"),
+                    );
+                }
                 _ => {
                     a.lost += 1;
                     note(&mut a.examples, format!("lost {id} ({status:?})"));
@@ -314,7 +361,14 @@ pub fn audit(
             let explained =
                 extra.min(killed_in_flight.get(*id).copied().unwrap_or(0) * expected.max(1));
             a.duplicates_at_kills += explained;
-            let unexplained = extra - explained;
+            let part_reruns: u64 = task
+                .parts
+                .iter()
+                .map(|p| execs.get(p).copied().unwrap_or(0).saturating_sub(1))
+                .sum();
+            let after_part_reruns = (extra - explained).min(part_reruns);
+            a.duplicates_after_part_reruns += after_part_reruns;
+            let unexplained = extra - explained - after_part_reruns;
             if unexplained > 0 {
                 let runs: Vec<String> = tally.lrange(format!("runs:{id}"), 0, -1)?;
                 if runs.iter().any(|node| node.starts_with("py@")) {

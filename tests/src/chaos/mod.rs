@@ -139,8 +139,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "duplicate executions: {} explained by a kill while in flight, {} unexplained (ETA: {}; the Python worker ran {} of them); results with missing executions: {}",
+            "stale RETRY written by the Python worker over a finished retry (Celery's race, nothing lost): {}",
+            a.stale_retry_by_python
+        )?;
+        writeln!(
+            f,
+            "duplicate executions: {} explained by a kill while in flight, {} chord bodies fired again by a re-run part, {} unexplained (ETA: {}; the Python worker ran {} of them); results with missing executions: {}",
             a.duplicates_at_kills,
+            a.duplicates_after_part_reruns,
             a.duplicates_unexplained,
             a.eta_duplicates_unexplained,
             a.duplicates_unexplained_with_python,
