@@ -56,8 +56,8 @@ struct Opts {
     /// the message is acked before the task runs, and its result must still be stored.
     #[arg(long)]
     early_ack: bool,
-    /// Seconds a batch may take to be settled (and, with early acks, its results to be stored)
-    /// before what is left counts as stuck or lost.
+    /// Seconds a batch may go without progress (fewer messages queued or held; with early
+    /// acks, more results stored) before what is left counts as stuck or lost.
     #[arg(long, default_value_t = 30)]
     settle_timeout: u64,
     /// Seconds between two progress lines on stderr.
@@ -360,22 +360,24 @@ fn main() -> Result<()> {
             .open(path)
     };
     let log = append(&log_path)?;
-    let mut worker: Child = Command::new(opts.worker_bin.as_ref().context("--worker-bin")?)
-        .args([
-            "-n",
-            "fuzz@host",
-            "-l",
-            "WARN",
-            "-c",
-            &opts.concurrency.to_string(),
-        ])
-        .env("CELERY_BROKER_URL", &url)
-        .env("CELERY_RESULT_BACKEND", &url)
-        .env("CELERY_TASK_ACKS_LATE", (!opts.early_ack).to_string())
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(append(&stderr_path)?))
-        .spawn()
-        .context("start the worker")?;
+    let mut worker = Worker(
+        Command::new(opts.worker_bin.as_ref().context("--worker-bin")?)
+            .args([
+                "-n",
+                "fuzz@host",
+                "-l",
+                "WARN",
+                "-c",
+                &opts.concurrency.to_string(),
+            ])
+            .env("CELERY_BROKER_URL", &url)
+            .env("CELERY_RESULT_BACKEND", &url)
+            .env("CELERY_TASK_ACKS_LATE", (!opts.early_ack).to_string())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(append(&stderr_path)?))
+            .spawn()
+            .context("start the worker")?,
+    );
     let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
     let mut source = Source {
         rng: Rng(opts.seed),
@@ -403,7 +405,10 @@ fn main() -> Result<()> {
         // The next batch is made while the worker takes this one.
         next = source.batch(opts.batch);
         let mut stuck: Vec<Vec<u8>> = Vec::new();
-        let deadline = Instant::now() + settle;
+        // The settle timeout counts from the last progress (fewer queued or held), so a worker
+        // starved of CPU by the rest of the machine is waited for while it moves.
+        let mut deadline = Instant::now() + settle;
+        let mut left_before = usize::MAX;
         loop {
             let (queued, held): (usize, usize) = redis::pipe()
                 .llen("celery")
@@ -412,13 +417,17 @@ fn main() -> Result<()> {
             if queued == 0 && held == 0 {
                 break;
             }
+            if queued + held < left_before {
+                left_before = queued + held;
+                deadline = Instant::now() + settle;
+            }
             if let Some(status) = worker.try_wait()? {
                 bail!("the worker exited ({status}); logs in {}", logs.display());
             }
             if Instant::now() > deadline {
                 if queued > 0 {
                     bail!(
-                        "batch not consumed in {} s: {queued} queued; logs in {}",
+                        "batch not consumed: {queued} queued, none taken for {} s; logs in {}",
                         settle.as_secs(),
                         logs.display()
                     );
@@ -453,11 +462,11 @@ fn main() -> Result<()> {
         // Every input is a result, a dead letter (each counted once: identical elements need as
         // many dead letters), stuck, or acked with ignore_result. With early acks a result may
         // still be on its way when the queue and `unacked` are empty: what is missing is looked
-        // for again until the settle timeout.
+        // for again until the settle timeout passes with none of it found.
         let mut missing: Vec<usize> = (0..batch.len()).collect();
         let mut dead: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut dead_read = 0isize;
-        let deadline = Instant::now() + settle;
+        let mut deadline = Instant::now() + settle;
         loop {
             let more: Vec<Vec<u8>> = conn.lrange("celeriac.dead_letter", dead_read, -1)?;
             dead_read += more.len() as isize;
@@ -493,6 +502,9 @@ fn main() -> Result<()> {
                 } else {
                     still.push(i);
                 }
+            }
+            if still.len() < missing.len() {
+                deadline = Instant::now() + settle;
             }
             missing = still;
             if missing.is_empty() || Instant::now() > deadline {
@@ -564,8 +576,7 @@ fn main() -> Result<()> {
         }
     }
     let alive = worker.try_wait()?.is_none();
-    let _ = worker.kill();
-    let _ = worker.wait();
+    drop(worker);
     let secs = started.elapsed().as_secs_f64();
     for f in &findings {
         println!("{f}");
@@ -592,4 +603,27 @@ fn main() -> Result<()> {
     }
     std::fs::remove_dir_all(&logs)?;
     Ok(())
+}
+
+/// The worker process, killed when the run ends however it ends (an error included).
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
 }
