@@ -79,22 +79,11 @@ impl Broker {
         Ok(())
     }
 
-    /// A connection of its own for waiting on plain lists (remote-control replies): commands on
-    /// one connection are answered in order, so a `BRPOP` on the shared connection would hold up
-    /// every fetch, ack and publish behind it for its whole timeout.
+    /// A connection of its own for waiting on plain lists (remote-control replies), so the
+    /// wait holds up nothing on the shared connection.
     pub async fn list_waiter(&self) -> Result<ListWaiter> {
         let reply_timeout = super::response_timeout(self.inner.opts.visibility_timeout);
-        let config = self.inner.url.connection_config(
-            redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(std::time::Duration::from_secs(10)))
-                .set_response_timeout(Some(reply_timeout)),
-        );
-        let conn = self
-            .inner
-            .url
-            .client()?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = super::conn::dedicated(&self.inner.url, reply_timeout).await?;
         Ok(ListWaiter {
             broker: self.clone(),
             conn,

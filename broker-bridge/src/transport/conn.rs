@@ -28,6 +28,23 @@ pub fn response_timeout(visibility_timeout: Duration) -> Duration {
     (visibility_timeout / 4).clamp(RESPONSE_TIMEOUT_MIN, RESPONSE_TIMEOUT_MAX)
 }
 
+/// A connection of its own for blocking commands (`BLMOVE`, `BRPOP`): commands on one
+/// connection are answered in order, so a blocking command on the shared connection would hold
+/// up every fetch, ack and publish behind it. Its replies may take up to `response_timeout`.
+pub(crate) async fn dedicated(
+    url: &crate::redis_url::RedisUrl,
+    response_timeout: Duration,
+) -> RedisResult<redis::aio::MultiplexedConnection> {
+    let config = url.connection_config(
+        redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(response_timeout)),
+    );
+    url.client()?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
 /// The manager in use and its generation (bumped at each replacement).
 struct Current {
     generation: u64,

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -300,15 +299,7 @@ impl Watcher {
     }
 
     async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let config = self.url.connection_config(
-            AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(10)))
-                .set_response_timeout(Some(self.shared.block + Duration::from_secs(15))),
-        );
-        self.url
-            .client()?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        super::conn::dedicated(&self.url, self.shared.block + Duration::from_secs(15)).await
     }
 }
 
