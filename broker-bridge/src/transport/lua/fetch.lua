@@ -28,7 +28,7 @@ local order = {}
 for i = 1, nqueues do order[i] = i end
 local empty = {}
 local now = now_text()
-local out = {}
+local out, nout = {}, 0
 local taken = 0
 -- What each element popped became, in pop order: a dead letter {queue index, dead = reason,
 -- letter = its dead_letter arguments}, or a message {queue index, raw, tag, exchange,
@@ -55,6 +55,16 @@ local function str(v)
   return nil
 end
 
+-- The position of the last `needle` in `s` that starts at or after `from`, or nil.
+local function last_find(s, needle, from)
+  local at
+  while true do
+    local i = string.find(s, needle, from, true)
+    if not i then return at end
+    at, from = i, i + 1
+  end
+end
+
 -- The properties of an envelope whose last member is "properties" (kombu writes it last), decoded
 -- alone instead of the whole envelope with its body and headers: the text from the last
 -- '"properties":' to just before the closing '}' must be exactly one JSON object. A key of that
@@ -62,12 +72,11 @@ end
 -- passes; then (or when anything is missing) the caller decodes the whole envelope.
 local function trailing_properties(raw)
   if string.byte(raw, 1) ~= 123 or string.byte(raw, -1) ~= 125 then return nil end
-  local at, from = nil, 1
-  while true do
-    local i = string.find(raw, '"properties":', from, true)
-    if not i then break end
-    at, from = i, i + 1
-  end
+  -- The last occurrence: looked for in the last 2 KiB first (where kombu's properties are),
+  -- in the whole element only when that window has none.
+  local window = math.max(1, #raw - 2048)
+  local at = last_find(raw, '"properties":', window)
+  if not at and window > 1 then at = last_find(raw, '"properties":', 1) end
   if not at then return nil end
   local open = string.find(raw, '{', at + 13, true)
   if not open or string.find(string.sub(raw, at + 13, open - 1), '%S') then return nil end
@@ -86,6 +95,7 @@ end
 -- Whether `s` is valid UTF-8 (as Rust's str: no overlong forms, surrogates or code points past
 -- U+10FFFF). A delivery tag that is not cannot be settled by the worker, which reads it as text.
 local function utf8_ok(s)
+  if not string.find(s, '[\128-\255]') then return true end
   local i, n = 1, #s
   while i <= n do
     local c = string.byte(s, i)
@@ -250,7 +260,7 @@ for i = 1, #tags, per do
   local last = math.min(i + per - 1, #tags)
   local args = {}
   for j = i, last do
-    table.insert(args, now); table.insert(args, tags[j])
+    args[#args + 1] = now; args[#args + 1] = tags[j]
   end
   local added = redis.pcall('ZADD', KEYS[2], 'NX', unpack(args))
   if failed(added) then err = added['err'] break end
@@ -272,27 +282,30 @@ for _, it in ipairs(items) do
   if err then break end
   if it.dead then
     table.insert(dead, it.letter)
-    table.insert(out, '0'); table.insert(out, tostring(it[1])); table.insert(out, it.dead)
-    table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    out[nout + 1], out[nout + 2], out[nout + 3] = '0', tostring(it[1]), it.dead
+    out[nout + 4], out[nout + 5], out[nout + 6] = '', '', ''
+    nout = nout + 6
   else
     local qi, raw, tag, exchange, routing_key, record = it[1], it[2], it[3], it[4], it[5], it[6]
     local held = records[tag] or stored[tag]
     if held and held ~= record then
       local reason = 'delivery_tag is already held by another message'
       table.insert(dead, {raw, reason, it[7], tag, it[8], it[9]})
-      table.insert(out, '0'); table.insert(out, tostring(qi)); table.insert(out, reason)
-      table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+      out[nout + 1], out[nout + 2], out[nout + 3] = '0', tostring(qi), reason
+      out[nout + 4], out[nout + 5], out[nout + 6] = '', '', ''
+      nout = nout + 6
     else
       if records[tag] == nil then
         records[tag] = record
         if not fresh[tag] then
           table.insert(zadd, now); table.insert(zadd, tag)
         end
-        table.insert(hset, tag)
-        table.insert(hset, record)
+        hset[#hset + 1] = tag
+        hset[#hset + 1] = record
       end
-      table.insert(out, '1'); table.insert(out, tostring(qi)); table.insert(out, raw)
-      table.insert(out, tag); table.insert(out, exchange); table.insert(out, routing_key)
+      out[nout + 1], out[nout + 2], out[nout + 3] = '1', tostring(qi), raw
+      out[nout + 4], out[nout + 5], out[nout + 6] = tag, exchange, routing_key
+      nout = nout + 6
     end
   end
 end
