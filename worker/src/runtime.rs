@@ -111,6 +111,9 @@ pub(crate) struct Runtime {
     concurrency: usize,
     /// Reservation slots: messages taken off the queue and not yet finished (ETA-held excluded).
     reservations: Arc<Semaphore>,
+    /// Outcomes of early-acked runs being written after their reservation went to the next
+    /// message (as many as there are reservation slots).
+    recording: Arc<Semaphore>,
     /// Every message held, by delivery tag (see [`InFlight`]).
     inflight: Arc<InFlight>,
     /// ETA-held messages right now, and the bytes of those held without a reservation.
@@ -174,6 +177,7 @@ impl Runtime {
         Runtime {
             hostname: settings.worker_hostname.clone(),
             reservations: Arc::new(Semaphore::new(reservations)),
+            recording: Arc::new(Semaphore::new(reservations)),
             reservations_capacity: reservations,
             inflight: Arc::default(),
             eta_held: EtaHeld::default(),
@@ -271,6 +275,12 @@ impl Runtime {
     /// Reservation slots: messages taken off the queue and not yet finished (ETA-held excluded).
     pub(crate) fn reservations(&self) -> &Arc<Semaphore> {
         &self.reservations
+    }
+
+    /// The budget of outcomes written after their reservation was given back (see
+    /// [`crate::message::job`]).
+    pub(crate) fn recording(&self) -> &Arc<Semaphore> {
+        &self.recording
     }
 
     /// Reservation slots in all (`stats.prefetch_count`).
@@ -433,7 +443,14 @@ impl Runtime {
     /// after the visibility timeout (at-least-once).
     pub(crate) async fn ack(&self, delivery: &Delivery) {
         if let Some(sqs) = &self.sqs {
-            return crate::sqs::ack(&self.metrics, &self.inflight, sqs, delivery).await;
+            // Boxed: the SQS client's large future is not carried by every Redis ack.
+            return Box::pin(crate::sqs::ack(
+                &self.metrics,
+                &self.inflight,
+                sqs,
+                delivery,
+            ))
+            .await;
         }
         let tag = &delivery.delivery_tag;
         let ack = || async {

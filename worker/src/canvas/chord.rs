@@ -48,7 +48,8 @@ pub(crate) async fn part_return(rt: &Runtime, msg: &TaskMessage, state: TaskStat
         parent: super::parent_of(msg),
         run: msg.delivery_tag.as_deref(),
     };
-    return_part(rt, member, state, result).await;
+    // Boxed: only chord members pay for this large future; every task's own stays small.
+    Box::pin(return_part(rt, member, state, result)).await;
 }
 
 /// Return one member's part and, if it completes the chord, fire or fail the body.

@@ -143,7 +143,8 @@ pub(crate) async fn on_success(
     let plan =
         success_plan(msg, retval).map_err(|e| PyException::new("ValueError", e.to_string()))?;
     let children = plan.children.clone();
-    publish(rt, plan, msg.delivery_tag.as_deref())
+    // Boxed, as every canvas step: only messages with a canvas pay for its large future.
+    Box::pin(publish(rt, plan, msg.delivery_tag.as_deref()))
         .await
         .map_err(|e| PyException::in_module("kombu.exceptions", "OperationalError", e))?;
     Ok(children)
@@ -159,10 +160,23 @@ pub(crate) async fn after_success(rt: &Runtime, msg: &TaskMessage, retval: &Valu
 pub(crate) async fn on_failure(rt: &Runtime, msg: &TaskMessage, exc: &PyException) {
     let info = ExceptionInfo::from(exc);
     chord::part_return(rt, msg, TaskState::Failure, info.to_json()).await;
-    fail_chain(rt, &msg.chain, &info).await;
-    let request = crate::canvas::errbacks::request_of(msg);
-    let run = msg.delivery_tag.as_deref();
-    call_errbacks_for(rt, &msg.errbacks, &request, &info, &parent_of(msg), run).await;
+    if !msg.chain.is_empty() {
+        Box::pin(fail_chain(rt, &msg.chain, &info)).await;
+    }
+    if !msg.errbacks.is_empty() {
+        let request = crate::canvas::errbacks::request_of(msg);
+        let run = msg.delivery_tag.as_deref();
+        let parent = parent_of(msg);
+        Box::pin(call_errbacks_for(
+            rt,
+            &msg.errbacks,
+            &request,
+            &info,
+            &parent,
+            run,
+        ))
+        .await;
+    }
 }
 
 /// After REVOKED was stored: a chord header member still returns its part.

@@ -72,7 +72,8 @@ pub(crate) struct Job<'a> {
     progress: &'a Progress,
     msg: TaskMessage,
     task: RegisteredTask,
-    /// Released when the message leaves (or while it waits for a far ETA).
+    /// Released when the message leaves (or while it waits for a far ETA); once an early-acked
+    /// run is over, a recording permit instead (see [`Job::pass_on_reservation`]).
     reservation: Option<OwnedSemaphorePermit>,
     policy: AckPolicy,
     tracking: Tracking,
@@ -148,22 +149,22 @@ impl<'a> Job<'a> {
             Revocation::Expired => "expired",
             Revocation::Terminated => "terminated",
         };
-        results::store_revoked(self.rt, &self.msg, reason).await;
-        canvas::on_revoked(self.rt, &self.msg, reason).await;
-        self.rt
-            .hooks()
-            .revoked(&self.msg, &self.delivery.queue, why)
-            .await;
-        self.ack().await;
+        // Boxed: the rare path's large future is not carried by every message's.
+        Box::pin(async move {
+            results::store_revoked(self.rt, &self.msg, reason).await;
+            canvas::on_revoked(self.rt, &self.msg, reason).await;
+            self.rt
+                .hooks()
+                .revoked(&self.msg, &self.delivery.queue, why)
+                .await;
+            self.ack().await;
+        })
+        .await;
     }
 
     /// Ack the message, unless it was acked already.
     async fn ack(&self) {
-        if self.progress.acked.load(Ordering::Acquire) {
-            return;
-        }
-        self.rt.ack(self.delivery).await;
-        self.progress.acked.store(true, Ordering::Release);
+        ack(self.rt, self.delivery, self.progress).await;
     }
 
     /// Hold the message until its ETA, if it has one in the future, then check it again; false
@@ -221,11 +222,23 @@ impl<'a> Job<'a> {
         let Some(ran) = self.run(slot).await else {
             return;
         };
+        if !self.policy.acks_late {
+            self.pass_on_reservation();
+        }
         let settle = self.record(ran).await;
         self.progress.recorded.store(true, Ordering::Release);
         self.rt.count_processed();
         if self.policy.acks_late {
             self.settle(settle).await;
+        }
+    }
+
+    /// An acked message whose run is over is no longer held: its reservation goes to the next
+    /// message while this outcome is written, against the recording budget. When that budget is
+    /// full the reservation is kept to the end, so outcomes waiting to be written stay bounded.
+    fn pass_on_reservation(&mut self) {
+        if let Ok(recording) = self.rt.recording().clone().try_acquire_owned() {
+            self.reservation = Some(recording);
         }
     }
 
@@ -289,9 +302,14 @@ impl<'a> Job<'a> {
         let limits = time_limits::Limits::resolve(&self.msg, &self.task.options, settings);
         let signals = time_limits::Signals::default();
         let ctx = self.context(&limits, &signals);
-        if !self.policy.acks_late {
-            self.ack().await;
-        }
+        // An early ack goes out as the run starts and is awaited beside it, as Celery's pool
+        // acks when a child accepts the job: the task does not wait for the ack's round trip.
+        let (delivery, progress, acks_late) = (self.delivery, self.progress, self.policy.acks_late);
+        let early_ack = async move {
+            if !acks_late {
+                ack(rt, delivery, progress).await;
+            }
+        };
         self.tracking.started(self.delivery);
         rt.hooks().started(&self.msg, &self.delivery.queue).await;
         if track_started && !ignore_result {
@@ -303,7 +321,9 @@ impl<'a> Job<'a> {
         let handler = self.task.handler.clone();
         let join = tokio::spawn(async move { handler.call(ctx).await }.in_current_span());
         self.tracking.attach(join.abort_handle());
-        let outcome = match time_limits::supervise(join, limits, &signals).await {
+        let ((), supervised) =
+            tokio::join!(early_ack, time_limits::supervise(join, limits, &signals));
+        let outcome = match supervised {
             time_limits::Supervised::Finished(outcome) => outcome,
             time_limits::Supervised::TimedOut(limit) => Ok(Err(TaskError::Fail(
                 time_limits::time_limit_exceeded(limit),
@@ -313,7 +333,7 @@ impl<'a> Job<'a> {
             }
         };
         // The task's work is done: its slot goes to the next task while this one's outcome is
-        // written (still bounded by the reservation, which is held until the end).
+        // written (still bounded by the reservation or, once passed on, the recording budget).
         drop(slot);
         self.tracking.finishing();
         let outcome = match outcome {
@@ -371,7 +391,7 @@ impl<'a> Job<'a> {
                 Err(exc) => failed(exc).await,
             },
             Err(TaskError::Fail(exc)) => failed(exc).await,
-            Err(TaskError::Replace(sig)) => match canvas::replace(rt, msg, &sig).await {
+            Err(TaskError::Replace(sig)) => match Box::pin(canvas::replace(rt, msg, &sig)).await {
                 Ok(()) => {
                     tracing::info!(runtime_s, replaced_by = %sig.task, "task replaced");
                     Settle::Ack
@@ -381,7 +401,16 @@ impl<'a> Job<'a> {
             Err(TaskError::Retry(request)) => {
                 let exc = request.exc.clone();
                 let task = &self.task;
-                match retry::retry(rt, self.delivery, msg, task, *request, ignore_result).await {
+                match Box::pin(retry::retry(
+                    rt,
+                    self.delivery,
+                    msg,
+                    task,
+                    *request,
+                    ignore_result,
+                ))
+                .await
+                {
                     Ok(()) => {
                         self.retried(exc).await;
                         Settle::Ack
@@ -449,7 +478,8 @@ impl<'a> Job<'a> {
         match settle {
             Settle::Ack => self.ack().await,
             Settle::Reject { requeue, reason } => {
-                settle::reject(self.rt, self.delivery, requeue, &reason).await;
+                // Boxed: a reject (SQS's included) is rare; its future stays out of every job's.
+                Box::pin(settle::reject(self.rt, self.delivery, requeue, &reason)).await;
                 self.progress.acked.store(true, Ordering::Release);
                 self.rt
                     .hooks()
@@ -458,6 +488,15 @@ impl<'a> Job<'a> {
             }
         }
     }
+}
+
+/// Ack `delivery`, unless it was acked already (`progress` says so afterwards).
+async fn ack(rt: &Runtime, delivery: &Delivery, progress: &Progress) {
+    if progress.acked.load(Ordering::Acquire) {
+        return;
+    }
+    rt.ack(delivery).await;
+    progress.acked.store(true, Ordering::Release);
 }
 
 /// The envelope's `properties` object as stored (Celery's `request.properties`); empty when the
