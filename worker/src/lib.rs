@@ -13,6 +13,12 @@
 // The `#[task]` macro's expansion names this crate `::celeriac_worker`, also inside it.
 extern crate self as celeriac_worker;
 
+/// mimalloc as the global allocator of every binary that links the worker (feature `mimalloc`,
+/// on by default; turn it off to set your own `#[global_allocator]`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cli;
 pub mod client;
 pub mod config;
