@@ -16,6 +16,15 @@ fn received(w: &support::Proc) -> usize {
     w.log().matches("task received").count()
 }
 
+/// The stored metas of `ids`, in order.
+fn metas(r: &mut redis::Connection, ids: &[&str]) -> Vec<Option<String>> {
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| format!("celery-task-meta-{id}"))
+        .collect();
+    r.mget(keys).unwrap()
+}
+
 #[test]
 fn an_early_acked_run_passes_its_reservation_on_while_its_result_is_written() {
     let redis = RedisServer::start().expect("redis");
@@ -55,25 +64,13 @@ print("\n".join(app.send_task("t.add", (i, 1)).id for i in range(3)))
     let mut r = world.redis();
     let waiting: u64 = r.llen("celery").unwrap();
     assert_eq!((received(&w), waiting), (2, 1), "{}", w.log());
-    let stored: Vec<Option<String>> = r
-        .mget(
-            ids.iter()
-                .map(|id| format!("celery-task-meta-{id}"))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
+    let stored = metas(&mut r, &ids);
     assert!(stored.iter().all(Option::is_none), "{stored:?}");
 
     // The backend's connection breaks and comes back: every outcome is written, nothing lost.
     proxy.cut_all();
     let all = eventually(Duration::from_secs(60), || {
-        let metas: Vec<Option<String>> = r
-            .mget(
-                ids.iter()
-                    .map(|id| format!("celery-task-meta-{id}"))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap();
+        let metas = metas(&mut r, &ids);
         metas
             .iter()
             .all(|m| m.as_deref().is_some_and(|m| m.contains("SUCCESS")))
