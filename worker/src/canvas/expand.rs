@@ -8,7 +8,8 @@
 //!   (body `options.group_id` = the group id unless the chord's options name another, the
 //!   chord's other options, `options.chain` = the rest of an enclosing chain),
 //!   and the chord size of the group; an empty header applies the body with `[]`;
-//! * `celery.chain` → its first task, carrying the rest (reversed) as `embed.chain`;
+//! * `celery.chain` → its first task (the chain's own args after the prefix, unless the chain
+//!   is immutable), carrying the rest (reversed) as `embed.chain`;
 //! * other canvas types (`xmap`, `xstarmap`, `chunks`) are Celery builtin tasks: sent as such.
 
 use celeriac_broker_bridge::backend::group::{group_tuple, task_tuple};
@@ -309,7 +310,14 @@ impl Plan {
         remaining.extend(rest.iter().rev().cloned());
         let mut call = inherited(&options);
         call.insert("chain".into(), signature_list(&remaining));
-        self.apply_one(first, prefix, &call, parent)
+        // As Celery's `_chain.run`: the chain's own args, after the prefix unless it is
+        // immutable, go before the first task's.
+        let args = if prefix.is_empty() || sig.immutable {
+            sig.args.clone()
+        } else {
+            prefix.iter().chain(&sig.args).cloned().collect()
+        };
+        self.apply_one(first, &args, &call, parent)
     }
 }
 

@@ -244,6 +244,22 @@ fn chain_of_three_carries_the_rest_reversed() {
 }
 
 #[test]
+fn a_chains_own_args_follow_the_prefix_unless_it_is_immutable() {
+    let tasks = json!([{"task": "a", "args": [10]}, {"task": "b", "args": []}]);
+    let mut chain = chain_of(tasks.clone());
+    chain["args"] = json!([5]);
+    let plan = success_plan(&msg_with(vec![sig(chain.clone())], vec![]), &json!(1)).unwrap();
+    assert_eq!(plan.messages[0].args, vec![json!(1), json!(5), json!(10)]);
+    chain["immutable"] = json!(true);
+    let plan = success_plan(&msg_with(vec![sig(chain)], vec![]), &json!(1)).unwrap();
+    assert_eq!(plan.messages[0].args, vec![json!(5), json!(10)]);
+    let mut plain = chain_of(tasks);
+    plain["immutable"] = json!(true);
+    let plan = success_plan(&msg_with(vec![sig(plain)], vec![]), &json!(1)).unwrap();
+    assert_eq!(plan.messages[0].args, vec![json!(10)]);
+}
+
+#[test]
 fn errbacks_are_a_group_called_with_the_task_id() {
     let eb = sig(json!({"task": "on_err", "args": ["x"]}));
     let plan = errback_plan(&[eb], "failed", &Parent::default()).unwrap();
