@@ -10,7 +10,7 @@
 //! costs them nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,9 +32,12 @@ pub enum Woken {
     Arrived,
     /// Nothing arrived within the wait's limit.
     TimedOut,
-    /// Some watcher is not connected right now (Redis restarting, failover, a cut connection):
-    /// poll meanwhile; the watchers connect again by themselves.
+    /// Some watcher lost its connection (Redis restarting, failover, a cut connection): poll
+    /// meanwhile; the watchers connect again by themselves. The server may be a new one.
     Reconnecting,
+    /// Some watcher has not connected yet (it was just started, for a new queue or after
+    /// [`ArrivalWait::reset`]) and none lost its connection: poll meanwhile.
+    Connecting,
     /// Redis refused the blocking command (an ACL user without `+blmove`, a Redis before 6.2):
     /// poll instead. Logged once when first seen.
     Unavailable(String),
@@ -56,10 +59,15 @@ struct Shared {
     block: Duration,
 }
 
-/// One watcher task and whether it has a working connection now.
+/// A watcher's connection: not made yet, working, or lost (and being made again).
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const LOST: u8 = 2;
+
+/// One watcher task and the state of its connection.
 struct Handle {
     task: JoinHandle<()>,
-    up: Arc<AtomicBool>,
+    link: Arc<AtomicU8>,
 }
 
 /// The arrival watchers of one fetch loop (see the module documentation).
@@ -129,8 +137,8 @@ impl ArrivalWait {
             return Woken::Unavailable(reason);
         }
         self.watch_only(lists);
-        if self.any_down() {
-            return Woken::Reconnecting;
+        if let Some(down) = self.down() {
+            return down;
         }
         let arrived = self.shared.arrived.notified();
         tokio::pin!(arrived);
@@ -152,8 +160,8 @@ impl ArrivalWait {
                 if let Some(reason) = self.refused() {
                     return Woken::Unavailable(reason);
                 }
-                if self.any_down() {
-                    return Woken::Reconnecting;
+                if let Some(down) = self.down() {
+                    return down;
                 }
             }
         };
@@ -179,10 +187,18 @@ impl ArrivalWait {
         v
     }
 
-    fn any_down(&self) -> bool {
-        self.watchers
-            .values()
-            .any(|w| !w.up.load(Ordering::Relaxed))
+    /// [`Woken::Reconnecting`] when a watcher lost its connection, else [`Woken::Connecting`]
+    /// when one has not connected yet, else `None`.
+    fn down(&self) -> Option<Woken> {
+        let mut connecting = false;
+        for w in self.watchers.values() {
+            match w.link.load(Ordering::Relaxed) {
+                LOST => return Some(Woken::Reconnecting),
+                CONNECTING => connecting = true,
+                _ => {}
+            }
+        }
+        connecting.then_some(Woken::Connecting)
     }
 
     fn refused(&self) -> Option<String> {
@@ -209,16 +225,16 @@ impl ArrivalWait {
         });
         for l in lists {
             if !self.watchers.contains_key(l) {
-                let up = Arc::new(AtomicBool::new(false));
+                let link = Arc::new(AtomicU8::new(CONNECTING));
                 let w = Watcher {
                     url: self.url.clone(),
                     list: l.clone(),
                     shared: self.shared.clone(),
                     state: self.shared.arm.subscribe(),
-                    up: up.clone(),
+                    link: link.clone(),
                 };
                 let task = tokio::spawn(w.run());
-                self.watchers.insert(l.clone(), Handle { task, up });
+                self.watchers.insert(l.clone(), Handle { task, link });
             }
         }
     }
@@ -229,7 +245,7 @@ struct Watcher {
     list: String,
     shared: Arc<Shared>,
     state: watch::Receiver<Arm>,
-    up: Arc<AtomicBool>,
+    link: Arc<AtomicU8>,
 }
 
 impl Watcher {
@@ -243,7 +259,7 @@ impl Watcher {
                 Some(c) => c,
                 None => match self.connect().await {
                     Ok(c) => {
-                        self.up.store(true, Ordering::Relaxed);
+                        self.link.store(UP, Ordering::Relaxed);
                         conn.insert(c)
                     }
                     Err(e) => {
@@ -289,7 +305,7 @@ impl Watcher {
                 Err(e) => {
                     tracing::debug!(list = %self.list, error = %e, "arrival watcher lost its connection");
                     conn = None;
-                    self.up.store(false, Ordering::Relaxed);
+                    self.link.store(LOST, Ordering::Relaxed);
                     self.shared.arm.send_modify(|_| ());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RECONNECT_MAX);

@@ -105,7 +105,8 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
 enum Waited {
     /// On the watchers (or cut short by a queue change or draining).
     Blocked,
-    /// A poll pause instead; `lost` when watchers are reconnecting.
+    /// A poll pause instead; `lost` when watchers lost their connections (not when new ones
+    /// are connecting for the first time).
     Polled { lost: bool },
 }
 
@@ -133,7 +134,7 @@ async fn wait_for_arrival(
             pause(rt, idle).await;
             Waited::Polled { lost: true }
         }
-        Woken::Unavailable(_) => {
+        Woken::Connecting | Woken::Unavailable(_) => {
             pause(rt, idle).await;
             Waited::Polled { lost: false }
         }
