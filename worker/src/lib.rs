@@ -77,7 +77,7 @@ pub use observe::lifecycle::{Lifecycle, Revocation, TaskRef};
 pub use process::child::{check_soft_time_limit, is_child};
 pub use task_api::soft_limit::SoftTimeLimitExceeded;
 pub use task_api::{
-    BlockingHandler, CallArgs, DeliveryInfo, FnHandler, Handler, PyException, PyNumber,
+    BlockingHandler, CallArgs, DeliveryInfo, FnHandler, Handler, Properties, PyException, PyNumber,
     RetryRequest, TaskContext, TaskDefinition, TaskError, TaskFuture, TaskOptions, WireTime,
 };
 

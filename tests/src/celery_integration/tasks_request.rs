@@ -59,7 +59,7 @@ async fn return_request_eta(ctx: TaskContext) -> Result<Value, TaskError> {
 /// `def return_properties(self): return self.request.properties`
 #[celeriac_worker::task(name = "t.integration.tasks.return_properties")]
 async fn return_properties(ctx: TaskContext) -> Result<Value, TaskError> {
-    Ok(Value::Object(ctx.properties))
+    Ok(Value::Object(ctx.properties.into_map()))
 }
 
 /// `def return_request_time_limits(self)`: `{'time_limit': self.request.time_limit,

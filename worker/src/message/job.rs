@@ -21,7 +21,7 @@ use crate::message::settle::{self, AckPolicy, Settle};
 use crate::observe::lifecycle::{Revocation, TaskRef};
 use crate::runtime::Runtime;
 use crate::task_api::registry::RegisteredTask;
-use crate::task_api::{DeliveryInfo, PyException, TaskContext, TaskError};
+use crate::task_api::{DeliveryInfo, Properties, PyException, TaskContext, TaskError};
 use crate::{message::results, message::retry, message::scheduled, message::time_limits};
 
 /// What has become of one message so far; read when its handling panics.
@@ -266,7 +266,7 @@ impl<'a> Job<'a> {
             },
             eta: msg.eta.clone(),
             expires: msg.expires.clone(),
-            properties: properties(&delivery.raw),
+            properties: Properties::of_envelope(&delivery.raw),
             time_limit: limits.hard,
             soft_time_limit: limits.soft,
             replaced_task_nesting: u32::try_from(msg.replaced_task_nesting).unwrap_or(0),
@@ -499,25 +499,6 @@ async fn ack(rt: &Runtime, delivery: &Delivery, progress: &Progress) {
     progress.acked.store(true, Ordering::Release);
 }
 
-/// The envelope's `properties` object as stored (Celery's `request.properties`); empty when the
-/// element has none (it was decoded already, so that does not happen for a task run). Read from
-/// the trailing `properties` text alone when it parses (kombu writes it last), else from the
-/// whole element.
-fn properties(raw: &[u8]) -> serde_json::Map<String, Value> {
-    #[derive(serde::Deserialize)]
-    struct Properties {
-        properties: serde_json::Map<String, Value>,
-    }
-    if let Some(Ok(map)) =
-        celeriac_broker_bridge::envelope::trailing_properties(raw).map(serde_json::from_slice)
-    {
-        return map;
-    }
-    serde_json::from_slice::<Properties>(raw)
-        .map(|p| p.properties)
-        .unwrap_or_default()
-}
-
 fn panic_message(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
         Ok(payload) => panic_text(payload.as_ref()),
@@ -526,23 +507,3 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 }
 
 pub(crate) use crate::task_api::blocking::panic_text;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_are_the_envelopes_as_stored() {
-        let raw = br#"{"body": "W10=", "content-type": "application/json", "headers": {},
-            "properties": {"correlation_id": "c1", "app_id": "1234", "priority": 7,
-            "delivery_info": {"exchange": "", "routing_key": "celery", "redelivered": true}}}"#;
-        let props = properties(raw);
-        assert_eq!(props["app_id"], "1234");
-        assert_eq!(props["priority"], 7);
-        assert_eq!(props["delivery_info"]["redelivered"], true);
-        assert_eq!(props.len(), 4);
-        assert!(properties(b"not json").is_empty());
-        let later = br#"{"properties": {"priority": 7}, "headers": {"properties": {"a": 1}}}"#;
-        assert_eq!(properties(later)["priority"], 7);
-    }
-}

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::client::{Client, ClientError};
 use crate::task_api::data::DataAccess;
+use crate::task_api::properties::Properties;
 use crate::task_api::soft_limit::{Signals, SoftTimeLimitExceeded};
 
 /// The request a task is running for (Celery's `self.request`).
@@ -46,8 +47,9 @@ pub struct TaskContext {
     /// The message's transport properties exactly as kombu stores them on Redis
     /// (`correlation_id`, `reply_to`, `delivery_mode`, `delivery_info`, `priority`,
     /// `body_encoding`, `delivery_tag`, and any other property the producer set, e.g. `app_id`),
-    /// as Celery's `request.properties`.
-    pub properties: Map<String, Value>,
+    /// as Celery's `request.properties` (read from the message the first time they are looked
+    /// at).
+    pub properties: Properties,
     /// The hard time limit in force for this run: the message's `timelimit` header, else the
     /// task's `time_limit`, else the worker's `task_time_limit` (Celery's `request.time_limit`).
     pub time_limit: Option<Duration>,

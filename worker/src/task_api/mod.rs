@@ -11,6 +11,7 @@ pub(crate) mod number;
 pub(crate) mod options;
 #[doc(hidden)]
 pub mod params;
+pub(crate) mod properties;
 pub(crate) mod registry;
 pub(crate) mod soft_limit;
 
@@ -23,3 +24,4 @@ pub use error::{PyException, RetryRequest, TaskError};
 pub use handler::{FnHandler, Handler, TaskDefinition, TaskFuture};
 pub use number::PyNumber;
 pub use options::TaskOptions;
+pub use properties::Properties;
