@@ -110,6 +110,17 @@ except Exception as exc:
 }
 
 #[test]
+fn a_retry_can_go_to_another_queue_with_another_priority() {
+    let world = World::new(&[]);
+    let _w = world.celeriac("w1", &["-c", "4", "-Q", "celery,elsewhere"]);
+    let out = world.py(r#"
+from celery_app import app
+print(app.send_task("t.retry_elsewhere", args=("elsewhere",)).get(timeout=20))
+"#);
+    assert_eq!(out.trim(), "['elsewhere', 7, 1]");
+}
+
+#[test]
 fn expired_tasks_are_revoked() {
     let (world, _w) = world_with_worker();
     let out = world.py(r#"

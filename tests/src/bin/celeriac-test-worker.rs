@@ -134,6 +134,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(ctx.retries)
         })
+        .task(
+            "t.retry_elsewhere",
+            |ctx: TaskContext, (queue,): (String,)| async move {
+                if ctx.retries == 0 {
+                    return Err(TaskError::retry_in(Duration::from_millis(50))
+                        .queue(queue)
+                        .priority(7));
+                }
+                Ok(serde_json::json!([ctx.queue, ctx.delivery_info.priority, ctx.retries]))
+            },
+        )
         .task("t.always_retry", |_: TaskContext, (): ()| async move {
             Err::<(), _>(
                 TaskError::retry_in(Duration::from_millis(50))

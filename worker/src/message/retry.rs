@@ -68,9 +68,18 @@ pub(crate) async fn retry(
     if let Some(expires) = request.expires {
         next.expires = Some(WireTime::from_utc(expires));
     }
+    if request.priority.is_some() {
+        next.priority = request.priority;
+    }
+    // Back where it came from, or (Celery's `retry(queue=...)`) to that queue on the default
+    // exchange, as Celery routes a queue it creates on Redis.
+    let (exchange, routing_key) = match request.queue {
+        Some(queue) => (String::new(), queue),
+        None => (delivery.exchange.clone(), delivery.routing_key.clone()),
+    };
     let opts = EncodeOptions {
-        exchange: delivery.exchange.clone(),
-        routing_key: delivery.routing_key.clone(),
+        exchange: exchange.clone(),
+        routing_key: routing_key.clone(),
         now: Utc::now(),
     };
     let envelope = next
@@ -78,12 +87,10 @@ pub(crate) async fn retry(
         .map_err(|e| PyException::new("RuntimeError", format!("could not sign the retry: {e}")))?;
     let publish = || async {
         match rt.sqs() {
-            Some(sqs) => {
-                crate::sqs::publish(sqs, &envelope, &delivery.exchange, &delivery.routing_key).await
-            }
+            Some(sqs) => crate::sqs::publish(sqs, &envelope, &exchange, &routing_key).await,
             None => rt
                 .broker()
-                .publish_once(&envelope, &delivery.exchange, &delivery.routing_key)
+                .publish_once(&envelope, &exchange, &routing_key)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),

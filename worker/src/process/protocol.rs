@@ -107,6 +107,8 @@ fn error_to_value(e: &TaskError) -> Value {
             "args": r.args,
             "kwargs": r.kwargs,
             "expires": r.expires.map(|t| t.to_rfc3339()),
+            "queue": r.queue,
+            "priority": r.priority,
         }}),
         TaskError::Reject { reason, requeue } => {
             json!({"reject": {"reason": reason, "requeue": requeue}})
@@ -148,6 +150,11 @@ fn error_from_value(v: &Value) -> Option<TaskError> {
             args: r.get("args").and_then(Value::as_array).cloned(),
             kwargs: r.get("kwargs").and_then(Value::as_object).cloned(),
             expires,
+            queue: r.get("queue").and_then(Value::as_str).map(str::to_string),
+            priority: r
+                .get("priority")
+                .and_then(Value::as_u64)
+                .and_then(|p| u8::try_from(p).ok()),
         })));
     }
     if let Some(r) = v.get("reject") {
@@ -190,7 +197,9 @@ mod tests {
             Err(TaskError::retry()
                 .with_args(vec![json!(2), json!(3)])
                 .with_kwargs(json!({"label": "kept"}).as_object().unwrap().clone())
-                .expires_at(DateTime::from_timestamp(1_900_000_000, 123_456_000).unwrap())),
+                .expires_at(DateTime::from_timestamp(1_900_000_000, 123_456_000).unwrap())
+                .queue("slow")
+                .priority(9)),
             Err(TaskError::reject("no", true)),
             Err(TaskError::replace(Signature::new(
                 "t.add",

@@ -82,6 +82,11 @@ pub struct RetryRequest {
     pub kwargs: Option<Map<String, Value>>,
     /// New expiry time of the next attempt (`None` keeps the message's `expires`).
     pub expires: Option<DateTime<Utc>>,
+    /// The queue the next attempt is sent to (Celery's `retry(queue=...)`); `None` sends it back
+    /// where the message came from.
+    pub queue: Option<String>,
+    /// The next attempt's priority (Celery's `retry(priority=...)`); `None` keeps the message's.
+    pub priority: Option<u8>,
 }
 
 impl RetryRequest {
@@ -95,6 +100,8 @@ impl RetryRequest {
             args: None,
             kwargs: None,
             expires: None,
+            queue: None,
+            priority: None,
         }
     }
 }
@@ -247,6 +254,24 @@ impl TaskError {
     pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
         if let TaskError::Retry(r) = &mut self {
             r.expires = Some(at);
+        }
+        self
+    }
+
+    /// Send the next attempt to `queue` (Celery's `retry(queue=...)`), instead of back to the
+    /// queue the message came from.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.queue = Some(queue.into());
+        }
+        self
+    }
+
+    /// Give the next attempt this priority (Celery's `retry(priority=...)`; 0–9, 0 is served
+    /// first on Redis).
+    pub fn priority(mut self, priority: u8) -> Self {
+        if let TaskError::Retry(r) = &mut self {
+            r.priority = Some(priority);
         }
         self
     }
