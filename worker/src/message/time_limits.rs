@@ -156,7 +156,6 @@ pub(crate) fn time_limit_exceeded(limit: Duration) -> PyException {
 static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 
 /// Blocking-task threads still running after their run was stopped by its hard limit.
-#[cfg(test)]
 pub(crate) fn abandoned_threads() -> usize {
     ABANDONED.load(Ordering::Relaxed)
 }

@@ -147,6 +147,7 @@ fn worker_state(rt: &Runtime) -> WorkerState {
         reservations_free: rt.reservations().available_permits(),
         draining: rt.draining().is_cancelled(),
         dead_lettered: rt.dead_lettered(),
+        abandoned_threads: crate::message::time_limits::abandoned_threads(),
     }
 }
 

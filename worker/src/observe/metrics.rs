@@ -49,6 +49,8 @@ pub(crate) struct WorkerState {
     pub(crate) draining: bool,
     /// Messages dead-lettered since the start.
     pub(crate) dead_lettered: u64,
+    /// Blocking-task threads stopped by their hard time limit and still running.
+    pub(crate) abandoned_threads: usize,
 }
 
 /// Every metric of one worker. Created before the broker connection, shared through
@@ -75,6 +77,7 @@ pub(crate) struct Metrics {
     unacked_eta_held: IntGauge,
     dead_letter_length: IntGauge,
     tasks_active: IntGauge,
+    abandoned_threads: IntGauge,
     reserved: IntGauge,
     eta_held: IntGauge,
     prefetch_in_use: IntGauge,
@@ -234,6 +237,10 @@ impl Metrics {
             tasks_active: gauge(
                 "celery_worker_tasks_active",
                 "Tasks this worker is running now.",
+            ),
+            abandoned_threads: gauge(
+                "celeriac_worker_abandoned_threads",
+                "Threads of blocking tasks stopped by their hard time limit that have not returned yet (each still holds a thread and may use CPU).",
             ),
             reserved: gauge(
                 "celeriac_worker_reserved",
@@ -400,6 +407,7 @@ impl Metrics {
 
     fn update_worker(&self, w: &WorkerState) {
         self.tasks_active.set(w.running as i64);
+        self.abandoned_threads.set(w.abandoned_threads as i64);
         self.reserved
             .set(w.held.saturating_sub(w.running_held) as i64);
         self.eta_held.set(w.eta_held as i64);
@@ -543,6 +551,7 @@ mod tests {
             reservations_free: 2,
             draining: false,
             dead_lettered: 3,
+            abandoned_threads: 1,
         };
         let depths = Depths {
             queues: vec![("celery".into(), 7)],
@@ -566,6 +575,7 @@ mod tests {
             ("celeriac_worker_eta_held", 1),
             ("celeriac_unacked_messages", 5),
             ("celeriac_dead_lettered_total", 3),
+            ("celeriac_worker_abandoned_threads", 1),
         ] {
             let line = format!(r#"{name}{{hostname="host"}} {value}"#);
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
