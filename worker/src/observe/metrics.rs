@@ -286,7 +286,14 @@ impl Metrics {
     /// failure one with an empty `exception`), as celery-exporter does, so rates start at once.
     pub(crate) fn task_received(&self, name: &str, queue: &str) {
         let labels = [name, queue];
-        self.received.with_label_values(&labels).inc();
+        let received = self.received.with_label_values(&labels);
+        // Counters never go down, so a non-zero count means the series were started already
+        // (two first messages at once may both start them, which is harmless).
+        let first = received.get() == 0;
+        received.inc();
+        if !first {
+            return;
+        }
         for c in [
             &self.started,
             &self.succeeded,
@@ -488,6 +495,8 @@ mod tests {
     fn task_series_are_named_and_labelled_as_celery_exporters() {
         let m = Metrics::new("w1@host");
         m.task_received("t.add", "celery");
+        m.task_received("t.add", "other");
+        m.task_received("t.add", "other");
         m.task_started("t.add", "celery");
         m.task_succeeded("t.add", "celery", Duration::from_millis(20));
         m.task_failed("t.add", "celery", "ValueError('bad')");
@@ -498,6 +507,8 @@ mod tests {
             r#"celery_task_received_total{name="t.add",queue_name="celery",hostname="host"} 1"#,
             r#"celery_task_succeeded_total{name="t.add",queue_name="celery",hostname="host"} 1"#,
             r#"celery_task_retried_total{name="t.add",queue_name="celery",hostname="host"} 0"#,
+            r#"celery_task_received_total{name="t.add",queue_name="other",hostname="host"} 2"#,
+            r#"celery_task_revoked_total{name="t.add",queue_name="other",hostname="host"} 0"#,
             r#"celery_task_rejected_total{name="t.add",queue_name="celery",hostname="host"} 0"#,
             r#"celery_task_failed_total{exception="",name="t.add",queue_name="celery",hostname="host"} 0"#,
             r#"celery_task_failed_total{exception="ValueError",name="t.add",queue_name="celery",hostname="host"} 1"#,
