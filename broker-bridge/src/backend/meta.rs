@@ -2,6 +2,7 @@
 //! writes them (`celery/backends/base.py` `_get_result_meta` and `_store_result`).
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 
 use super::exception::ExceptionInfo;
@@ -135,58 +136,107 @@ impl TaskMeta {
     /// The JSON object Celery would store, keys in Celery's order. Extended fields are included
     /// only when `result_extended` is true and [`TaskMeta::extended`] is set.
     pub fn to_json(&self, result_extended: bool) -> Value {
-        let mut m = Map::new();
-        m.insert("status".into(), Value::from(self.status.as_str()));
-        m.insert("result".into(), self.result.clone());
-        m.insert(
-            "traceback".into(),
-            self.traceback.clone().map_or(Value::Null, Value::String),
-        );
-        m.insert(
-            "children".into(),
-            self.children.clone().map_or(Value::Null, Value::Array),
-        );
-        m.insert(
-            "date_done".into(),
-            self.date_done
-                .map_or(Value::Null, |d| Value::String(python_isoformat(d))),
-        );
-        if let Some(g) = self.group_id.as_ref().filter(|g| !g.is_empty()) {
-            m.insert("group_id".into(), Value::from(g.as_str()));
-        }
-        if let Some(p) = self.parent_id.as_ref().filter(|p| !p.is_empty()) {
-            m.insert("parent_id".into(), Value::from(p.as_str()));
-        }
-        if let (true, Some(ext)) = (result_extended, &self.extended) {
-            let opt = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
-            m.insert("name".into(), opt(&ext.name));
-            m.insert("args".into(), ext.args.clone());
-            m.insert("kwargs".into(), ext.kwargs.clone());
-            m.insert("worker".into(), opt(&ext.worker));
-            m.insert(
-                "retries".into(),
-                ext.retries.map_or(Value::Null, Value::from),
-            );
-            m.insert("queue".into(), opt(&ext.queue));
-            if !ext.stamps.is_empty() {
-                m.insert(
-                    "stamped_headers".into(),
-                    Value::from(ext.stamped_headers.clone()),
-                );
-                for (k, v) in &ext.stamps {
-                    if ext.stamped_headers.contains(k) {
-                        m.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        m.insert("task_id".into(), Value::from(self.task_id.as_str()));
-        Value::Object(m)
+        serde_json::to_value(self.fields(result_extended)).expect("a meta always serializes")
     }
 
-    /// The stored bytes: [`TaskMeta::to_json`] as Python's `json.dumps` writes it.
+    /// The stored bytes: [`TaskMeta::to_json`] as Python's `json.dumps` writes it, written
+    /// straight from the fields (this runs for every result).
     pub fn encode(&self, result_extended: bool) -> Vec<u8> {
-        python_json::to_vec(&self.to_json(result_extended))
+        let fields = self.fields(result_extended);
+        if fields.stamp_overrides_a_field() {
+            // A stamp named like a field replaces that field's value in place, as Python's
+            // `dict.update` does; the map does the same.
+            return python_json::to_vec(&self.to_json(result_extended));
+        }
+        python_json::to_vec(&fields)
+    }
+
+    fn fields(&self, result_extended: bool) -> MetaFields<'_> {
+        MetaFields {
+            meta: self,
+            extended: self.extended.as_ref().filter(|_| result_extended),
+        }
+    }
+}
+
+/// An id that is set and not empty (Celery writes `group_id`/`parent_id` only then).
+fn nonempty(id: &Option<String>) -> Option<&str> {
+    id.as_deref().filter(|s| !s.is_empty())
+}
+
+/// A meta's fields in the order Celery writes them (a stamp may repeat a field's name).
+struct MetaFields<'a> {
+    meta: &'a TaskMeta,
+    extended: Option<&'a ExtendedMeta>,
+}
+
+/// Every key [`MetaFields`] writes besides the stamps.
+const FIELD_NAMES: [&str; 14] = [
+    "status",
+    "result",
+    "traceback",
+    "children",
+    "date_done",
+    "group_id",
+    "parent_id",
+    "name",
+    "args",
+    "kwargs",
+    "worker",
+    "retries",
+    "queue",
+    "task_id",
+];
+
+impl MetaFields<'_> {
+    fn stamps(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.extended
+            .filter(|ext| !ext.stamps.is_empty())
+            .into_iter()
+            .flat_map(|ext| {
+                ext.stamps
+                    .iter()
+                    .filter(|(k, _)| ext.stamped_headers.contains(k))
+            })
+    }
+
+    fn stamp_overrides_a_field(&self) -> bool {
+        self.stamps()
+            .any(|(k, _)| k == "stamped_headers" || FIELD_NAMES.contains(&k.as_str()))
+    }
+}
+
+impl Serialize for MetaFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let m = self.meta;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("status", m.status.as_str())?;
+        map.serialize_entry("result", &m.result)?;
+        map.serialize_entry("traceback", &m.traceback)?;
+        map.serialize_entry("children", &m.children)?;
+        map.serialize_entry("date_done", &m.date_done.map(python_isoformat))?;
+        if let Some(g) = nonempty(&m.group_id) {
+            map.serialize_entry("group_id", g)?;
+        }
+        if let Some(p) = nonempty(&m.parent_id) {
+            map.serialize_entry("parent_id", p)?;
+        }
+        if let Some(ext) = self.extended {
+            map.serialize_entry("name", &ext.name)?;
+            map.serialize_entry("args", &ext.args)?;
+            map.serialize_entry("kwargs", &ext.kwargs)?;
+            map.serialize_entry("worker", &ext.worker)?;
+            map.serialize_entry("retries", &ext.retries)?;
+            map.serialize_entry("queue", &ext.queue)?;
+            if !ext.stamps.is_empty() {
+                map.serialize_entry("stamped_headers", &ext.stamped_headers)?;
+            }
+            for (k, v) in self.stamps() {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.serialize_entry("task_id", &m.task_id)?;
+        map.end()
     }
 }
 
@@ -318,6 +368,53 @@ mod tests {
             m.to_json(false)["result"],
             json!({"pid": 7, "hostname": "celery@h"})
         );
+    }
+
+    #[test]
+    fn encoded_straight_from_the_fields_as_from_the_map() {
+        let stamped = |stamps: Value, names: &[&str]| ExtendedMeta {
+            name: Some("t.ü".into()),
+            args: json!([1, "é", {"x": [null, 1.5]}]),
+            kwargs: json!({"k": 12345678901234567890u64}),
+            retries: Some(2),
+            stamped_headers: names.iter().map(|s| s.to_string()).collect(),
+            stamps: stamps.as_object().unwrap().clone(),
+            ..Default::default()
+        };
+        let failure = TaskMeta::failure(
+            "f",
+            &ExceptionInfo::builtin("ValueError", "bad ☃"),
+            Some("Traceback\n".into()),
+        )
+        .with_request_ids(Some(String::new()), Some("p".into()));
+        let metas = [
+            TaskMeta::success("s", json!({"a": [1, 2], "b": "x"})),
+            failure,
+            TaskMeta::revoked("r", "expired").with_extended(stamped(json!({}), &[])),
+            TaskMeta::success("e", json!(1)).with_extended(stamped(
+                json!({"colour": "red", "unlisted": 1, "tier": [1]}),
+                &["colour", "tier"],
+            )),
+            TaskMeta::success("o", json!(1)).with_extended(stamped(
+                json!({"name": "stamp", "task_id": "stamp", "stamped_headers": 3}),
+                &["name", "task_id", "stamped_headers"],
+            )),
+        ];
+        for meta in &metas {
+            for extended in [false, true] {
+                assert_eq!(
+                    String::from_utf8(meta.encode(extended)).unwrap(),
+                    String::from_utf8(python_json::to_vec(&meta.to_json(extended))).unwrap()
+                );
+            }
+        }
+        let overridden = metas[4].to_json(true);
+        let keys: Vec<&String> = overridden.as_object().unwrap().keys().collect();
+        assert_eq!(overridden["name"], "stamp");
+        assert_eq!(overridden["task_id"], "o");
+        assert_eq!(keys.iter().filter(|k| k.as_str() == "name").count(), 1);
+        assert_eq!(keys.last().unwrap().as_str(), "task_id");
+        assert_eq!(overridden["stamped_headers"], 3);
     }
 
     #[test]

@@ -8,13 +8,13 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use serde_json::ser::Formatter;
-use serde_json::Value;
 
-/// Serialize a JSON value as Python's `json.dumps(value)` would.
-pub fn to_vec(value: &Value) -> Vec<u8> {
+/// Serialize a JSON value (or anything that serializes as one) as Python's `json.dumps(value)`
+/// would.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    // Writing a `Value` into a Vec cannot fail: keys are strings and the sink is infallible.
+    // Writing JSON into a Vec cannot fail: keys are strings and the sink is infallible.
     if value.serialize(&mut ser).is_err() {
         out.clear();
         out.extend_from_slice(b"null");
@@ -70,6 +70,7 @@ impl Formatter for PythonFormatter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn dumps(json: &str) -> String {
         let v: Value = serde_json::from_str(json).unwrap();
