@@ -222,3 +222,62 @@ fn a_json_only_accept_list_refuses_msgpack_and_yaml_fixtures() {
     }
     assert!(seen >= 6);
 }
+
+/// `decode` reads the headers straight from the element's text; `decode_envelope` reads the
+/// parsed envelope's map. Both must give the same message, or the same error, for every fixture
+/// and for every header Celery defines made wrong in each way it can be.
+#[test]
+fn the_text_and_map_readers_agree() {
+    use celeriac_broker_bridge::codec::decode_envelope;
+    use celeriac_broker_bridge::envelope::Envelope;
+    let opts = DecodeOptions::default();
+    let agree = |raw: &[u8], what: &str| {
+        let from_text = decode(raw, &opts).map_err(|e| e.kind().clone());
+        let from_map = Envelope::parse(raw)
+            .map_err(Into::into)
+            .and_then(|env| decode_envelope(&env, &opts));
+        assert_eq!(from_text, from_map, "{what}");
+    };
+    let wrong = [
+        json!(null),
+        json!(7),
+        json!(-1.5),
+        json!(true),
+        json!("x"),
+        json!([1, "a"]),
+        json!({"k": null}),
+        json!("2026-01-02T03:04:05"),
+    ];
+    let mut variants = 0;
+    let mut per_shape = std::collections::BTreeMap::new();
+    for m in all_messages() {
+        agree(m.raw.as_bytes(), &m.name);
+        let env: Value = serde_json::from_str(&m.raw).unwrap();
+        // Every header made wrong in up to three messages of each protocol and content type.
+        let shape = (
+            m.expected["protocol"].to_string(),
+            env["content-type"].to_string(),
+        );
+        let seen = per_shape.entry(shape).or_insert(0);
+        *seen += 1;
+        if !env["headers"].is_object() || *seen > 3 {
+            continue;
+        }
+        for key in KNOWN.iter().copied().chain(["traceparent", "x-extra"]) {
+            let mut without = env.clone();
+            without["headers"].as_object_mut().unwrap().remove(key);
+            agree(
+                &serde_json::to_vec(&without).unwrap(),
+                &format!("{} - {key}", m.name),
+            );
+            for value in &wrong {
+                let mut changed = env.clone();
+                changed["headers"][key] = value.clone();
+                let raw = serde_json::to_vec(&changed).unwrap();
+                agree(&raw, &format!("{} {key}={value}", m.name));
+                variants += 1;
+            }
+        }
+    }
+    assert!(variants > 1000, "{variants} variants");
+}

@@ -14,11 +14,12 @@ use serde_json::{Map, Value};
 use super::compression;
 use super::content::{self, JSON, MSGPACK, PICKLE, YAML};
 use super::error::{DecodeError, DecodeErrorKind};
-use super::fields::{as_seconds, bad, get_bool, get_int, get_str};
+use super::fields::{as_seconds, bad, bool_field, int_field, str_field};
+use super::headers::{Known, SplitHeaders};
 use super::message::TaskMessage;
 use super::signature::{self, Signature};
 use super::timestamp::WireTime;
-use crate::envelope::{Envelope, EnvelopeView, Parsed};
+use crate::envelope::{Envelope, EnvelopeError, EnvelopeView, HeadersRef, Parsed};
 use crate::signing::{Verifier, AUTH};
 
 /// Limits, the accept list and the signature check for [`decode`].
@@ -67,35 +68,6 @@ fn serializer_content_type(name: &str) -> Option<&'static str> {
     }
 }
 
-/// Header keys that [`TaskMessage`] interprets (or that belong to the transport); every other
-/// header goes to [`TaskMessage::extra_headers`].
-const KNOWN_HEADERS: [&str; 24] = [
-    "lang",
-    "task",
-    "id",
-    "shadow",
-    "eta",
-    "expires",
-    "group",
-    "group_index",
-    "retries",
-    "timelimit",
-    "root_id",
-    "parent_id",
-    "argsrepr",
-    "kwargsrepr",
-    "origin",
-    "ignore_result",
-    "replaced_task_nesting",
-    "stamped_headers",
-    "stamps",
-    "compression",
-    "redelivered",
-    "taskset",
-    "utc",
-    "chord",
-];
-
 /// Decode one raw Redis list element into a [`TaskMessage`].
 ///
 /// Every failure is a [`DecodeError`] holding the raw bytes untouched (and the task name and id
@@ -116,15 +88,21 @@ pub fn decode(raw: &[u8], opts: &DecodeOptions) -> Result<TaskMessage, DecodeErr
         Parsed::View(view) => Cow::Borrowed(view),
         Parsed::Envelope(envelope) => Cow::Owned(EnvelopeView::of(envelope)),
     };
-    let header_str = |k: &str| {
-        view.headers
-            .as_ref()
-            .and_then(|h| h.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    decode_view(&view, opts)
-        .map_err(|kind| DecodeError::new(kind, raw).with_ids(header_str("task"), header_str("id")))
+    decode_view(&view, opts).map_err(|kind| {
+        let headers = split_headers(&view).unwrap_or_default();
+        let header_str = |k| headers.get(k).and_then(Value::as_str).map(str::to_string);
+        DecodeError::new(kind, raw).with_ids(header_str(Known::Task), header_str(Known::Id))
+    })
+}
+
+/// The envelope's headers (none when absent or null), split.
+fn split_headers(envelope: &EnvelopeView<'_>) -> Result<SplitHeaders, DecodeErrorKind> {
+    match envelope.headers {
+        None => Ok(SplitHeaders::default()),
+        Some(HeadersRef::Map(map)) => Ok(SplitHeaders::from_map(map)),
+        Some(HeadersRef::Text(text)) => SplitHeaders::read(text)
+            .map_err(|e| DecodeErrorKind::Envelope(EnvelopeError::NotJson(e.to_string()))),
+    }
 }
 
 /// Decode an already parsed envelope (errors without the raw bytes).
@@ -156,10 +134,9 @@ fn decode_view(
             reason: "not in accept list",
         });
     }
-    let empty = Map::new();
-    let headers = envelope.headers.as_deref().unwrap_or(&empty);
+    let headers = split_headers(envelope)?;
     let mut body = body_bytes(envelope)?;
-    match headers.get("compression") {
+    match headers.get(Known::Compression) {
         None | Some(Value::Null) => {}
         Some(Value::String(method)) => {
             body = compression::decompress(method, &body, opts.max_bytes)?;
@@ -220,11 +197,8 @@ fn body_bytes(envelope: &EnvelopeView<'_>) -> Result<Vec<u8>, DecodeErrorKind> {
     }
 }
 
-fn to_task_message(
-    headers: &Map<String, Value>,
-    body: Value,
-) -> Result<TaskMessage, DecodeErrorKind> {
-    let has_task_header = headers.get("task").is_some_and(|t| !t.is_null());
+fn to_task_message(headers: SplitHeaders, body: Value) -> Result<TaskMessage, DecodeErrorKind> {
+    let has_task_header = headers.get(Known::Task).is_some_and(|t| !t.is_null());
     match body {
         Value::Object(obj) if has_task_header && obj.contains_key("args") => hybrid(headers, obj),
         body if has_task_header => protocol2(headers, body),
@@ -250,7 +224,7 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn protocol2(headers: &Map<String, Value>, body: Value) -> Result<TaskMessage, DecodeErrorKind> {
+fn protocol2(headers: SplitHeaders, body: Value) -> Result<TaskMessage, DecodeErrorKind> {
     let Value::Array(mut parts) = body else {
         return Err(DecodeErrorKind::UnknownMessage(format!(
             "protocol 2 body should be [args, kwargs, embed], got {}",
@@ -271,58 +245,58 @@ fn protocol2(headers: &Map<String, Value>, body: Value) -> Result<TaskMessage, D
         Value::Null => Map::new(),
         _ => return Err(bad("body[2] (embed)", "should be an object")),
     };
-    let mut msg = from_fields(headers, "headers", args, kwargs, "body[0]", "body[1]")?;
+    let fields = |k| headers.get(k);
+    let mut msg = from_fields(&fields, "headers", args, kwargs, "body[0]", "body[1]")?;
     msg.callbacks = signature::list(embed.get("callbacks"), "embed.callbacks")?;
     msg.errbacks = signature::list(embed.get("errbacks"), "embed.errbacks")?;
     msg.chain = signature::list(embed.get("chain"), "embed.chain")?;
     msg.chord = chord(embed.get("chord"), "embed.chord")?;
-    msg.extra_headers = extra(headers);
+    msg.extra_headers = headers.extra;
     Ok(msg)
 }
 
+/// The fields a hybrid message may carry in its body (`hybrid_to_proto2`); a header of the same
+/// name, even `null`, wins.
+const HYBRID_BODY_FIELDS: [Known; 14] = [
+    Known::Lang,
+    Known::Task,
+    Known::Id,
+    Known::RootId,
+    Known::ParentId,
+    Known::Group,
+    Known::Shadow,
+    Known::Eta,
+    Known::Expires,
+    Known::Retries,
+    Known::Timelimit,
+    Known::Argsrepr,
+    Known::Kwargsrepr,
+    Known::Origin,
+];
+
 /// Protocol 1 fields carried in the body, then the headers on top (`hybrid_to_proto2`).
-fn hybrid(
-    headers: &Map<String, Value>,
-    body: Map<String, Value>,
-) -> Result<TaskMessage, DecodeErrorKind> {
-    let mut merged = Map::new();
-    for key in [
-        "lang",
-        "task",
-        "id",
-        "root_id",
-        "parent_id",
-        "group",
-        "meth",
-        "shadow",
-        "eta",
-        "expires",
-        "retries",
-        "timelimit",
-        "argsrepr",
-        "kwargsrepr",
-        "origin",
-    ] {
-        if let Some(v) = body.get(key) {
-            merged.insert(key.to_string(), v.clone());
-        }
-    }
-    for (k, v) in headers {
-        merged.insert(k.clone(), v.clone());
-    }
+fn hybrid(headers: SplitHeaders, body: Map<String, Value>) -> Result<TaskMessage, DecodeErrorKind> {
+    let fields = |k: Known| {
+        headers.get(k).or_else(|| {
+            HYBRID_BODY_FIELDS
+                .contains(&k)
+                .then(|| body.get(k.name()))
+                .flatten()
+        })
+    };
     let args = body.get("args").cloned().unwrap_or(Value::Null);
     let kwargs = body.get("kwargs").cloned().unwrap_or(Value::Null);
-    let mut msg = from_fields(&merged, "headers", args, kwargs, "body.args", "body.kwargs")?;
+    let mut msg = from_fields(&fields, "headers", args, kwargs, "body.args", "body.kwargs")?;
     msg.callbacks = signature::list(body.get("callbacks"), "body.callbacks")?;
     msg.errbacks = signature::list(body.get("errbacks"), "body.errbacks")?;
     msg.chord = chord(body.get("chord"), "body.chord")?;
-    msg.extra_headers = extra(headers);
+    msg.extra_headers = headers.extra;
     Ok(msg)
 }
 
 /// Protocol 1: everything in the body; `taskset` is the old name of `group` (`proto1_to_proto2`).
 fn protocol1(
-    headers: &Map<String, Value>,
+    headers: SplitHeaders,
     mut body: Map<String, Value>,
 ) -> Result<TaskMessage, DecodeErrorKind> {
     if let Some(taskset) = body.get("taskset").cloned() {
@@ -330,12 +304,13 @@ fn protocol1(
     }
     let args = body.get("args").cloned().unwrap_or(Value::Null);
     let kwargs = body.get("kwargs").cloned().unwrap_or(Value::Null);
-    let mut msg = from_fields(&body, "body", args, kwargs, "body.args", "body.kwargs")?;
+    let fields = |k: Known| body.get(k.name());
+    let mut msg = from_fields(&fields, "body", args, kwargs, "body.args", "body.kwargs")?;
     msg.protocol = 1;
     msg.callbacks = signature::list(body.get("callbacks"), "body.callbacks")?;
     msg.errbacks = signature::list(body.get("errbacks"), "body.errbacks")?;
     msg.chord = chord(body.get("chord"), "body.chord")?;
-    msg.extra_headers = extra(headers);
+    msg.extra_headers = headers.extra;
     Ok(msg)
 }
 
@@ -346,24 +321,19 @@ fn chord(value: Option<&Value>, path: &str) -> Result<Option<Signature>, DecodeE
     }
 }
 
-fn extra(headers: &Map<String, Value>) -> Map<String, Value> {
-    headers
-        .iter()
-        .filter(|(k, _)| !KNOWN_HEADERS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// Read the header-like fields of `h` (`where_` names it in errors) plus args and kwargs.
-fn from_fields(
-    h: &Map<String, Value>,
+/// Read the header-like fields (`field` looks one up; `where_` names them in errors) plus args
+/// and kwargs.
+fn from_fields<'h>(
+    field: &dyn Fn(Known) -> Option<&'h Value>,
     where_: &str,
     args: Value,
     kwargs: Value,
     args_path: &str,
     kwargs_path: &str,
 ) -> Result<TaskMessage, DecodeErrorKind> {
-    let path = |k: &'static str| FieldPath(where_, k);
+    let path = |k: Known| FieldPath(where_, k.name());
+    let string = |k| str_field(field(k), path(k));
+    let int = |k| int_field(field(k), path(k));
     let args = match args {
         Value::Array(a) => a,
         Value::Null => Vec::new(),
@@ -374,37 +344,35 @@ fn from_fields(
         Value::Null => Map::new(),
         _ => return Err(bad(kwargs_path, "(kwargs) should be an object")),
     };
-    let task = get_str(h, "task", path("task"))?
-        .ok_or_else(|| bad(&path("task").to_string(), "is missing"))?;
-    let id =
-        get_str(h, "id", path("id"))?.ok_or_else(|| bad(&path("id").to_string(), "is missing"))?;
+    let task =
+        string(Known::Task)?.ok_or_else(|| bad(&path(Known::Task).to_string(), "is missing"))?;
+    let id = string(Known::Id)?.ok_or_else(|| bad(&path(Known::Id).to_string(), "is missing"))?;
     let mut msg = TaskMessage::new(id, task, args, kwargs);
-    msg.root_id = get_str(h, "root_id", path("root_id"))?;
-    msg.parent_id = get_str(h, "parent_id", path("parent_id"))?;
-    msg.group = get_str(h, "group", path("group"))?;
-    msg.group_index = get_int(h, "group_index", path("group_index"))?;
-    msg.retries = get_int(h, "retries", path("retries"))?.unwrap_or(0);
-    msg.eta = time(h, "eta", path("eta"))?;
-    msg.expires = time(h, "expires", path("expires"))?;
-    msg.timelimit = timelimit(h.get("timelimit"), path("timelimit"))?;
-    msg.shadow = get_str(h, "shadow", path("shadow"))?;
-    msg.ignore_result = get_bool(h, "ignore_result", path("ignore_result"))?;
-    msg.origin = get_str(h, "origin", path("origin"))?;
-    msg.argsrepr = get_str(h, "argsrepr", path("argsrepr"))?;
-    msg.kwargsrepr = get_str(h, "kwargsrepr", path("kwargsrepr"))?;
-    msg.replaced_task_nesting =
-        get_int(h, "replaced_task_nesting", path("replaced_task_nesting"))?.unwrap_or(0);
-    msg.stamps = match h.get("stamps") {
+    msg.root_id = string(Known::RootId)?;
+    msg.parent_id = string(Known::ParentId)?;
+    msg.group = string(Known::Group)?;
+    msg.group_index = int(Known::GroupIndex)?;
+    msg.retries = int(Known::Retries)?.unwrap_or(0);
+    msg.eta = time(field(Known::Eta), Known::Eta, path(Known::Eta))?;
+    msg.expires = time(field(Known::Expires), Known::Expires, path(Known::Expires))?;
+    msg.timelimit = timelimit(field(Known::Timelimit), path(Known::Timelimit))?;
+    msg.shadow = string(Known::Shadow)?;
+    msg.ignore_result = bool_field(field(Known::IgnoreResult), path(Known::IgnoreResult))?;
+    msg.origin = string(Known::Origin)?;
+    msg.argsrepr = string(Known::Argsrepr)?;
+    msg.kwargsrepr = string(Known::Kwargsrepr)?;
+    msg.replaced_task_nesting = int(Known::ReplacedTaskNesting)?.unwrap_or(0);
+    msg.stamps = match field(Known::Stamps) {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
             return Err(bad(
-                &path("stamps").to_string(),
+                &path(Known::Stamps).to_string(),
                 "should be an object or null",
             ))
         }
     };
-    msg.stamped_headers = match h.get("stamped_headers") {
+    msg.stamped_headers = match field(Known::StampedHeaders) {
         None | Some(Value::Null) => None,
         Some(Value::Array(items)) => Some(
             items
@@ -413,14 +381,14 @@ fn from_fields(
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| {
                     bad(
-                        &path("stamped_headers").to_string(),
+                        &path(Known::StampedHeaders).to_string(),
                         "should be a list of strings",
                     )
                 })?,
         ),
         Some(_) => {
             return Err(bad(
-                &path("stamped_headers").to_string(),
+                &path(Known::StampedHeaders).to_string(),
                 "should be a list or null",
             ))
         }
@@ -438,18 +406,18 @@ impl std::fmt::Display for FieldPath<'_> {
 }
 
 fn time(
-    h: &Map<String, Value>,
-    key: &'static str,
+    value: Option<&Value>,
+    key: Known,
     path: impl std::fmt::Display,
 ) -> Result<Option<WireTime>, DecodeErrorKind> {
-    match h.get(key) {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => {
             WireTime::parse(s)
                 .map(Some)
                 .ok_or_else(|| DecodeErrorKind::BadTimestamp {
-                    field: key,
+                    field: key.name(),
                     value: s.clone(),
                 })
         }

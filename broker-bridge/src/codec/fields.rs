@@ -20,11 +20,7 @@ pub(crate) fn get_str(
     key: &str,
     path: impl Display,
 ) -> Result<Option<String>, DecodeErrorKind> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(bad(&path.to_string(), "should be a string or null")),
-    }
+    str_field(obj.get(key), path)
 }
 
 /// A boolean or null/absent.
@@ -33,11 +29,7 @@ pub(crate) fn get_bool(
     key: &str,
     path: impl Display,
 ) -> Result<Option<bool>, DecodeErrorKind> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(bad(&path.to_string(), "should be a boolean or null")),
-    }
+    bool_field(obj.get(key), path)
 }
 
 /// An integer that fits i64, or null/absent.
@@ -46,7 +38,39 @@ pub(crate) fn get_int(
     key: &str,
     path: impl Display,
 ) -> Result<Option<i64>, DecodeErrorKind> {
-    match obj.get(key) {
+    int_field(obj.get(key), path)
+}
+
+/// [`get_str`] of a field already looked up.
+pub(crate) fn str_field(
+    value: Option<&Value>,
+    path: impl Display,
+) -> Result<Option<String>, DecodeErrorKind> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(&path.to_string(), "should be a string or null")),
+    }
+}
+
+/// [`get_bool`] of a field already looked up.
+pub(crate) fn bool_field(
+    value: Option<&Value>,
+    path: impl Display,
+) -> Result<Option<bool>, DecodeErrorKind> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(&path.to_string(), "should be a boolean or null")),
+    }
+}
+
+/// [`get_int`] of a field already looked up.
+pub(crate) fn int_field(
+    value: Option<&Value>,
+    path: impl Display,
+) -> Result<Option<i64>, DecodeErrorKind> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_i64()

@@ -11,6 +11,7 @@ mod decode;
 mod encode;
 mod error;
 mod fields;
+mod headers;
 mod message;
 mod repr;
 mod saferepr;
