@@ -39,7 +39,7 @@ pub(crate) struct Request {
     pub(crate) name: String,
     args: Value,
     kwargs: Value,
-    delivery_info: Value,
+    delivery_info: HeldDelivery,
     /// Where it is.
     pub(crate) stage: Stage,
     /// Whether the message is acked.
@@ -48,19 +48,40 @@ pub(crate) struct Request {
     pub(crate) stamps: Map<String, Value>,
 }
 
+/// A held request's `delivery_info`, made into JSON only when `inspect` asks.
+#[derive(Debug, Clone, Default)]
+struct HeldDelivery {
+    exchange: String,
+    routing_key: String,
+    priority: u8,
+    redelivered: bool,
+}
+
+impl HeldDelivery {
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "priority": self.priority,
+            "redelivered": self.redelivered,
+        })
+    }
+}
+
 impl Request {
     fn of(delivery: &Delivery, msg: &TaskMessage) -> Self {
-        let mut info = Map::new();
-        info.insert("exchange".into(), delivery.exchange.clone().into());
-        info.insert("routing_key".into(), delivery.routing_key.clone().into());
-        info.insert("priority".into(), delivery.priority.into());
-        info.insert("redelivered".into(), msg.redelivered.into());
+        let info = HeldDelivery {
+            exchange: delivery.exchange.clone(),
+            routing_key: delivery.routing_key.clone(),
+            priority: delivery.priority,
+            redelivered: msg.redelivered,
+        };
         Request {
             id: msg.id.clone(),
             name: msg.task.clone(),
             args: Value::Array(msg.args.clone()),
             kwargs: Value::Object(msg.kwargs.clone()),
-            delivery_info: Value::Object(info),
+            delivery_info: info,
             stage: Stage::Reserved,
             acknowledged: false,
             stamps: crate::message::revoked::request_stamps(msg),
@@ -82,7 +103,7 @@ impl Request {
             "hostname": hostname,
             "time_start": time_start,
             "acknowledged": self.acknowledged,
-            "delivery_info": self.delivery_info,
+            "delivery_info": self.delivery_info.to_json(),
             // Celery's is the pool process running it: none before the run starts.
             "worker_pid": match self.stage {
                 Stage::Active(_) => Value::from(std::process::id()),
@@ -430,7 +451,11 @@ mod tests {
             name: "t.add".into(),
             args: serde_json::json!([1, 2]),
             kwargs: serde_json::json!({}),
-            delivery_info: serde_json::json!({"priority": 0}),
+            delivery_info: HeldDelivery {
+                routing_key: "celery".into(),
+                redelivered: true,
+                ..HeldDelivery::default()
+            },
             stage,
             acknowledged: false,
             stamps: Map::new(),
@@ -445,7 +470,11 @@ mod tests {
             .expect("scheduled");
         assert_eq!(entry["priority"], 6, "{entry}");
         assert_eq!(entry["request"]["worker_pid"], Value::Null, "{entry}");
-        assert_eq!(entry["request"]["delivery_info"]["priority"], 0, "{entry}");
+        assert_eq!(
+            entry["request"]["delivery_info"],
+            serde_json::json!({"exchange": "", "routing_key": "celery", "priority": 0, "redelivered": true}),
+            "{entry}"
+        );
         assert!(request(Stage::Reserved).scheduled_info("w@h").is_none());
     }
 
