@@ -64,11 +64,11 @@ async fn fetch_order_matches_a_real_kombu_consumer() -> anyhow::Result<()> {
     // Priority 0 before 3 before 6 before 9 (inverted, coarse), across both queues.
     let steps: Vec<u8> = ours
         .iter()
-        .map(|d| env.broker.keys().step_for(d.priority))
+        .map(|d| env.broker.keys().step_for(d.priority()))
         .collect();
     assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
-    assert_eq!(ours[0].priority, 0);
-    assert_eq!(ours.last().unwrap().priority, 9);
+    assert_eq!(ours[0].priority(), 0);
+    assert_eq!(ours.last().unwrap().priority(), 9);
     for d in &ours {
         assert_eq!(
             (d.exchange.as_str(), d.routing_key.as_str()),
@@ -108,7 +108,7 @@ async fn unacked_entries_look_like_a_python_workers() -> anyhow::Result<()> {
     let d = &f.deliveries[0];
     assert_eq!(d.raw, element, "the element exactly as it was in the list");
     assert_eq!(d.delivery_tag, tag);
-    assert_eq!(d.priority, 4);
+    assert_eq!(d.priority(), 4);
     let ours_value: Vec<u8> = env.cmd(&[b"HGET", b"unacked", tag.as_bytes()]).await?;
     let ours_score: f64 = env
         .cmd(&[b"ZSCORE", b"unacked_index", tag.as_bytes()])
@@ -226,7 +226,7 @@ async fn our_sweep_restores_what_kombu_took() -> anyhow::Result<()> {
     assert_eq!(f.deliveries.len(), 1);
     assert_eq!(task_id(&f.deliveries[0].raw), id);
     assert!(redelivered(&f.deliveries[0].raw));
-    assert_eq!(f.deliveries[0].priority, 6);
+    assert_eq!(f.deliveries[0].priority(), 6);
     Ok(())
 }
 

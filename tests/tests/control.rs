@@ -78,7 +78,7 @@ fn celery_cli_inspects_celeriac() {
     let ids = world.py(r#"
 from celery_app import app
 r1 = app.send_task("t.sleep", args=(60000,))
-r2 = app.send_task("t.add", args=(1, 2), countdown=60)
+r2 = app.send_task("t.add", args=(1, 2), countdown=60, priority=7)
 print(r1.id, r2.id)
 "#);
     let (running, eta) = ids.trim().split_once(' ').expect("two ids");
@@ -98,6 +98,11 @@ print(r1.id, r2.id)
     let entry = &scheduled[host][0];
     assert_eq!(entry["request"]["id"], eta, "{scheduled}");
     assert!(entry["eta"].as_str().is_some(), "{scheduled}");
+    assert_eq!(
+        entry["request"]["delivery_info"],
+        serde_json::json!({"exchange": "", "routing_key": "celery", "priority": 7, "redelivered": false}),
+        "{scheduled}"
+    );
     let cli_scheduled = celery_cli(&world, &["inspect", "scheduled", "--timeout", "3"]);
     assert!(cli_scheduled.contains(eta), "{cli_scheduled}");
 

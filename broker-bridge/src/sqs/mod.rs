@@ -31,7 +31,7 @@ pub use options::{entity_name, PredefinedQueue, SqsOptions};
 pub use url::{is_sqs_url, SqsUrl};
 
 use crate::envelope::Envelope;
-use crate::transport::{message_priority, Delivery};
+use crate::transport::Delivery;
 
 /// kombu asks SQS for at most 10 messages per `ReceiveMessage` (the API's limit).
 pub const SQS_MAX_MESSAGES: u32 = 10;
@@ -99,7 +99,7 @@ pub struct SqsDelivery {
 
 impl SqsDelivery {
     /// The same shape the Redis transport hands out: raw envelope, queue, the receipt handle
-    /// as delivery tag, exchange and routing key from `properties.delivery_info`, priority.
+    /// as delivery tag, exchange and routing key from `properties.delivery_info`.
     pub fn to_delivery(&self) -> Delivery {
         Delivery {
             raw: self.envelope_json.clone().into_bytes(),
@@ -107,7 +107,6 @@ impl SqsDelivery {
             delivery_tag: self.receipt_handle.clone(),
             exchange: self.envelope.exchange().unwrap_or_default().to_string(),
             routing_key: self.envelope.routing_key().unwrap_or_default().to_string(),
-            priority: message_priority(self.envelope.properties().get("priority")),
         }
     }
 }

@@ -137,14 +137,12 @@ fn parse_reply(reply: Vec<Vec<u8>>, order: &[String]) -> Result<Fetched> {
             .cloned()
             .ok_or_else(|| TransportError::Reply("fetch script: bad queue index".into()))?;
         if kind == b"1" {
-            let priority = priority_of(&a);
             fetched.deliveries.push(Delivery {
                 raw: a,
                 queue,
                 delivery_tag: text(&b),
                 exchange: text(&c),
                 routing_key: text(&d),
-                priority,
             });
         } else {
             fetched.dead_lettered.push(DeadLettered {
@@ -159,7 +157,7 @@ fn parse_reply(reply: Vec<Vec<u8>>, order: &[String]) -> Result<Fetched> {
 /// Only `properties.priority` of an envelope, read without building the whole JSON tree (the
 /// worker parses the message fully once, later): from the trailing `properties` text alone when
 /// it parses, else from the whole element. Unreadable → 0, as kombu.
-fn priority_of(raw: &[u8]) -> u8 {
+pub(super) fn priority_of(raw: &[u8]) -> u8 {
     #[derive(serde::Deserialize)]
     struct Envelope {
         properties: Option<Properties>,

@@ -125,6 +125,11 @@ pub fn message_priority(priority: Option<&Value>) -> u8 {
     n.unwrap_or(0).clamp(0, MAX_PRIORITY) as u8
 }
 
+/// [`message_priority`] of a `properties.priority` that is an integer from 0 to 255.
+pub fn small_int_priority(priority: u8) -> u8 {
+    priority.min(MAX_PRIORITY as u8)
+}
+
 /// The priority of an envelope given as a JSON value.
 pub fn envelope_priority(envelope: &Value) -> u8 {
     message_priority(envelope.get("properties").and_then(|p| p.get("priority")))
@@ -134,6 +139,13 @@ pub fn envelope_priority(envelope: &Value) -> u8 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn small_int_priority_as_message_priority() {
+        for p in 0..=u8::MAX {
+            assert_eq!(small_int_priority(p), message_priority(Some(&json!(p))));
+        }
+    }
 
     #[test]
     fn lists_and_steps() {

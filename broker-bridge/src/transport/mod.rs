@@ -32,7 +32,7 @@ pub use conn::{response_timeout, RESPONSE_TIMEOUT_MAX, RESPONSE_TIMEOUT_MIN};
 pub use depth::Depths;
 pub use error::{Result, TransportError};
 pub use fanout::{FanoutMessage, FanoutSubscription};
-pub use keys::{envelope_priority, message_priority, Keys};
+pub use keys::{envelope_priority, message_priority, small_int_priority, Keys};
 pub use options::{QueueOrder, TransportOptions};
 pub use publish::Published;
 pub use wait::{ArrivalWait, Woken, BLOCK_TIMEOUT};
@@ -53,8 +53,14 @@ pub struct Delivery {
     pub exchange: String,
     /// `properties.delivery_info.routing_key` (the queue for the default exchange).
     pub routing_key: String,
-    /// The message priority as kombu reads it (`properties.priority` clamped to 0–9).
-    pub priority: u8,
+}
+
+impl Delivery {
+    /// The message priority as kombu reads it (`properties.priority` clamped to 0–9), read from
+    /// [`Delivery::raw`] when asked: the fetch does not spend a parse on it.
+    pub fn priority(&self) -> u8 {
+        fetch::priority_of(&self.raw)
+    }
 }
 
 /// An element that was not a kombu envelope and was moved, intact, to the dead-letter list.

@@ -200,7 +200,7 @@ impl Broker {
         let target = [self
             .inner
             .keys
-            .queue_list_for_priority(target_queue, d.priority)];
+            .queue_list_for_priority(target_queue, d.priority())];
         for _ in 0..SETTLE_ATTEMPTS {
             let entry = match self.read_unacked(&d.delivery_tag).await? {
                 Held::Entry(e) if same_element(&e.raw, &d.raw) => e,

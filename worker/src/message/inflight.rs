@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use celeriac_broker_bridge::codec::TaskMessage;
-use celeriac_broker_bridge::transport::Delivery;
+use celeriac_broker_bridge::transport::{small_int_priority, Delivery};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tokio::task::AbortHandle;
@@ -73,7 +73,11 @@ impl Request {
         let info = HeldDelivery {
             exchange: delivery.exchange.clone(),
             routing_key: delivery.routing_key.clone(),
-            priority: delivery.priority,
+            // The decoded priority when it is a small integer (always, from Celery), else the
+            // envelope's read as kombu reads it.
+            priority: msg
+                .priority
+                .map_or_else(|| delivery.priority(), small_int_priority),
             redelivered: msg.redelivered,
         };
         Request {
@@ -497,7 +501,6 @@ mod tests {
             delivery_tag: tag.into(),
             exchange: String::new(),
             routing_key: "celery".into(),
-            priority: 0,
         }
     }
 
