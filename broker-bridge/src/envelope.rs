@@ -290,8 +290,11 @@ impl<'a> EnvelopeView<'a> {
         // Skipped fields are checked for syntax but not for lone surrogates in `\u` escapes
         // nor for depth, both of which make `Envelope::parse` fail.
         let text = std::str::from_utf8(raw).ok()?;
-        if text.contains("\\u")
-            || raw.iter().filter(|&&b| b == b'[' || b == b'{').count() > MAX_BRACKETS
+        if memchr::memmem::find(raw, b"\\u").is_some()
+            || memchr::memchr2_iter(b'[', b'{', raw)
+                .take(MAX_BRACKETS + 1)
+                .count()
+                > MAX_BRACKETS
         {
             return None;
         }
