@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::compression;
 use super::content::{self, JSON, MSGPACK, PICKLE, YAML};
 use super::error::{DecodeError, DecodeErrorKind};
-use super::fields::{as_seconds, bad, bool_field, int_field, str_field};
+use super::fields::{as_seconds, bad, bool_field, int_field, str_value};
 use super::headers::{Known, SplitHeaders};
 use super::message::TaskMessage;
 use super::signature::{self, Signature};
@@ -224,7 +224,7 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn protocol2(headers: SplitHeaders, body: Value) -> Result<TaskMessage, DecodeErrorKind> {
+fn protocol2(mut headers: SplitHeaders, body: Value) -> Result<TaskMessage, DecodeErrorKind> {
     let Value::Array(mut parts) = body else {
         return Err(DecodeErrorKind::UnknownMessage(format!(
             "protocol 2 body should be [args, kwargs, embed], got {}",
@@ -245,8 +245,14 @@ fn protocol2(headers: SplitHeaders, body: Value) -> Result<TaskMessage, DecodeEr
         Value::Null => Map::new(),
         _ => return Err(bad("body[2] (embed)", "should be an object")),
     };
-    let fields = |k| headers.get(k);
-    let mut msg = from_fields(&fields, "headers", args, kwargs, "body[0]", "body[1]")?;
+    let mut msg = from_fields(
+        &mut |k| headers.take(k),
+        "headers",
+        args,
+        kwargs,
+        "body[0]",
+        "body[1]",
+    )?;
     msg.callbacks = signature::list(embed.get("callbacks"), "embed.callbacks")?;
     msg.errbacks = signature::list(embed.get("errbacks"), "embed.errbacks")?;
     msg.chain = signature::list(embed.get("chain"), "embed.chain")?;
@@ -275,18 +281,28 @@ const HYBRID_BODY_FIELDS: [Known; 14] = [
 ];
 
 /// Protocol 1 fields carried in the body, then the headers on top (`hybrid_to_proto2`).
-fn hybrid(headers: SplitHeaders, body: Map<String, Value>) -> Result<TaskMessage, DecodeErrorKind> {
-    let fields = |k: Known| {
-        headers.get(k).or_else(|| {
+fn hybrid(
+    mut headers: SplitHeaders,
+    body: Map<String, Value>,
+) -> Result<TaskMessage, DecodeErrorKind> {
+    let mut fields = |k: Known| {
+        headers.take(k).or_else(|| {
             HYBRID_BODY_FIELDS
                 .contains(&k)
-                .then(|| body.get(k.name()))
+                .then(|| body.get(k.name()).cloned())
                 .flatten()
         })
     };
     let args = body.get("args").cloned().unwrap_or(Value::Null);
     let kwargs = body.get("kwargs").cloned().unwrap_or(Value::Null);
-    let mut msg = from_fields(&fields, "headers", args, kwargs, "body.args", "body.kwargs")?;
+    let mut msg = from_fields(
+        &mut fields,
+        "headers",
+        args,
+        kwargs,
+        "body.args",
+        "body.kwargs",
+    )?;
     msg.callbacks = signature::list(body.get("callbacks"), "body.callbacks")?;
     msg.errbacks = signature::list(body.get("errbacks"), "body.errbacks")?;
     msg.chord = chord(body.get("chord"), "body.chord")?;
@@ -304,8 +320,15 @@ fn protocol1(
     }
     let args = body.get("args").cloned().unwrap_or(Value::Null);
     let kwargs = body.get("kwargs").cloned().unwrap_or(Value::Null);
-    let fields = |k: Known| body.get(k.name());
-    let mut msg = from_fields(&fields, "body", args, kwargs, "body.args", "body.kwargs")?;
+    let mut fields = |k: Known| body.get(k.name()).cloned();
+    let mut msg = from_fields(
+        &mut fields,
+        "body",
+        args,
+        kwargs,
+        "body.args",
+        "body.kwargs",
+    )?;
     msg.protocol = 1;
     msg.callbacks = signature::list(body.get("callbacks"), "body.callbacks")?;
     msg.errbacks = signature::list(body.get("errbacks"), "body.errbacks")?;
@@ -321,10 +344,10 @@ fn chord(value: Option<&Value>, path: &str) -> Result<Option<Signature>, DecodeE
     }
 }
 
-/// Read the header-like fields (`field` looks one up; `where_` names them in errors) plus args
-/// and kwargs.
-fn from_fields<'h>(
-    field: &dyn Fn(Known) -> Option<&'h Value>,
+/// Read the header-like fields (`field` takes one, each is taken once; `where_` names them in
+/// errors) plus args and kwargs.
+fn from_fields(
+    field: &mut dyn FnMut(Known) -> Option<Value>,
     where_: &str,
     args: Value,
     kwargs: Value,
@@ -332,8 +355,6 @@ fn from_fields<'h>(
     kwargs_path: &str,
 ) -> Result<TaskMessage, DecodeErrorKind> {
     let path = |k: Known| FieldPath(where_, k.name());
-    let string = |k| str_field(field(k), path(k));
-    let int = |k| int_field(field(k), path(k));
     let args = match args {
         Value::Array(a) => a,
         Value::Null => Vec::new(),
@@ -344,27 +365,39 @@ fn from_fields<'h>(
         Value::Null => Map::new(),
         _ => return Err(bad(kwargs_path, "(kwargs) should be an object")),
     };
-    let task =
-        string(Known::Task)?.ok_or_else(|| bad(&path(Known::Task).to_string(), "is missing"))?;
-    let id = string(Known::Id)?.ok_or_else(|| bad(&path(Known::Id).to_string(), "is missing"))?;
+    // Read in a fixed order: of two bad fields, the earlier one here is named in the error.
+    let string = |field: &mut dyn FnMut(Known) -> Option<Value>, k| str_value(field(k), path(k));
+    let int =
+        |field: &mut dyn FnMut(Known) -> Option<Value>, k| int_field(field(k).as_ref(), path(k));
+    let task = string(field, Known::Task)?
+        .ok_or_else(|| bad(&path(Known::Task).to_string(), "is missing"))?;
+    let id =
+        string(field, Known::Id)?.ok_or_else(|| bad(&path(Known::Id).to_string(), "is missing"))?;
     let mut msg = TaskMessage::new(id, task, args, kwargs);
-    msg.root_id = string(Known::RootId)?;
-    msg.parent_id = string(Known::ParentId)?;
-    msg.group = string(Known::Group)?;
-    msg.group_index = int(Known::GroupIndex)?;
-    msg.retries = int(Known::Retries)?.unwrap_or(0);
-    msg.eta = time(field(Known::Eta), Known::Eta, path(Known::Eta))?;
-    msg.expires = time(field(Known::Expires), Known::Expires, path(Known::Expires))?;
-    msg.timelimit = timelimit(field(Known::Timelimit), path(Known::Timelimit))?;
-    msg.shadow = string(Known::Shadow)?;
-    msg.ignore_result = bool_field(field(Known::IgnoreResult), path(Known::IgnoreResult))?;
-    msg.origin = string(Known::Origin)?;
-    msg.argsrepr = string(Known::Argsrepr)?;
-    msg.kwargsrepr = string(Known::Kwargsrepr)?;
-    msg.replaced_task_nesting = int(Known::ReplacedTaskNesting)?.unwrap_or(0);
+    msg.root_id = string(field, Known::RootId)?;
+    msg.parent_id = string(field, Known::ParentId)?;
+    msg.group = string(field, Known::Group)?;
+    msg.group_index = int(field, Known::GroupIndex)?;
+    msg.retries = int(field, Known::Retries)?.unwrap_or(0);
+    msg.eta = time(field(Known::Eta).as_ref(), Known::Eta, path(Known::Eta))?;
+    msg.expires = time(
+        field(Known::Expires).as_ref(),
+        Known::Expires,
+        path(Known::Expires),
+    )?;
+    msg.timelimit = timelimit(field(Known::Timelimit).as_ref(), path(Known::Timelimit))?;
+    msg.shadow = string(field, Known::Shadow)?;
+    msg.ignore_result = bool_field(
+        field(Known::IgnoreResult).as_ref(),
+        path(Known::IgnoreResult),
+    )?;
+    msg.origin = string(field, Known::Origin)?;
+    msg.argsrepr = string(field, Known::Argsrepr)?;
+    msg.kwargsrepr = string(field, Known::Kwargsrepr)?;
+    msg.replaced_task_nesting = int(field, Known::ReplacedTaskNesting)?.unwrap_or(0);
     msg.stamps = match field(Known::Stamps) {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Object(m)) => m,
         Some(_) => {
             return Err(bad(
                 &path(Known::Stamps).to_string(),

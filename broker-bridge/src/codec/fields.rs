@@ -53,6 +53,17 @@ pub(crate) fn str_field(
     }
 }
 
+/// [`str_field`] of a field taken out of its object (the string is moved, not copied).
+pub(crate) fn str_value(
+    value: Option<Value>,
+    path: impl Display,
+) -> Result<Option<String>, DecodeErrorKind> {
+    match value {
+        Some(Value::String(s)) => Ok(Some(s)),
+        other => str_field(other.as_ref(), path),
+    }
+}
+
 /// [`get_bool`] of a field already looked up.
 pub(crate) fn bool_field(
     value: Option<&Value>,

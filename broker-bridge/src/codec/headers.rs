@@ -149,6 +149,11 @@ impl SplitHeaders {
         self.known[header as usize].as_ref()
     }
 
+    /// Take the value of a known header out (`Some(Null)` when it is there as `null`).
+    pub(crate) fn take(&mut self, header: Known) -> Option<Value> {
+        self.known[header as usize].take()
+    }
+
     /// Read the text of a JSON object.
     pub(crate) fn read(text: &str) -> serde_json::Result<Self> {
         serde_json::from_str(text)
