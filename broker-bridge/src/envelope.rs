@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Why bytes are not a kombu envelope.
@@ -213,17 +212,17 @@ impl Envelope {
 /// The fields of an envelope that decoding reads, borrowed from the raw element where possible.
 ///
 /// [`EnvelopeView::parse`] reads them straight from the bytes into typed fields (the body is not
-/// copied, and `headers` is left as its text for the reader to parse as it needs) and falls back
-/// to [`Envelope::parse`] for any element it does not read exactly as that would, so both give
-/// the same fields and the same errors.
+/// copied, and `headers` is read into `H`, a JSON map unless the reader asks for its own shape)
+/// and falls back to [`Envelope::parse`] for any element it does not read exactly as that would,
+/// so both give the same fields and the same errors.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EnvelopeView<'a> {
+pub struct EnvelopeView<'a, H = Map<String, Value>> {
     /// The body as stored (see [`Envelope::body`]).
     pub body: Cow<'a, str>,
     /// `content-type`.
     pub content_type: Option<Cow<'a, str>>,
     /// The headers object (`None` when absent or null).
-    pub headers: Option<HeadersRef<'a>>,
+    pub headers: Option<HeadersRef<'a, H>>,
     /// `properties.body_encoding`.
     pub body_encoding: Option<Cow<'a, str>>,
     /// `properties.delivery_tag`.
@@ -243,30 +242,32 @@ pub struct EnvelopeView<'a> {
 }
 
 /// An envelope's headers object as an [`EnvelopeView`] holds it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum HeadersRef<'a> {
-    /// The object's JSON text, checked for syntax and to be an object, not parsed.
-    Text(&'a str),
-    /// The object, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadersRef<'a, H> {
+    /// Read by the typed reader.
+    Read(H),
+    /// The parsed envelope's map (when [`Envelope::parse`] read the element).
     Map(&'a Map<String, Value>),
 }
 
-impl<'a> HeadersRef<'a> {
-    /// The headers as a JSON map (parsed from the text when that is what is held).
-    pub fn to_map(self) -> Result<Cow<'a, Map<String, Value>>, EnvelopeError> {
-        match self {
-            HeadersRef::Map(map) => Ok(Cow::Borrowed(map)),
-            HeadersRef::Text(text) => serde_json::from_str(text)
-                .map(Cow::Owned)
-                .map_err(|e| EnvelopeError::NotJson(e.to_string())),
-        }
+/// What the typed reader of [`EnvelopeView::parse`] reads a `headers` object into: a type that
+/// deserializes from a JSON object (and fails on anything else) and tells the `redelivered`
+/// header as the map would (the last one when it is repeated).
+pub trait HeadersObject<'de>: Deserialize<'de> {
+    /// The `redelivered` header when it is a boolean.
+    fn redelivered(&self) -> Option<bool>;
+}
+
+impl HeadersObject<'_> for Map<String, Value> {
+    fn redelivered(&self) -> Option<bool> {
+        self.get("redelivered").and_then(Value::as_bool)
     }
 }
 
 /// Where [`EnvelopeView::parse`] got its fields from.
-pub enum Parsed<'a> {
+pub enum Parsed<'a, H = Map<String, Value>> {
     /// Read straight from the raw element.
-    View(EnvelopeView<'a>),
+    View(EnvelopeView<'a, H>),
     /// Read by [`Envelope::parse`]; view it with [`EnvelopeView::of`].
     Envelope(Envelope),
 }
@@ -275,9 +276,9 @@ pub enum Parsed<'a> {
 /// fields it does not need without counting depth, so deeper elements take the slow path.
 const MAX_BRACKETS: usize = 127;
 
-impl<'a> EnvelopeView<'a> {
+impl<'a, H: HeadersObject<'a>> EnvelopeView<'a, H> {
     /// Read the fields from one raw element, with the result and errors of [`Envelope::parse`].
-    pub fn parse(raw: &'a [u8]) -> Result<Parsed<'a>, EnvelopeError> {
+    pub fn parse(raw: &'a [u8]) -> Result<Parsed<'a, H>, EnvelopeError> {
         match Self::parse_typed(raw) {
             Some(view) => Ok(Parsed::View(view)),
             None => Envelope::parse(raw).map(Parsed::Envelope),
@@ -298,17 +299,13 @@ impl<'a> EnvelopeView<'a> {
         {
             return None;
         }
-        let wire: WireEnvelope<'a> = serde_json::from_str(text).ok()?;
-        let headers = match wire.headers {
-            None => None,
-            // Not an object: `Envelope::parse` words the error. A `redelivered` header (a
-            // restored message) is read there too; any other spelling of that key needs a `\u`
-            // escape, and those went there already.
-            Some(raw) if !raw.get().starts_with('{') || raw.get().contains("\"redelivered\"") => {
-                return None
-            }
-            Some(raw) => Some(HeadersRef::Text(raw.get())),
-        };
+        let wire: WireEnvelope<'a, H> = serde_json::from_str(text).ok()?;
+        let flag = wire
+            .headers
+            .as_ref()
+            .and_then(H::redelivered)
+            .unwrap_or(false);
+        let headers = wire.headers.map(HeadersRef::Read);
         let props = wire.properties;
         let info = props.delivery_info.unwrap_or_default();
         Some(EnvelopeView {
@@ -322,7 +319,7 @@ impl<'a> EnvelopeView<'a> {
             routing_key: info.routing_key.map(|s| s.0),
             reply_to: props.reply_to.map(|s| s.0),
             correlation_id: props.correlation_id.map(|s| s.0),
-            redelivered: info.redelivered.unwrap_or(false),
+            redelivered: flag || info.redelivered.unwrap_or(false),
         })
     }
 
@@ -357,15 +354,20 @@ struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 /// The top level as the typed reader sees it: a missing, duplicated or mistyped field is an error
 /// (and sends the element to [`Envelope::parse`]); other fields are skipped.
 #[derive(Deserialize)]
-struct WireEnvelope<'a> {
+struct WireEnvelope<'a, H> {
     #[serde(borrow)]
     body: Text<'a>,
     #[serde(rename = "content-type", borrow, default)]
     content_type: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    headers: Option<&'a RawValue>,
+    #[serde(default = "no_headers")]
+    headers: Option<H>,
     #[serde(borrow)]
     properties: WireProperties<'a>,
+}
+
+/// An absent `headers` (a `default` that asks nothing of the headers type).
+fn no_headers<H>() -> Option<H> {
+    None
 }
 
 #[derive(Deserialize)]
@@ -421,6 +423,9 @@ pub fn trailing_properties(raw: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The view with the headers read into a JSON map.
+    type View<'a> = EnvelopeView<'a>;
 
     #[test]
     fn trailing_properties_is_the_top_level_member_or_nothing_parseable() {
@@ -499,18 +504,21 @@ mod tests {
     /// Both readers must give the same fields, or the typed one must step aside.
     fn same_as_slow(raw: &[u8]) {
         let slow = Envelope::parse(raw);
-        match EnvelopeView::parse_typed(raw) {
+        match View::parse_typed(raw) {
             Some(fast) => {
                 let env = slow.unwrap_or_else(|e| panic!("typed read {raw:?}, slow failed: {e}"));
                 let text = String::from_utf8_lossy(raw);
-                let map =
-                    |v: &EnvelopeView<'_>| v.headers.map(|h| h.to_map().unwrap().into_owned());
-                let (mut fast, mut slow) = (fast, EnvelopeView::of(&env));
+                let map = |v: &EnvelopeView<'_>| match &v.headers {
+                    Some(HeadersRef::Read(map)) => Some(map.clone()),
+                    Some(HeadersRef::Map(map)) => Some((*map).clone()),
+                    None => None,
+                };
+                let (mut fast, mut slow) = (fast, View::of(&env));
                 assert_eq!(map(&fast), map(&slow), "{text}");
                 (fast.headers, slow.headers) = (None, None);
                 assert_eq!(fast, slow, "{text}");
             }
-            None => match (EnvelopeView::parse(raw), slow) {
+            None => match (View::parse(raw), slow) {
                 (Ok(Parsed::Envelope(a)), Ok(b)) => assert_eq!(a, b),
                 (Err(a), Err(b)) => assert_eq!(a, b),
                 _ => panic!("parse and Envelope::parse disagree"),
@@ -521,11 +529,10 @@ mod tests {
     #[test]
     fn typed_reader_matches_the_json_map() {
         let kombu = r#"{"body": "W1sxLCAyXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbH1d", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"lang": "py", "task": "demo.add", "id": "1", "stamps": {"a": [1, {"b": null}]}}, "properties": {"correlation_id": "1", "reply_to": "r", "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": "celery"}, "priority": 0, "body_encoding": "base64", "delivery_tag": "t"}}"#;
-        assert!(EnvelopeView::parse_typed(kombu.as_bytes()).is_some());
+        assert!(View::parse_typed(kombu.as_bytes()).is_some());
         let restored = kombu.replace(r#""id": "1""#, r#""id": "1", "redelivered": true"#);
-        assert!(EnvelopeView::parse_typed(restored.as_bytes()).is_none());
-        assert!(EnvelopeView::of(&Envelope::parse(restored.as_bytes()).unwrap()).redelivered);
-        assert!(EnvelopeView::parse_typed(SAMPLE.as_bytes()).is_some());
+        assert!(View::parse_typed(restored.as_bytes()).unwrap().redelivered);
+        assert!(View::parse_typed(SAMPLE.as_bytes()).is_some());
         let deep = format!(
             r#"{{"body": "", "properties": {{}}, "x": {}{}}}"#,
             "[".repeat(200),

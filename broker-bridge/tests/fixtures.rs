@@ -223,11 +223,11 @@ fn a_json_only_accept_list_refuses_msgpack_and_yaml_fixtures() {
     assert!(seen >= 6);
 }
 
-/// `decode` reads the headers straight from the element's text; `decode_envelope` reads the
-/// parsed envelope's map. Both must give the same message, or the same error, for every fixture
+/// `decode` reads the headers straight from the element into their slots; `decode_envelope`
+/// splits the parsed envelope's map. Both must give the same message, or the same error, for every fixture
 /// and for every header Celery defines made wrong in each way it can be.
 #[test]
-fn the_text_and_map_readers_agree() {
+fn the_typed_and_map_readers_agree() {
     use celeriac_broker_bridge::codec::decode_envelope;
     use celeriac_broker_bridge::envelope::Envelope;
     let opts = DecodeOptions::default();

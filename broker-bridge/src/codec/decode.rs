@@ -19,7 +19,7 @@ use super::headers::{Known, SplitHeaders};
 use super::message::TaskMessage;
 use super::signature::{self, Signature};
 use super::timestamp::WireTime;
-use crate::envelope::{Envelope, EnvelopeError, EnvelopeView, HeadersRef, Parsed};
+use crate::envelope::{Envelope, EnvelopeView, HeadersRef, Parsed};
 use crate::signing::{Verifier, AUTH};
 
 /// Limits, the accept list and the signature check for [`decode`].
@@ -83,26 +83,31 @@ pub fn decode(raw: &[u8], opts: &DecodeOptions) -> Result<TaskMessage, DecodeErr
             raw,
         ));
     }
-    let parsed = EnvelopeView::parse(raw).map_err(|e| DecodeError::new(e.into(), raw))?;
-    let view = match &parsed {
-        Parsed::View(view) => Cow::Borrowed(view),
-        Parsed::Envelope(envelope) => Cow::Owned(EnvelopeView::of(envelope)),
+    let parsed =
+        EnvelopeView::<SplitHeaders>::parse(raw).map_err(|e| DecodeError::new(e.into(), raw))?;
+    let decoded = match parsed {
+        Parsed::View(view) => decode_view(view, opts),
+        Parsed::Envelope(envelope) => decode_view(EnvelopeView::of(&envelope), opts),
     };
-    decode_view(&view, opts).map_err(|kind| {
-        let headers = split_headers(&view).unwrap_or_default();
-        let header_str = |k| headers.get(k).and_then(Value::as_str).map(str::to_string);
-        DecodeError::new(kind, raw).with_ids(header_str(Known::Task), header_str(Known::Id))
+    decoded.map_err(|kind| {
+        let (task, id) = header_ids(raw);
+        DecodeError::new(kind, raw).with_ids(task, id)
     })
 }
 
-/// The envelope's headers (none when absent or null), split.
-fn split_headers(envelope: &EnvelopeView<'_>) -> Result<SplitHeaders, DecodeErrorKind> {
-    match envelope.headers {
-        None => Ok(SplitHeaders::default()),
-        Some(HeadersRef::Map(map)) => Ok(SplitHeaders::from_map(map)),
-        Some(HeadersRef::Text(text)) => SplitHeaders::read(text)
-            .map_err(|e| DecodeErrorKind::Envelope(EnvelopeError::NotJson(e.to_string()))),
-    }
+/// `headers.task` and `headers.id` of an element that did not decode, when they are strings.
+fn header_ids(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(envelope) = Envelope::parse(raw) else {
+        return (None, None);
+    };
+    let header = |k| {
+        envelope
+            .headers()
+            .and_then(|h| h.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (header("task"), header("id"))
 }
 
 /// Decode an already parsed envelope (errors without the raw bytes).
@@ -110,11 +115,11 @@ pub fn decode_envelope(
     envelope: &Envelope,
     opts: &DecodeOptions,
 ) -> Result<TaskMessage, DecodeErrorKind> {
-    decode_view(&EnvelopeView::of(envelope), opts)
+    decode_view(EnvelopeView::of(envelope), opts)
 }
 
 fn decode_view(
-    envelope: &EnvelopeView<'_>,
+    mut envelope: EnvelopeView<'_, SplitHeaders>,
     opts: &DecodeOptions,
 ) -> Result<TaskMessage, DecodeErrorKind> {
     let content_type = envelope
@@ -134,8 +139,12 @@ fn decode_view(
             reason: "not in accept list",
         });
     }
-    let headers = split_headers(envelope)?;
-    let mut body = body_bytes(envelope)?;
+    let headers = match envelope.headers.take() {
+        None => SplitHeaders::default(),
+        Some(HeadersRef::Read(headers)) => headers,
+        Some(HeadersRef::Map(map)) => SplitHeaders::from_map(map),
+    };
+    let mut body = body_bytes(&envelope)?;
     match headers.get(Known::Compression) {
         None | Some(Value::Null) => {}
         Some(Value::String(method)) => {
@@ -174,7 +183,7 @@ fn open_signed(body: &[u8], opts: &DecodeOptions) -> Result<Value, DecodeErrorKi
         .value()
 }
 
-fn body_bytes(envelope: &EnvelopeView<'_>) -> Result<Vec<u8>, DecodeErrorKind> {
+fn body_bytes<H>(envelope: &EnvelopeView<'_, H>) -> Result<Vec<u8>, DecodeErrorKind> {
     let text = envelope.body.as_bytes();
     match envelope.body_encoding.as_deref() {
         Some("base64") => {

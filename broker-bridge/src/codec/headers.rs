@@ -1,9 +1,9 @@
 //! A task message's `headers` object, split as decoding reads it: each header Celery defines in
 //! its own slot, every other header kept in order for [`TaskMessage::extra_headers`].
 //!
-//! Reading the headers straight into this shape (instead of into a JSON map that is then looked
-//! up and filtered) spares a string and a hash-map entry for each of the ~20 headers Celery writes
-//! on every message. The result is the same as the map's: a repeated header keeps its last value,
+//! Reading the headers straight into this shape, in the same pass as the envelope (instead of
+//! into a JSON map that is then looked up and filtered), spares a string and a hash-map entry for
+//! each of the ~20 headers Celery writes on every message. The result is the same as the map's: a repeated header keeps its last value,
 //! and the other headers keep the position where they first appeared.
 //!
 //! [`TaskMessage::extra_headers`]: super::message::TaskMessage::extra_headers
@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+
+use crate::envelope::HeadersObject;
 
 /// A header that [`super::TaskMessage`] interprets or that belongs to the transport; every other
 /// header is an extra one.
@@ -154,11 +156,6 @@ impl SplitHeaders {
         self.known[header as usize].take()
     }
 
-    /// Read the text of a JSON object.
-    pub(crate) fn read(text: &str) -> serde_json::Result<Self> {
-        serde_json::from_str(text)
-    }
-
     /// Split an already parsed headers map.
     pub(crate) fn from_map(map: &Map<String, Value>) -> Self {
         let mut split = SplitHeaders::default();
@@ -175,6 +172,12 @@ impl SplitHeaders {
                 self.extra.insert(name, value);
             }
         }
+    }
+}
+
+impl HeadersObject<'_> for SplitHeaders {
+    fn redelivered(&self) -> Option<bool> {
+        self.get(Known::Redelivered).and_then(Value::as_bool)
     }
 }
 
@@ -231,6 +234,10 @@ impl<'de> Deserialize<'de> for SplitHeaders {
 mod tests {
     use super::*;
 
+    fn read(text: &str) -> serde_json::Result<SplitHeaders> {
+        serde_json::from_str(text)
+    }
+
     #[test]
     fn every_known_header_has_its_own_slot_and_name() {
         for (slot, header) in Known::ALL.into_iter().enumerate() {
@@ -249,7 +256,7 @@ mod tests {
         ];
         for text in texts {
             let map: Map<String, Value> = serde_json::from_str(text).unwrap();
-            let read = SplitHeaders::read(text).unwrap();
+            let read = read(text).unwrap();
             let split = SplitHeaders::from_map(&map);
             assert_eq!(read.known, split.known, "{text}");
             assert_eq!(read.extra, split.extra, "{text}");
@@ -264,11 +271,9 @@ mod tests {
             assert_eq!(read.extra.keys().collect::<Vec<_>>(), extras);
         }
         assert_eq!(
-            SplitHeaders::read(r#"{"id": "a", "id": "b"}"#)
-                .unwrap()
-                .get(Known::Id),
+            read(r#"{"id": "a", "id": "b"}"#).unwrap().get(Known::Id),
             Some(&Value::from("b"))
         );
-        assert!(SplitHeaders::read("[1]").is_err());
+        assert!(read("[1]").is_err());
     }
 }
