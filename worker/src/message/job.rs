@@ -70,7 +70,8 @@ pub(crate) struct Job<'a> {
     rt: &'a Arc<Runtime>,
     delivery: &'a Delivery,
     progress: &'a Progress,
-    msg: TaskMessage,
+    /// Boxed: a message is ~1 KB, and each future that holds it would otherwise hold a copy.
+    msg: Box<TaskMessage>,
     task: RegisteredTask,
     /// Released when the message leaves (or while it waits for a far ETA); once an early-acked
     /// run is over, a recording permit instead (see [`Job::pass_on_reservation`]).
@@ -94,7 +95,7 @@ impl<'a> Job<'a> {
     pub(crate) async fn receive(
         rt: &'a Arc<Runtime>,
         delivery: &'a Delivery,
-        msg: TaskMessage,
+        msg: Box<TaskMessage>,
         task: RegisteredTask,
         reservation: OwnedSemaphorePermit,
         progress: &'a Progress,
