@@ -414,6 +414,14 @@ async fn fetch_takes_the_delivery_tag_of_the_top_level_properties_only() -> anyh
         format!(
             r#"{{"body":"x","headers":{{}},"properties":{{"priority":0,"delivery_tag":"real-4",{info}}}}}"#
         ),
+        // A last member whose name ends in `properties`.
+        format!(
+            r#"{{"body": "x", "properties": {{"delivery_tag": "real-5", {info}}}, "xproperties": {{"delivery_tag": "fake"}}}}"#
+        ),
+        // Properties last, after a member whose name ends in `properties`.
+        format!(
+            r#"{{"body": "x", "myproperties": {{"delivery_tag": "fake"}}, "properties": {{"delivery_tag": "real-6", {info}}}}}"#
+        ),
     ];
     for e in &elements {
         env.cmd::<()>(&[b"LPUSH", b"q", e.as_bytes()]).await?;
@@ -425,7 +433,10 @@ async fn fetch_takes_the_delivery_tag_of_the_top_level_properties_only() -> anyh
         .iter()
         .map(|d| d.delivery_tag.as_str())
         .collect();
-    assert_eq!(tags, ["real-1", "real-2", "real-3", "real-4"]);
+    assert_eq!(
+        tags,
+        ["real-1", "real-2", "real-3", "real-4", "real-5", "real-6"]
+    );
     for (d, e) in f.deliveries.iter().zip(&elements) {
         assert_eq!(d.raw, e.as_bytes(), "delivered intact");
         assert_eq!((d.exchange.as_str(), d.routing_key.as_str()), ("", "q"));
