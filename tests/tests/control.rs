@@ -68,6 +68,9 @@ fn celery_cli_inspects_celeriac() {
     let s = &stats[host];
     assert!(s["pid"].as_u64().is_some(), "{stats}");
     assert_eq!(s["pool"]["max-concurrency"], 2, "{stats}");
+    // Celery's prefetch count: concurrency × worker_prefetch_multiplier (4), as a Python
+    // `-c 2` worker reports it.
+    assert_eq!(s["prefetch_count"], 8, "{stats}");
     assert!(s["total"].is_object(), "{stats}");
     let cli_stats = celery_cli(&world, &["inspect", "stats", "--timeout", "3"]);
     assert!(cli_stats.contains("max-concurrency"), "{cli_stats}");

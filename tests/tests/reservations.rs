@@ -38,7 +38,7 @@ fn an_early_acked_run_passes_its_reservation_on_while_its_result_is_written() {
         direct.clone(),
         &[("CELERY_RESULT_BACKEND", backend.as_str())],
     );
-    // One slot, no lookahead: one reservation, so one recording permit.
+    // One slot, prefetch multiplier 1: one reservation, so one recording permit.
     let w = world.celeriac("w1", &["-c", "1", "--prefetch-multiplier", "1"]);
     // From now on no result write gets an answer.
     proxy.freeze_all();

@@ -193,7 +193,7 @@ fn keda_and_metrics_report_the_sqs_queue_depth() {
     let moto = MotoServer::start().unwrap();
     // Late acks: the running task's message stays in flight (not visible).
     let w = sqs_world(&moto, 30, &[("CELERY_TASK_ACKS_LATE", "true")]);
-    // One slot, no lookahead: the worker holds one message and leaves the rest waiting.
+    // One slot, prefetch multiplier 1: the worker holds one message and leaves the rest waiting.
     let worker = w.celeriac(
         "depth",
         &[

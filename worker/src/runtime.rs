@@ -65,8 +65,8 @@ pub(crate) struct Parts {
     pub(crate) async_slots: Arc<Semaphore>,
     /// Tasks this worker may run at once, every kind together.
     pub(crate) concurrency: usize,
-    /// Reservation slots in all.
-    pub(crate) reservations: usize,
+    /// Messages held at once at most (the prefetch count); `None`: no limit.
+    pub(crate) reservations: Option<usize>,
     /// The event sender and Lamport clock.
     pub(crate) events: Arc<Events>,
     /// Where the message path reports each step.
@@ -140,8 +140,8 @@ pub(crate) struct Runtime {
     remote_stop: CancellationToken,
     /// When the worker started.
     started: Instant,
-    /// Reservation slots in all (`stats.prefetch_count`).
-    reservations_capacity: usize,
+    /// The prefetch count (`None`: no limit).
+    reservations_capacity: Option<usize>,
     /// Prometheus metrics (served by [`crate::observe::http`]).
     metrics: Arc<Metrics>,
     /// Signalled by the fetch loop when the broker answers again after failing (see
@@ -176,8 +176,10 @@ impl Runtime {
         } = parts;
         Runtime {
             hostname: settings.worker_hostname.clone(),
-            reservations: Arc::new(Semaphore::new(reservations)),
-            recording: Arc::new(Semaphore::new(reservations)),
+            reservations: Arc::new(Semaphore::new(
+                reservations.unwrap_or(Semaphore::MAX_PERMITS),
+            )),
+            recording: Arc::new(Semaphore::new(reservations.unwrap_or(concurrency).max(1))),
             reservations_capacity: reservations,
             inflight: Arc::default(),
             eta_held: EtaHeld::default(),
@@ -283,8 +285,8 @@ impl Runtime {
         &self.recording
     }
 
-    /// Reservation slots in all (`stats.prefetch_count`).
-    pub(crate) fn reservations_capacity(&self) -> usize {
+    /// The prefetch count (`stats.prefetch_count`; `None`: no limit).
+    pub(crate) fn reservations_capacity(&self) -> Option<usize> {
         self.reservations_capacity
     }
 

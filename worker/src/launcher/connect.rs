@@ -126,7 +126,7 @@ pub(super) async fn connect(
     } else {
         Arc::new(Semaphore::new(slots.async_tasks))
     };
-    let lookahead = (settings.worker_prefetch_multiplier.max(1) as usize - 1).min(concurrency);
+    let prefetch = prefetch_limit(concurrency, settings.worker_prefetch_multiplier);
     let hostname = settings.worker_hostname.clone();
     let acker = {
         let broker = broker.clone();
@@ -195,15 +195,14 @@ pub(super) async fn connect(
         slots: thread_slots,
         async_slots,
         concurrency,
-        reservations: concurrency + lookahead,
+        reservations: prefetch,
         events,
         hooks,
         revoked,
         metrics,
     }));
     rt.revoked().load().await;
-    rt.metrics()
-        .set_capacity(concurrency, concurrency + lookahead);
+    rt.metrics().set_capacity(concurrency, prefetch);
     http.attach(&rt);
     tracing::info!(
         hostname = %rt.hostname(),
@@ -225,6 +224,12 @@ pub(super) async fn connect(
 /// Tasks run at once, every kind together: the slots of the kinds of task registered (all of
 /// them when one pool is shared), at least 1. Reservations are sized from it, so a worker with
 /// only blocking tasks does not hold messages for async slots it cannot use.
+/// Messages the worker may hold at once, as Celery's prefetch count: `concurrency ×
+/// multiplier`; `None` (no limit) for a multiplier of 0.
+fn prefetch_limit(concurrency: usize, multiplier: u32) -> Option<usize> {
+    (multiplier > 0).then(|| concurrency.max(1).saturating_mul(multiplier as usize))
+}
+
 fn capacity(slots: &crate::config::Slots, (has_async, has_threads): (bool, bool)) -> usize {
     let n = if slots.shared {
         slots.thread_tasks
@@ -245,5 +250,18 @@ async fn connect_broker(url: &str, opts: TransportOptions) -> Broker {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefetch_limit;
+
+    #[test]
+    fn the_prefetch_count_is_celerys() {
+        assert_eq!(prefetch_limit(2, 4), Some(8));
+        assert_eq!(prefetch_limit(1000, 4), Some(4000));
+        assert_eq!(prefetch_limit(3, 1), Some(3));
+        assert_eq!(prefetch_limit(3, 0), None);
     }
 }

@@ -256,7 +256,7 @@ impl Metrics {
             ),
             prefetch_capacity: gauge(
                 "celeriac_worker_prefetch_slots",
-                "Reservation slots: concurrency plus prefetch lookahead.",
+                "Reservation slots: the prefetch count (concurrency times the prefetch multiplier); 0: no limit.",
             ),
             concurrency: gauge(
                 "celeriac_worker_concurrency",
@@ -275,11 +275,16 @@ impl Metrics {
         self.registry.register(collector)
     }
 
-    /// Record the worker's concurrency and its number of reservation slots.
-    pub(crate) fn set_capacity(&self, concurrency: usize, reservation_slots: usize) {
+    /// Record the worker's concurrency and its number of reservation slots (`None`: no limit,
+    /// shown as 0).
+    pub(crate) fn set_capacity(&self, concurrency: usize, reservation_slots: Option<usize>) {
         self.concurrency.set(concurrency as i64);
-        self.prefetch_capacity.set(reservation_slots as i64);
-        self.capacity.store(reservation_slots, Ordering::Relaxed);
+        self.prefetch_capacity
+            .set(reservation_slots.unwrap_or(0) as i64);
+        self.capacity.store(
+            reservation_slots.unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+            Ordering::Relaxed,
+        );
     }
 
     /// A task message was received. Every outcome series of the task starts at zero here (the
@@ -550,7 +555,7 @@ mod tests {
     #[test]
     fn worker_state_write_retries_and_depth_are_rendered() {
         let m = Metrics::new("w1@host");
-        m.set_capacity(4, 6);
+        m.set_capacity(4, Some(6));
         m.retried(Write::Ack);
         m.retried(Write::Ack);
         m.failed(Write::Result);

@@ -258,7 +258,7 @@ fn stats(rt: &Runtime) -> Value {
             "transport": "redis",
             "hostname": broker_host(rt.settings().broker_url.expose()),
         },
-        "prefetch_count": rt.reservations_capacity(),
+        "prefetch_count": rt.reservations_capacity().unwrap_or(0),
         "rusage": {},
     })
 }
