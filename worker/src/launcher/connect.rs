@@ -221,15 +221,15 @@ pub(super) async fn connect(
     }))
 }
 
-/// Tasks run at once, every kind together: the slots of the kinds of task registered (all of
-/// them when one pool is shared), at least 1. Reservations are sized from it, so a worker with
-/// only blocking tasks does not hold messages for async slots it cannot use.
 /// Messages the worker may hold at once, as Celery's prefetch count: `concurrency ×
 /// multiplier`; `None` (no limit) for a multiplier of 0.
 fn prefetch_limit(concurrency: usize, multiplier: u32) -> Option<usize> {
     (multiplier > 0).then(|| concurrency.max(1).saturating_mul(multiplier as usize))
 }
 
+/// Tasks run at once, every kind together: the slots of the kinds of task registered (all of
+/// them when one pool is shared), at least 1. Reservations are sized from it, so a worker with
+/// only blocking tasks does not hold messages for async slots it cannot use.
 fn capacity(slots: &crate::config::Slots, (has_async, has_threads): (bool, bool)) -> usize {
     let n = if slots.shared {
         slots.thread_tasks
