@@ -51,7 +51,8 @@ pub(crate) async fn fetch_loop(rt: Arc<Runtime>, sqs: Arc<SqsSide>) {
         }
         let queue = queues[next % queues.len()].clone();
         next = next.wrapping_add(1);
-        let max = (free as u32).min(SQS_MAX_MESSAGES);
+        // Bounded before the cast: with no prefetch limit `free` is far past u32.
+        let max = free.min(SQS_MAX_MESSAGES as usize) as u32;
         match sqs.broker.receive(&queue, max, None).await {
             Ok(received) => {
                 rt.metrics().broker_reachable(true);
